@@ -1,0 +1,325 @@
+//! The supervising component: starts the XMPP, Gateway and PSTN processes,
+//! restarts one that panics or returns (capped exponential backoff), and
+//! owns what must outlive such a crash: the channels between the processes
+//! (so a message queued towards a process waits for its next incarnation),
+//! the Gateway's memory, the configuration and the webhook socket.
+
+use crate::config::Config;
+use crate::config::Providers;
+use crate::gateway::{Action, Gateway, GatewayState, Routing};
+use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
+use crate::pstn::PstnProcess;
+use crate::Lent;
+use async_trait::async_trait;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of each channel between processes.
+const CHANNEL_CAPACITY: usize = 1024;
+/// First restart delay; doubles per consecutive failure.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A process that ran this long before failing starts its backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Why a process stopped.
+pub type ProcessError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The XMPP side's channels, lent by the component to each incarnation of
+/// the XMPP process.
+#[derive(Clone)]
+pub struct XmppChannels {
+    /// Chats for the Gateway.
+    pub to_gateway: mpsc::Sender<XmppEvent>,
+    /// Stanzas from the Gateway. Lock it for as long as the process runs;
+    /// what is left unread waits for the next incarnation.
+    pub from_gateway: Lent<mpsc::Receiver<OutgoingStanza>>,
+}
+
+/// The XMPP process, as the component sees it. `sms-xmpp` provides the real
+/// one; tests and embedders may bring their own.
+#[async_trait]
+pub trait XmppLink: Send + Sync + 'static {
+    /// Runs the link until `shutdown` (then closes the stream and returns
+    /// `Ok`). Returning or panicking otherwise makes the component restart it.
+    async fn run(
+        &self,
+        channels: XmppChannels,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProcessError>;
+}
+
+/// Why the component could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The webhook address could not be bound.
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The supervisor. Build it from a validated config and its providers.
+pub struct Component {
+    config: Arc<Config>,
+    providers: Providers,
+    state: Arc<Mutex<GatewayState>>,
+    to_pstn: mpsc::Sender<PstnCommand>,
+    pstn_commands: Lent<mpsc::Receiver<PstnCommand>>,
+    to_gateway_pstn: mpsc::Sender<PstnEvent>,
+    pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
+    to_gateway_xmpp: mpsc::Sender<XmppEvent>,
+    xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
+    to_xmpp: mpsc::Sender<OutgoingStanza>,
+    xmpp_commands: Lent<mpsc::Receiver<OutgoingStanza>>,
+}
+
+fn lent<T>(rx: T) -> Lent<T> {
+    Arc::new(tokio::sync::Mutex::new(rx))
+}
+
+impl Component {
+    /// A component for `config` (which must have passed
+    /// [`Config::validate`], giving `providers`).
+    pub fn new(config: Config, providers: Providers) -> Self {
+        let (to_pstn, pstn_commands) = mpsc::channel(CHANNEL_CAPACITY);
+        let (to_gateway_pstn, pstn_events) = mpsc::channel(CHANNEL_CAPACITY);
+        let (to_gateway_xmpp, xmpp_events) = mpsc::channel(CHANNEL_CAPACITY);
+        let (to_xmpp, xmpp_commands) = mpsc::channel(CHANNEL_CAPACITY);
+        Component {
+            config: Arc::new(config),
+            providers,
+            state: Arc::default(),
+            to_pstn,
+            pstn_commands: lent(pstn_commands),
+            to_gateway_pstn,
+            pstn_events: lent(pstn_events),
+            to_gateway_xmpp,
+            xmpp_events: lent(xmpp_events),
+            to_xmpp,
+            xmpp_commands: lent(xmpp_commands),
+        }
+    }
+
+    /// Runs everything until `shutdown` is cancelled, then stops the
+    /// processes (the XMPP link closes its stream) and returns.
+    pub async fn run(
+        self,
+        xmpp: Arc<dyn XmppLink>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ComponentError> {
+        let addr = self.config.http.listen;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| ComponentError::Listen { addr, source })?;
+        tracing::info!(
+            %addr,
+            public_url = %self.config.http.public_base(),
+            accounts = ?self.providers,
+            "webhook server listening"
+        );
+        let pstn = PstnProcess::new(
+            &self.config,
+            self.providers.accounts.clone(),
+            listener,
+            self.to_gateway_pstn.clone(),
+            self.pstn_commands.clone(),
+        );
+        let routing = Arc::new(Routing::from_config(&self.config));
+        let gateway_io = GatewayIo {
+            xmpp_events: self.xmpp_events.clone(),
+            pstn_events: self.pstn_events.clone(),
+            to_xmpp: self.to_xmpp.clone(),
+            to_pstn: self.to_pstn.clone(),
+        };
+        let channels = XmppChannels {
+            to_gateway: self.to_gateway_xmpp.clone(),
+            from_gateway: self.xmpp_commands.clone(),
+        };
+
+        let mut set = tokio::task::JoinSet::new();
+        {
+            let shutdown = shutdown.clone();
+            set.spawn(supervise("pstn", shutdown.clone(), move || {
+                let pstn = pstn.clone();
+                let shutdown = shutdown.clone();
+                async move { pstn.run(shutdown).await.map_err(ProcessError::from) }
+            }));
+        }
+        {
+            let shutdown = shutdown.clone();
+            let state = self.state.clone();
+            set.spawn(supervise("gateway", shutdown.clone(), move || {
+                let gateway = Gateway::new(routing.clone(), state.clone());
+                let io = gateway_io.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    run_gateway(gateway, io, shutdown).await;
+                    Ok(())
+                }
+            }));
+        }
+        {
+            let shutdown = shutdown.clone();
+            set.spawn(supervise("xmpp", shutdown.clone(), move || {
+                let xmpp = xmpp.clone();
+                let channels = channels.clone();
+                let shutdown = shutdown.clone();
+                async move { xmpp.run(channels, shutdown).await }
+            }));
+        }
+        while set.join_next().await.is_some() {}
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct GatewayIo {
+    xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
+    pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
+    to_xmpp: mpsc::Sender<OutgoingStanza>,
+    to_pstn: mpsc::Sender<PstnCommand>,
+}
+
+async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToken) {
+    let mut xmpp_events = io.xmpp_events.lock().await;
+    let mut pstn_events = io.pstn_events.lock().await;
+    loop {
+        let (actions, ack) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some(ev) = xmpp_events.recv() => (gateway.on_xmpp(ev), None),
+            Some(ev) = pstn_events.recv() => gateway.on_pstn(ev),
+        };
+        for action in actions {
+            // The receivers belong to the component, so these sends fail only
+            // when the whole component is going away.
+            let sent = match action {
+                Action::Xmpp(st) => io.to_xmpp.send(st).await.is_ok(),
+                Action::Pstn(cmd) => io.to_pstn.send(cmd).await.is_ok(),
+            };
+            if !sent {
+                return;
+            }
+        }
+        if let Some(ack) = ack {
+            ack.send();
+        }
+    }
+}
+
+/// Runs `make()` again and again until `shutdown`, waiting a capped,
+/// doubling delay between failures.
+async fn supervise<F, Fut>(name: &'static str, shutdown: CancellationToken, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ProcessError>> + Send + 'static,
+{
+    let mut failures: u32 = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::spawn(make()).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match outcome {
+            Ok(Ok(())) => tracing::error!(process = name, "process returned; restarting it"),
+            Ok(Err(e)) => {
+                tracing::error!(process = name, error = %e, "process failed; restarting it")
+            }
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "?".into());
+                tracing::error!(process = name, panic = %msg, "process panicked; restarting it");
+            }
+            Err(e) => {
+                tracing::error!(process = name, error = %e, "process cancelled; restarting it")
+            }
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            failures = 0;
+        }
+        let delay = backoff(failures);
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The delay before restart number `failures + 1`: 100 ms doubling to 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_START
+        .checked_mul(1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX))
+        .unwrap_or(BACKOFF_MAX)
+        .min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(9), Duration::from_secs(30));
+        assert_eq!(backoff(40), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_process_is_restarted_and_keeps_its_channel() {
+        let (tx, rx) = mpsc::channel::<u32>(16);
+        let rx = lent(rx);
+        let runs = Arc::new(AtomicU32::new(0));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        for i in 0..4 {
+            tx.send(i).await.unwrap();
+        }
+        let task = tokio::spawn(supervise("test", shutdown.clone(), {
+            let (rx, runs, got) = (rx.clone(), runs.clone(), got.clone());
+            move || {
+                let (rx, runs, got) = (rx.clone(), runs.clone(), got.clone());
+                async move {
+                    let run = runs.fetch_add(1, Ordering::SeqCst);
+                    let mut rx = rx.lock().await;
+                    // Each incarnation takes one message and then dies.
+                    let m = rx.recv().await.unwrap();
+                    got.lock().unwrap().push(m);
+                    if run % 2 == 0 {
+                        panic!("boom {run}");
+                    }
+                    Ok(())
+                }
+            }
+        }));
+        // Virtual time: the restarts' backoff passes instantly.
+        while got.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        tx.send(99).await.unwrap();
+        task.await.unwrap();
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec![0, 1, 2, 3],
+            "nothing lost or duplicated"
+        );
+        assert!(runs.load(Ordering::SeqCst) >= 4);
+    }
+}

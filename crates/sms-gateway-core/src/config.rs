@@ -1,0 +1,521 @@
+//! Configuration: the TOML file, environment overrides, and the checks that
+//! turn a typo into a message naming the key.
+//!
+//! Loading is figment: the file first, then any `SMS_OVER_XMPP_<SECTION>__<KEY>`
+//! variable (e.g. `SMS_OVER_XMPP_XMPP__SECRET`) on top. [`Config::validate`]
+//! checks everything that can be checked without connecting anywhere; the
+//! `check` command runs exactly that.
+
+use crate::phone::PhoneNumber;
+use crate::provider::{ProviderContext, ProviderRegistry, PstnProvider};
+use crate::secret::Secret;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SMS_OVER_XMPP_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The link to the XMPP server.
+    pub xmpp: XmppConfig,
+    /// The webhook server.
+    pub http: HttpConfig,
+    /// How numbers users type are read.
+    #[serde(default)]
+    pub phone: PhoneConfig,
+    /// Carrier accounts by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Who may use the gateway, with which number and account.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[xmpp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The XMPP server's component port, `host:port`.
+    pub server: String,
+    /// This component's domain, e.g. `sms.example.com`.
+    pub domain: String,
+    /// The component secret shared with the server.
+    pub secret: Secret,
+    /// Seconds between keep-alive pings on an idle link; the link is
+    /// considered dead after three intervals of silence.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+}
+
+fn default_keepalive() -> u64 {
+    30
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where the webhook server listens.
+    pub listen: SocketAddr,
+    /// The URL carriers call (what signatures are computed over), without
+    /// the account part: `https://sms.example.com/hooks`.
+    pub public_url: String,
+}
+
+impl HttpConfig {
+    /// `public_url` without a trailing `/`.
+    pub fn public_base(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// The path part of `public_url` without a trailing `/` (`/hooks`, or `""`).
+    pub fn base_path(&self) -> String {
+        let path = self
+            .public_url
+            .parse::<axum::http::Uri>()
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
+        path.trim_end_matches('/').to_owned()
+    }
+}
+
+/// `[phone]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneConfig {
+    /// Put in front of numbers typed without `+`, e.g. `+1`.
+    pub default_prefix: Option<String>,
+}
+
+/// `[providers.NAME]`: `type` picks the provider; the other keys are its own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    /// The provider type, e.g. `twilio` or `sandbox`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The provider's own settings (credentials among them: never log these).
+    #[serde(flatten)]
+    settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// `[[users]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user's bare JID.
+    pub jid: String,
+    /// The user's own phone number, E.164.
+    pub number: String,
+    /// The provider account the user's texts go through.
+    pub provider: String,
+}
+
+/// A config that cannot be used, and why, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or unreadable.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The path tried.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file does not parse, or a key has the wrong type or is missing.
+    #[error("config: {0}")]
+    Parse(String),
+    /// A key has a value that cannot work.
+    #[error("config key `{key}` = {value:?}: {reason}")]
+    Invalid {
+        /// The key, e.g. `users[0].number`.
+        key: String,
+        /// The value found (never a secret).
+        value: String,
+        /// Why it cannot work.
+        reason: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path`, with environment overrides on top.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_figment(Figment::from(Toml::string(&text)).merge(env_overrides()))
+    }
+
+    /// Parses TOML text alone (no environment), for tests and embedders.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        figment
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Parse(figment_error(e)))
+    }
+
+    /// Checks everything that can be checked without connecting, and builds
+    /// the provider accounts: what `sms-over-xmpp check` reports.
+    pub fn validate(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
+        if self.xmpp.server.parse::<SocketAddr>().is_err()
+            && !looks_like_host_port(&self.xmpp.server)
+        {
+            return Err(invalid(
+                "xmpp.server",
+                &self.xmpp.server,
+                "expected host:port of the XMPP server's component port",
+            ));
+        }
+        if self.xmpp.domain.is_empty()
+            || self.xmpp.domain.contains(['@', '/', ' '])
+            || !self.xmpp.domain.contains('.') && self.xmpp.domain != "localhost"
+        {
+            return Err(invalid(
+                "xmpp.domain",
+                &self.xmpp.domain,
+                "expected a domain name such as sms.example.com",
+            ));
+        }
+        if self.xmpp.secret.is_empty() {
+            return Err(invalid("xmpp.secret", "", "must not be empty"));
+        }
+        if self.xmpp.keepalive_secs == 0 {
+            return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
+        }
+        let url = &self.http.public_url;
+        let parsed = url.parse::<axum::http::Uri>();
+        let ok = matches!(&parsed, Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none());
+        if !ok {
+            return Err(invalid(
+                "http.public_url",
+                url,
+                "expected an http(s) URL without a query, such as https://sms.example.com/hooks",
+            ));
+        }
+        if let Some(prefix) = &self.phone.default_prefix {
+            let digits = prefix.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(invalid(
+                    "phone.default_prefix",
+                    prefix,
+                    "expected + and a country calling code, such as +1 or +44",
+                ));
+            }
+        }
+        let providers = self.build_providers(registry)?;
+        let mut seen_jids = BTreeMap::new();
+        let mut seen_numbers = BTreeMap::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let jid = normalize_bare_jid(&user.jid).ok_or_else(|| {
+                invalid(
+                    format!("users[{i}].jid"),
+                    &user.jid,
+                    "expected a bare JID such as alice@example.com",
+                )
+            })?;
+            if let Some(j) = seen_jids.insert(jid, i) {
+                return Err(invalid(
+                    format!("users[{i}].jid"),
+                    &user.jid,
+                    format!("the same JID is already users[{j}]"),
+                ));
+            }
+            let number = PhoneNumber::parse(&user.number, None)
+                .map_err(|e| invalid(format!("users[{i}].number"), &user.number, e.to_string()))?;
+            if !providers.accounts.contains_key(&user.provider) {
+                return Err(invalid(
+                    format!("users[{i}].provider"),
+                    &user.provider,
+                    format!(
+                        "no such account; configured: {}",
+                        list(providers.accounts.keys().map(String::as_str))
+                    ),
+                ));
+            }
+            if let Some(j) = seen_numbers.insert((user.provider.clone(), number), i) {
+                return Err(invalid(
+                    format!("users[{i}].number"),
+                    &user.number,
+                    format!("the same number on the same account is already users[{j}]"),
+                ));
+            }
+        }
+        Ok(providers)
+    }
+
+    fn build_providers(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
+        let mut accounts = BTreeMap::new();
+        for (name, p) in &self.providers {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("providers.{name}"),
+                    name,
+                    "account names may hold only letters, digits, - and _ (they appear in webhook URLs)",
+                ));
+            }
+            let factory = registry.get(&p.kind).ok_or_else(|| {
+                invalid(
+                    format!("providers.{name}.type"),
+                    &p.kind,
+                    format!(
+                        "unknown provider type; this build knows: {}",
+                        list(registry.kinds())
+                    ),
+                )
+            })?;
+            let ctx = ProviderContext {
+                account: name.clone(),
+                webhook_base: format!("{}/{name}", self.http.public_base()),
+            };
+            let settings = serde_json::Value::Object(p.settings.clone().into_iter().collect());
+            let provider = factory(&ctx, settings).map_err(|reason| ConfigError::Invalid {
+                key: format!("providers.{name}"),
+                value: format!("type = {}", p.kind),
+                reason,
+            })?;
+            accounts.insert(name.clone(), provider);
+        }
+        Ok(Providers { accounts })
+    }
+}
+
+/// The provider accounts built from a validated config, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    /// Account name → provider.
+    pub accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.accounts.keys()).finish()
+    }
+}
+
+/// Lower-cases a bare JID and checks its shape (`node@domain`, no resource).
+/// The XMPP server has already applied stringprep to what it stamps on
+/// stanzas; lower-casing is what makes the config compare equal to it.
+pub fn normalize_bare_jid(jid: &str) -> Option<String> {
+    let (node, domain) = jid.split_once('@')?;
+    if node.is_empty() || domain.is_empty() || domain.contains(['@', '/']) || jid.contains(' ') {
+        return None;
+    }
+    Some(jid.to_lowercase())
+}
+
+fn looks_like_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = items.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn env_overrides() -> Env {
+    // `SMS_OVER_XMPP_CONFIG` names the file; it is not a key.
+    Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])
+}
+
+fn figment_error(e: figment::Error) -> String {
+    // figment reports the path as "default.xmpp"; say "xmpp.secret" instead.
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let kind = e.kind.to_string();
+            if key.is_empty() {
+                kind
+            } else {
+                format!("`{key}`: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "s3cret"
+
+[http]
+listen = "127.0.0.1:9677"
+public_url = "https://sms.example.com/hooks/"
+
+[phone]
+default_prefix = "+1"
+
+[providers.main]
+type = "sandbox"
+token = "t"
+
+[[users]]
+jid = "Alice@Example.com"
+number = "+15550001111"
+provider = "main"
+"#;
+
+    fn check(text: &str) -> Result<Providers, ConfigError> {
+        Config::from_toml(text)?.validate(&ProviderRegistry::new())
+    }
+
+    #[test]
+    fn good_config_validates() {
+        let cfg = Config::from_toml(GOOD).unwrap();
+        let p = cfg.validate(&ProviderRegistry::new()).unwrap();
+        assert_eq!(p.accounts.keys().collect::<Vec<_>>(), ["main"]);
+        assert_eq!(cfg.http.public_base(), "https://sms.example.com/hooks");
+        assert_eq!(cfg.http.base_path(), "/hooks");
+        assert_eq!(cfg.xmpp.keepalive_secs, 30);
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        let cfg = Config::from_toml(GOOD).unwrap();
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let text = GOOD.replace("secret = \"s3cret\"\n", "");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("secret"), "{err}");
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("domain = ", "domian = \"x\"\ndomain = ");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("domian"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let cases = [
+            (
+                "number = \"+15550001111\"",
+                "number = \"555-0001\"",
+                "users[0].number",
+                "555-0001",
+            ),
+            (
+                "provider = \"main\"",
+                "provider = \"other\"",
+                "users[0].provider",
+                "other",
+            ),
+            (
+                "type = \"sandbox\"",
+                "type = \"carrier-pigeon\"",
+                "providers.main.type",
+                "carrier-pigeon",
+            ),
+            (
+                "public_url = \"https://sms.example.com/hooks/\"",
+                "public_url = \"sms.example.com\"",
+                "http.public_url",
+                "sms.example.com",
+            ),
+            (
+                "default_prefix = \"+1\"",
+                "default_prefix = \"1\"",
+                "phone.default_prefix",
+                "1",
+            ),
+            (
+                "jid = \"Alice@Example.com\"",
+                "jid = \"alice\"",
+                "users[0].jid",
+                "alice",
+            ),
+            (
+                "domain = \"sms.example.com\"",
+                "domain = \"a b\"",
+                "xmpp.domain",
+                "a b",
+            ),
+            (
+                "server = \"127.0.0.1:5347\"",
+                "server = \"localhost\"",
+                "xmpp.server",
+                "localhost",
+            ),
+        ];
+        for (from, to, key, value) in cases {
+            let text = GOOD.replace(from, to);
+            match check(&text) {
+                Err(ConfigError::Invalid {
+                    key: k, value: v, ..
+                }) => {
+                    assert_eq!((k.as_str(), v.as_str()), (key, value), "{to}");
+                }
+                other => panic!("{to}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error_naming_the_key() {
+        let text = GOOD.replace("listen = \"127.0.0.1:9677\"", "listen = \"nowhere\"");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_user_is_refused() {
+        let text = format!("{GOOD}\n[[users]]\njid = \"alice@example.com\"\nnumber = \"+15550002222\"\nprovider = \"main\"\n");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("users[1].jid"), "{err}");
+    }
+
+    #[test]
+    fn jid_normalisation() {
+        assert_eq!(
+            normalize_bare_jid("Alice@Example.COM").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(normalize_bare_jid("alice@example.com/res"), None);
+        assert_eq!(normalize_bare_jid("example.com"), None);
+    }
+}

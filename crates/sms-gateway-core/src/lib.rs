@@ -1,0 +1,43 @@
+//! # sms-gateway-core
+//!
+//! The heart of sms-over-xmpp, usable on its own: the [`Gateway`] (routing
+//! and translation between chats and texts), the [`PstnProvider`] trait that
+//! each carrier implements, the message and event types, phone numbers,
+//! configuration, the supervising [`Component`] and the built-in `sandbox`
+//! provider.
+//!
+//! ```text
+//! XMPP server <-> XMPP process <-ch-> Gateway <-ch-> PSTN process <-> carriers
+//!                 (XmppLink)                        (webhooks, API calls)
+//! ```
+//!
+//! An embedder builds a [`ProviderRegistry`] (adding its own provider types),
+//! loads and validates a [`Config`], and runs a [`Component`] with an
+//! [`XmppLink`] (the one in `sms-xmpp`, usually). See `examples/embed.rs`.
+
+pub mod component;
+pub mod config;
+pub mod gateway;
+pub mod message;
+pub mod phone;
+pub mod provider;
+pub mod pstn;
+pub mod sandbox;
+pub mod secret;
+
+pub use component::{Component, ComponentError, ProcessError, XmppChannels, XmppLink};
+pub use config::{Config, ConfigError, Providers};
+pub use gateway::{Action, Gateway, GatewayState, Routing};
+pub use message::*;
+pub use phone::{PhoneError, PhoneNumber};
+pub use provider::{
+    ProviderContext, ProviderError, ProviderErrorKind, ProviderFactory, ProviderRegistry,
+    PstnProvider, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
+};
+pub use sandbox::SandboxProvider;
+pub use secret::Secret;
+pub use tokio_util::sync::CancellationToken;
+
+/// A resource the component owns and lends to each incarnation of a process:
+/// the process locks it while it runs; after a crash the next one takes it.
+pub type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;

@@ -1,0 +1,205 @@
+//! The messages and events that travel between the three processes.
+//!
+//! Nothing here knows XMPP wire syntax or any carrier's API: the XMPP process
+//! turns stanzas into [`ChatMessage`]s and [`OutgoingStanza`]s back into
+//! stanzas; each provider turns its webhooks into [`PstnEvent`]s and
+//! [`OutboundSms`] into API calls.
+
+use crate::phone::PhoneNumber;
+use crate::provider::ProviderError;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// A chat from a user, as the XMPP process read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// The sender's full JID as the server stamped it (`alice@example.com/phone`).
+    pub from: String,
+    /// The contact JID it was addressed to (`+15557654321@sms.example.com`).
+    pub to: String,
+    /// The stanza id, if the client gave one: receipts and errors refer to it.
+    pub id: Option<String>,
+    /// The text (the best body whatever its `xml:lang`); empty when the stanza
+    /// carried none (a chat state, a marker).
+    pub body: String,
+    /// Media URLs the chat carries (XEP-0066 out-of-band data).
+    pub media: Vec<String>,
+    /// Whether the sender asked for a delivery receipt (XEP-0184).
+    pub receipt_requested: bool,
+}
+
+/// What the XMPP process hands the Gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmppEvent {
+    /// A chat message addressed to a contact (or to the domain).
+    Chat(ChatMessage),
+}
+
+/// XMPP error conditions the Gateway uses (RFC 6120 §8.3.3), with their types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCondition {
+    /// `auth`/`registration-required`: the sender is not a user of this gateway.
+    RegistrationRequired,
+    /// `modify`/`jid-malformed`: the contact is not a phone number.
+    JidMalformed,
+    /// `modify`/`not-acceptable`: the carrier refused the message for good.
+    NotAcceptable,
+    /// `wait`/`remote-server-timeout`: the carrier could not be reached.
+    RemoteServerTimeout,
+    /// `cancel`/`recipient-unavailable`: the carrier reports it undeliverable.
+    RecipientUnavailable,
+    /// `modify`/`bad-request`: something else wrong with the chat.
+    BadRequest,
+    /// `cancel`/`internal-server-error`: our fault.
+    InternalServerError,
+}
+
+/// What the Gateway asks the XMPP process to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutgoingStanza {
+    /// A `type='chat'` message from a contact.
+    Chat {
+        /// Contact JID, e.g. `+15557654321@sms.example.com`.
+        from: String,
+        /// The user's bare JID.
+        to: String,
+        /// The text; may be empty when only `media` is set.
+        body: String,
+        /// A media URL sent as XEP-0066 out-of-band data (the body repeats it).
+        media_url: Option<String>,
+    },
+    /// A XEP-0184 `<received/>` for the user's stanza `id`.
+    Receipt {
+        /// Contact JID.
+        from: String,
+        /// The user's full JID.
+        to: String,
+        /// The id of the user's chat.
+        id: String,
+    },
+    /// A `type='error'` message answering the user's chat `id`.
+    Error {
+        /// Contact JID (or the domain).
+        from: String,
+        /// The user's full JID.
+        to: String,
+        /// The id of the user's chat, if it had one.
+        id: Option<String>,
+        /// The condition.
+        condition: ErrorCondition,
+        /// A sentence for the user.
+        text: String,
+    },
+}
+
+/// A text to send through a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboundSms {
+    /// The user's own number.
+    pub from: PhoneNumber,
+    /// The contact's number.
+    pub to: PhoneNumber,
+    /// The text (may be empty when `media` is not).
+    pub body: String,
+    /// Media URLs for an MMS.
+    pub media: Vec<String>,
+}
+
+/// A media item in an inbound MMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Media {
+    /// Where to fetch it (carriers' URLs are often temporary).
+    pub url: String,
+    /// Its MIME type, when the carrier says.
+    pub content_type: Option<String>,
+}
+
+/// A text that arrived from the phone network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboundSms {
+    /// The carrier's id for it (`MessageSid`, event id): used to deduplicate.
+    pub id: String,
+    /// The sender.
+    pub from: PhoneNumber,
+    /// The user's number it was sent to.
+    pub to: PhoneNumber,
+    /// The text.
+    pub body: String,
+    /// Attached media.
+    pub media: Vec<Media>,
+}
+
+/// Where a sent message stands, as the carrier reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Accepted, on its way (queued, sending, sent): nothing to tell the user.
+    InProgress,
+    /// The handset has it.
+    Delivered,
+    /// It will not arrive; the carrier's reason.
+    Failed(String),
+}
+
+/// A delivery report for a message we sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The carrier's message id, as `send` returned it.
+    pub message_id: String,
+    /// The status.
+    pub status: DeliveryStatus,
+}
+
+/// Why the Gateway would not take an inbound text (the webhook answers 4xx/5xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundRejected {
+    /// No configured user has that number on that account.
+    #[error("no user of this gateway has the number {0} on this account")]
+    UnknownNumber(String),
+    /// The gateway could not take it now; the carrier should retry.
+    #[error("the gateway is restarting; retry later")]
+    Unavailable,
+}
+
+/// What the PSTN process hands the Gateway.
+#[derive(Debug)]
+pub enum PstnEvent {
+    /// An inbound text. The Gateway answers on `ack` once it has handed the
+    /// chat on, so the webhook is answered 2xx only then (invariant 2).
+    Inbound {
+        /// The provider account it came through.
+        account: String,
+        /// The text.
+        sms: InboundSms,
+        /// Where to say whether it was taken.
+        ack: oneshot::Sender<Result<(), InboundRejected>>,
+    },
+    /// A delivery report.
+    Status {
+        /// The provider account it came through.
+        account: String,
+        /// The report.
+        report: StatusReport,
+    },
+    /// The outcome of a [`PstnCommand::Send`].
+    SendResult {
+        /// The `ticket` of the command.
+        ticket: u64,
+        /// The carrier's message ids (one per request), or why it failed.
+        result: Result<String, ProviderError>,
+    },
+}
+
+/// What the Gateway asks the PSTN process to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PstnCommand {
+    /// Send a text through an account; the outcome comes back as
+    /// [`PstnEvent::SendResult`] with the same `ticket`.
+    Send {
+        /// The provider account.
+        account: String,
+        /// The text.
+        sms: OutboundSms,
+        /// Chosen by the Gateway to match the result to the chat.
+        ticket: u64,
+    },
+}

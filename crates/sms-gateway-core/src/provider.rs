@@ -1,0 +1,321 @@
+//! The contract between the PSTN process and a carrier: [`PstnProvider`].
+//!
+//! A provider does two things: it sends a text through the carrier's API, and
+//! it turns a webhook the carrier sent into [`PstnEvent`](crate::PstnEvent)s
+//! after checking that the carrier really sent it. The PSTN process owns the
+//! HTTP server, the channels and the retries; a provider owns only its API
+//! client and its wire formats.
+
+use crate::message::{InboundSms, OutboundSms, StatusReport};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a send failed, in a form the retry logic can ask questions of.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ProviderError {
+    /// What kind of failure.
+    pub kind: ProviderErrorKind,
+    /// The carrier's own error code (`21211`, `"10011"`), when it gave one.
+    pub code: Option<String>,
+    /// The carrier's message, or what went wrong on the way.
+    pub message: String,
+    /// How long the carrier asked us to wait (`Retry-After`), if it did.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// The kinds of [`ProviderError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderErrorKind {
+    /// The carrier refused the message and will refuse it again (4xx other than 429).
+    Rejected,
+    /// The carrier asked us to slow down (429).
+    RateLimited,
+    /// The carrier failed (5xx).
+    CarrierError,
+    /// The carrier could not be reached, or the connection broke.
+    Network,
+    /// Our credentials were refused (401/403): fix the config.
+    Unauthorized,
+}
+
+impl ProviderError {
+    /// A new error of `kind` with a message.
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds the carrier's error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// Classifies an HTTP status the carrier answered with.
+    pub fn from_http_status(status: u16, message: impl Into<String>) -> Self {
+        let kind = match status {
+            429 => ProviderErrorKind::RateLimited,
+            401 | 403 => ProviderErrorKind::Unauthorized,
+            400..=499 => ProviderErrorKind::Rejected,
+            _ => ProviderErrorKind::CarrierError,
+        };
+        ProviderError::new(kind, message)
+    }
+
+    /// Whether trying again later may succeed: rate limits, carrier 5xx and
+    /// network failures are temporary; refusals are not.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderErrorKind::RateLimited
+                | ProviderErrorKind::CarrierError
+                | ProviderErrorKind::Network
+        )
+    }
+
+    fn describe(&self) -> String {
+        let what = match self.kind {
+            ProviderErrorKind::Rejected => "carrier refused the message",
+            ProviderErrorKind::RateLimited => "carrier rate limit",
+            ProviderErrorKind::CarrierError => "carrier error",
+            ProviderErrorKind::Network => "carrier unreachable",
+            ProviderErrorKind::Unauthorized => "carrier refused our credentials",
+        };
+        match &self.code {
+            Some(code) => format!("{what}: error {code}: {}", self.message),
+            None => format!("{what}: {}", self.message),
+        }
+    }
+}
+
+/// A webhook request as the PSTN process received it.
+#[derive(Clone)]
+pub struct WebhookRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The hook name: the path segment after the account (`message`, `status`, …).
+    pub hook: String,
+    /// The URL the carrier called, rebuilt from `http.public_url`:
+    /// `{public_url}/{account}/{hook}` plus the query string, if any.
+    /// Signatures are computed over this.
+    pub url: String,
+    /// Headers, names lower-cased; repeated headers keep the first value.
+    pub headers: BTreeMap<String, String>,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl WebhookRequest {
+    /// A header's value by (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+impl fmt::Debug for WebhookRequest {
+    // Bodies carry message text: keep them out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRequest")
+            .field("method", &self.method)
+            .field("hook", &self.hook)
+            .field("url", &self.url)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// What a webhook carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// An inbound text or MMS.
+    Inbound(InboundSms),
+    /// A delivery report.
+    Status(StatusReport),
+}
+
+/// A provider's answer to a webhook: events to hand on, and the HTTP response
+/// to give once they are handed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookReply {
+    /// Events for the Gateway (may be empty: an event type we ignore).
+    pub events: Vec<WebhookEvent>,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// `Content-Type` of the answer.
+    pub content_type: &'static str,
+    /// Body of the answer.
+    pub body: String,
+}
+
+impl WebhookReply {
+    /// A reply of `200 OK` with an empty plain-text body.
+    pub fn ok(events: Vec<WebhookEvent>) -> Self {
+        WebhookReply {
+            events,
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: String::new(),
+        }
+    }
+}
+
+/// Why a webhook was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The signature is missing or wrong (403); nothing is delivered.
+    #[error("webhook signature missing or invalid: {0}")]
+    Unauthorized(String),
+    /// The request is malformed (400); nothing is delivered.
+    #[error("malformed webhook: {0}")]
+    BadRequest(String),
+    /// No such hook for this provider (404).
+    #[error("no such webhook: {0}")]
+    NotFound(String),
+    /// Wrong HTTP method (405).
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
+}
+
+impl WebhookError {
+    /// The HTTP status to answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            WebhookError::Unauthorized(_) => 403,
+            WebhookError::BadRequest(_) => 400,
+            WebhookError::NotFound(_) => 404,
+            WebhookError::MethodNotAllowed(_) => 405,
+        }
+    }
+}
+
+/// A carrier account: sends texts and reads the carrier's webhooks.
+///
+/// Object-safe; the PSTN process holds each account as `Arc<dyn PstnProvider>`
+/// and may call `send` concurrently.
+#[async_trait]
+pub trait PstnProvider: Send + Sync + 'static {
+    /// Sends one text (or MMS) and returns the carrier's message id.
+    ///
+    /// May assume: `sms.from` and `sms.to` are E.164; the body fits one API
+    /// request for this carrier (the Gateway splits long texts); `media` holds
+    /// http(s) URLs within the carrier's count limit.
+    ///
+    /// Must: make at most one API request per call (retries are the caller's,
+    /// so it can prevent duplicate texts); ask the carrier to report delivery
+    /// status to this account's `status` webhook; classify failures with
+    /// [`ProviderError::is_temporary`] right (429, 5xx and network errors are
+    /// temporary, other 4xx are not) and keep the carrier's error code.
+    async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError>;
+
+    /// Authenticates and parses one webhook.
+    ///
+    /// Must: refuse ([`WebhookError::Unauthorized`]) anything whose signature
+    /// does not verify, before looking at its content; refuse a malformed body
+    /// with [`WebhookError::BadRequest`]; never panic on any input. The events
+    /// returned are delivered before the reply is sent.
+    fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError>;
+}
+
+/// What a provider is told when it is built from config.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// The account name (`[providers.NAME]`); it appears in webhook paths.
+    pub account: String,
+    /// `{public_url}/{account}`: where this account's webhooks arrive.
+    pub webhook_base: String,
+}
+
+impl ProviderContext {
+    /// The URL of one of this account's hooks, e.g. `status`.
+    pub fn hook_url(&self, hook: &str) -> String {
+        format!("{}/{hook}", self.webhook_base)
+    }
+}
+
+/// A function that builds a provider from its `[providers.NAME]` table
+/// (everything but `type`), or says which key is wrong.
+pub type ProviderFactory =
+    fn(&ProviderContext, serde_json::Value) -> Result<Arc<dyn PstnProvider>, String>;
+
+/// The provider types a program knows, by their `type = "…"` name.
+#[derive(Clone, Default)]
+pub struct ProviderRegistry {
+    factories: BTreeMap<&'static str, ProviderFactory>,
+}
+
+impl ProviderRegistry {
+    /// A registry that knows only the built-in `sandbox` provider.
+    pub fn new() -> Self {
+        let mut r = ProviderRegistry {
+            factories: BTreeMap::new(),
+        };
+        r.register("sandbox", crate::sandbox::SandboxProvider::from_config);
+        r
+    }
+
+    /// Makes `type = "{kind}"` build providers with `factory`.
+    pub fn register(&mut self, kind: &'static str, factory: ProviderFactory) -> &mut Self {
+        self.factories.insert(kind, factory);
+        self
+    }
+
+    /// The known type names.
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.factories.keys().copied()
+    }
+
+    /// The factory for a type name.
+    pub fn get(&self, kind: &str) -> Option<ProviderFactory> {
+        self.factories.get(kind).copied()
+    }
+}
+
+impl fmt::Debug for ProviderRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+/// Deserialises a provider's settings table, naming the account in errors:
+/// `providers.main: missing field `auth_token``.
+pub fn provider_settings<T: serde::de::DeserializeOwned>(
+    settings: serde_json::Value,
+) -> Result<T, String> {
+    serde_json::from_value(settings).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_status_classification() {
+        assert!(ProviderError::from_http_status(429, "x").is_temporary());
+        assert!(ProviderError::from_http_status(500, "x").is_temporary());
+        assert!(ProviderError::from_http_status(503, "x").is_temporary());
+        assert!(!ProviderError::from_http_status(400, "x").is_temporary());
+        assert!(!ProviderError::from_http_status(404, "x").is_temporary());
+        assert!(!ProviderError::from_http_status(401, "x").is_temporary());
+        assert!(ProviderError::new(ProviderErrorKind::Network, "x").is_temporary());
+    }
+
+    #[test]
+    fn display_keeps_the_carrier_code() {
+        let e =
+            ProviderError::from_http_status(400, "Invalid 'To' Phone Number").with_code("21211");
+        assert_eq!(
+            e.to_string(),
+            "carrier refused the message: error 21211: Invalid 'To' Phone Number"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! The PSTN process: the HTTP server that receives every provider account's
+//! webhooks, and the sender that calls provider APIs for the Gateway.
+//!
+//! Webhooks arrive at `{public_url path}/{account}/{hook}`. The provider of
+//! that account authenticates and parses the request; its events go to the
+//! Gateway; the answer goes out only once the Gateway has taken them, so a
+//! carrier whose webhook was not answered 2xx retries it (invariant 2).
+
+use crate::config::Config;
+use crate::message::{InboundRejected, PstnCommand, PstnEvent};
+use crate::provider::{PstnProvider, WebhookEvent, WebhookRequest};
+use crate::Lent;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Largest webhook body accepted; larger ones get 413.
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+/// How many API requests one account may have in flight at once.
+const SENDS_PER_ACCOUNT: usize = 16;
+
+/// The PSTN side's share of the component: the accounts, the channels, and
+/// the listening socket (bound once, so it survives restarts of the process).
+#[derive(Clone)]
+pub struct PstnProcess {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base_path: String,
+    public_base: String,
+    accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    to_gateway: mpsc::Sender<PstnEvent>,
+    commands: Lent<mpsc::Receiver<PstnCommand>>,
+    listener: std::net::TcpListener,
+}
+
+impl PstnProcess {
+    /// A PSTN process for `config`'s accounts, serving on `listener`.
+    pub fn new(
+        config: &Config,
+        accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+        listener: std::net::TcpListener,
+        to_gateway: mpsc::Sender<PstnEvent>,
+        commands: Lent<mpsc::Receiver<PstnCommand>>,
+    ) -> Self {
+        let limits = accounts
+            .keys()
+            .map(|k| (k.clone(), Arc::new(Semaphore::new(SENDS_PER_ACCOUNT))))
+            .collect();
+        PstnProcess {
+            inner: Arc::new(Inner {
+                base_path: config.http.base_path(),
+                public_base: config.http.public_base().to_owned(),
+                accounts,
+                limits,
+                to_gateway,
+                commands,
+                listener,
+            }),
+        }
+    }
+
+    /// Serves webhooks and sends texts until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.inner.listener.try_clone()?)?;
+        let app = axum::Router::new()
+            .fallback(hook)
+            .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+            .with_state(self.inner.clone());
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::select! {
+            r = server.into_future() => r,
+            () = self.send_loop(shutdown) => Ok(()),
+        }
+    }
+
+    async fn send_loop(&self, shutdown: CancellationToken) {
+        let mut commands = self.inner.commands.lock().await;
+        loop {
+            let cmd = tokio::select! {
+                () = shutdown.cancelled() => return,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+            };
+            match cmd {
+                PstnCommand::Send {
+                    account,
+                    sms,
+                    ticket,
+                } => {
+                    let inner = self.inner.clone();
+                    // Each send runs on its own task, limited per account, so a
+                    // slow carrier account does not hold up the others.
+                    tokio::spawn(async move {
+                        let result =
+                            match (inner.accounts.get(&account), inner.limits.get(&account)) {
+                                (Some(p), Some(limit)) => {
+                                    let _permit =
+                                        limit.acquire().await.expect("semaphore never closed");
+                                    p.send(&sms).await
+                                }
+                                _ => Err(crate::ProviderError::new(
+                                    crate::ProviderErrorKind::Rejected,
+                                    format!("no provider account {account:?}"),
+                                )),
+                            };
+                        // The channel is the component's: it outlives a Gateway restart.
+                        let _ = inner
+                            .to_gateway
+                            .send(PstnEvent::SendResult { ticket, result })
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn hook(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(rest) = uri.path().strip_prefix(inner.base_path.as_str()) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let rest = rest.trim_matches('/');
+    if rest.is_empty() {
+        return text(
+            StatusCode::OK,
+            concat!(
+                "sms-over-xmpp ",
+                env!("CARGO_PKG_VERSION"),
+                ": an SMS gateway for XMPP. Carrier webhooks are served at {account}/message and {account}/status below this URL.\n"
+            ),
+        );
+    }
+    let Some((account, hook_name)) = rest.split_once('/') else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if hook_name.contains('/') {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let Some(provider) = inner.accounts.get(account) else {
+        return text(StatusCode::NOT_FOUND, "no such account\n");
+    };
+    let mut url = format!("{}/{account}/{hook_name}", inner.public_base);
+    if let Some(q) = uri.query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut hdrs = BTreeMap::new();
+    for (name, value) in &headers {
+        if let Ok(v) = value.to_str() {
+            hdrs.entry(name.as_str().to_owned())
+                .or_insert_with(|| v.to_owned());
+        }
+    }
+    let req = WebhookRequest {
+        method: method.as_str().to_owned(),
+        hook: hook_name.to_owned(),
+        url,
+        headers: hdrs,
+        body,
+    };
+    let reply = match provider.webhook(&req) {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(%account, hook = %hook_name, error = %e, "webhook refused");
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return text(status, format!("{e}\n"));
+        }
+    };
+    for event in reply.events {
+        match event {
+            WebhookEvent::Inbound(sms) => {
+                let (ack, answer) = oneshot::channel();
+                let ev = PstnEvent::Inbound {
+                    account: account.to_owned(),
+                    sms,
+                    ack,
+                };
+                if inner.to_gateway.send(ev).await.is_err() {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+                }
+                match answer.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e @ InboundRejected::UnknownNumber(_))) => {
+                        return text(StatusCode::NOT_FOUND, format!("{e}\n"));
+                    }
+                    Ok(Err(e @ InboundRejected::Unavailable)) => {
+                        return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+                    }
+                    // The Gateway restarted while holding it: let the carrier retry.
+                    Err(_) => {
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "gateway restarting; retry\n",
+                        )
+                    }
+                }
+            }
+            WebhookEvent::Status(report) => {
+                let ev = PstnEvent::Status {
+                    account: account.to_owned(),
+                    report,
+                };
+                if inner.to_gateway.send(ev).await.is_err() {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+                }
+            }
+        }
+    }
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    (
+        status,
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response()
+}

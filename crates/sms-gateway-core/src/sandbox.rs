@@ -1,0 +1,310 @@
+//! The built-in `sandbox` provider: no carrier at all.
+//!
+//! Outbound texts are logged and kept, and listed as JSON by
+//! `GET {public_url}/{account}/outbox`. Inbound texts and delivery reports
+//! are injected with `POST {public_url}/{account}/message` (JSON
+//! `{"from","to","body","media"?}`) and `POST …/status` (JSON
+//! `{"message_id","status":"delivered"|"failed","error"?}`). Every request
+//! must carry `Authorization: Bearer {token}`, so a sandbox exposed by mistake
+//! cannot be used to forge texts. The quick start and the tests use it; so
+//! can an embedder's own tests.
+
+use crate::message::{DeliveryStatus, InboundSms, Media, OutboundSms, StatusReport};
+use crate::phone::PhoneNumber;
+use crate::provider::{
+    provider_settings, ProviderContext, ProviderError, PstnProvider, WebhookError, WebhookEvent,
+    WebhookReply, WebhookRequest,
+};
+use crate::secret::Secret;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+/// `[providers.NAME]` with `type = "sandbox"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Bearer token required on every sandbox request.
+    pub token: Secret,
+}
+
+/// A text the sandbox "sent".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SentText {
+    /// The id `send` returned.
+    pub id: String,
+    /// What was sent.
+    #[serde(flatten)]
+    pub sms: OutboundSms,
+}
+
+/// The sandbox provider. Clones share one outbox.
+#[derive(Debug, Clone)]
+pub struct SandboxProvider {
+    account: String,
+    token: Secret,
+    outbox: Arc<Mutex<Vec<SentText>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectMessage {
+    from: String,
+    to: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    media: Vec<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectStatus {
+    message_id: String,
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl SandboxProvider {
+    /// A sandbox for `account` that requires `token`.
+    pub fn new(account: impl Into<String>, token: Secret) -> Self {
+        SandboxProvider {
+            account: account.into(),
+            token,
+            outbox: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The [`ProviderFactory`](crate::ProviderFactory) for `type = "sandbox"`.
+    pub fn from_config(
+        ctx: &ProviderContext,
+        settings: serde_json::Value,
+    ) -> Result<Arc<dyn PstnProvider>, String> {
+        let cfg: SandboxConfig = provider_settings(settings)?;
+        if cfg.token.is_empty() {
+            return Err("`token` must not be empty".into());
+        }
+        Ok(Arc::new(SandboxProvider::new(
+            ctx.account.clone(),
+            cfg.token,
+        )))
+    }
+
+    /// Everything sent so far, oldest first.
+    pub fn outbox(&self) -> Vec<SentText> {
+        self.outbox.lock().expect("outbox lock").clone()
+    }
+
+    fn authorize(&self, req: &WebhookRequest) -> Result<(), WebhookError> {
+        let given = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| WebhookError::Unauthorized("no Bearer token".into()))?;
+        if bool::from(given.as_bytes().ct_eq(self.token.expose().as_bytes())) {
+            Ok(())
+        } else {
+            Err(WebhookError::Unauthorized("wrong token".into()))
+        }
+    }
+}
+
+fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
+    PhoneNumber::parse(value, None).map_err(|e| WebhookError::BadRequest(format!("`{field}`: {e}")))
+}
+
+#[async_trait]
+impl PstnProvider for SandboxProvider {
+    async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
+        let id = format!("SB{:08}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        tracing::info!(account = %self.account, %id, from = %sms.from, to = %sms.to, media = sms.media.len(), "sandbox: text sent");
+        self.outbox.lock().expect("outbox lock").push(SentText {
+            id: id.clone(),
+            sms: sms.clone(),
+        });
+        Ok(id)
+    }
+
+    fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
+        let expect_method = |m: &str| {
+            if req.method == m {
+                Ok(())
+            } else {
+                Err(WebhookError::MethodNotAllowed(format!("use {m}")))
+            }
+        };
+        match req.hook.as_str() {
+            "outbox" => {
+                expect_method("GET")?;
+                self.authorize(req)?;
+                let body = serde_json::to_string(&self.outbox()).expect("outbox serialises");
+                Ok(WebhookReply {
+                    events: vec![],
+                    status: 200,
+                    content_type: "application/json",
+                    body,
+                })
+            }
+            "message" => {
+                expect_method("POST")?;
+                self.authorize(req)?;
+                let m: InjectMessage = serde_json::from_slice(&req.body)
+                    .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+                let id = m.id.unwrap_or_else(|| {
+                    format!("SBIN{:08}", self.next_id.fetch_add(1, Ordering::Relaxed))
+                });
+                let sms = InboundSms {
+                    id,
+                    from: parse_number("from", &m.from)?,
+                    to: parse_number("to", &m.to)?,
+                    body: m.body,
+                    media: m
+                        .media
+                        .into_iter()
+                        .map(|url| Media {
+                            url,
+                            content_type: None,
+                        })
+                        .collect(),
+                };
+                if sms.body.is_empty() && sms.media.is_empty() {
+                    return Err(WebhookError::BadRequest(
+                        "neither `body` nor `media`".into(),
+                    ));
+                }
+                Ok(WebhookReply::ok(vec![WebhookEvent::Inbound(sms)]))
+            }
+            "status" => {
+                expect_method("POST")?;
+                self.authorize(req)?;
+                let s: InjectStatus = serde_json::from_slice(&req.body)
+                    .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+                let status = match s.status.as_str() {
+                    "delivered" => DeliveryStatus::Delivered,
+                    "failed" => DeliveryStatus::Failed(s.error.unwrap_or_else(|| "failed".into())),
+                    "queued" | "sent" => DeliveryStatus::InProgress,
+                    other => {
+                        return Err(WebhookError::BadRequest(format!(
+                            "`status` {other:?}: expected delivered, failed, queued or sent"
+                        )))
+                    }
+                };
+                Ok(WebhookReply::ok(vec![WebhookEvent::Status(StatusReport {
+                    message_id: s.message_id,
+                    status,
+                })]))
+            }
+            other => Err(WebhookError::NotFound(format!(
+                "sandbox has no hook {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn req(method: &str, hook: &str, auth: Option<&str>, body: &str) -> WebhookRequest {
+        let mut headers = BTreeMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization".into(), a.into());
+        }
+        WebhookRequest {
+            method: method.into(),
+            hook: hook.into(),
+            url: format!("http://x/sb/{hook}"),
+            headers,
+            body: body.to_owned().into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn send_is_recorded_and_listed() {
+        let sb = SandboxProvider::new("sb", Secret::new("t"));
+        let sms = OutboundSms {
+            from: PhoneNumber::parse("+15550001111", None).unwrap(),
+            to: PhoneNumber::parse("+15557654321", None).unwrap(),
+            body: "hi".into(),
+            media: vec![],
+        };
+        let id = sb.send(&sms).await.unwrap();
+        assert_eq!(
+            sb.outbox(),
+            vec![SentText {
+                id: id.clone(),
+                sms
+            }]
+        );
+        let reply = sb
+            .webhook(&req("GET", "outbox", Some("Bearer t"), ""))
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(listed[0]["id"], id.as_str());
+        assert_eq!(listed[0]["to"], "+15557654321");
+        assert_eq!(listed[0]["body"], "hi");
+    }
+
+    #[test]
+    fn inject_requires_the_token() {
+        let sb = SandboxProvider::new("sb", Secret::new("t"));
+        let body = r#"{"from":"+15557654321","to":"+15550001111","body":"yo"}"#;
+        for auth in [None, Some("Bearer u"), Some("t")] {
+            let err = sb.webhook(&req("POST", "message", auth, body)).unwrap_err();
+            assert_eq!(err.http_status(), 403, "{auth:?}");
+        }
+        let reply = sb
+            .webhook(&req("POST", "message", Some("Bearer t"), body))
+            .unwrap();
+        match &reply.events[..] {
+            [WebhookEvent::Inbound(sms)] => {
+                assert_eq!(sms.from.as_str(), "+15557654321");
+                assert_eq!(sms.body, "yo");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_inject_is_400() {
+        let sb = SandboxProvider::new("sb", Secret::new("t"));
+        for body in [
+            "{",
+            r#"{"from":"x","to":"+15550001111","body":"a"}"#,
+            r#"{"from":"+15557654321","to":"+15550001111"}"#,
+        ] {
+            let err = sb
+                .webhook(&req("POST", "message", Some("Bearer t"), body))
+                .unwrap_err();
+            assert_eq!(err.http_status(), 400, "{body}");
+        }
+        let err = sb
+            .webhook(&req(
+                "POST",
+                "status",
+                Some("Bearer t"),
+                r#"{"message_id":"a","status":"lost"}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(err.http_status(), 400);
+        assert_eq!(
+            sb.webhook(&req("GET", "message", Some("Bearer t"), ""))
+                .unwrap_err()
+                .http_status(),
+            405
+        );
+        assert_eq!(
+            sb.webhook(&req("GET", "nope", Some("Bearer t"), ""))
+                .unwrap_err()
+                .http_status(),
+            404
+        );
+    }
+}

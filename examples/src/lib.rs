@@ -1,0 +1,1 @@
+//! Nothing here: see `embed.rs` and the config files beside it.
