@@ -1,0 +1,383 @@
+//! Stanzas ⇄ core events, and the protocol duties the XMPP process answers
+//! itself (ping, disco, unknown IQs). Pure functions, tested on their own.
+
+use sms_gateway_core::{ChatMessage, ErrorCondition, OutgoingStanza, XmppEvent};
+use std::collections::BTreeSet;
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::oob::Oob;
+use tokio_xmpp::parsers::receipts::Received;
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::Stanza;
+
+/// Features announced in `disco#info` on the domain and on contacts.
+pub const FEATURES: &[&str] = &[ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::OOB];
+
+/// A chat message from a user, if `message` is one the Gateway should see:
+/// `chat` or `normal` type, with a sender. The body is the best one whatever
+/// its `xml:lang`; chat states and markers come through with an empty body.
+pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
+    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+        return None;
+    }
+    let from = message.from.as_ref()?.to_string();
+    let to = message.to.as_ref()?.to_string();
+    let body = message
+        .get_best_body(vec!["en", ""])
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default();
+    let mut media = Vec::new();
+    let mut receipt_requested = false;
+    for p in &message.payloads {
+        if p.is("request", ns::RECEIPTS) {
+            receipt_requested = true;
+        } else if p.is("x", ns::OOB) {
+            if let Ok(oob) = Oob::try_from(p.clone()) {
+                media.push(oob.url.trim().to_owned());
+            }
+        }
+    }
+    Some(XmppEvent::Chat(ChatMessage {
+        from,
+        to,
+        id: message.id.as_ref().map(|i| i.0.clone()),
+        body,
+        media,
+        receipt_requested,
+    }))
+}
+
+fn jid(s: &str) -> Result<Jid, String> {
+    Jid::new(s).map_err(|e| format!("bad JID {s:?}: {e}"))
+}
+
+fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
+    match c {
+        ErrorCondition::RegistrationRequired => {
+            (ErrorType::Auth, DefinedCondition::RegistrationRequired)
+        }
+        ErrorCondition::JidMalformed => (ErrorType::Modify, DefinedCondition::JidMalformed),
+        ErrorCondition::NotAcceptable => (ErrorType::Modify, DefinedCondition::NotAcceptable),
+        ErrorCondition::RemoteServerTimeout => {
+            (ErrorType::Wait, DefinedCondition::RemoteServerTimeout)
+        }
+        ErrorCondition::RecipientUnavailable => {
+            (ErrorType::Cancel, DefinedCondition::RecipientUnavailable)
+        }
+        ErrorCondition::BadRequest => (ErrorType::Modify, DefinedCondition::BadRequest),
+        ErrorCondition::InternalServerError => {
+            (ErrorType::Cancel, DefinedCondition::InternalServerError)
+        }
+    }
+}
+
+/// The stanza for something the Gateway wants sent. `new_id` makes ids for
+/// stanzas that are not answers.
+pub fn outgoing_to_stanza(
+    out: &OutgoingStanza,
+    new_id: impl FnOnce() -> String,
+) -> Result<Stanza, String> {
+    let message = match out {
+        OutgoingStanza::Chat {
+            from,
+            to,
+            body,
+            media_url,
+        } => {
+            let mut m = Message::chat(jid(to)?);
+            m.from = Some(jid(from)?);
+            m.id = Some(Id(new_id()));
+            if !body.is_empty() {
+                m = m.with_body(Lang::new(), body.clone());
+            }
+            if let Some(url) = media_url {
+                m = m.with_payload(Oob {
+                    url: url.clone(),
+                    desc: None,
+                });
+            }
+            m
+        }
+        OutgoingStanza::Receipt { from, to, id } => {
+            let mut m = Message::chat(jid(to)?);
+            m.from = Some(jid(from)?);
+            m.id = Some(Id(new_id()));
+            m.with_payload(Received { id: id.clone() })
+        }
+        OutgoingStanza::Error {
+            from,
+            to,
+            id,
+            condition: c,
+            text,
+        } => {
+            let mut m = Message::error(jid(to)?);
+            m.from = Some(jid(from)?);
+            m.id = id.clone().map(Id);
+            let (type_, cond) = condition(*c);
+            m.with_payload(StanzaError::new(type_, cond, "en", text.clone()))
+        }
+    };
+    Ok(Stanza::Message(message))
+}
+
+/// The answer to an IQ addressed to us, or `None` for results and errors
+/// (which need none). Every `get` and `set` gets an answer.
+pub fn answer_iq(iq: &Iq, domain: &str) -> Option<Iq> {
+    let (from, to, id, payload, is_get) = match iq {
+        Iq::Get {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, true),
+        Iq::Set {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, false),
+        Iq::Result { .. } | Iq::Error { .. } => return None,
+    };
+    let result_payload: Result<Option<Element>, StanzaError> =
+        if is_get && payload.is("ping", ns::PING) {
+            Ok(None)
+        } else if is_get && payload.is("query", ns::DISCO_INFO) {
+            let on_domain = to.as_ref().is_none_or(|t| t.node().is_none());
+            let identity = if on_domain {
+                Identity::new("gateway", "sms", "en", "SMS gateway")
+            } else {
+                Identity::new_anonymous::<_, _, String, String>("client", "sms")
+            };
+            let node = payload.attr("node").map(str::to_owned);
+            Ok(Some(
+                DiscoInfoResult {
+                    node,
+                    identities: vec![identity],
+                    features: FEATURES
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect::<BTreeSet<_>>(),
+                    extensions: vec![],
+                }
+                .into(),
+            ))
+        } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
+            Ok(Some(
+                DiscoItemsResult {
+                    node: payload.attr("node").map(str::to_owned),
+                    items: vec![],
+                    rsm: None,
+                }
+                .into(),
+            ))
+        } else {
+            Err(StanzaError::new(
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "en",
+                format!("{domain} does not handle this request"),
+            ))
+        };
+    let answer = match result_payload {
+        Ok(payload) => Iq::Result {
+            from: to.clone(),
+            to: from.clone(),
+            id: id.clone(),
+            payload,
+        },
+        Err(error) => Iq::Error {
+            from: to.clone(),
+            to: from.clone(),
+            id: id.clone(),
+            payload: None,
+            error,
+        },
+    };
+    Some(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_message(xml: &str) -> Message {
+        let el: Element = xml.parse().expect("well-formed");
+        Message::try_from(el).expect("a message")
+    }
+
+    #[test]
+    fn chat_with_language_tagged_body_and_receipt_request() {
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='chat' id='abc' from='alice@example.com/phone' to='+15557654321@sms.example.com'>\
+             <body xml:lang='en'>hello there</body><request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        assert_eq!(
+            message_to_event(&m),
+            Some(XmppEvent::Chat(ChatMessage {
+                from: "alice@example.com/phone".into(),
+                to: "+15557654321@sms.example.com".into(),
+                id: Some("abc".into()),
+                body: "hello there".into(),
+                media: vec![],
+                receipt_requested: true,
+            }))
+        );
+    }
+
+    #[test]
+    fn body_in_another_language_is_still_read() {
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='chat' from='a@b/c' to='+15557654321@sms.example.com'><body xml:lang='de'>hallo</body></message>",
+        );
+        let Some(XmppEvent::Chat(c)) = message_to_event(&m) else {
+            panic!()
+        };
+        assert_eq!(c.body, "hallo");
+    }
+
+    #[test]
+    fn chat_state_only_has_an_empty_body_and_oob_is_media() {
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='chat' from='a@b/c' to='+1@d'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        );
+        let Some(XmppEvent::Chat(c)) = message_to_event(&m) else {
+            panic!()
+        };
+        assert_eq!((c.body.as_str(), c.media.len()), ("", 0));
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='chat' from='a@b/c' to='+1@d'><body>https://up.example/a.jpg</body><x xmlns='jabber:x:oob'><url>https://up.example/a.jpg</url></x></message>",
+        );
+        let Some(XmppEvent::Chat(c)) = message_to_event(&m) else {
+            panic!()
+        };
+        assert_eq!(c.media, vec!["https://up.example/a.jpg".to_owned()]);
+    }
+
+    #[test]
+    fn groupchat_errors_and_headlines_are_not_chats() {
+        for t in ["groupchat", "error", "headline"] {
+            let m = parse_message(&format!(
+                "<message xmlns='jabber:component:accept' type='{t}' from='a@b/c' to='+1@d'><body>x</body></message>"
+            ));
+            assert_eq!(message_to_event(&m), None, "{t}");
+        }
+    }
+
+    fn xml(st: Stanza) -> String {
+        String::from(&Element::from(match st {
+            Stanza::Message(m) => m,
+            _ => panic!(),
+        }))
+    }
+
+    #[test]
+    fn outgoing_chat_receipt_and_error() {
+        let chat = outgoing_to_stanza(
+            &OutgoingStanza::Chat {
+                from: "+15557654321@sms.example.com".into(),
+                to: "alice@example.com".into(),
+                body: "hi".into(),
+                media_url: None,
+            },
+            || "id1".into(),
+        )
+        .unwrap();
+        let s = xml(chat);
+        assert!(s.contains("type='chat'"), "{s}");
+        assert!(s.contains("<body>hi</body>"), "{s}");
+        assert!(s.contains("from='+15557654321@sms.example.com'"), "{s}");
+
+        let receipt = xml(outgoing_to_stanza(
+            &OutgoingStanza::Receipt {
+                from: "+1@d".into(),
+                to: "a@b/c".into(),
+                id: "m1".into(),
+            },
+            || "id2".into(),
+        )
+        .unwrap());
+        assert!(
+            receipt.contains("<received xmlns='urn:xmpp:receipts' id='m1'/>"),
+            "{receipt}"
+        );
+
+        let err = xml(outgoing_to_stanza(
+            &OutgoingStanza::Error {
+                from: "+1@d".into(),
+                to: "a@b/c".into(),
+                id: Some("m1".into()),
+                condition: ErrorCondition::NotAcceptable,
+                text: "Not sent: 21211".into(),
+            },
+            || unreachable!("an error reuses the chat's id"),
+        )
+        .unwrap());
+        assert!(
+            err.contains("type='error'") && err.contains("id='m1'"),
+            "{err}"
+        );
+        assert!(err.contains("<not-acceptable"), "{err}");
+        assert!(err.contains("Not sent: 21211"), "{err}");
+    }
+
+    #[test]
+    fn media_goes_out_as_oob() {
+        let s = xml(outgoing_to_stanza(
+            &OutgoingStanza::Chat {
+                from: "+1@d".into(),
+                to: "a@b".into(),
+                body: "https://m/1.jpg".into(),
+                media_url: Some("https://m/1.jpg".into()),
+            },
+            || "i".into(),
+        )
+        .unwrap());
+        assert!(
+            s.contains("<x xmlns='jabber:x:oob'><url>https://m/1.jpg</url></x>"),
+            "{s}"
+        );
+    }
+
+    fn iq(xml: &str) -> Iq {
+        Iq::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ping_disco_and_unknown_iqs_are_answered() {
+        let ping = answer_iq(&iq("<iq xmlns='jabber:component:accept' type='get' id='p' from='a@b/c' to='sms.example.com'><ping xmlns='urn:xmpp:ping'/></iq>"), "sms.example.com").unwrap();
+        assert!(matches!(ping, Iq::Result { ref id, payload: None, .. } if id == "p"));
+
+        let disco = answer_iq(&iq("<iq xmlns='jabber:component:accept' type='get' id='d' from='a@b/c' to='sms.example.com'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"), "sms.example.com").unwrap();
+        let Iq::Result {
+            payload: Some(p), ..
+        } = disco
+        else {
+            panic!("{disco:?}")
+        };
+        let info = DiscoInfoResult::try_from(p).unwrap();
+        assert_eq!(
+            (
+                info.identities[0].category.as_str(),
+                info.identities[0].type_.as_str()
+            ),
+            ("gateway", "sms")
+        );
+        assert!(info.features.contains(ns::RECEIPTS));
+
+        let unknown = answer_iq(&iq("<iq xmlns='jabber:component:accept' type='set' id='u' from='a@b/c' to='sms.example.com'><query xmlns='jabber:iq:version'/></iq>"), "sms.example.com").unwrap();
+        let Iq::Error { error, id, .. } = unknown else {
+            panic!()
+        };
+        assert_eq!(
+            (id.as_str(), error.defined_condition),
+            ("u", DefinedCondition::ServiceUnavailable)
+        );
+
+        assert!(answer_iq(&iq("<iq xmlns='jabber:component:accept' type='result' id='r' from='a@b/c' to='sms.example.com'/>"), "x").is_none());
+    }
+}
