@@ -1,1 +1,104 @@
+//! # sms-pstn-twilio
+//!
+//! The Twilio provider for sms-over-xmpp, and the LaML pieces Twilio and
+//! SignalWire share ([`laml`], [`signature`]).
+//!
+//! ```toml
+//! [providers.main]
+//! type = "twilio"
+//! account_sid = "AC…"
+//! auth_token = "…"                      # REST basic auth and the signature key
+//! api_base = "https://api.twilio.com"   # optional
+//! ```
 
+pub mod laml;
+pub mod signature;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sms_gateway_core::provider::provider_settings;
+use sms_gateway_core::{
+    OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
+    WebhookRequest,
+};
+use std::sync::Arc;
+
+/// Twilio allows this many media per message.
+pub const MAX_MEDIA: usize = 10;
+
+/// `[providers.NAME]` with `type = "twilio"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// The account SID, `AC…`.
+    pub account_sid: String,
+    /// The auth token: REST basic auth and the `X-Twilio-Signature` key.
+    pub auth_token: Secret,
+    /// API base URL; tests point it at a mock.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+}
+
+fn default_api_base() -> String {
+    "https://api.twilio.com".into()
+}
+
+/// A Twilio account.
+#[derive(Debug)]
+pub struct TwilioProvider {
+    client: laml::LamlClient,
+    auth_token: Secret,
+}
+
+impl TwilioProvider {
+    /// A provider for `config`, whose webhooks live under `ctx`.
+    pub fn new(ctx: &ProviderContext, config: TwilioConfig) -> Result<Self, String> {
+        if !config.account_sid.starts_with("AC") {
+            return Err(format!(
+                "`account_sid` = {:?}: a Twilio account SID starts with AC",
+                config.account_sid
+            ));
+        }
+        if config.auth_token.is_empty() {
+            return Err("`auth_token` must not be empty".into());
+        }
+        let base = laml::api_base(&config.api_base)?;
+        let client = laml::LamlClient::new(
+            "Twilio",
+            format!(
+                "{base}/2010-04-01/Accounts/{}/Messages.json",
+                config.account_sid
+            ),
+            config.account_sid.clone(),
+            config.auth_token.clone(),
+            ctx.hook_url("status"),
+            MAX_MEDIA,
+        )?;
+        Ok(TwilioProvider {
+            client,
+            auth_token: config.auth_token,
+        })
+    }
+
+    /// The [`ProviderFactory`](sms_gateway_core::ProviderFactory) for `type = "twilio"`.
+    pub fn from_config(
+        ctx: &ProviderContext,
+        settings: serde_json::Value,
+    ) -> Result<Arc<dyn PstnProvider>, String> {
+        let config: TwilioConfig = provider_settings(settings)?;
+        Ok(Arc::new(TwilioProvider::new(ctx, config)?))
+    }
+}
+
+#[async_trait]
+impl PstnProvider for TwilioProvider {
+    async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
+        self.client.send(sms).await
+    }
+
+    fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
+        laml::handle_webhook(req, |params| {
+            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", params)
+        })
+    }
+}

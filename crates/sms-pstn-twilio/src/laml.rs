@@ -1,0 +1,464 @@
+//! The LaML messaging API Twilio and SignalWire share: sending through
+//! `…/2010-04-01/Accounts/{account}/Messages.json` with form fields, and
+//! reading the form-encoded inbound and status webhooks. The two providers
+//! differ only in URLs, credentials and signature headers.
+
+use crate::signature;
+use sms_gateway_core::{
+    DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderError, ProviderErrorKind,
+    Secret, StatusReport, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
+};
+use std::time::Duration;
+
+/// The empty TwiML answer that satisfies Twilio and SignalWire alike.
+pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
+
+/// How long one API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client for one LaML account's Messages resource.
+#[derive(Clone)]
+pub struct LamlClient {
+    http: reqwest::Client,
+    messages_url: String,
+    username: String,
+    password: Secret,
+    status_callback: String,
+    max_media: usize,
+    carrier: &'static str,
+}
+
+impl std::fmt::Debug for LamlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LamlClient")
+            .field("carrier", &self.carrier)
+            .field("messages_url", &self.messages_url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `reqwest` client as every provider should have one: rustls, pooled
+/// connections kept for reuse, bounded timeouts.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Checks that an `api_base` setting is an http(s) URL and drops a trailing `/`.
+pub fn api_base(value: &str) -> Result<String, String> {
+    match reqwest::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("`api_base` = {value:?}: expected an http(s) URL")),
+    }
+}
+
+impl LamlClient {
+    /// A client posting to `messages_url` with basic auth
+    /// `username:password`, asking for status reports at `status_callback`.
+    pub fn new(
+        carrier: &'static str,
+        messages_url: String,
+        username: String,
+        password: Secret,
+        status_callback: String,
+        max_media: usize,
+    ) -> Result<Self, String> {
+        Ok(LamlClient {
+            http: http_client()?,
+            messages_url,
+            username,
+            password,
+            status_callback,
+            max_media,
+            carrier,
+        })
+    }
+
+    /// Sends one text; one API request.
+    pub async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
+        if sms.media.len() > self.max_media {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!(
+                    "{} takes at most {} media per message",
+                    self.carrier, self.max_media
+                ),
+            ));
+        }
+        let mut form: Vec<(&str, &str)> = vec![
+            ("To", sms.to.as_str()),
+            ("From", sms.from.as_str()),
+            ("StatusCallback", &self.status_callback),
+        ];
+        if !sms.body.is_empty() {
+            form.push(("Body", &sms.body));
+        }
+        for url in &sms.media {
+            form.push(("MediaUrl", url));
+        }
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let response = self
+            .http
+            .post(&self.messages_url)
+            .basic_auth(&self.username, Some(self.password.expose()))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| network_error(self.carrier, e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| network_error(self.carrier, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            return match json.get("sid").and_then(|s| s.as_str()) {
+                Some(sid) if !sid.is_empty() => Ok(sid.to_owned()),
+                _ => Err(ProviderError::new(
+                    ProviderErrorKind::CarrierError,
+                    format!("{} answered {status} without a message sid", self.carrier),
+                )),
+            };
+        }
+        let message = json
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        let mut err = ProviderError::from_http_status(status.as_u16(), message);
+        if let Some(code) = json.get("code").filter(|c| !c.is_null()) {
+            let code = code
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| code.to_string());
+            // Twilio's 20429 is "too many requests" whatever the HTTP status.
+            if code == "20429" {
+                err.kind = ProviderErrorKind::RateLimited;
+            }
+            err = err.with_code(code);
+        }
+        err.retry_after = retry_after;
+        Err(err)
+    }
+}
+
+fn network_error(carrier: &str, e: reqwest::Error) -> ProviderError {
+    // Never include the URL's credentials: reqwest's Display omits them, and
+    // basic auth travels in a header, not the URL.
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    ProviderError::new(
+        ProviderErrorKind::Network,
+        format!("{carrier} {what}: {detail}"),
+    )
+}
+
+/// The form parameters of a webhook body.
+pub fn form_params(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, WebhookError> {
+    field(params, name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| WebhookError::BadRequest(format!("missing `{name}`")))
+}
+
+fn number(params: &[(String, String)], name: &str) -> Result<PhoneNumber, WebhookError> {
+    let v = required(params, name)?;
+    PhoneNumber::parse(v, None).map_err(|e| WebhookError::BadRequest(format!("`{name}`: {e}")))
+}
+
+/// Twilio's words for the error codes a failed delivery most often carries.
+fn error_description(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "30001" => "queue overflow",
+        "30002" => "account suspended",
+        "30003" => "unreachable destination handset",
+        "30004" => "message blocked",
+        "30005" => "unknown destination handset",
+        "30006" => "landline or unreachable carrier",
+        "30007" => "filtered by the carrier",
+        "30008" => "unknown error",
+        "30034" => "sender not registered (A2P 10DLC)",
+        "21610" => "the recipient has opted out (STOP)",
+        _ => return None,
+    })
+}
+
+/// Reads a form-encoded LaML webhook whose signature has been checked:
+/// `message` (inbound text/MMS) or `status` (delivery report).
+pub fn parse_webhook(
+    hook: &str,
+    params: &[(String, String)],
+) -> Result<Vec<WebhookEvent>, WebhookError> {
+    match hook {
+        "message" => {
+            let id = field(params, "MessageSid")
+                .or_else(|| field(params, "SmsSid"))
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| WebhookError::BadRequest("missing `MessageSid`".into()))?;
+            let num_media: usize = match field(params, "NumMedia") {
+                None | Some("") => 0,
+                Some(n) => n.parse().map_err(|_| {
+                    WebhookError::BadRequest(format!("`NumMedia` = {n:?}: not a count"))
+                })?,
+            };
+            // Twilio sends at most 10; a larger count is a forgery or a bug.
+            if num_media > 20 {
+                return Err(WebhookError::BadRequest(format!(
+                    "`NumMedia` = {num_media}: too many"
+                )));
+            }
+            let mut media = Vec::with_capacity(num_media);
+            for i in 0..num_media {
+                let url = required(params, &format!("MediaUrl{i}"))?;
+                media.push(Media {
+                    url: url.to_owned(),
+                    content_type: field(params, &format!("MediaContentType{i}")).map(str::to_owned),
+                });
+            }
+            let sms = InboundSms {
+                id: id.to_owned(),
+                from: number(params, "From")?,
+                to: number(params, "To")?,
+                body: field(params, "Body").unwrap_or("").to_owned(),
+                media,
+            };
+            Ok(vec![WebhookEvent::Inbound(sms)])
+        }
+        "status" => {
+            let id = field(params, "MessageSid")
+                .or_else(|| field(params, "SmsSid"))
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| WebhookError::BadRequest("missing `MessageSid`".into()))?;
+            let status = field(params, "MessageStatus")
+                .or_else(|| field(params, "SmsStatus"))
+                .ok_or_else(|| WebhookError::BadRequest("missing `MessageStatus`".into()))?;
+            let status = match status {
+                "delivered" => DeliveryStatus::Delivered,
+                "failed" | "undelivered" | "canceled" => {
+                    let code = field(params, "ErrorCode").filter(|c| !c.is_empty() && *c != "0");
+                    let reason = match code {
+                        Some(c) => match error_description(c) {
+                            Some(d) => format!("{status}, error {c}: {d}"),
+                            None => format!("{status}, error {c}"),
+                        },
+                        None => status.to_owned(),
+                    };
+                    DeliveryStatus::Failed(reason)
+                }
+                _ => DeliveryStatus::InProgress,
+            };
+            Ok(vec![WebhookEvent::Status(StatusReport {
+                message_id: id.to_owned(),
+                status,
+            })])
+        }
+        other => Err(WebhookError::NotFound(format!(
+            "no hook {other:?}; use message or status"
+        ))),
+    }
+}
+
+/// Authenticates (with `verify`) and reads a LaML webhook, answering with
+/// empty TwiML.
+pub fn handle_webhook(
+    req: &WebhookRequest,
+    verify: impl FnOnce(&[(String, String)]) -> Result<(), WebhookError>,
+) -> Result<WebhookReply, WebhookError> {
+    if !matches!(req.hook.as_str(), "message" | "status") {
+        return Err(WebhookError::NotFound(format!(
+            "no hook {:?}; use message or status",
+            req.hook
+        )));
+    }
+    if req.method != "POST" {
+        return Err(WebhookError::MethodNotAllowed("use POST".into()));
+    }
+    let params = form_params(&req.body);
+    verify(&params)?;
+    let events = parse_webhook(&req.hook, &params)?;
+    Ok(WebhookReply {
+        events,
+        status: 200,
+        content_type: "text/xml",
+        body: EMPTY_TWIML.to_owned(),
+    })
+}
+
+/// Twilio's check, keyed with `key`, of header `X-Twilio-Signature` over a
+/// form-encoded request (or a JSON one whose URL carries `bodySHA256`).
+pub fn verify_twilio(
+    req: &WebhookRequest,
+    key: &str,
+    header: &str,
+    params: &[(String, String)],
+) -> Result<(), WebhookError> {
+    let given = req
+        .header(header)
+        .ok_or_else(|| WebhookError::Unauthorized(format!("no {header} header")))?;
+    let ok = if req.url.contains("bodySHA256=") {
+        signature::verify_json_body_sha256(key, &req.url, &req.body, given)
+    } else {
+        signature::verify_form(key, &req.url, params, given)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WebhookError::Unauthorized(format!(
+            "{header} does not match"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn inbound_mms_parses() {
+        let events = parse_webhook(
+            "message",
+            &p(&[
+                ("MessageSid", "MM1"),
+                ("From", "+15557654321"),
+                ("To", "+15550001111"),
+                ("Body", ""),
+                ("NumMedia", "2"),
+                ("MediaUrl0", "https://api.twilio.com/m/0"),
+                ("MediaContentType0", "image/png"),
+                ("MediaUrl1", "https://api.twilio.com/m/1"),
+            ]),
+        )
+        .unwrap();
+        let [WebhookEvent::Inbound(sms)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(sms.id, "MM1");
+        assert_eq!(sms.media.len(), 2);
+        assert_eq!(sms.media[0].content_type.as_deref(), Some("image/png"));
+        assert_eq!(sms.media[1].content_type, None);
+    }
+
+    #[test]
+    fn malformed_inbound_is_refused_with_the_field_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("From", "+15557654321"), ("To", "+15550001111")],
+                "MessageSid",
+            ),
+            (&[("MessageSid", "SM1"), ("To", "+15550001111")], "From"),
+            (
+                &[
+                    ("MessageSid", "SM1"),
+                    ("From", "garbage"),
+                    ("To", "+15550001111"),
+                ],
+                "From",
+            ),
+            (
+                &[
+                    ("MessageSid", "SM1"),
+                    ("From", "+15557654321"),
+                    ("To", "+15550001111"),
+                    ("NumMedia", "x"),
+                ],
+                "NumMedia",
+            ),
+            (
+                &[
+                    ("MessageSid", "SM1"),
+                    ("From", "+15557654321"),
+                    ("To", "+15550001111"),
+                    ("NumMedia", "1"),
+                ],
+                "MediaUrl0",
+            ),
+        ];
+        for (params, field) in cases {
+            match parse_webhook("message", &p(params)) {
+                Err(WebhookError::BadRequest(m)) => assert!(m.contains(field), "{m}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_map() {
+        let st = |s: &str, code: Option<&str>| {
+            let mut params = p(&[("MessageSid", "SM1"), ("MessageStatus", s)]);
+            if let Some(c) = code {
+                params.push(("ErrorCode".into(), c.into()));
+            }
+            match &parse_webhook("status", &params).unwrap()[..] {
+                [WebhookEvent::Status(r)] => r.status.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(st("delivered", None), DeliveryStatus::Delivered);
+        assert_eq!(st("sent", None), DeliveryStatus::InProgress);
+        assert_eq!(st("queued", None), DeliveryStatus::InProgress);
+        assert_eq!(
+            st("undelivered", Some("30003")),
+            DeliveryStatus::Failed(
+                "undelivered, error 30003: unreachable destination handset".into()
+            )
+        );
+        assert_eq!(
+            st("failed", Some("39999")),
+            DeliveryStatus::Failed("failed, error 39999".into())
+        );
+        assert_eq!(st("failed", None), DeliveryStatus::Failed("failed".into()));
+    }
+}
