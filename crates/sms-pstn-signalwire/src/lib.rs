@@ -1,1 +1,115 @@
+//! # sms-pstn-signalwire
+//!
+//! The SignalWire provider for sms-over-xmpp. SignalWire speaks Twilio's LaML
+//! API, so this crate is configuration around `sms_pstn_twilio::laml`: its
+//! own URLs and credentials, `MediaUrl` at most 8, and webhook signatures
+//! (`X-SignalWire-Signature` or `X-Twilio-Signature`) keyed with the
+//! project's signing key, by either of the two schemes SignalWire uses.
+//!
+//! ```toml
+//! [providers.sw]
+//! type = "signalwire"
+//! space = "example.signalwire.com"
+//! project_id = "…"
+//! api_token = "…"
+//! signing_key = "…"
+//! api_base = "https://example.signalwire.com"   # optional; defaults from space
+//! ```
 
+use async_trait::async_trait;
+use serde::Deserialize;
+use sms_gateway_core::provider::provider_settings;
+use sms_gateway_core::{
+    OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
+    WebhookRequest,
+};
+use sms_pstn_twilio::{laml, signature};
+use std::sync::Arc;
+
+/// SignalWire allows this many media per message.
+pub const MAX_MEDIA: usize = 8;
+
+/// `[providers.NAME]` with `type = "signalwire"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalWireConfig {
+    /// The space's host name, `example.signalwire.com`.
+    pub space: String,
+    /// The project id (basic-auth user).
+    pub project_id: String,
+    /// The API token (basic-auth password).
+    pub api_token: Secret,
+    /// The project's signing key, for webhook signatures.
+    pub signing_key: Secret,
+    /// API base URL; defaults to `https://{space}`.
+    #[serde(default)]
+    pub api_base: Option<String>,
+}
+
+/// A SignalWire project.
+#[derive(Debug)]
+pub struct SignalWireProvider {
+    client: laml::LamlClient,
+    signing_key: Secret,
+}
+
+impl SignalWireProvider {
+    /// A provider for `config`, whose webhooks live under `ctx`.
+    pub fn new(ctx: &ProviderContext, config: SignalWireConfig) -> Result<Self, String> {
+        if config.space.is_empty() || config.space.contains(['/', ':', ' ']) {
+            return Err(format!("`space` = {:?}: expected a host name such as example.signalwire.com", config.space));
+        }
+        if config.project_id.is_empty() {
+            return Err("`project_id` must not be empty".into());
+        }
+        if config.api_token.is_empty() {
+            return Err("`api_token` must not be empty".into());
+        }
+        if config.signing_key.is_empty() {
+            return Err("`signing_key` must not be empty".into());
+        }
+        let base = laml::api_base(&config.api_base.unwrap_or_else(|| format!("https://{}", config.space)))?;
+        let client = laml::LamlClient::new(
+            "SignalWire",
+            format!("{base}/api/laml/2010-04-01/Accounts/{}/Messages.json", config.project_id),
+            config.project_id.clone(),
+            config.api_token,
+            ctx.hook_url("status"),
+            MAX_MEDIA,
+        )?;
+        Ok(SignalWireProvider { client, signing_key: config.signing_key })
+    }
+
+    /// The [`ProviderFactory`](sms_gateway_core::ProviderFactory) for `type = "signalwire"`.
+    pub fn from_config(ctx: &ProviderContext, settings: serde_json::Value) -> Result<Arc<dyn PstnProvider>, String> {
+        let config: SignalWireConfig = provider_settings(settings)?;
+        Ok(Arc::new(SignalWireProvider::new(ctx, config)?))
+    }
+
+    fn verify(&self, req: &WebhookRequest, params: &[(String, String)]) -> Result<(), WebhookError> {
+        let given = req
+            .header("x-signalwire-signature")
+            .or_else(|| req.header("x-twilio-signature"))
+            .ok_or_else(|| WebhookError::Unauthorized("no X-SignalWire-Signature header".into()))?;
+        let key = self.signing_key.expose();
+        let ok = signature::verify_form(key, &req.url, params, given)
+            || signature::verify_raw_body_hex(key, &req.url, &req.body, given)
+            || (req.url.contains("bodySHA256=") && signature::verify_json_body_sha256(key, &req.url, &req.body, given));
+        if ok {
+            Ok(())
+        } else {
+            Err(WebhookError::Unauthorized("signature does not match".into()))
+        }
+    }
+}
+
+#[async_trait]
+impl PstnProvider for SignalWireProvider {
+    async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
+        self.client.send(sms).await
+    }
+
+    fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
+        laml::handle_webhook(req, |params| self.verify(req, params))
+    }
+}
