@@ -1,1 +1,469 @@
+//! Shared pieces of the end-to-end suites: a real Prosody on loopback with a
+//! throwaway config, the gateway run in-process exactly as `sms-over-xmpp
+//! run` runs it, real XMPP client sessions, and signed carrier webhooks.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_xmpp::minidom::Element;
+
+pub use sms_gateway_core::CancellationToken;
+
+/// The component domain every suite uses.
+pub const DOMAIN: &str = "sms.localhost";
+/// The component secret every suite uses.
+pub const SECRET: &str = "component-secret";
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `port` accepts connections.
+pub async fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Prosody started for one test, killed when dropped.
+pub struct Prosody {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Client-to-server port.
+    pub c2s_port: u16,
+    /// Component port.
+    pub component_port: u16,
+}
+
+impl Prosody {
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    /// Starts Prosody with users `alice`, `bob` and `mallory` (password
+    /// `{name}pw`) on `localhost`, and the component `sms.localhost`.
+    pub async fn start() -> Prosody {
+        assert!(
+            Command::new("prosody").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
+            "prosody is not installed: run `apt-get install -y prosody` (the README's test command does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Prosody {
+            dir,
+            child: None,
+            c2s_port: free_port(),
+            component_port: free_port(),
+        };
+        let d = p.dir.path().display().to_string();
+        std::fs::create_dir_all(p.dir.path().join("data")).unwrap();
+        let cfg = format!(
+            r#"run_as_root = true
+daemonize = false
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s} }}
+component_ports = {{ {comp} }}
+component_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline" }}
+modules_disabled = {{ "s2s" }}
+authentication = "internal_plain"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+log = {{ info = "{d}/prosody.log" }}
+VirtualHost "localhost"
+Component "{DOMAIN}"
+  component_secret = "{SECRET}"
+"#,
+            c2s = p.c2s_port,
+            comp = p.component_port,
+        );
+        std::fs::write(p.config_path(), cfg).unwrap();
+        for user in ["alice", "bob", "mallory"] {
+            let out = Command::new("prosodyctl")
+                .arg("--config")
+                .arg(p.config_path())
+                .args(["register", user, "localhost", &format!("{user}pw")])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "prosodyctl register {user}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        p.launch().await;
+        p
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("prosody")
+            .arg("--config")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prosody");
+        self.child = Some(child);
+        wait_for_port(self.c2s_port, Duration::from_secs(20)).await;
+        wait_for_port(self.component_port, Duration::from_secs(20)).await;
+    }
+
+    /// Stops Prosody (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Prosody again on the same ports with the same data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    /// Prosody's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+
+    /// How many times a component has logged in.
+    pub fn component_logins(&self) -> usize {
+        self.log()
+            .matches("External component successfully authenticated")
+            .count()
+    }
+
+    /// Waits until the component has logged in `n` times in all.
+    pub async fn wait_component_logins(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.component_logins() < n {
+            assert!(
+                Instant::now() < deadline,
+                "component logged in {} times, expected {n}; log:\n{}",
+                self.component_logins(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The gateway, run in-process the way `sms-over-xmpp run` runs it: the
+/// config parsed and validated with every provider this build has.
+pub struct Gateway {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Where webhooks go: `http://127.0.0.1:{port}`.
+    pub http_base: String,
+}
+
+impl Gateway {
+    /// Starts a gateway for `toml` and waits until its webhook port answers.
+    pub async fn start(toml: &str) -> Gateway {
+        let config = sms_gateway_core::Config::from_toml(toml).expect("config parses");
+        let providers = config
+            .validate(&sms_over_xmpp_bin::registry())
+            .expect("config validates");
+        let http_base = format!("http://{}", config.http.listen);
+        let port = config.http.listen.port();
+        let shutdown = CancellationToken::new();
+        let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config.xmpp));
+        let component = sms_gateway_core::Component::new(config, providers);
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            component.run(xmpp, token).await.expect("component runs");
+        });
+        wait_for_port(port, Duration::from_secs(10)).await;
+        Gateway {
+            shutdown,
+            task: Some(task),
+            http_base,
+        }
+    }
+
+    /// Stops the gateway and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("gateway stops in time")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A config for the gateway against `prosody`, with `providers` and `users`
+/// TOML appended.
+pub fn gateway_config(prosody: &Prosody, http_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[xmpp]
+server = "127.0.0.1:{comp}"
+domain = "{DOMAIN}"
+secret = "{SECRET}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+public_url = "https://sms.example.com/hooks"
+
+[phone]
+default_prefix = "+1"
+{extra}
+"#,
+        comp = prosody.component_port,
+    )
+}
+
+/// A logged-in XMPP client session of a Prosody user, available: slixmpp
+/// (`xmpp_user.py`), a client that is not ours, driven over pipes.
+pub struct User {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The full JID the server bound.
+    pub jid: String,
+}
+
+/// A message stanza a [`User`] received.
+#[derive(Debug, Clone)]
+pub struct Msg(pub Element);
+
+impl Msg {
+    /// `from`.
+    pub fn from(&self) -> Option<&str> {
+        self.0.attr("from")
+    }
+    /// `id`.
+    pub fn id(&self) -> Option<&str> {
+        self.0.attr("id")
+    }
+    /// `type` (`normal` when absent).
+    pub fn type_(&self) -> &str {
+        self.0.attr("type").unwrap_or("normal")
+    }
+    /// The body, whatever its language.
+    pub fn body(&self) -> Option<String> {
+        self.0
+            .children()
+            .find(|c| c.name() == "body")
+            .map(|b| b.text())
+    }
+    /// The first child element named `name` in namespace `ns`.
+    pub fn child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.0.children().find(|c| c.is(name, ns))
+    }
+    /// For an error message: its condition element name and text.
+    pub fn error(&self) -> Option<(String, String)> {
+        if self.type_() != "error" {
+            return None;
+        }
+        let err = self.0.children().find(|p| p.name() == "error")?;
+        let condition = err
+            .children()
+            .find(|c| c.ns() == STANZAS_NS && c.name() != "text")
+            .map(|c| c.name().to_owned())
+            .unwrap_or_default();
+        let text = err
+            .children()
+            .find(|c| c.name() == "text")
+            .map(|t| t.text())
+            .unwrap_or_default();
+        Some((condition, text))
+    }
+}
+
+const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// Escapes text for XML content and attributes.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+impl User {
+    /// Logs `name@localhost` in (password `{name}pw`) and sends presence.
+    pub async fn login(prosody: &Prosody, name: &str) -> User {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/xmpp_user.py");
+        let mut child = tokio::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(format!("{name}@localhost"))
+            .arg(format!("{name}pw"))
+            .arg(prosody.c2s_port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start xmpp_user.py (needs python3-slixmpp)");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut user = User {
+            child,
+            stdin,
+            lines,
+            jid: String::new(),
+        };
+        let online = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                let ev = user
+                    .event()
+                    .await
+                    .expect("xmpp_user.py exited before login");
+                match ev["event"].as_str() {
+                    Some("online") => return ev["jid"].as_str().unwrap().to_owned(),
+                    Some("failed_auth") => panic!("{name}: authentication failed"),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        user.jid = online.unwrap_or_else(|_| {
+            panic!(
+                "{name} did not log in within 15 s; prosody log:\n{}",
+                prosody.log()
+            )
+        });
+        user
+    }
+
+    async fn event(&mut self) -> Option<serde_json::Value> {
+        let line = self.lines.next_line().await.ok()??;
+        Some(serde_json::from_str(&line).expect("xmpp_user.py prints JSON"))
+    }
+
+    /// Sends raw XML on the user's stream.
+    pub async fn send_raw(&mut self, xml: &str) {
+        let cmd = serde_json::json!({"op": "raw", "xml": xml}).to_string() + "\n";
+        self.stdin.write_all(cmd.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Sends a chat with `body` (tagged `xml:lang='en'`, as clients do) to
+    /// `to`, with stanza id `id`, asking for a receipt.
+    pub async fn send_chat(&mut self, to: &str, id: &str, body: &str) {
+        self.send_raw(&format!(
+            "<message type='chat' to='{}' id='{}'><body xml:lang='en'>{}</body><request xmlns='urn:xmpp:receipts'/></message>",
+            esc(to),
+            esc(id),
+            esc(body)
+        ))
+        .await;
+    }
+
+    /// The next message within `within`, skipping other events.
+    pub async fn next_message(&mut self, within: Duration) -> Option<Msg> {
+        tokio::time::timeout(within, async {
+            loop {
+                let Some(ev) = self.event().await else {
+                    return std::future::pending().await;
+                };
+                if ev["event"] == "message" {
+                    // slixmpp leaves out the stream's default namespace.
+                    let xml = format!(
+                        "<wrap xmlns='jabber:client'>{}</wrap>",
+                        ev["xml"].as_str().unwrap()
+                    );
+                    let wrap: Element = xml.parse().expect("well-formed message");
+                    return Msg(wrap.children().next().expect("a message").clone());
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
+    /// The next message, which must come within 10 s.
+    pub async fn expect_message(&mut self) -> Msg {
+        self.next_message(Duration::from_secs(10))
+            .await
+            .expect("a message within 10 s")
+    }
+
+    /// Logs out.
+    pub async fn quit(mut self) {
+        let _ = self.stdin.write_all(b"{\"op\": \"quit\"}\n").await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+/// Twilio's signature, for webhooks the tests post.
+pub fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    sms_pstn_twilio::signature::twilio_signature(token, url, &owned)
+}
+
+/// Posts a form webhook with an optional `X-Twilio-Signature`.
+pub async fn post_form(
+    url: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(s) = signature {
+        req = req.header("x-twilio-signature", s);
+    }
+    req.send().await.expect("webhook request")
+}

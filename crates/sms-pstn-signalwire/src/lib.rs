@@ -57,7 +57,10 @@ impl SignalWireProvider {
     /// A provider for `config`, whose webhooks live under `ctx`.
     pub fn new(ctx: &ProviderContext, config: SignalWireConfig) -> Result<Self, String> {
         if config.space.is_empty() || config.space.contains(['/', ':', ' ']) {
-            return Err(format!("`space` = {:?}: expected a host name such as example.signalwire.com", config.space));
+            return Err(format!(
+                "`space` = {:?}: expected a host name such as example.signalwire.com",
+                config.space
+            ));
         }
         if config.project_id.is_empty() {
             return Err("`project_id` must not be empty".into());
@@ -68,25 +71,42 @@ impl SignalWireProvider {
         if config.signing_key.is_empty() {
             return Err("`signing_key` must not be empty".into());
         }
-        let base = laml::api_base(&config.api_base.unwrap_or_else(|| format!("https://{}", config.space)))?;
+        let base = laml::api_base(
+            &config
+                .api_base
+                .unwrap_or_else(|| format!("https://{}", config.space)),
+        )?;
         let client = laml::LamlClient::new(
             "SignalWire",
-            format!("{base}/api/laml/2010-04-01/Accounts/{}/Messages.json", config.project_id),
+            format!(
+                "{base}/api/laml/2010-04-01/Accounts/{}/Messages.json",
+                config.project_id
+            ),
             config.project_id.clone(),
             config.api_token,
             ctx.hook_url("status"),
             MAX_MEDIA,
         )?;
-        Ok(SignalWireProvider { client, signing_key: config.signing_key })
+        Ok(SignalWireProvider {
+            client,
+            signing_key: config.signing_key,
+        })
     }
 
     /// The [`ProviderFactory`](sms_gateway_core::ProviderFactory) for `type = "signalwire"`.
-    pub fn from_config(ctx: &ProviderContext, settings: serde_json::Value) -> Result<Arc<dyn PstnProvider>, String> {
+    pub fn from_config(
+        ctx: &ProviderContext,
+        settings: serde_json::Value,
+    ) -> Result<Arc<dyn PstnProvider>, String> {
         let config: SignalWireConfig = provider_settings(settings)?;
         Ok(Arc::new(SignalWireProvider::new(ctx, config)?))
     }
 
-    fn verify(&self, req: &WebhookRequest, params: &[(String, String)]) -> Result<(), WebhookError> {
+    fn verify(
+        &self,
+        req: &WebhookRequest,
+        params: &[(String, String)],
+    ) -> Result<(), WebhookError> {
         let given = req
             .header("x-signalwire-signature")
             .or_else(|| req.header("x-twilio-signature"))
@@ -94,11 +114,14 @@ impl SignalWireProvider {
         let key = self.signing_key.expose();
         let ok = signature::verify_form(key, &req.url, params, given)
             || signature::verify_raw_body_hex(key, &req.url, &req.body, given)
-            || (req.url.contains("bodySHA256=") && signature::verify_json_body_sha256(key, &req.url, &req.body, given));
+            || (req.url.contains("bodySHA256=")
+                && signature::verify_json_body_sha256(key, &req.url, &req.body, given));
         if ok {
             Ok(())
         } else {
-            Err(WebhookError::Unauthorized("signature does not match".into()))
+            Err(WebhookError::Unauthorized(
+                "signature does not match".into(),
+            ))
         }
     }
 }

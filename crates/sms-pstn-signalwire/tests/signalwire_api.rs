@@ -1,7 +1,10 @@
 //! The SignalWire provider against a wiremock SignalWire LaML API, and its
 //! two webhook signature schemes with vectors made outside our code.
 
-use sms_gateway_core::{OutboundSms, PhoneNumber, ProviderContext, ProviderErrorKind, PstnProvider, WebhookEvent, WebhookRequest};
+use sms_gateway_core::{
+    OutboundSms, PhoneNumber, ProviderContext, ProviderErrorKind, PstnProvider, WebhookEvent,
+    WebhookRequest,
+};
 use sms_pstn_signalwire::SignalWireProvider;
 use std::collections::BTreeMap;
 use wiremock::matchers::{basic_auth, body_string_contains, method, path};
@@ -11,7 +14,10 @@ const BODY: &str = "MessageSid=f1e2d3c4-0000-4000-8000-000000000001&AccountSid=p
 const URL: &str = "https://sms.example.com/hooks/sw/message";
 
 fn provider(api_base: &str) -> SignalWireProvider {
-    let ctx = ProviderContext { account: "sw".into(), webhook_base: "https://sms.example.com/hooks/sw".into() };
+    let ctx = ProviderContext {
+        account: "sw".into(),
+        webhook_base: "https://sms.example.com/hooks/sw".into(),
+    };
     let v = serde_json::json!({
         "space": "example.signalwire.com", "project_id": "p-1", "api_token": "PT-token",
         "signing_key": "PSK_signing_key", "api_base": api_base,
@@ -22,7 +28,13 @@ fn provider(api_base: &str) -> SignalWireProvider {
 fn req(header: &str, sig: &str) -> WebhookRequest {
     let mut headers = BTreeMap::new();
     headers.insert(header.to_owned(), sig.to_owned());
-    WebhookRequest { method: "POST".into(), hook: "message".into(), url: URL.into(), headers, body: BODY.into() }
+    WebhookRequest {
+        method: "POST".into(),
+        hook: "message".into(),
+        url: URL.into(),
+        headers,
+        body: BODY.into(),
+    }
 }
 
 #[tokio::test]
@@ -32,7 +44,9 @@ async fn send_uses_the_laml_path_and_project_credentials() {
         .and(path("/api/laml/2010-04-01/Accounts/p-1/Messages.json"))
         .and(basic_auth("p-1", "PT-token"))
         .and(body_string_contains("To=%2B15557654321"))
-        .and(body_string_contains("StatusCallback=https%3A%2F%2Fsms.example.com%2Fhooks%2Fsw%2Fstatus"))
+        .and(body_string_contains(
+            "StatusCallback=https%3A%2F%2Fsms.example.com%2Fhooks%2Fsw%2Fstatus",
+        ))
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
             "sid": "b3877c40-da60-4998-90ad-b792e98472af", "status": "queued"
         })))
@@ -46,9 +60,18 @@ async fn send_uses_the_laml_path_and_project_credentials() {
         media: vec![],
     };
     let p = provider(&server.uri());
-    assert_eq!(p.send(&sms).await.unwrap(), "b3877c40-da60-4998-90ad-b792e98472af");
-    let too_many = OutboundSms { media: (0..9).map(|i| format!("https://m/{i}")).collect(), ..sms };
-    assert_eq!(p.send(&too_many).await.unwrap_err().kind, ProviderErrorKind::Rejected);
+    assert_eq!(
+        p.send(&sms).await.unwrap(),
+        "b3877c40-da60-4998-90ad-b792e98472af"
+    );
+    let too_many = OutboundSms {
+        media: (0..9).map(|i| format!("https://m/{i}")).collect(),
+        ..sms
+    };
+    assert_eq!(
+        p.send(&too_many).await.unwrap_err().kind,
+        ProviderErrorKind::Rejected
+    );
 }
 
 /// Scheme (a), Twilio's algorithm keyed with the signing key: made with PyPI
@@ -61,16 +84,32 @@ fn both_signature_schemes_and_both_headers_are_accepted() {
     for (header, sig) in [
         ("x-signalwire-signature", "Dgtvn9sqN+abE5GSulXsct1NtXM="),
         ("x-twilio-signature", "Dgtvn9sqN+abE5GSulXsct1NtXM="),
-        ("x-signalwire-signature", "ccaa3759209e139cce58fddf0dabaf35d74d89f1"),
+        (
+            "x-signalwire-signature",
+            "ccaa3759209e139cce58fddf0dabaf35d74d89f1",
+        ),
     ] {
-        let reply = p.webhook(&req(header, sig)).unwrap_or_else(|e| panic!("{header} {sig}: {e}"));
+        let reply = p
+            .webhook(&req(header, sig))
+            .unwrap_or_else(|e| panic!("{header} {sig}: {e}"));
         assert_eq!(reply.content_type, "text/xml");
-        let [WebhookEvent::Inbound(sms)] = &reply.events[..] else { panic!() };
+        let [WebhookEvent::Inbound(sms)] = &reply.events[..] else {
+            panic!()
+        };
         assert_eq!(sms.body, "Hi via SignalWire");
         assert_eq!(sms.to.as_str(), "+15550002222");
     }
-    for sig in ["Dgtvn9sqN+abE5GSulXsct1NtXN=", "ccaa3759209e139cce58fddf0dabaf35d74d89f0", ""] {
-        assert_eq!(p.webhook(&req("x-signalwire-signature", sig)).unwrap_err().http_status(), 403);
+    for sig in [
+        "Dgtvn9sqN+abE5GSulXsct1NtXN=",
+        "ccaa3759209e139cce58fddf0dabaf35d74d89f0",
+        "",
+    ] {
+        assert_eq!(
+            p.webhook(&req("x-signalwire-signature", sig))
+                .unwrap_err()
+                .http_status(),
+            403
+        );
     }
     let mut none = req("x-other", "x");
     none.headers.clear();

@@ -105,7 +105,9 @@ pub fn verify_signature(
         .decode(signature_b64.trim())
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
-        .ok_or_else(|| WebhookError::Unauthorized("telnyx-signature-ed25519 is not a signature".into()))?;
+        .ok_or_else(|| {
+            WebhookError::Unauthorized("telnyx-signature-ed25519 is not a signature".into())
+        })?;
     let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
     signed.extend_from_slice(timestamp.trim().as_bytes());
     signed.push(b'|');
@@ -177,8 +179,16 @@ fn number(field: &str, v: &str) -> Result<PhoneNumber, WebhookError> {
 
 fn describe(errors: &[ApiError]) -> Option<String> {
     let e = errors.first()?;
-    let code = e.code.as_ref().map(|c| c.as_str().map(str::to_owned).unwrap_or_else(|| c.to_string()));
-    let text = e.detail.clone().or_else(|| e.title.clone()).unwrap_or_default();
+    let code = e.code.as_ref().map(|c| {
+        c.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| c.to_string())
+    });
+    let text = e
+        .detail
+        .clone()
+        .or_else(|| e.title.clone())
+        .unwrap_or_default();
     Some(match code {
         Some(c) => format!("error {c}: {text}"),
         None => text,
@@ -187,14 +197,17 @@ fn describe(errors: &[ApiError]) -> Option<String> {
 
 /// Reads a verified Telnyx webhook body into events.
 pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| bad(format!("not a Telnyx event: {e}")))?;
+    let env: Envelope =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not a Telnyx event: {e}")))?;
     let d = env.data;
     match d.event_type.as_str() {
         "message.received" => {
-            let p: MessagePayload =
-                serde_json::from_value(d.payload).map_err(|e| bad(format!("`data.payload`: {e}")))?;
+            let p: MessagePayload = serde_json::from_value(d.payload)
+                .map_err(|e| bad(format!("`data.payload`: {e}")))?;
             let from = p.from.ok_or_else(|| bad("missing `data.payload.from`"))?;
-            let to = p.to.first().ok_or_else(|| bad("missing `data.payload.to`"))?;
+            let to =
+                p.to.first()
+                    .ok_or_else(|| bad("missing `data.payload.to`"))?;
             Ok(vec![WebhookEvent::Inbound(InboundSms {
                 // The event id is what repeats when Telnyx retries.
                 id: d.id,
@@ -204,15 +217,21 @@ pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
                 media: p
                     .media
                     .into_iter()
-                    .map(|m| Media { url: m.url, content_type: m.content_type })
+                    .map(|m| Media {
+                        url: m.url,
+                        content_type: m.content_type,
+                    })
                     .collect(),
             })])
         }
         "message.sent" | "message.finalized" => {
-            let p: MessagePayload =
-                serde_json::from_value(d.payload).map_err(|e| bad(format!("`data.payload`: {e}")))?;
+            let p: MessagePayload = serde_json::from_value(d.payload)
+                .map_err(|e| bad(format!("`data.payload`: {e}")))?;
             let id = p.id.ok_or_else(|| bad("missing `data.payload.id`"))?;
-            let status = p.to.first().and_then(|t| t.status.clone()).unwrap_or_default();
+            let status =
+                p.to.first()
+                    .and_then(|t| t.status.clone())
+                    .unwrap_or_default();
             let status = match status.as_str() {
                 "delivered" => DeliveryStatus::Delivered,
                 "delivery_failed" | "sending_failed" | "expired" => {
@@ -223,7 +242,10 @@ pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
                 }
                 _ => DeliveryStatus::InProgress,
             };
-            Ok(vec![WebhookEvent::Status(StatusReport { message_id: id, status })])
+            Ok(vec![WebhookEvent::Status(StatusReport {
+                message_id: id,
+                status,
+            })])
         }
         // Acknowledged and ignored.
         _ => Ok(vec![]),
@@ -238,8 +260,15 @@ impl TelnyxProvider {
         }
         let public_key = parse_public_key(&config.public_key)?;
         let base = match reqwest::Url::parse(&config.api_base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => config.api_base.trim_end_matches('/').to_owned(),
-            _ => return Err(format!("`api_base` = {:?}: expected an http(s) URL", config.api_base)),
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                config.api_base.trim_end_matches('/').to_owned()
+            }
+            _ => {
+                return Err(format!(
+                    "`api_base` = {:?}: expected an http(s) URL",
+                    config.api_base
+                ))
+            }
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -258,7 +287,10 @@ impl TelnyxProvider {
     }
 
     /// The [`ProviderFactory`](sms_gateway_core::ProviderFactory) for `type = "telnyx"`.
-    pub fn from_config(ctx: &ProviderContext, settings: serde_json::Value) -> Result<Arc<dyn PstnProvider>, String> {
+    pub fn from_config(
+        ctx: &ProviderContext,
+        settings: serde_json::Value,
+    ) -> Result<Arc<dyn PstnProvider>, String> {
         let config: TelnyxConfig = provider_settings(settings)?;
         Ok(Arc::new(TelnyxProvider::new(ctx, config)?))
     }
@@ -273,7 +305,10 @@ fn network_error(e: reqwest::Error) -> ProviderError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    ProviderError::new(ProviderErrorKind::Network, format!("Telnyx unreachable: {detail}"))
+    ProviderError::new(
+        ProviderErrorKind::Network,
+        format!("Telnyx unreachable: {detail}"),
+    )
 }
 
 #[async_trait]
@@ -315,24 +350,32 @@ impl PstnProvider for TelnyxProvider {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let text = response.text().await.map_err(network_error)?;
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         if status.is_success() {
             return json["data"]["id"]
                 .as_str()
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    ProviderError::new(ProviderErrorKind::CarrierError, format!("Telnyx answered {status} without data.id"))
+                    ProviderError::new(
+                        ProviderErrorKind::CarrierError,
+                        format!("Telnyx answered {status} without data.id"),
+                    )
                 });
         }
-        let errors: Vec<ApiError> = serde_json::from_value(json["errors"].clone()).unwrap_or_default();
+        let errors: Vec<ApiError> =
+            serde_json::from_value(json["errors"].clone()).unwrap_or_default();
         let first = errors.first();
         let message = first
             .and_then(|e| e.detail.clone().or_else(|| e.title.clone()))
             .unwrap_or_else(|| format!("HTTP {status}"));
         let mut err = ProviderError::from_http_status(status.as_u16(), message);
         if let Some(code) = first.and_then(|e| e.code.as_ref()) {
-            let code = code.as_str().map(str::to_owned).unwrap_or_else(|| code.to_string());
+            let code = code
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| code.to_string());
             if code == "10011" {
                 err.kind = ProviderErrorKind::RateLimited;
             }
@@ -344,14 +387,17 @@ impl PstnProvider for TelnyxProvider {
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         if !matches!(req.hook.as_str(), "message" | "status") {
-            return Err(WebhookError::NotFound(format!("no hook {:?}; use message or status", req.hook)));
+            return Err(WebhookError::NotFound(format!(
+                "no hook {:?}; use message or status",
+                req.hook
+            )));
         }
         if req.method != "POST" {
             return Err(WebhookError::MethodNotAllowed("use POST".into()));
         }
-        let sig = req
-            .header("telnyx-signature-ed25519")
-            .ok_or_else(|| WebhookError::Unauthorized("no telnyx-signature-ed25519 header".into()))?;
+        let sig = req.header("telnyx-signature-ed25519").ok_or_else(|| {
+            WebhookError::Unauthorized("no telnyx-signature-ed25519 header".into())
+        })?;
         let ts = req
             .header("telnyx-timestamp")
             .ok_or_else(|| WebhookError::Unauthorized("no telnyx-timestamp header".into()))?;
@@ -368,7 +414,8 @@ mod tests {
     // `b"1795773600|" + BODY`; the public key is base64 of its verify key.
     const PUBLIC_KEY: &str = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=";
     const TS: &str = "1795773600";
-    const SIG: &str = "29yqTu614i5OZzTYdvUEZqZeyx9L62uCB6VyTG/SiYwdLFF4jK3rWPZ0siswb3gDBFC878N+23dT3T2nR4d7CA==";
+    const SIG: &str =
+        "29yqTu614i5OZzTYdvUEZqZeyx9L62uCB6VyTG/SiYwdLFF4jK3rWPZ0siswb3gDBFC878N+23dT3T2nR4d7CA==";
     const BODY: &str = r#"{"data":{"event_type":"message.received","id":"b301ed3f-1490-491f-995f-6e64e69674d4","occurred_at":"2026-11-27T10:00:00.000+00:00","payload":{"id":"84cca175-9755-4859-b67f-4730d7f58aa3","from":{"phone_number":"+15557654321"},"to":[{"phone_number":"+15550001111","status":"webhook_delivered"}],"text":"Hello from Telnyx","media":[{"url":"https://media.telnyx.example/1.jpg","content_type":"image/jpeg","size":1234}]},"record_type":"event"},"meta":{"attempt":1,"delivered_to":"https://sms.example.com/hooks/tx/message"}}"#;
 
     fn at(secs: u64) -> SystemTime {
@@ -398,7 +445,9 @@ mod tests {
     #[test]
     fn received_event_parses() {
         let events = parse_event(BODY.as_bytes()).unwrap();
-        let [WebhookEvent::Inbound(sms)] = &events[..] else { panic!() };
+        let [WebhookEvent::Inbound(sms)] = &events[..] else {
+            panic!()
+        };
         assert_eq!(sms.id, "b301ed3f-1490-491f-995f-6e64e69674d4");
         assert_eq!(sms.from.as_str(), "+15557654321");
         assert_eq!(sms.to.as_str(), "+15550001111");
@@ -409,7 +458,9 @@ mod tests {
     #[test]
     fn finalized_events_map_to_statuses() {
         let ev = |status: &str| {
-            format!(r#"{{"data":{{"event_type":"message.finalized","id":"e1","payload":{{"id":"m1","to":[{{"phone_number":"+15557654321","status":"{status}"}}],"errors":[{{"code":"40300","title":"Blocked as spam","detail":"Recipient opted out"}}]}}}}}}"#)
+            format!(
+                r#"{{"data":{{"event_type":"message.finalized","id":"e1","payload":{{"id":"m1","to":[{{"phone_number":"+15557654321","status":"{status}"}}],"errors":[{{"code":"40300","title":"Blocked as spam","detail":"Recipient opted out"}}]}}}}}}"#
+            )
         };
         let status = |s: &str| match &parse_event(ev(s).as_bytes()).unwrap()[..] {
             [WebhookEvent::Status(r)] => r.status.clone(),
@@ -421,9 +472,16 @@ mod tests {
             status("delivery_failed"),
             DeliveryStatus::Failed("delivery_failed, error 40300: Recipient opted out".into())
         );
-        assert!(parse_event(br#"{"data":{"event_type":"number_order.complete","id":"x","payload":{}}}"#).unwrap().is_empty());
+        assert!(parse_event(
+            br#"{"data":{"event_type":"number_order.complete","id":"x","payload":{}}}"#
+        )
+        .unwrap()
+        .is_empty());
         assert!(parse_event(b"{").is_err());
-        assert!(parse_event(br#"{"data":{"event_type":"message.received","id":"x","payload":{"to":[]}}}"#).is_err());
+        assert!(parse_event(
+            br#"{"data":{"event_type":"message.received","id":"x","payload":{"to":[]}}}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -36,6 +36,9 @@ use tokio_xmpp::{Component, Stanza};
 /// How long a login may take before we give up and retry.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long to wait for the server to close its side after we closed ours.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 type Link = Component<TcpServerConnector>;
 
 /// The XMPP process. One value serves every incarnation the supervisor starts.
@@ -226,9 +229,13 @@ impl XmppLink for XmppProcess {
                 .await
             {
                 SessionEnd::Shutdown => {
+                    // Send our </stream:stream>, then read until the server
+                    // closes its side, so it sees an orderly close.
                     if let Err(e) = link.send_end().await {
                         tracing::debug!(error = %e, "closing the XMPP stream");
                     }
+                    let drain = async { while link.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
                     tracing::info!("XMPP stream closed");
                     return Ok(());
                 }

@@ -1,0 +1,137 @@
+//! The `sms-over-xmpp` command: argument parsing, logging, and the one place
+//! that knows every provider crate ([`registry`]).
+
+use clap::{Parser, Subcommand};
+use sms_gateway_core::{CancellationToken, Component, Config, ProviderRegistry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// An SMS/MMS gateway for XMPP: chat with phone numbers from any XMPP client.
+#[derive(Debug, Parser)]
+#[command(name = "sms-over-xmpp", version, about)]
+pub struct Cli {
+    /// The config file (TOML).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SMS_OVER_XMPP_CONFIG",
+        default_value = "sms-over-xmpp.toml"
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run,
+    /// Validate the config without connecting anywhere; exit non-zero naming the bad key.
+    Check,
+}
+
+/// Every provider type this build knows: `sandbox` always, the others by
+/// cargo feature.
+pub fn registry() -> ProviderRegistry {
+    let mut r = ProviderRegistry::new();
+    #[cfg(feature = "twilio")]
+    r.register("twilio", sms_pstn_twilio::TwilioProvider::from_config);
+    #[cfg(feature = "telnyx")]
+    r.register("telnyx", sms_pstn_telnyx::TelnyxProvider::from_config);
+    #[cfg(feature = "signalwire")]
+    r.register(
+        "signalwire",
+        sms_pstn_signalwire::SignalWireProvider::from_config,
+    );
+    r
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the command line; the exit code is 0 on success, 2 for a bad config,
+/// 1 for any other failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let providers = match config.validate(&registry()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Check => {
+            println!(
+                "{}: OK ({} user(s); accounts: {})",
+                cli.config.display(),
+                config.users.len(),
+                config
+                    .providers
+                    .iter()
+                    .map(|(name, p)| format!("{name} ({})", p.kind))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config.xmpp));
+                match Component::new(config, providers).run(xmpp, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""An XMPP user for the end-to-end tests, on slixmpp (Debian's python3-slixmpp).
+
+A client that is not ours, so our component and our tests cannot agree on a
+mistake. It logs in, sends presence, prints one JSON line per event on
+stdout ({"event": "online", "jid": ...}, {"event": "message", "xml": ...})
+and reads JSON commands on stdin ({"op": "raw", "xml": ...}, {"op": "quit"}).
+
+Usage: xmpp_user.py JID PASSWORD PORT
+"""
+import asyncio
+import json
+import sys
+
+import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class User(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        super().__init__(jid, password)
+        self["feature_mechanisms"].unencrypted_plain = True
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("failed_auth", lambda _: emit({"event": "failed_auth"}))
+        # Every message stanza, errors and receipts included.
+        self.register_handler(
+            Callback("all messages", MatchXPath("{%s}message" % self.default_ns), self.on_message)
+        )
+
+    async def on_start(self, _event):
+        self.send_presence()
+        emit({"event": "online", "jid": str(self.boundjid)})
+        asyncio.ensure_future(self.read_commands())
+
+    def on_message(self, msg):
+        emit({"event": "message", "xml": str(msg)})
+
+    async def read_commands(self):
+        loop = asyncio.get_event_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            cmd = json.loads(line)
+            if cmd["op"] == "raw":
+                self.send_raw(cmd["xml"])
+                emit({"event": "sent"})
+            elif cmd["op"] == "quit":
+                break
+        self.disconnect()
+
+
+def main():
+    jid, password, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    user = User(jid, password)
+    user.connect(address=("127.0.0.1", port), force_starttls=False, disable_starttls=True)
+    user.process(forever=False)
+
+
+if __name__ == "__main__":
+    main()
