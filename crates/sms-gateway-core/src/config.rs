@@ -296,10 +296,22 @@ impl Config {
                 webhook_base: format!("{}/{name}", self.http.public_base()),
             };
             let settings = serde_json::Value::Object(p.settings.clone().into_iter().collect());
-            let provider = factory(&ctx, settings).map_err(|reason| ConfigError::Invalid {
-                key: format!("providers.{name}"),
-                value: format!("type = {}", p.kind),
-                reason,
+            let provider = factory(&ctx, settings).map_err(|reason| {
+                // Name the key itself when the reason quotes one: `auth_token`.
+                let key = match reason.split('`').nth(1) {
+                    Some(k)
+                        if !k.is_empty()
+                            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                    {
+                        format!("providers.{name}.{k}")
+                    }
+                    _ => format!("providers.{name}"),
+                };
+                ConfigError::Invalid {
+                    key,
+                    value: format!("type = {}", p.kind),
+                    reason,
+                }
             })?;
             accounts.insert(name.clone(), provider);
         }
@@ -492,6 +504,18 @@ provider = "main"
                 }
                 other => panic!("{to}: expected Invalid, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn provider_settings_errors_name_the_key() {
+        let text = GOOD.replace("token = \"t\"\n", "");
+        match check(&text) {
+            Err(ConfigError::Invalid { key, reason, .. }) => {
+                assert_eq!(key, "providers.main.token");
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

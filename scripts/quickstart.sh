@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Quick start: a throwaway Prosody on loopback and the gateway with the
+# built-in sandbox provider, so no carrier account is needed.
+#
+#   scripts/quickstart.sh           # run until Ctrl-C
+#   scripts/quickstart.sh --smoke   # start, relay a text each way, stop (used by the tests)
+#
+# Prosody listens on 127.0.0.1:15222 (clients) and :15347 (the component), so
+# it does not collide with a system Prosody. Everything lives in $QS_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+[ "${1:-}" = "--smoke" ] && smoke=1
+QS_DIR=${QS_DIR:-/tmp/sms-over-xmpp-quickstart}
+C2S_PORT=${C2S_PORT:-15222}
+COMPONENT_PORT=${COMPONENT_PORT:-15347}
+HTTP=http://127.0.0.1:9677/hooks/sandbox
+AUTH="Authorization: Bearer sandbox-token"
+
+if ! command -v prosody >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing prosody and curl with apt-get"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends prosody curl
+fi
+
+rm -rf "$QS_DIR"
+mkdir -p "$QS_DIR/data"
+cat > "$QS_DIR/prosody.cfg.lua" <<CFG
+run_as_root = true
+pidfile = "$QS_DIR/prosody.pid"
+data_path = "$QS_DIR/data"
+interfaces = { "127.0.0.1" }
+c2s_ports = { $C2S_PORT }
+component_ports = { $COMPONENT_PORT }
+component_interfaces = { "127.0.0.1" }
+s2s_ports = { }
+http_ports = { }
+https_ports = { }
+modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline" }
+modules_disabled = { "s2s" }
+authentication = "internal_plain"
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+log = { info = "$QS_DIR/prosody.log" }
+VirtualHost "localhost"
+Component "sms.localhost"
+  component_secret = "quickstart-secret"
+CFG
+prosodyctl --config "$QS_DIR/prosody.cfg.lua" register alice localhost alicepw >/dev/null
+
+echo "building sms-over-xmpp"
+cargo build -q -p sms-over-xmpp-bin
+prosody --config "$QS_DIR/prosody.cfg.lua" -F &
+prosody_pid=$!
+gateway_pid=""
+cleanup() {
+  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null && wait "$gateway_pid" 2>/dev/null
+  kill "$prosody_pid" 2>/dev/null && wait "$prosody_pid" 2>/dev/null
+  return 0
+}
+trap cleanup EXIT
+
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$COMPONENT_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+# The example config, with the component port moved by an environment override.
+SMS_OVER_XMPP_XMPP__SERVER="127.0.0.1:$COMPONENT_PORT" \
+  target/debug/sms-over-xmpp run --config examples/sandbox.toml &
+gateway_pid=$!
+
+for _ in $(seq 100); do
+  grep -q "External component successfully authenticated" "$QS_DIR/prosody.log" 2>/dev/null && break
+  sleep 0.1
+done
+
+if [ "$smoke" = 1 ]; then
+  grep -q "External component successfully authenticated" "$QS_DIR/prosody.log"
+  curl -fsS "http://127.0.0.1:9677/hooks/" | grep -q sms-over-xmpp
+  # An inbound text for Alice (she is offline: Prosody keeps it for her).
+  curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' \
+    -d '{"from":"+15557654321","to":"+15550001111","body":"Hi Alice, from the quick start"}' \
+    "$HTTP/message" >/dev/null
+  # A forged one is refused.
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "$HTTP/message")
+  [ "$code" = 403 ]
+  curl -fsS -H "$AUTH" "$HTTP/outbox" | grep -q '^\['
+  echo "quick start smoke test: OK"
+  exit 0
+fi
+
+cat <<MSG
+
+sms-over-xmpp is running against a throwaway Prosody. Log in with any XMPP client
+(Gajim, Dino, Profanity, ...):
+
+  account   alice@localhost     password  alicepw
+  server    127.0.0.1  port $C2S_PORT   (no TLS on this test server: allow plaintext)
+
+Then start a chat with  +15557654321@sms.localhost  and type something.
+The sandbox "sends" it; see what left:
+
+  curl -H '$AUTH' $HTTP/outbox
+
+Have the phone answer:
+
+  curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Hi Alice"}' $HTTP/message
+
+and report your text delivered (with a receipt in the client):
+
+  curl -X POST -H '$AUTH' -d '{"message_id":"SB00000001","status":"delivered"}' $HTTP/status
+
+Ctrl-C stops everything.
+MSG
+wait "$gateway_pid"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, installing what they need first.
+# This is the README's test command, and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit, provider, CLI and end-to-end tests (Prosody on loopback)"
+cargo test --workspace --locked
+
+echo "== a build without any carrier still runs with the sandbox"
+cargo build -p sms-over-xmpp-bin --no-default-features --locked
+bin=target/debug/sms-over-xmpp
+"$bin" check --config examples/sandbox.toml
+if "$bin" check --config examples/twilio.toml 2>/tmp/sox-nofeatures.err; then
+  echo "a build without the twilio feature accepted a twilio account" >&2
+  exit 1
+fi
+grep -q 'unknown provider type' /tmp/sox-nofeatures.err
+# Put the full build back for whoever runs the binary next.
+cargo build -p sms-over-xmpp-bin --locked
+
+echo "== the quick start, as a smoke test"
+scripts/quickstart.sh --smoke
+
+echo "== all checks passed"

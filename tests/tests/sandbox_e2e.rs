@@ -1,0 +1,131 @@
+//! The quick start's path, end to end: the built-in sandbox provider through a
+//! real Prosody, with a slixmpp user.
+
+use sms_over_xmpp_tests::*;
+use std::time::Duration;
+
+const CONTACT: &str = "+15557654321@sms.localhost";
+const AUTH: &str = "Bearer sandbox-token";
+
+fn extra() -> &'static str {
+    r#"
+[providers.sandbox]
+type = "sandbox"
+token = "sandbox-token"
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "sandbox"
+"#
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_keeps_what_it_sends_and_injects_replies() {
+    let prosody = Prosody::start().await;
+    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), extra())).await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let http = reqwest::Client::new();
+    let hooks = format!("{}/hooks/sandbox", gateway.http_base);
+
+    alice
+        .send_chat("(555) 765-4321@sms.localhost", "q1", "not a JID node")
+        .await;
+    let m = alice.expect_message().await;
+    assert_eq!(
+        m.error().map(|e| e.0),
+        Some("jid-malformed".into()),
+        "{m:?}"
+    );
+
+    // A local number works with the default prefix.
+    alice
+        .send_chat("5557654321@sms.localhost", "q2", "Hello sandbox")
+        .await;
+    let mut outbox = serde_json::Value::Null;
+    for _ in 0..100 {
+        outbox = http
+            .get(format!("{hooks}/outbox"))
+            .header("authorization", AUTH)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if outbox.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(outbox[0]["to"], "+15557654321");
+    assert_eq!(outbox[0]["from"], "+15550001111");
+    assert_eq!(outbox[0]["body"], "Hello sandbox");
+    let id = outbox[0]["id"].as_str().unwrap().to_owned();
+
+    // Delivery report → receipt.
+    let r = http
+        .post(format!("{hooks}/status"))
+        .header("authorization", AUTH)
+        .body(serde_json::json!({"message_id": id, "status": "delivered"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = alice.expect_message().await;
+    assert_eq!(
+        m.child("received", "urn:xmpp:receipts")
+            .and_then(|r| r.attr("id")),
+        Some("q2")
+    );
+
+    // A reply from the phone, with a picture.
+    let r = http
+        .post(format!("{hooks}/message"))
+        .header("authorization", AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"Hi Alice","media":["https://media.example/cat.jpg"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = alice.expect_message().await;
+    assert_eq!(
+        (text.from(), text.body().as_deref()),
+        (Some(CONTACT), Some("Hi Alice"))
+    );
+    let pic = alice.expect_message().await;
+    assert_eq!(pic.body().as_deref(), Some("https://media.example/cat.jpg"));
+    let oob = pic.child("x", "jabber:x:oob").expect("XEP-0066 data");
+    assert_eq!(
+        oob.children().next().map(|u| u.text()),
+        Some("https://media.example/cat.jpg".into())
+    );
+
+    // Without the token: 403, nothing delivered; to a number nobody has: 404.
+    let r = http
+        .post(format!("{hooks}/message"))
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"forged"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{hooks}/message"))
+        .header("authorization", AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550009999","body":"lost?"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "refused, so the carrier knows it was not delivered"
+    );
+    assert!(alice
+        .next_message(Duration::from_millis(500))
+        .await
+        .is_none());
+}
