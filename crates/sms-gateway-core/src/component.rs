@@ -132,7 +132,7 @@ impl Component {
             self.to_gateway_pstn.clone(),
             self.pstn_commands.clone(),
         );
-        let routing = Arc::new(Routing::from_config(&self.config));
+        let routing = Arc::new(Routing::new(&self.config, &self.providers));
         let gateway_io = GatewayIo {
             xmpp_events: self.xmpp_events.clone(),
             pstn_events: self.pstn_events.clone(),

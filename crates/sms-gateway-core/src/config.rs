@@ -55,6 +55,10 @@ pub struct XmppConfig {
     pub keepalive_secs: u64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_keepalive() -> u64 {
     30
 }
@@ -101,6 +105,10 @@ pub struct ProviderConfig {
     /// The provider type, e.g. `twilio` or `sandbox`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Split a text longer than one request allows into several sends
+    /// (default), or refuse it with an error.
+    #[serde(default = "yes")]
+    pub split_long: bool,
     /// The provider's own settings (credentials among them: never log these).
     #[serde(flatten)]
     settings: BTreeMap<String, serde_json::Value>,

@@ -13,13 +13,14 @@
 //! - nothing is silent: every chat that is not texted gets an error, except
 //!   those with no text at all (chat states, markers).
 
-use crate::config::{normalize_bare_jid, Config};
+use crate::config::{normalize_bare_jid, Config, Providers};
 use crate::message::{
     ChatMessage, DeliveryStatus, ErrorCondition, InboundRejected, InboundSms, OutboundSms,
     OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
 };
 use crate::phone::PhoneNumber;
 use crate::provider::{ProviderError, ProviderErrorKind};
+use crate::text::{self, Limits};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -38,18 +39,45 @@ pub struct User {
     pub account: String,
 }
 
-/// Who is who: built once from a validated config.
+/// What an account accepts per request, and what to do with a longer text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountPolicy {
+    /// The provider's limits.
+    pub limits: Limits,
+    /// Split a long text into several sends (else refuse it).
+    pub split_long: bool,
+}
+
+/// Who is who: built once from a validated config and its providers.
 #[derive(Debug, Clone)]
 pub struct Routing {
     domain: String,
     default_prefix: Option<String>,
     by_jid: HashMap<String, User>,
     by_number: HashMap<(String, PhoneNumber), String>,
+    accounts: HashMap<String, AccountPolicy>,
 }
 
 impl Routing {
-    /// Builds the routing tables. `config` must have passed
-    /// [`Config::validate`]; users that do not parse are skipped.
+    /// Builds the routing tables from a config that passed
+    /// [`Config::validate`] and the providers it gave.
+    pub fn new(config: &Config, providers: &Providers) -> Self {
+        let mut routing = Self::from_config(config);
+        for (name, provider) in &providers.accounts {
+            let split_long = config.providers.get(name).is_none_or(|p| p.split_long);
+            routing.accounts.insert(
+                name.clone(),
+                AccountPolicy {
+                    limits: provider.limits(),
+                    split_long,
+                },
+            );
+        }
+        routing
+    }
+
+    /// Builds the routing tables without provider limits (every account
+    /// unlimited). Users that do not parse are skipped.
     pub fn from_config(config: &Config) -> Self {
         let mut by_jid = HashMap::new();
         let mut by_number = HashMap::new();
@@ -75,7 +103,18 @@ impl Routing {
             default_prefix: config.phone.default_prefix.clone(),
             by_jid,
             by_number,
+            accounts: HashMap::new(),
         }
+    }
+
+    fn policy(&self, account: &str) -> AccountPolicy {
+        self.accounts
+            .get(account)
+            .copied()
+            .unwrap_or(AccountPolicy {
+                limits: Limits::default(),
+                split_long: true,
+            })
     }
 
     /// The contact JID for a number: `+15557654321@sms.example.com`.
@@ -90,7 +129,7 @@ impl Routing {
     }
 }
 
-/// What the Gateway remembers about a text between `send` and its reports.
+/// What the Gateway remembers about a chat between `send` and its reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
     user_full_jid: String,
@@ -98,6 +137,15 @@ struct Pending {
     stanza_id: Option<String>,
     receipt: bool,
     account: String,
+    parts: usize,
+}
+
+/// A chat the carrier accepted, waiting for its parts' delivery reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    pending: Pending,
+    ids: Vec<String>,
+    undelivered: usize,
 }
 
 /// The Gateway's memory. The component keeps it across Gateway restarts.
@@ -105,8 +153,10 @@ struct Pending {
 pub struct GatewayState {
     next_ticket: u64,
     sending: HashMap<u64, Pending>,
-    sent: HashMap<(String, String), Pending>,
-    sent_order: VecDeque<(String, String)>,
+    /// (account, carrier message id) → ticket of the chat it is part of.
+    sent_ids: HashMap<(String, String), u64>,
+    sent: HashMap<u64, Sent>,
+    sent_order: VecDeque<u64>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -209,12 +259,53 @@ impl Gateway {
                 );
             }
         }
+        let policy = self.routing.policy(&user.account);
+        if chat.media.len() > policy.limits.max_media {
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "At most {} media per message on this account; this message has {}.",
+                    policy.limits.max_media,
+                    chat.media.len()
+                ),
+            );
+        }
         // A client that uploads a file puts its URL in the body too: send it once.
         let body = if chat.media.iter().any(|m| m == chat.body.trim()) {
             String::new()
         } else {
             chat.body.clone()
         };
+        let texts = if text::fits(&body, policy.limits.body) {
+            vec![body]
+        } else if policy.split_long {
+            text::split(&body, policy.limits.body)
+        } else {
+            let limit = match policy.limits.body {
+                text::BodyLimit::Characters(n) => format!("{n} characters"),
+                text::BodyLimit::Segments(n) => format!("{n} SMS segments"),
+                text::BodyLimit::Unlimited => "no limit".into(),
+            };
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "The text is too long for one message ({} characters, {} SMS segments; this account takes at most {limit}) and the account is set not to split texts (split_long = false).",
+                    body.chars().count(),
+                    text::segments(&body)
+                ),
+            );
+        };
+        let parts: Vec<OutboundSms> = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| OutboundSms {
+                from: user.number.clone(),
+                to: to.clone(),
+                body,
+                // Media go with the first part.
+                media: if i == 0 { chat.media.clone() } else { vec![] },
+            })
+            .collect();
         let mut state = self.state();
         state.next_ticket += 1;
         let ticket = state.next_ticket;
@@ -226,16 +317,12 @@ impl Gateway {
                 stanza_id: chat.id.clone(),
                 receipt: chat.receipt_requested,
                 account: user.account.clone(),
+                parts: parts.len(),
             },
         );
         vec![Action::Pstn(PstnCommand::Send {
             account: user.account.clone(),
-            sms: OutboundSms {
-                from: user.number.clone(),
-                to,
-                body,
-                media: chat.media.clone(),
-            },
+            parts,
             ticket,
         })]
     }
@@ -245,7 +332,9 @@ impl Gateway {
     /// the webhook is answered 2xx only then (invariant 2).
     pub fn on_pstn(&self, event: PstnEvent) -> (Vec<Action>, Option<Ack>) {
         match event {
-            PstnEvent::SendResult { ticket, result } => (self.on_send_result(ticket, result), None),
+            PstnEvent::SendResult { ticket, ids, error } => {
+                (self.on_send_result(ticket, ids, error), None)
+            }
             PstnEvent::Status { account, report } => (self.on_status(&account, report), None),
             PstnEvent::Inbound { account, sms, ack } => match self.on_inbound(&account, &sms) {
                 Ok(actions) => (
@@ -301,44 +390,70 @@ impl Gateway {
         Ok(actions)
     }
 
-    fn on_send_result(&self, ticket: u64, result: Result<String, ProviderError>) -> Vec<Action> {
+    fn on_send_result(
+        &self,
+        ticket: u64,
+        ids: Vec<String>,
+        error: Option<ProviderError>,
+    ) -> Vec<Action> {
         let mut state = self.state();
         let Some(p) = state.sending.remove(&ticket) else {
             tracing::warn!(ticket, "send result for an unknown ticket");
             return vec![];
         };
-        match result {
-            Ok(message_id) => {
-                tracing::debug!(%message_id, account = %p.account, "text accepted by the carrier");
-                let key = (p.account.clone(), message_id);
-                if state.sent.insert(key.clone(), p).is_none() {
-                    state.sent_order.push_back(key);
-                }
-                while state.sent_order.len() > SENT_MEMORY {
-                    if let Some(old) = state.sent_order.pop_front() {
-                        state.sent.remove(&old);
+        let Some(e) = error else {
+            tracing::debug!(ids = ?ids, account = %p.account, "text accepted by the carrier");
+            for id in &ids {
+                state
+                    .sent_ids
+                    .insert((p.account.clone(), id.clone()), ticket);
+            }
+            let undelivered = ids.len();
+            state.sent.insert(
+                ticket,
+                Sent {
+                    pending: p,
+                    ids,
+                    undelivered,
+                },
+            );
+            state.sent_order.push_back(ticket);
+            while state.sent_order.len() > SENT_MEMORY {
+                if let Some(old) = state.sent_order.pop_front() {
+                    if let Some(s) = state.sent.remove(&old) {
+                        for id in s.ids {
+                            state.sent_ids.remove(&(s.pending.account.clone(), id));
+                        }
                     }
                 }
-                vec![]
             }
-            Err(e) => {
-                tracing::warn!(account = %p.account, error = %e, "text not sent");
-                let condition = match e.kind {
-                    ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
-                    ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,
-                    ProviderErrorKind::RateLimited
-                    | ProviderErrorKind::CarrierError
-                    | ProviderErrorKind::Network => ErrorCondition::RemoteServerTimeout,
-                };
-                vec![Action::Xmpp(OutgoingStanza::Error {
-                    from: p.contact_jid,
-                    to: p.user_full_jid,
-                    id: p.stanza_id,
-                    condition,
-                    text: format!("Not sent: {e}."),
-                })]
-            }
-        }
+            return vec![];
+        };
+        tracing::warn!(account = %p.account, error = %e, "text not sent");
+        let condition = match e.kind {
+            ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
+            ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,
+            ProviderErrorKind::RateLimited
+            | ProviderErrorKind::CarrierError
+            | ProviderErrorKind::Network => ErrorCondition::RemoteServerTimeout,
+        };
+        let text = if p.parts > 1 && !ids.is_empty() {
+            format!(
+                "Only part of the text was sent: parts 1 to {} of {} went out, part {} did not: {e}.",
+                ids.len(),
+                p.parts,
+                ids.len() + 1
+            )
+        } else {
+            format!("Not sent: {e}.")
+        };
+        vec![Action::Xmpp(OutgoingStanza::Error {
+            from: p.contact_jid,
+            to: p.user_full_jid,
+            id: p.stanza_id,
+            condition,
+            text,
+        })]
     }
 
     fn on_status(&self, account: &str, report: StatusReport) -> Vec<Action> {
@@ -347,27 +462,55 @@ impl Gateway {
         }
         let mut state = self.state();
         let key = (account.to_owned(), report.message_id);
-        let Some(p) = state.sent.remove(&key) else {
+        let Some(ticket) = state.sent_ids.remove(&key) else {
             tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
             return vec![];
         };
+        let Some(sent) = state.sent.get_mut(&ticket) else {
+            return vec![];
+        };
         match report.status {
-            DeliveryStatus::Delivered => match (p.receipt, p.stanza_id) {
-                (true, Some(id)) => vec![Action::Xmpp(OutgoingStanza::Receipt {
+            DeliveryStatus::Delivered => {
+                sent.undelivered = sent.undelivered.saturating_sub(1);
+                if sent.undelivered > 0 {
+                    return vec![];
+                }
+                let Some(done) = state.sent.remove(&ticket) else {
+                    return vec![];
+                };
+                match (done.pending.receipt, done.pending.stanza_id) {
+                    (true, Some(id)) => vec![Action::Xmpp(OutgoingStanza::Receipt {
+                        from: done.pending.contact_jid,
+                        to: done.pending.user_full_jid,
+                        id,
+                    })],
+                    _ => vec![],
+                }
+            }
+            DeliveryStatus::Failed(reason) => {
+                let Some(failed) = state.sent.remove(&ticket) else {
+                    return vec![];
+                };
+                for id in &failed.ids {
+                    state
+                        .sent_ids
+                        .remove(&(failed.pending.account.clone(), id.clone()));
+                }
+                let p = failed.pending;
+                let text = if p.parts > 1 {
+                    format!("Part of the text was not delivered: {reason}.")
+                } else {
+                    format!("Not delivered: {reason}.")
+                };
+                vec![Action::Xmpp(OutgoingStanza::Error {
                     from: p.contact_jid,
                     to: p.user_full_jid,
-                    id,
-                })],
-                _ => vec![],
-            },
-            DeliveryStatus::Failed(reason) => vec![Action::Xmpp(OutgoingStanza::Error {
-                from: p.contact_jid,
-                to: p.user_full_jid,
-                id: p.stanza_id,
-                condition: ErrorCondition::RecipientUnavailable,
-                text: format!("Not delivered: {reason}."),
-            })],
-            DeliveryStatus::InProgress => unreachable!("returned above"),
+                    id: p.stanza_id,
+                    condition: ErrorCondition::RecipientUnavailable,
+                    text,
+                })]
+            }
+            DeliveryStatus::InProgress => vec![],
         }
     }
 }
@@ -395,6 +538,13 @@ token = "t"
 [providers.other]
 type = "sandbox"
 token = "t"
+max_chars = 20
+max_media = 2
+[providers.strict]
+type = "sandbox"
+token = "t"
+max_chars = 20
+split_long = false
 [[users]]
 jid = "alice@example.com"
 number = "+15550001111"
@@ -403,10 +553,15 @@ provider = "main"
 jid = "bob@example.com"
 number = "+15550002222"
 provider = "other"
+[[users]]
+jid = "carol@example.com"
+number = "+15550003333"
+provider = "strict"
 "#,
         )
         .unwrap();
-        Gateway::new(Arc::new(Routing::from_config(&cfg)), Arc::default())
+        let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();
+        Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
     }
 
     fn chat(from: &str, to: &str, body: &str) -> ChatMessage {
@@ -440,7 +595,8 @@ provider = "other"
             "hello",
         ));
         match &a[..] {
-            [Action::Pstn(PstnCommand::Send { account, sms, .. })] => {
+            [Action::Pstn(PstnCommand::Send { account, parts, .. })] => {
+                let sms = &parts[0];
                 assert_eq!(account, "main");
                 assert_eq!(sms.from, n("+15550001111"));
                 assert_eq!(sms.to, n("+15557654321"));
@@ -454,7 +610,8 @@ provider = "other"
             "hi",
         ));
         match &b[..] {
-            [Action::Pstn(PstnCommand::Send { account, sms, .. })] => {
+            [Action::Pstn(PstnCommand::Send { account, parts, .. })] => {
+                let sms = &parts[0];
                 assert_eq!(account, "other");
                 assert_eq!(sms.to, n("+15557654321"), "default prefix applied");
             }
@@ -538,7 +695,8 @@ provider = "other"
         let text = expect_error(
             g.on_pstn(PstnEvent::SendResult {
                 ticket: t,
-                result: Err(refused),
+                ids: vec![],
+                error: Some(refused),
             })
             .0,
             ErrorCondition::NotAcceptable,
@@ -557,7 +715,8 @@ provider = "other"
         let text = expect_error(
             g.on_pstn(PstnEvent::SendResult {
                 ticket: t,
-                result: Err(down),
+                ids: vec![],
+                error: Some(down),
             })
             .0,
             ErrorCondition::RemoteServerTimeout,
@@ -576,7 +735,8 @@ provider = "other"
         assert!(g
             .on_pstn(PstnEvent::SendResult {
                 ticket: t,
-                result: Ok("SM1".into())
+                ids: vec!["SM1".into()],
+                error: None,
             })
             .0
             .is_empty());
@@ -612,7 +772,8 @@ provider = "other"
         )));
         let _ = g.on_pstn(PstnEvent::SendResult {
             ticket: t,
-            result: Ok("SM2".into()),
+            ids: vec!["SM2".into()],
+            error: None,
         });
         let text = expect_error(
             g.on_pstn(status(
@@ -623,6 +784,129 @@ provider = "other"
             ErrorCondition::RecipientUnavailable,
         );
         assert!(text.contains("30003"), "{text}");
+    }
+
+    fn parts_of(actions: &[Action]) -> Vec<OutboundSms> {
+        match actions {
+            [Action::Pstn(PstnCommand::Send { parts, .. })] => parts.clone(),
+            other => panic!("expected one send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_long_text_is_split_in_order_with_media_on_the_first_part() {
+        let g = gateway();
+        let mut c = chat(
+            "bob@example.com/x",
+            "+15557654321@sms.example.com",
+            "one two three four five six seven eight",
+        );
+        c.media = vec!["https://up.example/a.jpg".into()];
+        let parts = parts_of(&g.on_chat(c));
+        assert!(parts.len() >= 2, "{parts:?}");
+        assert!(
+            parts.iter().all(|p| p.body.chars().count() <= 20),
+            "{parts:?}"
+        );
+        assert_eq!(
+            parts.iter().map(|p| p.body.as_str()).collect::<String>(),
+            "one two three four five six seven eight"
+        );
+        assert_eq!(parts[0].media, vec!["https://up.example/a.jpg".to_owned()]);
+        assert!(parts[1..].iter().all(|p| p.media.is_empty()));
+    }
+
+    #[test]
+    fn split_long_false_refuses_and_media_beyond_the_limit_are_refused() {
+        let g = gateway();
+        let text = expect_error(
+            g.on_chat(chat(
+                "carol@example.com/x",
+                "+15557654321@sms.example.com",
+                "this text is longer than twenty",
+            )),
+            ErrorCondition::NotAcceptable,
+        );
+        assert!(
+            text.contains("split_long") && text.contains("20 characters"),
+            "{text}"
+        );
+        assert_eq!(
+            parts_of(&g.on_chat(chat(
+                "carol@example.com/x",
+                "+15557654321@sms.example.com",
+                "short"
+            )))
+            .len(),
+            1
+        );
+
+        let mut c = chat("bob@example.com/x", "+15557654321@sms.example.com", "");
+        c.media = (0..3)
+            .map(|i| format!("https://up.example/{i}.jpg"))
+            .collect();
+        let text = expect_error(g.on_chat(c), ErrorCondition::NotAcceptable);
+        assert!(text.contains("At most 2 media"), "{text}");
+
+        let mut c = chat("alice@example.com/x", "+15557654321@sms.example.com", "");
+        c.media = vec!["file:///etc/passwd".into()];
+        let text = expect_error(g.on_chat(c), ErrorCondition::BadRequest);
+        assert!(text.contains("http"), "{text}");
+    }
+
+    #[test]
+    fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
+        let g = gateway();
+        let actions = g.on_chat(chat(
+            "bob@example.com/x",
+            "+15557654321@sms.example.com",
+            "one two three four five six seven eight",
+        ));
+        let t = sent_ticket(&actions);
+        let n = parts_of(&actions).len();
+        let ids: Vec<String> = (0..n).map(|i| format!("P{i}")).collect();
+        let _ = g.on_pstn(PstnEvent::SendResult {
+            ticket: t,
+            ids: ids.clone(),
+            error: None,
+        });
+        let delivered = |id: &str| PstnEvent::Status {
+            account: "other".into(),
+            report: StatusReport {
+                message_id: id.into(),
+                status: DeliveryStatus::Delivered,
+            },
+        };
+        for id in &ids[..n - 1] {
+            assert!(
+                g.on_pstn(delivered(id)).0.is_empty(),
+                "no receipt before the last part"
+            );
+        }
+        assert!(matches!(
+            &g.on_pstn(delivered(&ids[n - 1])).0[..],
+            [Action::Xmpp(OutgoingStanza::Receipt { .. })]
+        ));
+
+        let t = sent_ticket(&g.on_chat(chat(
+            "bob@example.com/x",
+            "+15557654321@sms.example.com",
+            "one two three four five six seven eight",
+        )));
+        let e = ProviderError::new(ProviderErrorKind::CarrierError, "boom");
+        let text = expect_error(
+            g.on_pstn(PstnEvent::SendResult {
+                ticket: t,
+                ids: vec!["Q0".into()],
+                error: Some(e),
+            })
+            .0,
+            ErrorCondition::RemoteServerTimeout,
+        );
+        assert!(
+            text.contains("parts 1 to 1 of") && text.contains("part 2 did not"),
+            "{text}"
+        );
     }
 
     #[test]

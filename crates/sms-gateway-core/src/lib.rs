@@ -24,6 +24,7 @@ pub mod provider;
 pub mod pstn;
 pub mod sandbox;
 pub mod secret;
+pub mod text;
 
 pub use component::{Component, ComponentError, ProcessError, XmppChannels, XmppLink};
 pub use config::{Config, ConfigError, Providers};

@@ -184,21 +184,25 @@ pub enum PstnEvent {
     SendResult {
         /// The `ticket` of the command.
         ticket: u64,
-        /// The carrier's message ids (one per request), or why it failed.
-        result: Result<String, ProviderError>,
+        /// The carrier's message ids of the parts it accepted, in order.
+        ids: Vec<String>,
+        /// Why the next part was not accepted, if one was not; the parts
+        /// after it were not tried.
+        error: Option<ProviderError>,
     },
 }
 
 /// What the Gateway asks the PSTN process to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PstnCommand {
-    /// Send a text through an account; the outcome comes back as
+    /// Send a text, in one or more parts, through an account; the parts go
+    /// out one after the other, in order. The outcome comes back as
     /// [`PstnEvent::SendResult`] with the same `ticket`.
     Send {
         /// The provider account.
         account: String,
-        /// The text.
-        sms: OutboundSms,
+        /// The parts, each within the account's limits.
+        parts: Vec<OutboundSms>,
         /// Chosen by the Gateway to match the result to the chat.
         ticket: u64,
     },

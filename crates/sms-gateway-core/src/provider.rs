@@ -7,6 +7,7 @@
 //! client and its wire formats.
 
 use crate::message::{InboundSms, OutboundSms, StatusReport};
+use crate::text::Limits;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -216,6 +217,13 @@ pub trait PstnProvider: Send + Sync + 'static {
     /// [`ProviderError::is_temporary`] right (429, 5xx and network errors are
     /// temporary, other 4xx are not) and keep the carrier's error code.
     async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError>;
+
+    /// What one request may carry. The Gateway splits longer texts (or
+    /// refuses them, with `split_long = false`) and refuses more media than
+    /// this with an error naming the limit. The default is no limit.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 
     /// Authenticates and parses one webhook.
     ///

@@ -97,34 +97,55 @@ impl PstnProcess {
             match cmd {
                 PstnCommand::Send {
                     account,
-                    sms,
+                    parts,
                     ticket,
                 } => {
                     let inner = self.inner.clone();
-                    // Each send runs on its own task, limited per account, so a
-                    // slow carrier account does not hold up the others.
+                    // Each chat is sent on its own task, limited per account, so
+                    // a slow carrier account does not hold up the others; the
+                    // parts of one chat go out in order.
                     tokio::spawn(async move {
-                        let result =
-                            match (inner.accounts.get(&account), inner.limits.get(&account)) {
-                                (Some(p), Some(limit)) => {
-                                    let _permit =
-                                        limit.acquire().await.expect("semaphore never closed");
-                                    p.send(&sms).await
-                                }
-                                _ => Err(crate::ProviderError::new(
-                                    crate::ProviderErrorKind::Rejected,
-                                    format!("no provider account {account:?}"),
-                                )),
-                            };
+                        let (ids, error) = inner.send_parts(&account, &parts).await;
                         // The channel is the component's: it outlives a Gateway restart.
                         let _ = inner
                             .to_gateway
-                            .send(PstnEvent::SendResult { ticket, result })
+                            .send(PstnEvent::SendResult { ticket, ids, error })
                             .await;
                     });
                 }
             }
         }
+    }
+}
+
+impl Inner {
+    /// Sends `parts` in order through `account`, stopping at the first
+    /// failure: the ids accepted, and the failure if there was one.
+    async fn send_parts(
+        &self,
+        account: &str,
+        parts: &[crate::OutboundSms],
+    ) -> (Vec<String>, Option<crate::ProviderError>) {
+        let (Some(provider), Some(limit)) = (self.accounts.get(account), self.limits.get(account))
+        else {
+            let e = crate::ProviderError::new(
+                crate::ProviderErrorKind::Rejected,
+                format!("no provider account {account:?}"),
+            );
+            return (vec![], Some(e));
+        };
+        let _permit = limit
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let mut ids = Vec::with_capacity(parts.len());
+        for sms in parts {
+            match provider.send(sms).await {
+                Ok(id) => ids.push(id),
+                Err(e) => return (ids, Some(e)),
+            }
+        }
+        (ids, None)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::provider::{
     WebhookReply, WebhookRequest,
 };
 use crate::secret::Secret;
+use crate::text::{BodyLimit, Limits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,12 @@ use subtle::ConstantTimeEq;
 pub struct SandboxConfig {
     /// Bearer token required on every sandbox request.
     pub token: Secret,
+    /// Characters per message, to behave like a carrier (default: no limit).
+    #[serde(default)]
+    pub max_chars: Option<usize>,
+    /// Media per message, to behave like a carrier (default: no limit).
+    #[serde(default)]
+    pub max_media: Option<usize>,
 }
 
 /// A text the sandbox "sent".
@@ -45,6 +52,7 @@ pub struct SentText {
 pub struct SandboxProvider {
     account: String,
     token: Secret,
+    limits: Limits,
     outbox: Arc<Mutex<Vec<SentText>>>,
     next_id: Arc<AtomicU64>,
 }
@@ -77,6 +85,7 @@ impl SandboxProvider {
         SandboxProvider {
             account: account.into(),
             token,
+            limits: Limits::default(),
             outbox: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
@@ -91,10 +100,20 @@ impl SandboxProvider {
         if cfg.token.is_empty() {
             return Err("`token` must not be empty".into());
         }
-        Ok(Arc::new(SandboxProvider::new(
-            ctx.account.clone(),
-            cfg.token,
-        )))
+        let mut sandbox = SandboxProvider::new(ctx.account.clone(), cfg.token);
+        if let Some(n) = cfg.max_chars {
+            sandbox.limits.body = BodyLimit::Characters(n);
+        }
+        if let Some(n) = cfg.max_media {
+            sandbox.limits.max_media = n;
+        }
+        Ok(Arc::new(sandbox))
+    }
+
+    /// The same sandbox, limited like a carrier.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Everything sent so far, oldest first.
@@ -129,6 +148,10 @@ impl PstnProvider for SandboxProvider {
             sms: sms.clone(),
         });
         Ok(id)
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {

@@ -132,6 +132,10 @@ impl PstnProvider for SignalWireProvider {
         self.client.send(sms).await
     }
 
+    fn limits(&self) -> sms_gateway_core::text::Limits {
+        self.client.limits()
+    }
+
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |params| self.verify(req, params))
     }

@@ -23,9 +23,12 @@ use sms_gateway_core::{
     ProviderErrorKind, PstnProvider, Secret, StatusReport, WebhookError, WebhookEvent,
     WebhookReply, WebhookRequest,
 };
+use sms_gateway_core::text::{BodyLimit, Limits};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Telnyx sends at most this many SMS segments per request.
+pub const MAX_PARTS: usize = 10;
 /// Telnyx allows this many media per message.
 pub const MAX_MEDIA: usize = 10;
 /// A webhook whose timestamp is further than this from now is refused.
@@ -383,6 +386,13 @@ impl PstnProvider for TelnyxProvider {
         }
         err.retry_after = retry_after;
         Err(err)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            body: BodyLimit::Segments(MAX_PARTS),
+            max_media: MAX_MEDIA,
+        }
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {

@@ -8,10 +8,14 @@ use sms_gateway_core::{
     DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderError, ProviderErrorKind,
     Secret, StatusReport, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
 };
+use sms_gateway_core::text::{BodyLimit, Limits};
 use std::time::Duration;
 
 /// The empty TwiML answer that satisfies Twilio and SignalWire alike.
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
+
+/// Characters per API request, for Twilio and SignalWire alike.
+pub const MAX_CHARS: usize = 1600;
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,6 +85,14 @@ impl LamlClient {
             max_media,
             carrier,
         })
+    }
+
+    /// What one request may carry: 1600 characters, and the carrier's media count.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            body: BodyLimit::Characters(MAX_CHARS),
+            max_media: self.max_media,
+        }
     }
 
     /// Sends one text; one API request.

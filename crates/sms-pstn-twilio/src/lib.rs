@@ -96,6 +96,10 @@ impl PstnProvider for TwilioProvider {
         self.client.send(sms).await
     }
 
+    fn limits(&self) -> sms_gateway_core::text::Limits {
+        self.client.limits()
+    }
+
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |params| {
             laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", params)
