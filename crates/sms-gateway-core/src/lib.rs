@@ -24,6 +24,8 @@ pub mod provider;
 pub mod pstn;
 pub mod sandbox;
 pub mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod text;
 
 pub use component::{Component, ComponentError, ProcessError, XmppChannels, XmppLink};

@@ -18,12 +18,12 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use sms_gateway_core::provider::provider_settings;
+use sms_gateway_core::text::{BodyLimit, Limits};
 use sms_gateway_core::{
     DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderContext, ProviderError,
     ProviderErrorKind, PstnProvider, Secret, StatusReport, WebhookError, WebhookEvent,
     WebhookReply, WebhookRequest,
 };
-use sms_gateway_core::text::{BodyLimit, Limits};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

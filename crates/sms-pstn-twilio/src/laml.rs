@@ -4,11 +4,11 @@
 //! differ only in URLs, credentials and signature headers.
 
 use crate::signature;
+use sms_gateway_core::text::{BodyLimit, Limits};
 use sms_gateway_core::{
     DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderError, ProviderErrorKind,
     Secret, StatusReport, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
 };
-use sms_gateway_core::text::{BodyLimit, Limits};
 use std::time::Duration;
 
 /// The empty TwiML answer that satisfies Twilio and SignalWire alike.

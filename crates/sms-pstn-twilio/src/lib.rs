@@ -13,6 +13,8 @@
 
 pub mod laml;
 pub mod signature;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use async_trait::async_trait;
 use serde::Deserialize;

@@ -1,0 +1,31 @@
+//! SignalWire runs the provider contract suite against a wiremock SignalWire,
+//! through the LaML fixture it shares with Twilio.
+
+use sms_gateway_core::{ProviderContext, PstnProvider};
+use sms_pstn_signalwire::SignalWireProvider;
+use sms_pstn_twilio::testkit::LamlFixture;
+use std::sync::Arc;
+
+fn build(api_base: &str) -> Arc<dyn PstnProvider> {
+    let ctx = ProviderContext {
+        account: "sw".into(),
+        webhook_base: "https://sms.example.com/hooks/sw".into(),
+    };
+    let v = serde_json::json!({
+        "space": "example.signalwire.com", "project_id": "p-1", "api_token": "PT-token",
+        "signing_key": "PSK-contract", "api_base": api_base,
+    });
+    Arc::new(SignalWireProvider::new(&ctx, serde_json::from_value(v).unwrap()).unwrap())
+}
+
+#[tokio::test]
+async fn signalwire_meets_the_provider_contract() {
+    let fixture = LamlFixture {
+        build,
+        messages_path: "/api/laml/2010-04-01/Accounts/p-1/Messages.json".into(),
+        signature_header: "x-signalwire-signature",
+        signing_key: "PSK-contract".into(),
+        webhook_base: "https://sms.example.com/hooks/sw".into(),
+    };
+    sms_gateway_core::testkit::run_contract(&fixture).await;
+}
