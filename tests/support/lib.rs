@@ -59,7 +59,7 @@ impl Prosody {
         self.dir.path().join("prosody.cfg.lua")
     }
 
-    /// Starts Prosody with users `alice`, `bob` and `mallory` (password
+    /// Starts Prosody with users `alice`, `bob`, `carol` and `mallory` (password
     /// `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Prosody {
         assert!(
@@ -101,7 +101,7 @@ Component "{DOMAIN}"
             comp = p.component_port,
         );
         std::fs::write(p.config_path(), cfg).unwrap();
-        for user in ["alice", "bob", "mallory"] {
+        for user in ["alice", "bob", "carol", "mallory"] {
             let out = Command::new("prosodyctl")
                 .arg("--config")
                 .arg(p.config_path())
@@ -466,4 +466,85 @@ pub async fn post_form(
         req = req.header("x-twilio-signature", s);
     }
     req.send().await.expect("webhook request")
+}
+
+/// The Ed25519 key the tests sign Telnyx webhooks with; its public key is
+/// [`telnyx_public_key`].
+pub fn telnyx_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42u8; 32])
+}
+
+/// Base64 of [`telnyx_key`]'s public key, for `public_key` in the config.
+pub fn telnyx_public_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(telnyx_key().verifying_key().as_bytes())
+}
+
+/// Posts a Telnyx JSON event signed the way Telnyx signs, timestamped now.
+pub async fn post_telnyx(url: &str, event: &serde_json::Value) -> reqwest::Response {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let body = event.to_string();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = telnyx_key().sign(format!("{ts}|{body}").as_bytes());
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("telnyx-timestamp", ts)
+        .header(
+            "telnyx-signature-ed25519",
+            base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook request")
+}
+
+/// Posts a SignalWire form webhook signed with `signing_key` (Twilio's
+/// algorithm, header `X-SignalWire-Signature`) for public URL `public`.
+pub async fn post_signalwire(
+    url: &str,
+    public: &str,
+    signing_key: &str,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    let sig = twilio_sign(signing_key, public, params);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-signalwire-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook request")
+}
+
+/// The requests `server` has received on `path`, waiting until there are `n`.
+pub async fn wait_requests(
+    server: &wiremock::MockServer,
+    path: &str,
+    n: usize,
+) -> Vec<wiremock::Request> {
+    for _ in 0..200 {
+        let got: Vec<wiremock::Request> = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == path)
+            .collect();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path}: fewer than {n} requests arrived");
 }

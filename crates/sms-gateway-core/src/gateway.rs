@@ -27,6 +27,8 @@ use tokio::sync::oneshot;
 
 /// How many sent messages are remembered for their delivery reports.
 const SENT_MEMORY: usize = 100_000;
+/// How many early reports (before their send's result) are kept.
+const EARLY_MEMORY: usize = 10_000;
 
 /// A configured user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +159,10 @@ pub struct GatewayState {
     sent_ids: HashMap<(String, String), u64>,
     sent: HashMap<u64, Sent>,
     sent_order: VecDeque<u64>,
+    /// Reports that arrived before their send's result (a fast carrier can
+    /// call back before its API answer is read); applied when it arrives.
+    early: HashMap<(String, String), DeliveryStatus>,
+    early_order: VecDeque<(String, String)>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -409,11 +415,12 @@ impl Gateway {
                     .insert((p.account.clone(), id.clone()), ticket);
             }
             let undelivered = ids.len();
+            let account = p.account.clone();
             state.sent.insert(
                 ticket,
                 Sent {
                     pending: p,
-                    ids,
+                    ids: ids.clone(),
                     undelivered,
                 },
             );
@@ -427,7 +434,14 @@ impl Gateway {
                     }
                 }
             }
-            return vec![];
+            let mut actions = vec![];
+            for id in ids {
+                let key = (account.clone(), id);
+                if let Some(status) = state.early.remove(&key) {
+                    actions.extend(Self::apply_status(&mut state, key, status));
+                }
+            }
+            return actions;
         };
         tracing::warn!(account = %p.account, error = %e, "text not sent");
         let condition = match e.kind {
@@ -462,12 +476,39 @@ impl Gateway {
         }
         let mut state = self.state();
         let key = (account.to_owned(), report.message_id);
+        if !state.sent_ids.contains_key(&key) {
+            if state.sending.is_empty() {
+                tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
+            } else {
+                // Its send's result may still be on the way: keep it for then.
+                if state.early.insert(key.clone(), report.status).is_none() {
+                    state.early_order.push_back(key);
+                }
+                while state.early_order.len() > EARLY_MEMORY {
+                    if let Some(old) = state.early_order.pop_front() {
+                        state.early.remove(&old);
+                    }
+                }
+            }
+            return vec![];
+        }
+        Self::apply_status(&mut state, key, report.status)
+    }
+
+    fn apply_status(
+        state: &mut GatewayState,
+        key: (String, String),
+        status: DeliveryStatus,
+    ) -> Vec<Action> {
         let Some(ticket) = state.sent_ids.remove(&key) else {
-            tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
             return vec![];
         };
         let Some(sent) = state.sent.get_mut(&ticket) else {
             return vec![];
+        };
+        let report = StatusReport {
+            message_id: key.1,
+            status,
         };
         match report.status {
             DeliveryStatus::Delivered => {
@@ -906,6 +947,33 @@ provider = "strict"
         assert!(
             text.contains("parts 1 to 1 of") && text.contains("part 2 did not"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_report_that_overtakes_its_send_result_still_counts() {
+        let g = gateway();
+        let t = sent_ticket(&g.on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            "hi",
+        )));
+        let early = PstnEvent::Status {
+            account: "main".into(),
+            report: StatusReport {
+                message_id: "SM9".into(),
+                status: DeliveryStatus::Delivered,
+            },
+        };
+        assert!(g.on_pstn(early).0.is_empty());
+        let (actions, _) = g.on_pstn(PstnEvent::SendResult {
+            ticket: t,
+            ids: vec!["SM9".into()],
+            error: None,
+        });
+        assert!(
+            matches!(&actions[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
+            "{actions:?}"
         );
     }
 
