@@ -211,7 +211,7 @@ impl Gateway {
         let http_base = format!("http://{}", config.http.listen);
         let port = config.http.listen.port();
         let shutdown = CancellationToken::new();
-        let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config.xmpp));
+        let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config));
         let component = sms_gateway_core::Component::new(config, providers);
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

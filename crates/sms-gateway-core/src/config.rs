@@ -37,6 +37,10 @@ pub struct Config {
     /// Who may use the gateway, with which number and account.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Names for numbers: `"+15557654321" = "Jane Roe"`, and an optional
+    /// `lookup` command for the rest.
+    #[serde(default)]
+    pub caller_id: BTreeMap<String, String>,
 }
 
 /// `[xmpp]`
@@ -97,6 +101,20 @@ impl HttpConfig {
 pub struct PhoneConfig {
     /// Put in front of numbers typed without `+`, e.g. `+1`.
     pub default_prefix: Option<String>,
+    /// Read numbers typed without `+` as national numbers of this country
+    /// (ISO 3166 code, e.g. `US`, `GB`); wins over `default_prefix`.
+    pub default_region: Option<String>,
+}
+
+impl PhoneConfig {
+    /// Parses a number a user typed, with these defaults.
+    pub fn parse(&self, input: &str) -> Result<PhoneNumber, crate::PhoneError> {
+        PhoneNumber::parse_with(
+            input,
+            self.default_region.as_deref(),
+            self.default_prefix.as_deref(),
+        )
+    }
 }
 
 /// `[providers.NAME]`: `type` picks the provider; the other keys are its own.
@@ -231,6 +249,34 @@ impl Config {
                     "phone.default_prefix",
                     prefix,
                     "expected + and a country calling code, such as +1 or +44",
+                ));
+            }
+        }
+        if let Some(region) = &self.phone.default_region {
+            if region.parse::<phonenumber::country::Id>().is_err() {
+                return Err(invalid(
+                    "phone.default_region",
+                    region,
+                    "expected an ISO 3166 country code such as US or GB",
+                ));
+            }
+        }
+        for (key, value) in &self.caller_id {
+            if key == "lookup" {
+                if !Path::new(value).is_absolute() {
+                    return Err(invalid(
+                        "caller_id.lookup",
+                        value,
+                        "expected the absolute path of a program",
+                    ));
+                }
+                continue;
+            }
+            if let Err(e) = PhoneNumber::parse(key, None) {
+                return Err(invalid(
+                    format!("caller_id.\"{key}\""),
+                    value,
+                    format!("the key must be a number in E.164 form: {e}"),
                 ));
             }
         }

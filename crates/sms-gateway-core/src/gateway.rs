@@ -54,7 +54,7 @@ pub struct AccountPolicy {
 #[derive(Debug, Clone)]
 pub struct Routing {
     domain: String,
-    default_prefix: Option<String>,
+    phone: crate::config::PhoneConfig,
     by_jid: HashMap<String, User>,
     by_number: HashMap<(String, PhoneNumber), String>,
     accounts: HashMap<String, AccountPolicy>,
@@ -102,7 +102,7 @@ impl Routing {
         }
         Routing {
             domain: config.xmpp.domain.to_lowercase(),
-            default_prefix: config.phone.default_prefix.clone(),
+            phone: config.phone.clone(),
             by_jid,
             by_number,
             accounts: HashMap::new(),
@@ -253,7 +253,7 @@ impl Gateway {
                 )
             }
         };
-        let to = match PhoneNumber::parse(node, self.routing.default_prefix.as_deref()) {
+        let to = match self.routing.phone.parse(node) {
             Ok(n) => n,
             Err(e) => return error(ErrorCondition::JidMalformed, format!("{e}.")),
         };

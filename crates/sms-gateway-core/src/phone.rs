@@ -40,6 +40,18 @@ impl PhoneNumber {
     /// Parses what a user or a carrier wrote. A number without a leading `+`
     /// gets `default_prefix` (e.g. `+1`) in front, when one is configured.
     pub fn parse(input: &str, default_prefix: Option<&str>) -> Result<Self, PhoneError> {
+        Self::parse_with(input, None, default_prefix)
+    }
+
+    /// Parses what a user typed. A number without a leading `+` is read as a
+    /// national number of `default_region` (an ISO 3166 code such as `US` or
+    /// `GB`, so `020 7946 0958` with `GB` is `+442079460958`), or else gets
+    /// `default_prefix` in front. Five or six digits alone are a short code.
+    pub fn parse_with(
+        input: &str,
+        default_region: Option<&str>,
+        default_prefix: Option<&str>,
+    ) -> Result<Self, PhoneError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
@@ -53,6 +65,22 @@ impl PhoneNumber {
         // Punctuation carries no meaning once the characters are checked, and
         // the parser reads bare digits most reliably.
         let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+        if !trimmed.starts_with('+') && (5..=6).contains(&digits.len()) && digits == trimmed {
+            // A short code (e.g. 12345): bound to the user's own country, so
+            // it travels as bare digits.
+            return Ok(PhoneNumber(digits));
+        }
+        let region = default_region.and_then(|r| r.parse::<phonenumber::country::Id>().ok());
+        if let (false, Some(region)) = (trimmed.starts_with('+'), region) {
+            let parsed =
+                phonenumber::parse(Some(region), &digits).map_err(|e| PhoneError::Invalid {
+                    input: trimmed.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(PhoneNumber(
+                parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            ));
+        }
         let full = if trimmed.starts_with('+') {
             format!("+{digits}")
         } else if let Some(prefix) = default_prefix {
@@ -74,9 +102,14 @@ impl PhoneNumber {
         Ok(PhoneNumber(e164))
     }
 
-    /// The E.164 form, `+15557654321`.
+    /// The E.164 form, `+15557654321`, or the digits of a short code.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this is a short code rather than an E.164 number.
+    pub fn is_short_code(&self) -> bool {
+        !self.0.starts_with('+')
     }
 }
 
@@ -151,6 +184,35 @@ mod tests {
             PhoneNumber::parse("5557654321", None),
             Err(PhoneError::NoCountryCode("5557654321".into()))
         );
+    }
+
+    #[test]
+    fn a_default_region_reads_national_numbers() {
+        let p = |s: &str| PhoneNumber::parse_with(s, Some("GB"), None).map(|n| n.to_string());
+        assert_eq!(p("020 7946 0958").unwrap(), "+442079460958");
+        assert_eq!(p("+1 555 765 4321").unwrap(), "+15557654321");
+        let us = PhoneNumber::parse_with("(555) 765-4321", Some("US"), Some("+44")).unwrap();
+        assert_eq!(
+            us.as_str(),
+            "+15557654321",
+            "the region wins over the prefix"
+        );
+    }
+
+    #[test]
+    fn short_codes_are_kept_as_digits() {
+        for code in ["12345", "898287"] {
+            let n = PhoneNumber::parse(code, Some("+1")).unwrap();
+            assert_eq!(n.as_str(), code);
+            assert!(n.is_short_code());
+        }
+        assert!(!PhoneNumber::parse("+15557654321", None)
+            .unwrap()
+            .is_short_code());
+        // Seven digits are not a short code: without a country they are refused.
+        assert!(PhoneNumber::parse("1234567", None).is_err());
+        // Formatted short codes are not short codes.
+        assert!(PhoneNumber::parse("12-345", None).is_err());
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub fn main() -> ExitCode {
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
-                let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config.xmpp));
+                let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config));
                 match Component::new(config, providers).run(xmpp, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

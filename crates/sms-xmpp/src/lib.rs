@@ -1,45 +1,54 @@
 //! # sms-xmpp
 //!
 //! The XMPP process of sms-over-xmpp: one XEP-0114 link to the XMPP server's
-//! component port, on tokio-xmpp. It logs in, keeps an idle link alive,
-//! reconnects with capped backoff when the link drops, answers protocol
-//! duties itself (ping, disco, unknown IQs), hands chats to the Gateway and
+//! component port, on tokio-xmpp's XML stream and xmpp-parsers. It logs in,
+//! keeps an idle link alive, reconnects with capped backoff when the link
+//! drops, answers protocol duties itself (ping, disco, XEP-0100 gateway
+//! prompt, vCards, presence, unknown IQs), hands chats to the Gateway and
 //! writes what the Gateway sends back.
 //!
-//! Keep-alive: tokio-xmpp ends a component stream that has been silent for
-//! its read timeout. Every `keepalive_secs` we send an XEP-0199 ping to our
-//! own domain; the server routes it back to us, so an idle but healthy link
-//! always has traffic, and a link that stays silent for three intervals is
-//! dead and is replaced.
+//! Keep-alive: when the link has been silent for `keepalive_secs`, the
+//! stream reports a soft timeout and we send an XEP-0199 ping to our own
+//! domain; the server routes it back to us, so a healthy link always has
+//! traffic. A link still silent `keepalive_secs` later is dead and replaced.
 
+mod link;
 mod translate;
 
-pub use translate::{answer_iq, message_to_event, outgoing_to_stanza, FEATURES};
+pub use translate::{
+    answer_iq, gateway_answer, gateway_prompt, message_to_event, outgoing_to_stanza, reply, vcard,
+    FEATURES,
+};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use link::{Incoming, Link};
+use sms_gateway_core::callerid::CallerId;
 use sms_gateway_core::component::backoff;
-use sms_gateway_core::config::XmppConfig;
+use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
 use sms_gateway_core::{
-    CancellationToken, OutgoingStanza, ProcessError, XmppChannels, XmppEvent, XmppLink,
+    CancellationToken, ErrorCondition, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels,
+    XmppEvent, XmppLink,
 };
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType};
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Component, Stanza};
+use tokio_xmpp::Stanza;
 
 /// How long a login may take before we give up and retry.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long to wait for the server to close its side after we closed ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-type Link = Component<TcpServerConnector>;
+/// How many (user, contact) pairs remember that the contact's name was sent.
+const NICKS_SENT: usize = 100_000;
 
 /// The XMPP process. One value serves every incarnation the supervisor starts.
 pub struct XmppProcess {
@@ -47,6 +56,11 @@ pub struct XmppProcess {
     domain: String,
     secret: sms_gateway_core::Secret,
     keepalive: Duration,
+    phone: PhoneConfig,
+    /// Configured users' bare JIDs (lower-cased) and numbers.
+    users: HashMap<String, PhoneNumber>,
+    caller_id: CallerId,
+    nicks_sent: Mutex<HashSet<(String, String)>>,
     next_id: AtomicU64,
 }
 
@@ -55,14 +69,32 @@ enum SessionEnd {
     Lost(String),
 }
 
+fn jid(s: &str) -> Option<Jid> {
+    Jid::new(s).ok()
+}
+
 impl XmppProcess {
-    /// A process for the `[xmpp]` section of the config.
-    pub fn new(config: &XmppConfig) -> Self {
+    /// A process for a validated config.
+    pub fn new(config: &Config) -> Self {
+        let users = config
+            .users
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    normalize_bare_jid(&u.jid)?,
+                    PhoneNumber::parse(&u.number, None).ok()?,
+                ))
+            })
+            .collect();
         XmppProcess {
-            server: config.server.clone(),
-            domain: config.domain.clone(),
-            secret: config.secret.clone(),
-            keepalive: Duration::from_secs(config.keepalive_secs),
+            server: config.xmpp.server.clone(),
+            domain: config.xmpp.domain.to_lowercase(),
+            secret: config.xmpp.secret.clone(),
+            keepalive: Duration::from_secs(config.xmpp.keepalive_secs),
+            phone: config.phone.clone(),
+            users,
+            caller_id: CallerId::from_table(&config.caller_id),
+            nicks_sent: Mutex::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -71,21 +103,24 @@ impl XmppProcess {
         format!("sox-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The number of the configured user `jid` (full or bare), if any.
+    fn user_number(&self, jid: &Jid) -> Option<&PhoneNumber> {
+        self.users.get(&jid.to_bare().to_string().to_lowercase())
+    }
+
+    /// The contact number a JID of our domain names (`None` for the domain itself).
+    fn contact_number(&self, jid: &Jid) -> Option<PhoneNumber> {
+        PhoneNumber::parse(jid.node()?.as_str(), None).ok()
+    }
+
     async fn connect(&self) -> Result<Link, String> {
         let timeouts = Timeouts {
-            // Three keep-alive intervals of silence and the link is dead.
-            read_timeout: self.keepalive * 3,
-            response_timeout: self.keepalive,
+            read_timeout: self.keepalive,
+            response_timeout: self.keepalive * 2,
         };
-        let login = Component::new_plaintext(
-            &self.domain,
-            self.secret.expose(),
-            DnsConfig::addr(&self.server),
-            timeouts,
-        );
+        let login = link::login(&self.server, &self.domain, self.secret.expose(), timeouts);
         match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
-            Ok(Ok(link)) => Ok(link),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(r) => r,
             Err(_) => Err(format!("no answer within {LOGIN_TIMEOUT:?}")),
         }
     }
@@ -98,53 +133,61 @@ impl XmppProcess {
         shutdown: &CancellationToken,
         unsent: &mut Option<OutgoingStanza>,
     ) -> SessionEnd {
-        let mut keepalive =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.keepalive, self.keepalive);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // A stanza whose write failed on the last link goes first.
             if let Some(out) = unsent.take() {
-                if let Err(e) = self.write(link, &out).await {
+                if let Err(e) = self.write_outgoing(link, &out).await {
                     *unsent = Some(out);
                     return SessionEnd::Lost(e);
                 }
             }
-            tokio::select! {
+            let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
-                stanza = link.next() => match stanza {
-                    Some(stanza) => {
-                        if let Err(e) = self.on_stanza(link, stanza, to_gateway).await {
-                            return SessionEnd::Lost(e);
-                        }
+                incoming = link::read(link) => match incoming {
+                    Incoming::Stanza(stanza) => self.on_stanza(link, stanza, to_gateway).await,
+                    Incoming::Invalid { kind, from, to, id, type_, error } => {
+                        self.on_invalid(link, kind, from, to, id, type_, error).await
                     }
-                    None => return SessionEnd::Lost("the server closed the stream, or it went silent".into()),
+                    Incoming::Idle => self.ping_self(link).await,
+                    Incoming::Nothing => Ok(()),
+                    Incoming::Closed(reason) => Err(reason),
                 },
                 out = from_gateway.recv() => match out {
                     Some(out) => {
-                        if let Err(e) = self.write(link, &out).await {
+                        let r = self.write_outgoing(link, &out).await;
+                        if r.is_err() {
                             *unsent = Some(out);
-                            return SessionEnd::Lost(e);
                         }
+                        r
                     }
                     // The component owns the sender: closed means it is going away.
                     None => return SessionEnd::Shutdown,
                 },
-                _ = keepalive.tick() => {
-                    let to = Jid::new(&self.domain).map_err(|e| e.to_string());
-                    let ping = to.map(|to| Iq::from_get(self.new_id(), Ping).with_to(to.clone()).with_from(to));
-                    match ping {
-                        Ok(ping) => if let Err(e) = link.send_stanza(ping.into()).await {
-                            return SessionEnd::Lost(e.to_string());
-                        },
-                        Err(e) => tracing::error!(error = %e, "cannot build keep-alive ping"),
-                    }
-                }
+            };
+            if let Err(e) = result {
+                return SessionEnd::Lost(e);
             }
         }
     }
 
-    async fn write(&self, link: &mut Link, out: &OutgoingStanza) -> Result<(), String> {
-        let stanza = match outgoing_to_stanza(out, || self.new_id()) {
+    async fn send(&self, link: &mut Link, stanza: impl Into<Stanza>) -> Result<(), String> {
+        link::write(link, stanza.into())
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn ping_self(&self, link: &mut Link) -> Result<(), String> {
+        let Some(me) = jid(&self.domain) else {
+            return Ok(());
+        };
+        let ping = Iq::from_get(self.new_id(), Ping)
+            .with_to(me.clone())
+            .with_from(me);
+        self.send(link, ping).await
+    }
+
+    async fn write_outgoing(&self, link: &mut Link, out: &OutgoingStanza) -> Result<(), String> {
+        let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
             Ok(s) => s,
             Err(e) => {
                 // Built from our own routing tables: a bug, not a link problem.
@@ -152,7 +195,81 @@ impl XmppProcess {
                 return Ok(());
             }
         };
-        link.send_stanza(stanza).await.map_err(|e| e.to_string())
+        // The contact's name goes with the first chat from it (XEP-0172).
+        if let (OutgoingStanza::Chat { from, to, .. }, Stanza::Message(m)) = (out, &mut stanza) {
+            if let Some(name) = self.first_nick(from, to).await {
+                m.payloads.push(translate::nick(&name));
+            }
+        }
+        self.send(link, stanza).await
+    }
+
+    /// The contact's name, the first time `contact` writes to `user`.
+    async fn first_nick(&self, contact: &str, user: &str) -> Option<String> {
+        let key = (user.to_lowercase(), contact.to_lowercase());
+        if self
+            .nicks_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        let contact_number = self.contact_number(&jid(contact)?)?;
+        let user_number = self.user_number(&jid(user)?)?.clone();
+        let name = self.caller_id.name(&contact_number, &user_number).await;
+        let mut sent = self.nicks_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.len() >= NICKS_SENT {
+            sent.clear();
+        }
+        sent.insert(key);
+        name
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn on_invalid(
+        &self,
+        link: &mut Link,
+        kind: &str,
+        from: Option<String>,
+        to: Option<String>,
+        id: Option<String>,
+        type_: Option<String>,
+        error: String,
+    ) -> Result<(), String> {
+        tracing::warn!(%kind, ?from, %error, "a stanza we cannot read");
+        // Errors and responses are never answered; presence is not answered either.
+        let answerable = match kind {
+            "message" => type_.as_deref() != Some("error"),
+            "iq" => matches!(type_.as_deref(), Some("get" | "set")),
+            _ => false,
+        };
+        let (Some(from), true) = (from.as_deref().and_then(jid), answerable) else {
+            return Ok(());
+        };
+        let to = to.as_deref().and_then(jid);
+        let err = translate::stanza_error(
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+            format!("This {kind} could not be read: {error}"),
+        );
+        let stanza: Stanza = if kind == "iq" {
+            Iq::Error {
+                from: to,
+                to: Some(from),
+                id: id.unwrap_or_default(),
+                payload: None,
+                error: err,
+            }
+            .into()
+        } else {
+            let mut m = Message::error(from);
+            m.from = to;
+            m.id = id.map(Id);
+            m.payloads.push(err.into());
+            m.into()
+        };
+        self.send(link, stanza).await
     }
 
     async fn on_stanza(
@@ -168,23 +285,133 @@ impl XmppProcess {
                     if to_gateway.send(ev).await.is_err() {
                         return Err("the gateway channel is closed".into());
                     }
-                } else if m.type_ == tokio_xmpp::parsers::message::MessageType::Error {
+                } else if m.type_ == MessageType::Error {
                     tracing::warn!(from = ?m.from.as_ref().map(|j| j.to_string()), "a message we sent bounced");
                 }
                 Ok(())
             }
             Stanza::Iq(iq) => {
-                if let Some(answer) = answer_iq(&iq, &self.domain) {
-                    link.send_stanza(answer.into())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let answer = match self.answer_own_iq(&iq).await {
+                    Some(a) => Some(a),
+                    None => answer_iq(&iq, &self.domain),
+                };
+                match answer {
+                    Some(a) => self.send(link, a).await,
+                    None => Ok(()),
+                }
+            }
+            Stanza::Presence(p) => {
+                for answer in self.answer_presence(&p).await {
+                    self.send(link, answer).await?;
                 }
                 Ok(())
             }
-            // Presence is not handled yet: nothing to answer.
-            Stanza::Presence(_) => Ok(()),
         }
     }
+
+    /// The IQs that need our configuration: the XEP-0100 prompt and vCards.
+    async fn answer_own_iq(&self, iq: &Iq) -> Option<Iq> {
+        let (payload, is_get) = match iq {
+            Iq::Get { payload, .. } => (payload, true),
+            Iq::Set { payload, .. } => (payload, false),
+            _ => return None,
+        };
+        if payload.is("query", translate::GATEWAY_NS) {
+            if is_get {
+                return Some(reply(iq, Ok(Some(gateway_prompt()))));
+            }
+            let typed = payload
+                .get_child("prompt", translate::GATEWAY_NS)
+                .map(|p| p.text())
+                .unwrap_or_default();
+            let answer = match self.phone.parse(&typed) {
+                Ok(n) => Ok(Some(gateway_answer(&format!("{n}@{}", self.domain)))),
+                Err(e) => Err(translate::stanza_error(
+                    ErrorType::Modify,
+                    DefinedCondition::NotAcceptable,
+                    format!("{e}."),
+                )),
+            };
+            return Some(reply(iq, answer));
+        }
+        if is_get && payload.is("vCard", translate::VCARD_NS) {
+            let to = iq.to()?;
+            let Some(contact) = self.contact_number(to) else {
+                return Some(reply(iq, Ok(Some(vcard_for_domain()))));
+            };
+            let name = match iq.from().and_then(|f| self.user_number(f)) {
+                Some(user) => self.caller_id.name(&contact, &user.clone()).await,
+                None => None,
+            };
+            return Some(reply(
+                iq,
+                Ok(Some(vcard(contact.as_str(), name.as_deref()))),
+            ));
+        }
+        None
+    }
+
+    /// RFC 6121 presence, as a contact (or the domain) that is always there.
+    /// Presence from anyone who is not a configured user gets no answer, so
+    /// nothing tells who is configured.
+    async fn answer_presence(&self, p: &Presence) -> Vec<Presence> {
+        let (Some(from), Some(to)) = (p.from.as_ref(), p.to.as_ref()) else {
+            return vec![];
+        };
+        let Some(user_number) = self.user_number(from).cloned() else {
+            return vec![];
+        };
+        let contact = self.contact_number(to);
+        if to.node().is_some() && contact.is_none() {
+            // Not a phone number: there is nobody there.
+            return vec![Presence::new(PresenceType::Unsubscribed)
+                .with_from(to.to_bare())
+                .with_to(from.to_bare())];
+        }
+        let me = to.to_bare();
+        let user = from.to_bare();
+        let available = || {
+            Presence::available()
+                .with_from(me.clone())
+                .with_to(user.clone())
+        };
+        match p.type_ {
+            PresenceType::Subscribe => {
+                let mut out = vec![
+                    Presence::new(PresenceType::Subscribed)
+                        .with_from(me.clone())
+                        .with_to(user.clone()),
+                    available(),
+                ];
+                if let Some(contact) = contact {
+                    // Ask back, so the contact shows as reachable both ways.
+                    let mut ask = Presence::subscribe()
+                        .with_from(me.clone())
+                        .with_to(user.clone());
+                    if let Some(name) = self.caller_id.name(&contact, &user_number).await {
+                        ask.payloads.push(translate::nick(&name));
+                    }
+                    out.push(ask);
+                }
+                out
+            }
+            PresenceType::Probe | PresenceType::None | PresenceType::Subscribed => {
+                vec![available()]
+            }
+            PresenceType::Unsubscribe => {
+                vec![Presence::unavailable().with_from(me).with_to(user)]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+fn vcard_for_domain() -> tokio_xmpp::minidom::Element {
+    tokio_xmpp::minidom::Element::builder("vCard", translate::VCARD_NS)
+        .append(
+            tokio_xmpp::minidom::Element::builder("FN", translate::VCARD_NS).append("SMS gateway"),
+        )
+        .build()
 }
 
 #[async_trait]
@@ -229,13 +456,7 @@ impl XmppLink for XmppProcess {
                 .await
             {
                 SessionEnd::Shutdown => {
-                    // Send our </stream:stream>, then read until the server
-                    // closes its side, so it sees an orderly close.
-                    if let Err(e) = link.send_end().await {
-                        tracing::debug!(error = %e, "closing the XMPP stream");
-                    }
-                    let drain = async { while link.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+                    link::close(&mut link, CLOSE_TIMEOUT).await;
                     tracing::info!("XMPP stream closed");
                     return Ok(());
                 }
@@ -244,5 +465,18 @@ impl XmppLink for XmppProcess {
                 }
             }
         }
+    }
+}
+
+/// The condition names the Gateway's errors use, for tests and embedders.
+pub fn condition_name(c: ErrorCondition) -> &'static str {
+    match c {
+        ErrorCondition::RegistrationRequired => "registration-required",
+        ErrorCondition::JidMalformed => "jid-malformed",
+        ErrorCondition::NotAcceptable => "not-acceptable",
+        ErrorCondition::RemoteServerTimeout => "remote-server-timeout",
+        ErrorCondition::RecipientUnavailable => "recipient-unavailable",
+        ErrorCondition::BadRequest => "bad-request",
+        ErrorCondition::InternalServerError => "internal-server-error",
     }
 }

@@ -15,7 +15,71 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError
 use tokio_xmpp::Stanza;
 
 /// Features announced in `disco#info` on the domain and on contacts.
-pub const FEATURES: &[&str] = &[ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::OOB];
+/// XEP-0100's namespace.
+pub const GATEWAY_NS: &str = "jabber:iq:gateway";
+/// XEP-0054's namespace.
+pub const VCARD_NS: &str = "vcard-temp";
+/// XEP-0172's namespace.
+pub const NICK_NS: &str = "http://jabber.org/protocol/nick";
+
+/// Features announced in `disco#info` on the domain and on contacts.
+pub const FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    GATEWAY_NS,
+    ns::PING,
+    ns::RECEIPTS,
+    ns::OOB,
+    VCARD_NS,
+];
+
+/// An XEP-0172 `<nick/>`.
+pub fn nick(name: &str) -> Element {
+    Element::builder("nick", NICK_NS).append(name).build()
+}
+
+/// The XEP-0100 prompt: what to type to add a contact.
+pub fn gateway_prompt() -> Element {
+    Element::builder("query", GATEWAY_NS)
+        .append(Element::builder("desc", GATEWAY_NS).append(
+            "Enter the phone number of the person to text, with its country code (+1 555 765 4321) or as you would dial it locally.",
+        ))
+        .append(Element::builder("prompt", GATEWAY_NS).append("Phone number"))
+        .build()
+}
+
+/// The XEP-0100 answer: the contact JID for what the user typed. Both the
+/// current `<jid/>` and the legacy `<prompt/>` carry it.
+pub fn gateway_answer(jid: &str) -> Element {
+    Element::builder("query", GATEWAY_NS)
+        .append(Element::builder("jid", GATEWAY_NS).append(jid))
+        .append(Element::builder("prompt", GATEWAY_NS).append(jid))
+        .build()
+}
+
+/// An XEP-0054 vCard for a contact: its name (if known) and number.
+pub fn vcard(number: &str, name: Option<&str>) -> Element {
+    let mut b = Element::builder("vCard", VCARD_NS)
+        .append(Element::builder("FN", VCARD_NS).append(name.unwrap_or(number)));
+    if let Some(name) = name {
+        b = b.append(Element::builder("NICKNAME", VCARD_NS).append(name));
+    }
+    b.append(
+        Element::builder("TEL", VCARD_NS)
+            .append(Element::builder("CELL", VCARD_NS))
+            .append(Element::builder("NUMBER", VCARD_NS).append(number)),
+    )
+    .build()
+}
+
+/// A stanza error element.
+pub fn stanza_error(
+    type_: ErrorType,
+    cond: DefinedCondition,
+    text: impl Into<String>,
+) -> StanzaError {
+    StanzaError::new(type_, cond, "en", text)
+}
 
 /// A chat message from a user, if `message` is one the Gateway should see:
 /// `chat` or `normal` type, with a sender. The body is the best one whatever
@@ -128,19 +192,9 @@ pub fn outgoing_to_stanza(
 /// The answer to an IQ addressed to us, or `None` for results and errors
 /// (which need none). Every `get` and `set` gets an answer.
 pub fn answer_iq(iq: &Iq, domain: &str) -> Option<Iq> {
-    let (from, to, id, payload, is_get) = match iq {
-        Iq::Get {
-            from,
-            to,
-            id,
-            payload,
-        } => (from, to, id, payload, true),
-        Iq::Set {
-            from,
-            to,
-            id,
-            payload,
-        } => (from, to, id, payload, false),
+    let (to, payload, is_get) = match iq {
+        Iq::Get { to, payload, .. } => (to, payload, true),
+        Iq::Set { to, payload, .. } => (to, payload, false),
         Iq::Result { .. } | Iq::Error { .. } => return None,
     };
     let result_payload: Result<Option<Element>, StanzaError> =
@@ -183,22 +237,27 @@ pub fn answer_iq(iq: &Iq, domain: &str) -> Option<Iq> {
                 format!("{domain} does not handle this request"),
             ))
         };
-    let answer = match result_payload {
+    Some(reply(iq, result_payload))
+}
+
+/// The `result` or `error` answering the request `iq`.
+pub fn reply(iq: &Iq, answer: Result<Option<Element>, StanzaError>) -> Iq {
+    let (from, to, id) = (iq.from().cloned(), iq.to().cloned(), iq.id().to_owned());
+    match answer {
         Ok(payload) => Iq::Result {
-            from: to.clone(),
-            to: from.clone(),
-            id: id.clone(),
+            from: to,
+            to: from,
+            id,
             payload,
         },
         Err(error) => Iq::Error {
-            from: to.clone(),
-            to: from.clone(),
-            id: id.clone(),
+            from: to,
+            to: from,
+            id,
             payload: None,
             error,
         },
-    };
-    Some(answer)
+    }
 }
 
 #[cfg(test)]

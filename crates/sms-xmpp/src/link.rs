@@ -1,0 +1,168 @@
+//! The XEP-0114 link itself, on tokio-xmpp's `XmppStream`.
+//!
+//! tokio-xmpp's `Component` ends its stream on the first stanza that
+//! xmpp-parsers cannot read and on a soft read timeout. We log in the same
+//! way it does but keep the stream, so each of those is handled where it
+//! belongs: a stanza we cannot read is answered with an error and the link
+//! stays up; a soft timeout makes us ping; only I/O errors and the server's
+//! stream end replace the link.
+
+use futures_util::{SinkExt, StreamExt};
+use std::borrow::Cow;
+use std::io;
+use std::time::Duration;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_xmpp::parsers::component::Handshake;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::xmlstream::{
+    initiate_stream, FallibleStreamElement, ReadError, StreamElementError, StreamHeader, Timeouts,
+    XmppStream, XmppStreamElement,
+};
+use tokio_xmpp::Stanza;
+
+/// A logged-in component stream.
+pub type Link = XmppStream<BufStream<TcpStream>>;
+
+/// What reading the link gave.
+pub enum Incoming {
+    /// A stanza.
+    Stanza(Stanza),
+    /// A stanza xmpp-parsers could not read: its kind and header, to answer it.
+    Invalid {
+        /// `message`, `iq` or `presence`.
+        kind: &'static str,
+        /// Its `from`.
+        from: Option<String>,
+        /// Its `to`.
+        to: Option<String>,
+        /// Its `id`.
+        id: Option<String>,
+        /// Its `type`.
+        type_: Option<String>,
+        /// Why it could not be read.
+        error: String,
+    },
+    /// The link has been silent for the read timeout: send something.
+    Idle,
+    /// Nothing for us (a nonza we do not use, a recoverable parse error).
+    Nothing,
+    /// The link is gone.
+    Closed(String),
+}
+
+/// Connects to `server`, opens a stream to `domain` and performs the
+/// XEP-0114 handshake with `secret`.
+pub async fn login(
+    server: &str,
+    domain: &str,
+    secret: &str,
+    timeouts: Timeouts,
+) -> Result<Link, String> {
+    let tcp = TcpStream::connect(server)
+        .await
+        .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let header = StreamHeader {
+        to: Some(Cow::Owned(domain.to_owned())),
+        from: None,
+        id: None,
+    };
+    let mut pending = initiate_stream(BufStream::new(tcp), ns::COMPONENT, header, timeouts)
+        .await
+        .map_err(|e| format!("stream start failed: {e}"))?;
+    let stream_id = pending
+        .take_header()
+        .id
+        .map(|id| id.into_owned())
+        .ok_or("the server sent no stream id")?;
+    let mut link: Link = pending.skip_features();
+    link.send(&XmppStreamElement::ComponentHandshake(
+        Handshake::from_stream_id_and_password(stream_id, secret),
+    ))
+    .await
+    .map_err(|e| format!("handshake not sent: {e}"))?;
+    loop {
+        match link.next().await {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::ComponentHandshake(_)))) => {
+                return Ok(link)
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                return Err(format!("the server refused the component: {e}"))
+            }
+            Some(Ok(_)) => {
+                return Err("the server refused the handshake (wrong secret or domain?)".into())
+            }
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(e)) => return Err(format!("handshake failed: {e}")),
+            None => return Err("the server closed the stream during the handshake".into()),
+        }
+    }
+}
+
+/// Reads the next thing from the link.
+pub async fn read(link: &mut Link) -> Incoming {
+    match link.next().await {
+        None => Incoming::Closed("the server closed the connection".into()),
+        Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(st)))) => Incoming::Stanza(st),
+        Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+            Incoming::Closed(format!("stream error from the server: {e}"))
+        }
+        Some(Ok(FallibleStreamElement::Ok(_))) => Incoming::Nothing,
+        Some(Ok(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
+            name,
+            header,
+            error,
+            ..
+        }))) => Incoming::Invalid {
+            kind: match name.to_string().as_str() {
+                "message" => "message",
+                "iq" => "iq",
+                _ => "presence",
+            },
+            from: header.from,
+            to: header.to,
+            id: header.id,
+            type_: header.type_,
+            error: error.to_string(),
+        },
+        Some(Ok(FallibleStreamElement::Err(e))) => {
+            tracing::warn!(error = %e, "ignoring an element we cannot read");
+            Incoming::Nothing
+        }
+        Some(Err(ReadError::SoftTimeout)) => Incoming::Idle,
+        Some(Err(ReadError::ParseError(e))) => {
+            tracing::warn!(error = %e, "ignoring an element we cannot read");
+            Incoming::Nothing
+        }
+        Some(Err(ReadError::StreamFooterReceived)) => {
+            Incoming::Closed("the server ended the stream".into())
+        }
+        Some(Err(ReadError::HardError(e))) => Incoming::Closed(format!("connection lost: {e}")),
+    }
+}
+
+/// Writes a stanza.
+pub async fn write(link: &mut Link, stanza: Stanza) -> io::Result<()> {
+    link.send(&XmppStreamElement::Stanza(stanza)).await
+}
+
+/// Ends our side of the stream and waits (at most `within`) for the server to
+/// end its side, so the server sees an orderly close.
+pub async fn close(link: &mut Link, within: Duration) {
+    if let Err(e) = link.shutdown().await {
+        tracing::debug!(error = %e, "closing the XMPP stream");
+        return;
+    }
+    let drain = async {
+        while let Some(item) = link.next().await {
+            if matches!(
+                item,
+                Err(ReadError::StreamFooterReceived) | Err(ReadError::HardError(_))
+            ) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, drain).await;
+}
