@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the test suites need from Debian: Prosody (the real XMPP
-# server the end-to-end tests start on loopback) and slixmpp (the XMPP client
-# library the tests use as the user, so our component is checked by a client
-# that is not ours). Does nothing when both are there.
+# Installs what the test suites need from Debian: Prosody and ejabberd (the
+# real XMPP servers the end-to-end tests start on loopback with throwaway
+# configs), slixmpp (the XMPP client library the tests use as the user, so our
+# component is checked by a client that is not ours) and curl. Does nothing
+# when all are there.
 set -euo pipefail
 
 missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+command -v ejabberdctl >/dev/null 2>&1 || missing+=(ejabberd)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ "${#missing[@]}" -eq 0 ] && exit 0
@@ -14,5 +16,16 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 echo "installing ${missing[*]} with apt-get"
+# The packages' own services must not start: they would listen on every
+# interface with the system config. The tests start their own, on loopback.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  made_policy=1
+fi
+cleanup() { [ "$made_policy" = 1 ] && $sudo rm -f "$policy"; return 0; }
+trap cleanup EXIT
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -28,20 +28,51 @@ class User(slixmpp.ClientXMPP):
         self["feature_mechanisms"].unencrypted_plain = True
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("failed_auth", lambda _: emit({"event": "failed_auth"}))
-        # Every message stanza, errors and receipts included.
+        # Every message stanza (errors and receipts included), every IQ
+        # answer and every presence, for the test to read.
         self.register_handler(
             Callback("all messages", MatchXPath("{%s}message" % self.default_ns), self.on_message)
         )
+        self.register_handler(
+            Callback("iq answers", MatchXPath("{%s}iq" % self.default_ns), self.on_iq)
+        )
+        self.register_handler(
+            Callback("presence", MatchXPath("{%s}presence" % self.default_ns), self.on_presence)
+        )
 
     async def on_start(self, _event):
+        if getattr(self, "_started", False):
+            return
+        self._started = True
+        # Like a real client: fetch the roster (so the server pushes changes
+        # to it), then become available.
+        await self.get_roster()
         self.send_presence()
         emit({"event": "online", "jid": str(self.boundjid)})
-        asyncio.ensure_future(self.read_commands())
+        # Keep a reference: asyncio holds tasks weakly, and a collected task
+        # would silently stop reading commands.
+        self._reader = asyncio.ensure_future(self.read_commands())
 
     def on_message(self, msg):
         emit({"event": "message", "xml": str(msg)})
 
+    def on_iq(self, iq):
+        # Answers to the test's requests, and roster pushes from the server.
+        if iq["type"] in ("result", "error", "set"):
+            emit({"event": "iq", "xml": str(iq)})
+
+    def on_presence(self, presence):
+        emit({"event": "presence", "xml": str(presence)})
+
     async def read_commands(self):
+        try:
+            await self._read_commands()
+        except Exception:  # a test helper must say why it stopped
+            import traceback
+            traceback.print_exc()
+            raise
+
+    async def _read_commands(self):
         loop = asyncio.get_event_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -61,6 +92,9 @@ class User(slixmpp.ClientXMPP):
 def main():
     jid, password, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     user = User(jid, password)
+    # Subscription requests are answered by the test, not automatically.
+    user.roster.auto_authorize = None
+    user.roster.auto_subscribe = False
     user.connect(address=("127.0.0.1", port), force_starttls=False, disable_starttls=True)
     user.process(forever=False)
 

@@ -192,6 +192,208 @@ impl Drop for Prosody {
     }
 }
 
+/// An ejabberd started for one test, on loopback with a throwaway config
+/// (the recipe in `shared/TEST-SERVERS.md`), stopped when dropped.
+pub struct Ejabberd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    node: String,
+    /// Client-to-server port.
+    pub c2s_port: u16,
+    /// Component port.
+    pub component_port: u16,
+}
+
+impl Ejabberd {
+    fn ctl(&self) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new("ejabberdctl");
+        c.env("CONFIG_DIR", d.join("cfg"))
+            .env("LOGS_DIR", d.join("logs"))
+            .env("SPOOL_DIR", d.join("spool"))
+            .env("EJABBERD_CONFIG_PATH", d.join("cfg/ejabberd.yml"))
+            .env("ERLANG_NODE", &self.node)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts ejabberd with users `alice`, `bob`, `carol` and `mallory`
+    /// (password `{name}pw`) on `localhost`, and the component `sms.localhost`.
+    pub async fn start() -> Ejabberd {
+        assert!(
+            Command::new("ejabberdctl").arg("help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
+            "ejabberd is not installed: run `apt-get install -y ejabberd` (the README's test command does)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ejabberd-test")
+            .tempdir()
+            .unwrap();
+        let c2s_port = free_port();
+        let component_port = free_port();
+        let node = format!("ejtest{c2s_port}@localhost");
+        let d = dir.path();
+        for sub in ["cfg", "logs", "spool"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::copy("/etc/ejabberd/inetrc", d.join("cfg/inetrc")).unwrap();
+        let base = std::fs::read_to_string("/etc/ejabberd/ejabberdctl.cfg").unwrap();
+        let mut ctl_cfg: String = base
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("EJABBERD_CONFIG_PATH=")
+                    || l.starts_with("EJABBERD_PID_PATH=")
+                    || l.starts_with("CONTRIB_MODULES_CONF_DIR="))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        ctl_cfg.push_str(&format!(
+            "ERLANG_NODE={node}\nINET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\nEJABBERD_PID_PATH={}/ejabberd.pid\n",
+            d.display()
+        ));
+        std::fs::write(d.join("cfg/ejabberdctl.cfg"), ctl_cfg).unwrap();
+        let yml = format!(
+            r#"hosts: [localhost]
+loglevel: info
+listen:
+  - {{port: {c2s_port}, ip: "127.0.0.1", module: ejabberd_c2s, starttls_required: false}}
+  - port: {component_port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
+      "{DOMAIN}": {{password: "{SECRET}"}}
+auth_method: internal
+auth_password_format: plain
+acl: {{local: {{user_regexp: ""}}}}
+access_rules: {{local: {{allow: local}}, c2s: {{allow: all}}}}
+shaper_rules: {{c2s_shaper: none}}
+modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}}}
+"#
+        );
+        std::fs::write(d.join("cfg/ejabberd.yml"), yml).unwrap();
+        let ok = Command::new("chown")
+            .args(["-R", "ejabberd:ejabberd"])
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "chown the ejabberd test directory");
+        let mut e = Ejabberd {
+            dir,
+            child: None,
+            node,
+            c2s_port,
+            component_port,
+        };
+        let child = e
+            .ctl()
+            .arg("foreground")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ejabberd");
+        e.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !e.log().contains("is started in the node") {
+            assert!(
+                Instant::now() < deadline,
+                "ejabberd did not start; log:\n{}",
+                e.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_for_port(c2s_port, Duration::from_secs(20)).await;
+        wait_for_port(component_port, Duration::from_secs(20)).await;
+        for user in ["alice", "bob", "carol", "mallory"] {
+            let out = e
+                .ctl()
+                .args(["register", user, "localhost", &format!("{user}pw")])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ejabberdctl register {user}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        e
+    }
+
+    /// ejabberd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/ejabberd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        let _ = self
+            .ctl()
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // ejabberd leaves epmd behind as a daemon; end it when no node needs it.
+        let _ = Command::new("epmd")
+            .arg("-kill")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The XMPP server a suite runs against.
+pub trait XmppServer {
+    /// Client-to-server port.
+    fn c2s_port(&self) -> u16;
+    /// Component port.
+    fn component_port(&self) -> u16;
+    /// Its name, for messages.
+    fn name(&self) -> &'static str;
+    /// Its log so far, for failure messages.
+    fn log(&self) -> String;
+}
+
+impl XmppServer for Prosody {
+    fn c2s_port(&self) -> u16 {
+        self.c2s_port
+    }
+    fn component_port(&self) -> u16 {
+        self.component_port
+    }
+    fn name(&self) -> &'static str {
+        "Prosody"
+    }
+    fn log(&self) -> String {
+        Prosody::log(self)
+    }
+}
+
+impl XmppServer for Ejabberd {
+    fn c2s_port(&self) -> u16 {
+        self.c2s_port
+    }
+    fn component_port(&self) -> u16 {
+        self.component_port
+    }
+    fn name(&self) -> &'static str {
+        "ejabberd"
+    }
+    fn log(&self) -> String {
+        Ejabberd::log(self)
+    }
+}
+
 /// The gateway, run in-process the way `sms-over-xmpp run` runs it: the
 /// config parsed and validated with every provider this build has.
 pub struct Gateway {
@@ -204,6 +406,13 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway for `toml` and waits until its webhook port answers.
     pub async fn start(toml: &str) -> Gateway {
+        // The gateway's logs go with the test's output (RUST_LOG to see more).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
         let config = sms_gateway_core::Config::from_toml(toml).expect("config parses");
         let providers = config
             .validate(&sms_over_xmpp_bin::registry())
@@ -245,7 +454,7 @@ impl Drop for Gateway {
 
 /// A config for the gateway against `prosody`, with `providers` and `users`
 /// TOML appended.
-pub fn gateway_config(prosody: &Prosody, http_port: u16, extra: &str) -> String {
+pub fn gateway_config(server: &dyn XmppServer, http_port: u16, extra: &str) -> String {
     format!(
         r#"
 [xmpp]
@@ -261,7 +470,7 @@ public_url = "https://sms.example.com/hooks"
 default_prefix = "+1"
 {extra}
 "#,
-        comp = prosody.component_port,
+        comp = server.component_port(),
     )
 }
 
@@ -271,6 +480,8 @@ pub struct User {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Stanzas read but not yet asked for: (kind, stanza).
+    pending: std::collections::VecDeque<(String, Element)>,
     /// The full JID the server bound.
     pub jid: String,
 }
@@ -336,13 +547,13 @@ pub fn esc(s: &str) -> String {
 
 impl User {
     /// Logs `name@localhost` in (password `{name}pw`) and sends presence.
-    pub async fn login(prosody: &Prosody, name: &str) -> User {
+    pub async fn login(server: &(impl XmppServer + ?Sized), name: &str) -> User {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/xmpp_user.py");
         let mut child = tokio::process::Command::new("/usr/bin/python3")
             .arg(script)
             .arg(format!("{name}@localhost"))
             .arg(format!("{name}pw"))
-            .arg(prosody.c2s_port.to_string())
+            .arg(server.c2s_port().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -355,6 +566,7 @@ impl User {
             child,
             stdin,
             lines,
+            pending: Default::default(),
             jid: String::new(),
         };
         let online = tokio::time::timeout(Duration::from_secs(15), async {
@@ -371,12 +583,8 @@ impl User {
             }
         })
         .await;
-        user.jid = online.unwrap_or_else(|_| {
-            panic!(
-                "{name} did not log in within 15 s; prosody log:\n{}",
-                prosody.log()
-            )
-        });
+        user.jid = online
+            .unwrap_or_else(|_| panic!("{name} did not log in to {} within 15 s", server.name()));
         user
     }
 
@@ -404,26 +612,66 @@ impl User {
         .await;
     }
 
-    /// The next message within `within`, skipping other events.
-    pub async fn next_message(&mut self, within: Duration) -> Option<Msg> {
-        tokio::time::timeout(within, async {
-            loop {
-                let Some(ev) = self.event().await else {
-                    return std::future::pending().await;
-                };
-                if ev["event"] == "message" {
-                    // slixmpp leaves out the stream's default namespace.
-                    let xml = format!(
-                        "<wrap xmlns='jabber:client'>{}</wrap>",
-                        ev["xml"].as_str().unwrap()
-                    );
-                    let wrap: Element = xml.parse().expect("well-formed message");
-                    return Msg(wrap.children().next().expect("a message").clone());
-                }
+    /// The next stanza of `kind` (`message`, `iq`, `presence`) within
+    /// `within`; stanzas of other kinds wait for their turn.
+    pub async fn next_of(&mut self, kind: &str, within: Duration) -> Option<Element> {
+        if let Some(i) = self.pending.iter().position(|(k, _)| k == kind) {
+            return self.pending.remove(i).map(|(_, e)| e);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.event())
+                .await
+                .ok()??;
+            let Some(k) = ev["event"]
+                .as_str()
+                .filter(|k| matches!(*k, "message" | "iq" | "presence"))
+            else {
+                continue;
+            };
+            // slixmpp leaves out the stream's default namespace.
+            let xml = format!(
+                "<wrap xmlns='jabber:client'>{}</wrap>",
+                ev["xml"].as_str().unwrap()
+            );
+            let wrap: Element = xml.parse().expect("well-formed stanza");
+            let el = wrap.children().next().expect("a stanza").clone();
+            if k == kind {
+                return Some(el);
             }
-        })
-        .await
-        .ok()
+            self.pending.push_back((k.to_owned(), el));
+        }
+    }
+
+    /// The next message within `within`.
+    pub async fn next_message(&mut self, within: Duration) -> Option<Msg> {
+        self.next_of("message", within).await.map(Msg)
+    }
+
+    /// Sends an IQ and returns its answer (result or error), which must come within 10 s.
+    pub async fn iq(&mut self, type_: &str, to: &str, id: &str, payload: &str) -> Element {
+        self.send_raw(&format!(
+            "<iq type='{type_}' to='{}' id='{}'>{payload}</iq>",
+            esc(to),
+            esc(id)
+        ))
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let iq = self
+                .next_of("iq", left)
+                .await
+                .unwrap_or_else(|| panic!("no answer to IQ {id}"));
+            if iq.attr("id") == Some(id) {
+                return iq;
+            }
+        }
+    }
+
+    /// The next presence within `within`.
+    pub async fn next_presence(&mut self, within: Duration) -> Option<Element> {
+        self.next_of("presence", within).await
     }
 
     /// The next message, which must come within 10 s.

@@ -144,7 +144,7 @@ impl XmppProcess {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 incoming = link::read(link) => match incoming {
-                    Incoming::Stanza(stanza) => self.on_stanza(link, stanza, to_gateway).await,
+                    Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, to_gateway).await,
                     Incoming::Invalid { kind, from, to, id, type_, error } => {
                         self.on_invalid(link, kind, from, to, id, type_, error).await
                     }

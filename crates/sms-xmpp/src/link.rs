@@ -27,7 +27,7 @@ pub type Link = XmppStream<BufStream<TcpStream>>;
 /// What reading the link gave.
 pub enum Incoming {
     /// A stanza.
-    Stanza(Stanza),
+    Stanza(Box<Stanza>),
     /// A stanza xmpp-parsers could not read: its kind and header, to answer it.
     Invalid {
         /// `message`, `iq` or `presence`.
@@ -104,7 +104,9 @@ pub async fn login(
 pub async fn read(link: &mut Link) -> Incoming {
     match link.next().await {
         None => Incoming::Closed("the server closed the connection".into()),
-        Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(st)))) => Incoming::Stanza(st),
+        Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(st)))) => {
+            Incoming::Stanza(Box::new(st))
+        }
         Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
             Incoming::Closed(format!("stream error from the server: {e}"))
         }
