@@ -408,10 +408,16 @@ async fn suite(server: &dyn XmppServer) {
     // is answered with an error, and the link stays up. Prosody passes such a
     // stanza on; ejabberd drops it itself, so only Prosody can show this.
     if name == "Prosody" {
-        alice.send_raw(&format!("<message type='bogus' to='{CONTACT}' id='bad1'><body>one</body></message>")).await;
+        alice
+            .send_raw(&format!(
+                "<message type='bogus' to='{CONTACT}' id='bad1'><body>one</body></message>"
+            ))
+            .await;
         let m = alice.expect_message().await;
         assert_eq!(m.id(), Some("bad1"), "{name}: {m:?}");
-        let (cond, text) = m.error().unwrap_or_else(|| panic!("{name}: not an error: {m:?}"));
+        let (cond, text) = m
+            .error()
+            .unwrap_or_else(|| panic!("{name}: not an error: {m:?}"));
         assert_eq!(cond, "bad-request", "{name}: {text}");
         assert!(text.contains("could not be read"), "{name}: {text}");
     }
