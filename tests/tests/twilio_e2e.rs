@@ -305,11 +305,12 @@ async fn every_failure_comes_back_as_an_xmpp_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_carrier_is_reported() {
+async fn an_unreachable_carrier_is_retried_then_reported() {
     let prosody = Prosody::start().await;
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let _gateway =
-        Gateway::start(&gateway_config(&prosody, free_port(), &twilio_extra(&dead))).await;
+    // Retried for 3 s (the default is an hour), then reported.
+    let extra = format!("{}\n[retry]\ndeadline_secs = 3\n", twilio_extra(&dead));
+    let _gateway = Gateway::start(&gateway_config(&prosody, free_port(), &extra)).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
         .await;
@@ -317,7 +318,17 @@ async fn an_unreachable_carrier_is_reported() {
     alice.send_chat(CONTACT, "down", "hi").await;
     let (cond, text) = expect_error(&mut alice, "down").await;
     assert_eq!(cond, "remote-server-timeout");
-    assert!(text.contains("unreachable"), "{text}");
+    assert!(
+        text.contains("unreachable") && text.contains("tried"),
+        "{text}"
+    );
+    let tries: u32 = text
+        .split("tried ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(tries >= 2, "retried before reporting: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use crate::config::Providers;
 use crate::gateway::{Action, Gateway, GatewayState, Routing};
 use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
 use crate::pstn::PstnProcess;
+use crate::store::{MemoryStore, Store};
 use crate::Lent;
 use async_trait::async_trait;
 use std::future::Future;
@@ -16,6 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How long the processes get to stop after shutdown.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often old entries are expired from the store.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Capacity of each channel between processes.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -71,6 +77,7 @@ pub struct Component {
     config: Arc<Config>,
     providers: Providers,
     state: Arc<Mutex<GatewayState>>,
+    store: Arc<dyn Store>,
     to_pstn: mpsc::Sender<PstnCommand>,
     pstn_commands: Lent<mpsc::Receiver<PstnCommand>>,
     to_gateway_pstn: mpsc::Sender<PstnEvent>,
@@ -97,6 +104,7 @@ impl Component {
             config: Arc::new(config),
             providers,
             state: Arc::default(),
+            store: Arc::new(MemoryStore::default()),
             to_pstn,
             pstn_commands: lent(pstn_commands),
             to_gateway_pstn,
@@ -108,8 +116,16 @@ impl Component {
         }
     }
 
+    /// Keeps what must survive a crash in `store` (the default keeps it in
+    /// memory only).
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = store;
+        self
+    }
+
     /// Runs everything until `shutdown` is cancelled, then stops the
-    /// processes (the XMPP link closes its stream) and returns.
+    /// processes (the XMPP link closes its stream) and returns. What was
+    /// pending in the store when it last stopped is resumed first.
     pub async fn run(
         self,
         xmpp: Arc<dyn XmppLink>,
@@ -133,6 +149,24 @@ impl Component {
             self.pstn_commands.clone(),
         );
         let routing = Arc::new(Routing::new(&self.config, &self.providers));
+        let retry_deadline = Duration::from_secs(self.config.retry.deadline_secs);
+        let keep = self.config.store.keep();
+        let store = self.store.clone();
+        let make_gateway = {
+            let (routing, state, store) = (routing.clone(), self.state.clone(), store.clone());
+            move || {
+                Gateway::with_store(
+                    routing.clone(),
+                    state.clone(),
+                    store.clone(),
+                    retry_deadline,
+                )
+            }
+        };
+        let recovered = make_gateway().recover(keep).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the store: nothing pending is resumed");
+            vec![]
+        });
         let gateway_io = GatewayIo {
             xmpp_events: self.xmpp_events.clone(),
             pstn_events: self.pstn_events.clone(),
@@ -155,13 +189,13 @@ impl Component {
         }
         {
             let shutdown = shutdown.clone();
-            let state = self.state.clone();
+            let io = gateway_io.clone();
             set.spawn(supervise("gateway", shutdown.clone(), move || {
-                let gateway = Gateway::new(routing.clone(), state.clone());
-                let io = gateway_io.clone();
+                let gateway = make_gateway();
+                let io = io.clone();
                 let shutdown = shutdown.clone();
                 async move {
-                    run_gateway(gateway, io, shutdown).await;
+                    run_gateway(gateway, io, shutdown, keep).await;
                     Ok(())
                 }
             }));
@@ -175,7 +209,33 @@ impl Component {
                 async move { xmpp.run(channels, shutdown).await }
             }));
         }
-        while set.join_next().await.is_some() {}
+        // What was pending before the restart goes out first, once the
+        // processes that take it are running.
+        if !recovered.is_empty() {
+            let io = gateway_io.clone();
+            set.spawn(async move {
+                for action in recovered {
+                    let sent = match action {
+                        Action::Xmpp(st) => io.to_xmpp.send(st).await.is_ok(),
+                        Action::Pstn(cmd) => io.to_pstn.send(cmd).await.is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
+                }
+            });
+        }
+        shutdown.cancelled().await;
+        // Bounded: whatever has not finished by then is in the store.
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
+            while set.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("processes did not stop in time; leaving the rest to the store");
+            set.abort_all();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -189,12 +249,20 @@ struct GatewayIo {
     to_pstn: mpsc::Sender<PstnCommand>,
 }
 
-async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToken) {
+async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToken, keep: Duration) {
     let mut xmpp_events = io.xmpp_events.lock().await;
     let mut pstn_events = io.pstn_events.lock().await;
+    let mut expiry = tokio::time::interval_at(
+        tokio::time::Instant::now() + EXPIRY_INTERVAL,
+        EXPIRY_INTERVAL,
+    );
     loop {
         let (actions, ack) = tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = expiry.tick() => {
+                gateway.expire(keep);
+                continue;
+            }
             Some(ev) = xmpp_events.recv() => (gateway.on_xmpp(ev), None),
             Some(ev) = pstn_events.recv() => gateway.on_pstn(ev),
         };

@@ -41,6 +41,80 @@ pub struct Config {
     /// `lookup` command for the rest.
     #[serde(default)]
     pub caller_id: BTreeMap<String, String>,
+    /// The durable store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Retries of temporary carrier failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file; relative paths are next to the config file. Default
+    /// `sms-over-xmpp.db` next to the config file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Days the receipt map and the memory of seen carrier ids are kept.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: None,
+            keep_days: default_keep_days(),
+        }
+    }
+}
+
+fn default_keep_days() -> u64 {
+    7
+}
+
+impl StoreConfig {
+    /// The store file for a config loaded from `config_path`.
+    pub fn resolve(&self, config_path: &Path) -> PathBuf {
+        let dir = config_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match &self.path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => dir.join(p),
+            None => dir.join("sms-over-xmpp.db"),
+        }
+    }
+
+    /// How long entries are kept.
+    pub fn keep(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keep_days * 86_400)
+    }
+}
+
+/// `[retry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// How long temporary carrier failures (network, 5xx, 429) are retried
+    /// before the user is told, in seconds.
+    #[serde(default = "default_retry_deadline")]
+    pub deadline_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            deadline_secs: default_retry_deadline(),
+        }
+    }
+}
+
+fn default_retry_deadline() -> u64 {
+    3600
 }
 
 /// `[xmpp]`
@@ -227,6 +301,9 @@ impl Config {
         }
         if self.xmpp.secret.is_empty() {
             return Err(invalid("xmpp.secret", "", "must not be empty"));
+        }
+        if self.store.keep_days == 0 {
+            return Err(invalid("store.keep_days", "0", "must be at least 1"));
         }
         if self.xmpp.keepalive_secs == 0 {
             return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));

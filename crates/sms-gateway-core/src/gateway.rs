@@ -20,9 +20,11 @@ use crate::message::{
 };
 use crate::phone::PhoneNumber;
 use crate::provider::{ProviderError, ProviderErrorKind};
+use crate::store::{ChatRecord, ChatState, MemoryStore, Store, StoreError};
 use crate::text::{self, Limits};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How many sent messages are remembered for their delivery reports.
@@ -131,38 +133,50 @@ impl Routing {
     }
 }
 
-/// What the Gateway remembers about a chat between `send` and its reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pending {
-    user_full_jid: String,
-    contact_jid: String,
-    stanza_id: Option<String>,
-    receipt: bool,
-    account: String,
-    parts: usize,
-}
-
-/// A chat the carrier accepted, waiting for its parts' delivery reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Sent {
-    pending: Pending,
-    ids: Vec<String>,
-    undelivered: usize,
-}
-
-/// The Gateway's memory. The component keeps it across Gateway restarts.
+/// The Gateway's memory: the chats in the store, indexed. The component
+/// keeps it across Gateway restarts; [`Gateway::recover`] rebuilds it from
+/// the store after the program restarts.
 #[derive(Debug, Default)]
 pub struct GatewayState {
-    next_ticket: u64,
-    sending: HashMap<u64, Pending>,
+    /// Chats not yet accepted by the carrier, by ticket.
+    sending: HashMap<u64, ChatRecord>,
+    /// Chats accepted, waiting for delivery reports, by ticket.
+    sent: HashMap<u64, ChatRecord>,
     /// (account, carrier message id) → ticket of the chat it is part of.
     sent_ids: HashMap<(String, String), u64>,
-    sent: HashMap<u64, Sent>,
     sent_order: VecDeque<u64>,
     /// Reports that arrived before their send's result (a fast carrier can
     /// call back before its API answer is read); applied when it arrives.
     early: HashMap<(String, String), DeliveryStatus>,
     early_order: VecDeque<(String, String)>,
+}
+
+impl GatewayState {
+    fn remember_sent(&mut self, ticket: u64, chat: ChatRecord) {
+        if let ChatState::Sent { ids, .. } = &chat.state {
+            for id in ids {
+                self.sent_ids
+                    .insert((chat.account.clone(), id.clone()), ticket);
+            }
+        }
+        self.sent.insert(ticket, chat);
+        self.sent_order.push_back(ticket);
+        while self.sent_order.len() > SENT_MEMORY {
+            if let Some(old) = self.sent_order.pop_front() {
+                self.forget_sent(old);
+            }
+        }
+    }
+
+    fn forget_sent(&mut self, ticket: u64) -> Option<ChatRecord> {
+        let chat = self.sent.remove(&ticket)?;
+        if let ChatState::Sent { ids, .. } = &chat.state {
+            for id in ids {
+                self.sent_ids.remove(&(chat.account.clone(), id.clone()));
+            }
+        }
+        Some(chat)
+    }
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -194,17 +208,115 @@ pub enum Action {
     Pstn(PstnCommand),
 }
 
+/// How long temporary carrier failures are retried, by default.
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(3600);
+
 /// Translation and routing. Cheap to clone; clones share state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gateway {
     routing: Arc<Routing>,
     state: Arc<Mutex<GatewayState>>,
+    store: Arc<dyn Store>,
+    retry_deadline: Duration,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routing", &self.routing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl Gateway {
-    /// A Gateway over `routing`, remembering in `state`.
+    /// A Gateway over `routing`, remembering in `state` and writing through
+    /// to an in-memory store.
     pub fn new(routing: Arc<Routing>, state: Arc<Mutex<GatewayState>>) -> Self {
-        Gateway { routing, state }
+        Self::with_store(
+            routing,
+            state,
+            Arc::new(MemoryStore::default()),
+            DEFAULT_RETRY_DEADLINE,
+        )
+    }
+
+    /// A Gateway writing through to `store`, retrying temporary carrier
+    /// failures for `retry_deadline`.
+    pub fn with_store(
+        routing: Arc<Routing>,
+        state: Arc<Mutex<GatewayState>>,
+        store: Arc<dyn Store>,
+        retry_deadline: Duration,
+    ) -> Self {
+        Gateway {
+            routing,
+            state,
+            store,
+            retry_deadline,
+        }
+    }
+
+    fn send_command(&self, ticket: u64, chat: &ChatRecord) -> Action {
+        Action::Pstn(PstnCommand::Send {
+            account: chat.account.clone(),
+            parts: chat.parts.clone(),
+            ticket,
+            retry_until: chat.created + self.retry_deadline.as_secs(),
+        })
+    }
+
+    /// After a restart: the actions that finish what the store holds. Chats
+    /// not yet accepted by the carrier are sent (again: one whose request was
+    /// in flight when the program died may go out twice); inbound texts not
+    /// yet taken by the XMPP server are delivered, in order; the receipt map
+    /// is rebuilt. Old entries are expired first.
+    pub fn recover(&self, keep: Duration) -> Result<Vec<Action>, StoreError> {
+        let removed = self
+            .store
+            .expire(unix_now().saturating_sub(keep.as_secs()))?;
+        if removed > 0 {
+            tracing::info!(removed, "expired old entries from the store");
+        }
+        let mut actions = vec![];
+        let chats = self.store.chats()?;
+        let pending = self.store.pending_inbound()?;
+        let mut state = self.state();
+        for (ticket, chat) in chats {
+            match chat.state {
+                ChatState::Sending => {
+                    actions.push(self.send_command(ticket, &chat));
+                    state.sending.insert(ticket, chat);
+                }
+                ChatState::Sent { .. } => state.remember_sent(ticket, chat),
+            }
+        }
+        drop(state);
+        let resent = actions.len();
+        for p in pending {
+            match self.inbound_chats(&p.account, &p.sms, Some(p.id)) {
+                Ok(chats) => actions.extend(chats),
+                Err(e) => {
+                    tracing::warn!(account = %p.account, error = %e, "a stored inbound text has nobody to go to now");
+                    self.store.inbound_delivered(p.id)?;
+                }
+            }
+        }
+        if !actions.is_empty() {
+            tracing::info!(
+                chats = resent,
+                inbound = actions.len() - resent,
+                "resuming what was pending before the restart"
+            );
+        }
+        Ok(actions)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, GatewayState> {
@@ -213,10 +325,26 @@ impl Gateway {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets store entries older than `keep`.
+    pub fn expire(&self, keep: Duration) {
+        match self.store.expire(unix_now().saturating_sub(keep.as_secs())) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired old entries from the store"),
+            Err(e) => tracing::error!(error = %e, "cannot expire old entries"),
+        }
+    }
+
     /// Handles an event from the XMPP process.
     pub fn on_xmpp(&self, event: XmppEvent) -> Vec<Action> {
         match event {
             XmppEvent::Chat(chat) => self.on_chat(chat),
+            XmppEvent::Delivered(id) => {
+                if let Err(e) = self.store.inbound_delivered(id) {
+                    // It stays pending: delivered once more after a restart.
+                    tracing::error!(error = %e, id, "cannot mark an inbound text delivered");
+                }
+                vec![]
+            }
         }
     }
 
@@ -312,25 +440,31 @@ impl Gateway {
                 media: if i == 0 { chat.media.clone() } else { vec![] },
             })
             .collect();
-        let mut state = self.state();
-        state.next_ticket += 1;
-        let ticket = state.next_ticket;
-        state.sending.insert(
-            ticket,
-            Pending {
-                user_full_jid: chat.from.clone(),
-                contact_jid: self.routing.contact_jid(&to),
-                stanza_id: chat.id.clone(),
-                receipt: chat.receipt_requested,
-                account: user.account.clone(),
-                parts: parts.len(),
-            },
-        );
-        vec![Action::Pstn(PstnCommand::Send {
+        let chat = ChatRecord {
+            created: unix_now(),
             account: user.account.clone(),
+            user_full_jid: chat.from.clone(),
+            contact_jid: self.routing.contact_jid(&to),
+            stanza_id: chat.id.clone(),
+            receipt: chat.receipt_requested,
             parts,
-            ticket,
-        })]
+            state: ChatState::Sending,
+        };
+        // Stored before anything else happens: it survives a crash from here on.
+        let ticket = match self.store.insert_chat(&chat) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a chat");
+                return error(
+                    ErrorCondition::InternalServerError,
+                    "The gateway could not queue this text (its store failed); it was not sent."
+                        .into(),
+                );
+            }
+        };
+        let action = self.send_command(ticket, &chat);
+        self.state().sending.insert(ticket, chat);
+        vec![action]
     }
 
     /// Handles an event from the PSTN process. For an inbound text, the
@@ -364,11 +498,36 @@ impl Gateway {
         }
     }
 
-    /// The chats an inbound text becomes, or why it cannot be delivered.
+    /// Takes an inbound text: refused when nobody has its number; stored
+    /// (the webhook is answered 2xx only after this); a repeat of one already
+    /// taken (a carrier's retry) becomes nothing. The chats it becomes.
     pub fn on_inbound(
         &self,
         account: &str,
         sms: &InboundSms,
+    ) -> Result<Vec<Action>, InboundRejected> {
+        // Check the route before storing: a text nobody can get is refused.
+        self.inbound_chats(account, sms, None)?;
+        match self.store.insert_inbound(account, sms, unix_now()) {
+            Ok(Some(id)) => self.inbound_chats(account, sms, Some(id)),
+            Ok(None) => {
+                tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
+                Ok(vec![])
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store an inbound text");
+                Err(InboundRejected::Unavailable)
+            }
+        }
+    }
+
+    /// The chats an inbound text becomes (the last one carrying `inbound_id`),
+    /// or why it cannot be delivered.
+    fn inbound_chats(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+        inbound_id: Option<u64>,
     ) -> Result<Vec<Action>, InboundRejected> {
         let user_jid = self
             .routing
@@ -378,22 +537,30 @@ impl Gateway {
         let from = self.routing.contact_jid(&sms.from);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         if !sms.body.is_empty() {
-            actions.push(Action::Xmpp(OutgoingStanza::Chat {
+            actions.push(OutgoingStanza::Chat {
                 from: from.clone(),
                 to: user_jid.clone(),
                 body: sms.body.clone(),
                 media_url: None,
-            }));
+                inbound_id: None,
+            });
         }
         for m in &sms.media {
-            actions.push(Action::Xmpp(OutgoingStanza::Chat {
+            actions.push(OutgoingStanza::Chat {
                 from: from.clone(),
                 to: user_jid.clone(),
                 body: m.url.clone(),
                 media_url: Some(m.url.clone()),
-            }));
+                inbound_id: None,
+            });
         }
-        Ok(actions)
+        if let Some(OutgoingStanza::Chat {
+            inbound_id: last, ..
+        }) = actions.last_mut()
+        {
+            *last = inbound_id;
+        }
+        Ok(actions.into_iter().map(Action::Xmpp).collect())
     }
 
     fn on_send_result(
@@ -403,68 +570,60 @@ impl Gateway {
         error: Option<ProviderError>,
     ) -> Vec<Action> {
         let mut state = self.state();
-        let Some(p) = state.sending.remove(&ticket) else {
+        let Some(mut chat) = state.sending.remove(&ticket) else {
             tracing::warn!(ticket, "send result for an unknown ticket");
             return vec![];
         };
         let Some(e) = error else {
-            tracing::debug!(ids = ?ids, account = %p.account, "text accepted by the carrier");
-            for id in &ids {
-                state
-                    .sent_ids
-                    .insert((p.account.clone(), id.clone()), ticket);
+            tracing::debug!(ids = ?ids, account = %chat.account, "text accepted by the carrier");
+            chat.state = ChatState::Sent {
+                ids: ids.clone(),
+                undelivered: ids.len(),
+            };
+            if let Err(e) = self.store.update_chat(ticket, &chat) {
+                // The receipt map lives on in memory; only a restart loses it.
+                tracing::error!(error = %e, "cannot store a sent chat");
             }
-            let undelivered = ids.len();
-            let account = p.account.clone();
-            state.sent.insert(
-                ticket,
-                Sent {
-                    pending: p,
-                    ids: ids.clone(),
-                    undelivered,
-                },
-            );
-            state.sent_order.push_back(ticket);
-            while state.sent_order.len() > SENT_MEMORY {
-                if let Some(old) = state.sent_order.pop_front() {
-                    if let Some(s) = state.sent.remove(&old) {
-                        for id in s.ids {
-                            state.sent_ids.remove(&(s.pending.account.clone(), id));
-                        }
-                    }
-                }
-            }
+            let account = chat.account.clone();
+            state.remember_sent(ticket, chat);
             let mut actions = vec![];
             for id in ids {
                 let key = (account.clone(), id);
                 if let Some(status) = state.early.remove(&key) {
-                    actions.extend(Self::apply_status(&mut state, key, status));
+                    actions.extend(self.apply_status(&mut state, key, status));
                 }
             }
             return actions;
         };
-        tracing::warn!(account = %p.account, error = %e, "text not sent");
+        if let Err(e) = self.store.delete_chat(ticket) {
+            tracing::error!(error = %e, "cannot forget a chat");
+        }
+        tracing::warn!(account = %chat.account, error = %e, "text not sent");
         let condition = match e.kind {
             ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
             ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,
             ProviderErrorKind::RateLimited
             | ProviderErrorKind::CarrierError
-            | ProviderErrorKind::Network => ErrorCondition::RemoteServerTimeout,
+            | ProviderErrorKind::Network
+            | ProviderErrorKind::Timeout => ErrorCondition::RemoteServerTimeout,
         };
-        let text = if p.parts > 1 && !ids.is_empty() {
+        let parts = chat.parts.len();
+        let mut text = if parts > 1 && !ids.is_empty() {
             format!(
-                "Only part of the text was sent: parts 1 to {} of {} went out, part {} did not: {e}.",
+                "Only part of the text was sent: parts 1 to {} of {parts} went out, part {} did not: {e}.",
                 ids.len(),
-                p.parts,
                 ids.len() + 1
             )
         } else {
             format!("Not sent: {e}.")
         };
+        if e.kind == ProviderErrorKind::Timeout {
+            text.push_str(" It was not sent again, so that it cannot arrive twice.");
+        }
         vec![Action::Xmpp(OutgoingStanza::Error {
-            from: p.contact_jid,
-            to: p.user_full_jid,
-            id: p.stanza_id,
+            from: chat.contact_jid,
+            to: chat.user_full_jid,
+            id: chat.stanza_id,
             condition,
             text,
         })]
@@ -492,10 +651,11 @@ impl Gateway {
             }
             return vec![];
         }
-        Self::apply_status(&mut state, key, report.status)
+        self.apply_status(&mut state, key, report.status)
     }
 
     fn apply_status(
+        &self,
         state: &mut GatewayState,
         key: (String, String),
         status: DeliveryStatus,
@@ -503,50 +663,51 @@ impl Gateway {
         let Some(ticket) = state.sent_ids.remove(&key) else {
             return vec![];
         };
-        let Some(sent) = state.sent.get_mut(&ticket) else {
+        let finished = match (&status, state.sent.get_mut(&ticket)) {
+            (_, None) => return vec![],
+            (DeliveryStatus::Delivered, Some(chat)) => {
+                if let ChatState::Sent { undelivered, .. } = &mut chat.state {
+                    *undelivered = undelivered.saturating_sub(1);
+                    if *undelivered > 0 {
+                        if let Err(e) = self.store.update_chat(ticket, chat) {
+                            tracing::error!(error = %e, "cannot store a delivery report");
+                        }
+                        return vec![];
+                    }
+                }
+                true
+            }
+            (DeliveryStatus::Failed(_), Some(_)) => true,
+            (DeliveryStatus::InProgress, Some(_)) => false,
+        };
+        if !finished {
+            return vec![];
+        }
+        let Some(chat) = state.forget_sent(ticket) else {
             return vec![];
         };
-        let report = StatusReport {
-            message_id: key.1,
-            status,
-        };
-        match report.status {
-            DeliveryStatus::Delivered => {
-                sent.undelivered = sent.undelivered.saturating_sub(1);
-                if sent.undelivered > 0 {
-                    return vec![];
-                }
-                let Some(done) = state.sent.remove(&ticket) else {
-                    return vec![];
-                };
-                match (done.pending.receipt, done.pending.stanza_id) {
-                    (true, Some(id)) => vec![Action::Xmpp(OutgoingStanza::Receipt {
-                        from: done.pending.contact_jid,
-                        to: done.pending.user_full_jid,
-                        id,
-                    })],
-                    _ => vec![],
-                }
-            }
+        if let Err(e) = self.store.delete_chat(ticket) {
+            tracing::error!(error = %e, "cannot forget a chat");
+        }
+        match status {
+            DeliveryStatus::Delivered => match (chat.receipt, chat.stanza_id) {
+                (true, Some(id)) => vec![Action::Xmpp(OutgoingStanza::Receipt {
+                    from: chat.contact_jid,
+                    to: chat.user_full_jid,
+                    id,
+                })],
+                _ => vec![],
+            },
             DeliveryStatus::Failed(reason) => {
-                let Some(failed) = state.sent.remove(&ticket) else {
-                    return vec![];
-                };
-                for id in &failed.ids {
-                    state
-                        .sent_ids
-                        .remove(&(failed.pending.account.clone(), id.clone()));
-                }
-                let p = failed.pending;
-                let text = if p.parts > 1 {
+                let text = if chat.parts.len() > 1 {
                     format!("Part of the text was not delivered: {reason}.")
                 } else {
                     format!("Not delivered: {reason}.")
                 };
                 vec![Action::Xmpp(OutgoingStanza::Error {
-                    from: p.contact_jid,
-                    to: p.user_full_jid,
-                    id: p.stanza_id,
+                    from: chat.contact_jid,
+                    to: chat.user_full_jid,
+                    id: chat.stanza_id,
                     condition: ErrorCondition::RecipientUnavailable,
                     text,
                 })]
@@ -978,6 +1139,104 @@ provider = "strict"
     }
 
     #[test]
+    fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let cfg_gateway = gateway();
+        let make = || {
+            Gateway::with_store(
+                cfg_gateway.routing.clone(),
+                Arc::default(),
+                store.clone(),
+                DEFAULT_RETRY_DEADLINE,
+            )
+        };
+        let before = make();
+        let t1 = sent_ticket(&before.on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            "sent",
+        )));
+        let _ = before.on_pstn(PstnEvent::SendResult {
+            ticket: t1,
+            ids: vec!["SM1".into()],
+            error: None,
+        });
+        let t2 = sent_ticket(&before.on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            "pending",
+        )));
+        let sms = InboundSms {
+            id: "SMin".into(),
+            from: n("+15557654321"),
+            to: n("+15550001111"),
+            body: "in".into(),
+            media: vec![],
+        };
+        let _ = before.on_inbound("main", &sms).unwrap();
+        drop(before);
+
+        // The program dies; a new gateway starts on the same store.
+        let after = make();
+        let actions = after.recover(Duration::from_secs(86_400)).unwrap();
+        assert!(actions.iter().any(|a| matches!(a, Action::Pstn(PstnCommand::Send { ticket, parts, .. }) if *ticket == t2 && parts[0].body == "pending")), "{actions:?}");
+        assert!(
+            !actions.iter().any(
+                |a| matches!(a, Action::Pstn(PstnCommand::Send { ticket, .. }) if *ticket == t1)
+            ),
+            "accepted chats are not resent"
+        );
+        assert!(actions.iter().any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Chat { body, inbound_id: Some(_), .. }) if body == "in")), "{actions:?}");
+        // The delivery report of the chat sent before the restart still makes its receipt.
+        let (receipt, _) = after.on_pstn(PstnEvent::Status {
+            account: "main".into(),
+            report: StatusReport {
+                message_id: "SM1".into(),
+                status: DeliveryStatus::Delivered,
+            },
+        });
+        assert!(
+            matches!(&receipt[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
+            "{receipt:?}"
+        );
+        assert_eq!(
+            store.chats().unwrap().len(),
+            1,
+            "the delivered chat left the store; the pending one stays"
+        );
+        // And the carrier's retry of the inbound webhook is still recognised.
+        assert_eq!(after.on_inbound("main", &sms), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_timeout_is_reported_and_not_retried() {
+        let g = gateway();
+        let t = sent_ticket(&g.on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            "hi",
+        )));
+        let e = ProviderError::new(ProviderErrorKind::Timeout, "no answer within 30s");
+        let text = expect_error(
+            g.on_pstn(PstnEvent::SendResult {
+                ticket: t,
+                ids: vec![],
+                error: Some(e),
+            })
+            .0,
+            ErrorCondition::RemoteServerTimeout,
+        );
+        assert!(
+            text.contains("may or may not") && text.contains("not sent again"),
+            "{text}"
+        );
+        assert!(
+            g.store.chats().unwrap().is_empty(),
+            "reported, so it leaves the store"
+        );
+    }
+
+    #[test]
     fn inbound_text_and_media_become_chats() {
         let g = gateway();
         let sms = InboundSms {
@@ -991,6 +1250,8 @@ provider = "strict"
             }],
         };
         let a = g.on_inbound("main", &sms).unwrap();
+        let stored = g.store.pending_inbound().unwrap();
+        assert_eq!(stored.len(), 1, "stored before it is answered");
         assert_eq!(
             a,
             vec![
@@ -999,15 +1260,22 @@ provider = "strict"
                     to: "alice@example.com".into(),
                     body: "hey".into(),
                     media_url: None,
+                    inbound_id: None,
                 }),
                 Action::Xmpp(OutgoingStanza::Chat {
                     from: "+15557654321@sms.example.com".into(),
                     to: "alice@example.com".into(),
                     body: "https://m.example/1.jpg".into(),
                     media_url: Some("https://m.example/1.jpg".into()),
+                    inbound_id: Some(stored[0].id),
                 }),
             ]
         );
+        // The carrier's retry of the same webhook delivers nothing new.
+        assert_eq!(g.on_inbound("main", &sms), Ok(vec![]));
+        // Once written to the server, it leaves the store.
+        assert!(g.on_xmpp(XmppEvent::Delivered(stored[0].id)).is_empty());
+        assert!(g.store.pending_inbound().unwrap().is_empty());
         // Alice's number on the wrong account is nobody's.
         assert_eq!(
             g.on_inbound("other", &sms),

@@ -25,6 +25,7 @@ pub mod provider;
 pub mod pstn;
 pub mod sandbox;
 pub mod secret;
+pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;

@@ -33,6 +33,9 @@ pub struct ChatMessage {
 pub enum XmppEvent {
     /// A chat message addressed to a contact (or to the domain).
     Chat(ChatMessage),
+    /// The stanzas of stored inbound text `id` have been written to the
+    /// XMPP server: it can leave the store.
+    Delivered(u64),
 }
 
 /// XMPP error conditions the Gateway uses (RFC 6120 §8.3.3), with their types.
@@ -67,6 +70,9 @@ pub enum OutgoingStanza {
         body: String,
         /// A media URL sent as XEP-0066 out-of-band data (the body repeats it).
         media_url: Option<String>,
+        /// Set on the last stanza of a stored inbound text: once it is
+        /// written, the XMPP process reports [`XmppEvent::Delivered`].
+        inbound_id: Option<u64>,
     },
     /// A XEP-0184 `<received/>` for the user's stanza `id`.
     Receipt {
@@ -93,7 +99,7 @@ pub enum OutgoingStanza {
 }
 
 /// A text to send through a provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutboundSms {
     /// The user's own number.
     pub from: PhoneNumber,
@@ -106,7 +112,7 @@ pub struct OutboundSms {
 }
 
 /// A media item in an inbound MMS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Media {
     /// Where to fetch it (carriers' URLs are often temporary).
     pub url: String,
@@ -115,7 +121,7 @@ pub struct Media {
 }
 
 /// A text that arrived from the phone network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct InboundSms {
     /// The carrier's id for it (`MessageSid`, event id): used to deduplicate.
     pub id: String,
@@ -205,5 +211,7 @@ pub enum PstnCommand {
         parts: Vec<OutboundSms>,
         /// Chosen by the Gateway to match the result to the chat.
         ticket: u64,
+        /// Temporary failures are retried until this time (Unix seconds).
+        retry_until: u64,
     },
 }

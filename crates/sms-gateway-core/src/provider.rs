@@ -37,8 +37,12 @@ pub enum ProviderErrorKind {
     RateLimited,
     /// The carrier failed (5xx).
     CarrierError,
-    /// The carrier could not be reached, or the connection broke.
+    /// The carrier could not be reached: the request did not leave.
     Network,
+    /// No answer: the request left but the answer did not come (a timeout,
+    /// a connection broken mid-way). The carrier may have taken the message,
+    /// so sending it again could make a duplicate: not retried.
+    Timeout,
     /// Our credentials were refused (401/403): fix the config.
     Unauthorized,
 }
@@ -71,8 +75,10 @@ impl ProviderError {
         ProviderError::new(kind, message)
     }
 
-    /// Whether trying again later may succeed: rate limits, carrier 5xx and
-    /// network failures are temporary; refusals are not.
+    /// Whether trying again later may succeed and cannot duplicate the text:
+    /// rate limits, carrier 5xx and failures to connect are temporary;
+    /// refusals are not, and neither is a request left unanswered
+    /// ([`ProviderErrorKind::Timeout`]), which may have been taken.
     pub fn is_temporary(&self) -> bool {
         matches!(
             self.kind,
@@ -88,6 +94,9 @@ impl ProviderError {
             ProviderErrorKind::RateLimited => "carrier rate limit",
             ProviderErrorKind::CarrierError => "carrier error",
             ProviderErrorKind::Network => "carrier unreachable",
+            ProviderErrorKind::Timeout => {
+                "carrier did not answer (the text may or may not have been sent)"
+            }
             ProviderErrorKind::Unauthorized => "carrier refused our credentials",
         };
         match &self.code {
@@ -213,9 +222,10 @@ pub trait PstnProvider: Send + Sync + 'static {
     ///
     /// Must: make at most one API request per call (retries are the caller's,
     /// so it can prevent duplicate texts); ask the carrier to report delivery
-    /// status to this account's `status` webhook; classify failures with
-    /// [`ProviderError::is_temporary`] right (429, 5xx and network errors are
-    /// temporary, other 4xx are not) and keep the carrier's error code.
+    /// status to this account's `status` webhook; classify failures right
+    /// (429 `RateLimited`, 5xx `CarrierError`, no connection `Network`: all
+    /// temporary; a request sent but not answered `Timeout`; other 4xx
+    /// `Rejected`) and keep the carrier's error code.
     async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError>;
 
     /// What one request may carry. The Gateway splits longer texts (or

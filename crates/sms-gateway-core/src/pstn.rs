@@ -16,12 +16,17 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Largest webhook body accepted; larger ones get 413.
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+/// How long webhooks are answered 503 on shutdown before the server stops.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// How many API requests one account may have in flight at once.
 const SENDS_PER_ACCOUNT: usize = 16;
@@ -41,6 +46,8 @@ struct Inner {
     to_gateway: mpsc::Sender<PstnEvent>,
     commands: Lent<mpsc::Receiver<PstnCommand>>,
     listener: std::net::TcpListener,
+    /// Set on shutdown: webhooks are answered 503 so carriers retry later.
+    draining: AtomicBool,
 }
 
 impl PstnProcess {
@@ -65,6 +72,7 @@ impl PstnProcess {
                 to_gateway,
                 commands,
                 listener,
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -76,12 +84,18 @@ impl PstnProcess {
             .fallback(hook)
             .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
             .with_state(self.inner.clone());
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tokio::select! {
-            r = server.into_future() => r,
-            () = self.send_loop(shutdown) => Ok(()),
-        }
+        // On shutdown, answer 503 for a moment (requests on open connections
+        // get a clear "retry later" rather than a reset), then stop serving.
+        let inner = self.inner.clone();
+        let stop = shutdown.clone();
+        let drained = async move {
+            stop.cancelled().await;
+            inner.draining.store(true, Ordering::SeqCst);
+            tokio::time::sleep(DRAIN_GRACE).await;
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(drained);
+        let (served, ()) = tokio::join!(server.into_future(), self.send_loop(shutdown));
+        served
     }
 
     async fn send_loop(&self, shutdown: CancellationToken) {
@@ -99,13 +113,16 @@ impl PstnProcess {
                     account,
                     parts,
                     ticket,
+                    retry_until,
                 } => {
                     let inner = self.inner.clone();
                     // Each chat is sent on its own task, limited per account, so
                     // a slow carrier account does not hold up the others; the
                     // parts of one chat go out in order.
                     tokio::spawn(async move {
-                        let (ids, error) = inner.send_parts(&account, &parts).await;
+                        let (ids, error) = inner
+                            .send_parts(ticket, &account, &parts, retry_until)
+                            .await;
                         // The channel is the component's: it outlives a Gateway restart.
                         let _ = inner
                             .to_gateway
@@ -119,12 +136,15 @@ impl PstnProcess {
 }
 
 impl Inner {
-    /// Sends `parts` in order through `account`, stopping at the first
-    /// failure: the ids accepted, and the failure if there was one.
+    /// Sends `parts` in order through `account`, retrying temporary failures
+    /// until `retry_until` (Unix seconds) and stopping at the first failure
+    /// that is not retried: the ids accepted, and that failure if any.
     async fn send_parts(
         &self,
+        ticket: u64,
         account: &str,
         parts: &[crate::OutboundSms],
+        retry_until: u64,
     ) -> (Vec<String>, Option<crate::ProviderError>) {
         let (Some(provider), Some(limit)) = (self.accounts.get(account), self.limits.get(account))
         else {
@@ -134,20 +154,63 @@ impl Inner {
             );
             return (vec![], Some(e));
         };
-        let _permit = limit
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         let mut ids = Vec::with_capacity(parts.len());
         for sms in parts {
-            match provider.send(sms).await {
-                Ok(id) => ids.push(id),
-                Err(e) => return (ids, Some(e)),
+            let mut attempt: u32 = 0;
+            loop {
+                let result = {
+                    // The permit is held for the request only, not the wait.
+                    let _permit = limit
+                        .acquire()
+                        .await
+                        .expect("the semaphore is never closed");
+                    provider.send(sms).await
+                };
+                match result {
+                    Ok(id) => {
+                        ids.push(id);
+                        break;
+                    }
+                    Err(e) if e.is_temporary() => {
+                        let delay = e
+                            .retry_after
+                            .unwrap_or_else(|| retry_delay(ticket, attempt));
+                        let now = crate::gateway::unix_now();
+                        if now + delay.as_secs() > retry_until {
+                            tracing::warn!(%account, ticket, attempts = attempt + 1, error = %e, "giving up: the retry deadline has passed");
+                            let mut e = e;
+                            e.message = format!("{} (tried {} times)", e.message, attempt + 1);
+                            return (ids, Some(e));
+                        }
+                        tracing::info!(%account, ticket, attempt = attempt + 1, retry_in = ?delay, error = %e, "temporary failure; retrying");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return (ids, Some(e)),
+                }
             }
         }
         (ids, None)
     }
 }
+
+/// The wait before retry `attempt + 1` of chat `ticket`: 1 s doubling to 5
+/// minutes, each spread over ±50% so that many chats failing together do
+/// not retry together. The spread is a hash of the ticket and attempt, so a
+/// run is reproducible.
+pub fn retry_delay(ticket: u64, attempt: u32) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+        .min(MAX_RETRY_DELAY);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (ticket, attempt).hash(&mut h);
+    let spread = (h.finish() % 1000) as u32; // 0..1000 → 0.5 .. 1.5
+    base.mul_f64(0.5 + f64::from(spread) / 1000.0)
+}
+
+/// The longest wait between two retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
@@ -165,6 +228,17 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if inner.draining.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::RETRY_AFTER, "5"),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ],
+            "shutting down; retry later\n",
+        )
+            .into_response();
+    }
     let Some(rest) = uri.path().strip_prefix(inner.base_path.as_str()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
@@ -262,4 +336,31 @@ async fn hook(
         reply.body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_spread_and_cap() {
+        for ticket in 0..50 {
+            let first = retry_delay(ticket, 0);
+            assert!(
+                first >= Duration::from_millis(500) && first <= Duration::from_millis(1500),
+                "{first:?}"
+            );
+            let fourth = retry_delay(ticket, 3);
+            assert!(
+                fourth >= Duration::from_secs(4) && fourth <= Duration::from_secs(12),
+                "{fourth:?}"
+            );
+            assert!(retry_delay(ticket, 30) <= Duration::from_secs(450));
+        }
+        // Spread: not every chat waits the same.
+        let firsts: std::collections::HashSet<Duration> =
+            (0..50).map(|t| retry_delay(t, 0)).collect();
+        assert!(firsts.len() > 10);
+        assert_eq!(retry_delay(7, 2), retry_delay(7, 2), "reproducible");
+    }
 }

@@ -109,8 +109,18 @@ pub fn main() -> ExitCode {
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
+                let path = config.store.resolve(&cli.config);
+                let store = match sms_store_sqlite::SqliteStore::open(&path) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        eprintln!("error: cannot open the store (store.path): {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tracing::info!(path = %path.display(), "store opened");
                 let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config));
-                match Component::new(config, providers).run(xmpp, shutdown).await {
+                let component = Component::new(config, providers).with_store(store);
+                match component.run(xmpp, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");

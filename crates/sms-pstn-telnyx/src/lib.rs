@@ -300,6 +300,14 @@ impl TelnyxProvider {
 }
 
 fn network_error(e: reqwest::Error) -> ProviderError {
+    // Only a failure to connect proves the request never left; anything
+    // later (a timeout, a connection broken mid-way, an unreadable answer)
+    // may follow a message the carrier took.
+    let kind = if e.is_connect() {
+        ProviderErrorKind::Network
+    } else {
+        ProviderErrorKind::Timeout
+    };
     let e = e.without_url();
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -308,10 +316,7 @@ fn network_error(e: reqwest::Error) -> ProviderError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    ProviderError::new(
-        ProviderErrorKind::Network,
-        format!("Telnyx unreachable: {detail}"),
-    )
+    ProviderError::new(kind, format!("Telnyx: {detail}"))
 }
 
 #[async_trait]

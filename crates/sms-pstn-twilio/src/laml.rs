@@ -187,6 +187,14 @@ fn network_error(carrier: &str, e: reqwest::Error) -> ProviderError {
     } else {
         "request failed"
     };
+    // Only a failure to connect proves the request never left; anything
+    // later (a timeout, a connection broken mid-way, an unreadable answer)
+    // may follow a message the carrier took.
+    let kind = if e.is_connect() {
+        ProviderErrorKind::Network
+    } else {
+        ProviderErrorKind::Timeout
+    };
     let e = e.without_url();
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -195,10 +203,7 @@ fn network_error(carrier: &str, e: reqwest::Error) -> ProviderError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    ProviderError::new(
-        ProviderErrorKind::Network,
-        format!("{carrier} {what}: {detail}"),
-    )
+    ProviderError::new(kind, format!("{carrier} {what}: {detail}"))
 }
 
 /// The form parameters of a webhook body.

@@ -136,7 +136,7 @@ impl XmppProcess {
         loop {
             // A stanza whose write failed on the last link goes first.
             if let Some(out) = unsent.take() {
-                if let Err(e) = self.write_outgoing(link, &out).await {
+                if let Err(e) = self.write_outgoing(link, &out, to_gateway).await {
                     *unsent = Some(out);
                     return SessionEnd::Lost(e);
                 }
@@ -154,7 +154,7 @@ impl XmppProcess {
                 },
                 out = from_gateway.recv() => match out {
                     Some(out) => {
-                        let r = self.write_outgoing(link, &out).await;
+                        let r = self.write_outgoing(link, &out, to_gateway).await;
                         if r.is_err() {
                             *unsent = Some(out);
                         }
@@ -186,7 +186,12 @@ impl XmppProcess {
         self.send(link, ping).await
     }
 
-    async fn write_outgoing(&self, link: &mut Link, out: &OutgoingStanza) -> Result<(), String> {
+    async fn write_outgoing(
+        &self,
+        link: &mut Link,
+        out: &OutgoingStanza,
+        to_gateway: &mpsc::Sender<XmppEvent>,
+    ) -> Result<(), String> {
         let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
             Ok(s) => s,
             Err(e) => {
@@ -201,7 +206,19 @@ impl XmppProcess {
                 m.payloads.push(translate::nick(&name));
             }
         }
-        self.send(link, stanza).await
+        self.send(link, stanza).await?;
+        // The server has it: a stored inbound text can leave the store.
+        if let OutgoingStanza::Chat {
+            inbound_id: Some(id),
+            ..
+        } = out
+        {
+            // Closed only when the component is going away; the text then
+            // stays pending in the store and is delivered again after the
+            // restart (a duplicate the user may see, never a loss).
+            let _ = to_gateway.send(XmppEvent::Delivered(*id)).await;
+        }
+        Ok(())
     }
 
     /// The contact's name, the first time `contact` writes to `user`.

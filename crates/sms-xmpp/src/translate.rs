@@ -151,6 +151,7 @@ pub fn outgoing_to_stanza(
             to,
             body,
             media_url,
+            ..
         } => {
             let mut m = Message::chat(jid(to)?);
             m.from = Some(jid(from)?);
@@ -342,6 +343,7 @@ mod tests {
                 to: "alice@example.com".into(),
                 body: "hi".into(),
                 media_url: None,
+                inbound_id: None,
             },
             || "id1".into(),
         )
@@ -392,6 +394,7 @@ mod tests {
                 to: "a@b".into(),
                 body: "https://m/1.jpg".into(),
                 media_url: Some("https://m/1.jpg".into()),
+                inbound_id: None,
             },
             || "i".into(),
         )

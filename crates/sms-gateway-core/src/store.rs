@@ -1,0 +1,292 @@
+//! What must survive the program dying: chats accepted for sending, inbound
+//! texts not yet handed to the XMPP server, the receipt map, and the
+//! carrier message ids already seen (to deduplicate webhook retries).
+//!
+//! The Gateway writes through to a [`Store`] and keeps the same state in
+//! memory; on start it reads everything back ([`crate::Gateway::recover`]).
+//! [`MemoryStore`] keeps it in memory only (tests, embedders who want no
+//! persistence); `sms-store-sqlite` keeps it in SQLite.
+
+use crate::message::{InboundSms, OutboundSms};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A store failure. The Gateway treats it as "not stored": an inbound
+/// webhook is answered 5xx (the carrier retries), a chat gets an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where a chat stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatState {
+    /// Accepted; its parts have not all been accepted by the carrier yet.
+    Sending,
+    /// Every part was accepted (`ids`); waiting for `undelivered` reports.
+    Sent {
+        /// The carrier's ids of the parts.
+        ids: Vec<String>,
+        /// Parts not yet reported delivered.
+        undelivered: usize,
+    },
+}
+
+/// A chat accepted for sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRecord {
+    /// When it was accepted, Unix seconds (retries end a deadline after it).
+    pub created: u64,
+    /// The provider account.
+    pub account: String,
+    /// The sender's full JID.
+    pub user_full_jid: String,
+    /// The contact JID it was addressed to.
+    pub contact_jid: String,
+    /// The chat's stanza id.
+    pub stanza_id: Option<String>,
+    /// Whether the sender asked for a receipt.
+    pub receipt: bool,
+    /// The texts to send, in order.
+    pub parts: Vec<OutboundSms>,
+    /// Where it stands.
+    pub state: ChatState,
+}
+
+/// An inbound text kept until the XMPP server has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInbound {
+    /// The store's id for it.
+    pub id: u64,
+    /// The provider account it came through.
+    pub account: String,
+    /// The text.
+    pub sms: InboundSms,
+}
+
+/// Durable state. Implementations must make each call durable against a
+/// crash of the process before returning (not necessarily against a power
+/// cut), and must be usable from several threads.
+pub trait Store: Send + Sync + 'static {
+    /// Saves a chat accepted for sending; returns its ticket (unique, increasing).
+    fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError>;
+    /// Replaces chat `ticket`'s record.
+    fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError>;
+    /// Forgets chat `ticket` (delivered, failed or refused).
+    fn delete_chat(&self, ticket: u64) -> Result<(), StoreError>;
+    /// Every chat not forgotten, by ticket.
+    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError>;
+    /// Saves an inbound text unless `(account, sms.id)` was seen before:
+    /// `Some(id)` for a new one, `None` for a repeat (a carrier's retry).
+    fn insert_inbound(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Marks inbound text `id` as taken by the XMPP server (it is then kept
+    /// only to recognise repeats).
+    fn inbound_delivered(&self, id: u64) -> Result<(), StoreError>;
+    /// Inbound texts not yet taken by the XMPP server, oldest first.
+    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError>;
+    /// Forgets sent chats and delivered inbound texts from before `before`
+    /// (Unix seconds); returns how many.
+    fn expire(&self, before: u64) -> Result<usize, StoreError>;
+}
+
+#[derive(Default)]
+struct Memory {
+    next: u64,
+    chats: BTreeMap<u64, ChatRecord>,
+    inbound: BTreeMap<u64, (String, InboundSms, u64, bool)>,
+}
+
+/// A [`Store`] in memory: nothing survives the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
+        let mut m = self.lock();
+        m.next += 1;
+        let t = m.next;
+        m.chats.insert(t, chat.clone());
+        Ok(t)
+    }
+    fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
+        self.lock().chats.insert(ticket, chat.clone());
+        Ok(())
+    }
+    fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
+        self.lock().chats.remove(&ticket);
+        Ok(())
+    }
+    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
+        Ok(self
+            .lock()
+            .chats
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+    fn insert_inbound(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut m = self.lock();
+        if m.inbound
+            .values()
+            .any(|(a, s, _, _)| a == account && s.id == sms.id)
+        {
+            return Ok(None);
+        }
+        m.next += 1;
+        let id = m.next;
+        m.inbound
+            .insert(id, (account.to_owned(), sms.clone(), now, false));
+        Ok(Some(id))
+    }
+    fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
+        if let Some(e) = self.lock().inbound.get_mut(&id) {
+            e.3 = true;
+        }
+        Ok(())
+    }
+    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
+        Ok(self
+            .lock()
+            .inbound
+            .iter()
+            .filter(|(_, e)| !e.3)
+            .map(|(id, (account, sms, _, _))| PendingInbound {
+                id: *id,
+                account: account.clone(),
+                sms: sms.clone(),
+            })
+            .collect())
+    }
+    fn expire(&self, before: u64) -> Result<usize, StoreError> {
+        let mut m = self.lock();
+        let n = m.chats.len() + m.inbound.len();
+        m.chats
+            .retain(|_, c| c.created >= before || c.state == ChatState::Sending);
+        m.inbound.retain(|_, e| e.2 >= before || !e.3);
+        Ok(n - m.chats.len() - m.inbound.len())
+    }
+}
+
+/// The checks every [`Store`] must pass; `sms-store-sqlite` runs them too.
+pub fn check_store(store: &dyn Store) {
+    use crate::phone::PhoneNumber;
+    let n = |s: &str| PhoneNumber::parse(s, None).expect("valid");
+    let chat = ChatRecord {
+        created: 100,
+        account: "main".into(),
+        user_full_jid: "alice@example.com/phone".into(),
+        contact_jid: "+15557654321@sms.example.com".into(),
+        stanza_id: Some("m1".into()),
+        receipt: true,
+        parts: vec![OutboundSms {
+            from: n("+15550001111"),
+            to: n("+15557654321"),
+            body: "hi ✓".into(),
+            media: vec![],
+        }],
+        state: ChatState::Sending,
+    };
+    let t1 = store.insert_chat(&chat).expect("insert");
+    let t2 = store.insert_chat(&chat).expect("insert");
+    assert!(t2 > t1, "tickets increase");
+    let mut sent = chat.clone();
+    sent.state = ChatState::Sent {
+        ids: vec!["SM1".into()],
+        undelivered: 1,
+    };
+    store.update_chat(t1, &sent).expect("update");
+    assert_eq!(
+        store.chats().expect("chats"),
+        vec![(t1, sent.clone()), (t2, chat.clone())]
+    );
+    store.delete_chat(t2).expect("delete");
+    assert_eq!(store.chats().expect("chats"), vec![(t1, sent)]);
+
+    let sms = InboundSms {
+        id: "SMin".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "yo".into(),
+        media: vec![],
+    };
+    let id = store
+        .insert_inbound("main", &sms, 100)
+        .expect("insert inbound")
+        .expect("new");
+    assert_eq!(
+        store.insert_inbound("main", &sms, 101).expect("again"),
+        None,
+        "a repeat is recognised"
+    );
+    assert!(
+        store
+            .insert_inbound("other", &sms, 101)
+            .expect("other account")
+            .is_some(),
+        "ids are per account"
+    );
+    let pending = store.pending_inbound().expect("pending");
+    assert_eq!(
+        pending[0],
+        PendingInbound {
+            id,
+            account: "main".into(),
+            sms: sms.clone()
+        }
+    );
+    store.inbound_delivered(id).expect("delivered");
+    assert!(store
+        .pending_inbound()
+        .expect("pending")
+        .iter()
+        .all(|p| p.id != id));
+    assert_eq!(
+        store.insert_inbound("main", &sms, 102).expect("again"),
+        None,
+        "still a repeat once delivered"
+    );
+
+    // Expiry forgets old sent chats and old delivered texts, nothing pending.
+    assert_eq!(store.expire(50).expect("expire"), 0);
+    let removed = store.expire(1000).expect("expire");
+    assert_eq!(removed, 2, "the sent chat and the delivered text");
+    assert!(store.chats().expect("chats").is_empty());
+    assert_eq!(
+        store.pending_inbound().expect("pending").len(),
+        1,
+        "the undelivered one stays"
+    );
+    assert!(
+        store
+            .insert_inbound("main", &sms, 2000)
+            .expect("after expiry")
+            .is_some(),
+        "forgotten after expiry"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_meets_the_contract() {
+        super::check_store(&super::MemoryStore::default());
+    }
+}
