@@ -33,6 +33,10 @@ pub const MAX_MEDIA: usize = 8;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalWireConfig {
+    /// Seconds one API request may take (default 30). A request that gets
+    /// no answer in time is reported, not resent: it may have been taken.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
     /// The space's host name, `example.signalwire.com`.
     pub space: String,
     /// The project id (basic-auth user).
@@ -44,6 +48,10 @@ pub struct SignalWireConfig {
     /// API base URL; defaults to `https://{space}`.
     #[serde(default)]
     pub api_base: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    laml::DEFAULT_TIMEOUT_SECS
 }
 
 /// A SignalWire project.
@@ -86,6 +94,7 @@ impl SignalWireProvider {
             config.api_token,
             ctx.hook_url("status"),
             MAX_MEDIA,
+            std::time::Duration::from_secs(config.timeout_secs),
         )?;
         Ok(SignalWireProvider {
             client,

@@ -38,6 +38,10 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelnyxConfig {
+    /// Seconds one API request may take (default 30). A request that gets
+    /// no answer in time is reported, not resent: it may have been taken.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
     /// The API v2 key (`Authorization: Bearer`).
     pub api_key: Secret,
     /// The account's Ed25519 public key, base64 of 32 bytes.
@@ -48,6 +52,10 @@ pub struct TelnyxConfig {
     /// API base URL; tests point it at a mock.
     #[serde(default = "default_api_base")]
     pub api_base: String,
+}
+
+fn default_timeout() -> u64 {
+    30
 }
 
 fn default_api_base() -> String {
@@ -274,7 +282,7 @@ impl TelnyxProvider {
             }
         };
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(config.timeout_secs))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION")))
             .build()

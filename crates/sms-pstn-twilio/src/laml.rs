@@ -17,8 +17,8 @@ pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Respon
 /// Characters per API request, for Twilio and SignalWire alike.
 pub const MAX_CHARS: usize = 1600;
 
-/// How long one API request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one API request may take, by default (`timeout_secs`).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client for one LaML account's Messages resource.
@@ -45,9 +45,9 @@ impl std::fmt::Debug for LamlClient {
 
 /// A `reqwest` client as every provider should have one: rustls, pooled
 /// connections kept for reuse, bounded timeouts.
-pub fn http_client() -> Result<reqwest::Client, String> {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION")))
@@ -75,9 +75,10 @@ impl LamlClient {
         password: Secret,
         status_callback: String,
         max_media: usize,
+        timeout: Duration,
     ) -> Result<Self, String> {
         Ok(LamlClient {
-            http: http_client()?,
+            http: http_client(timeout)?,
             messages_url,
             username,
             password,

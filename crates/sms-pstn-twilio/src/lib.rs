@@ -32,6 +32,10 @@ pub const MAX_MEDIA: usize = 10;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
+    /// Seconds one API request may take (default 30). A request that gets
+    /// no answer in time is reported, not resent: it may have been taken.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
     /// The account SID, `AC…`.
     pub account_sid: String,
     /// The auth token: REST basic auth and the `X-Twilio-Signature` key.
@@ -43,6 +47,10 @@ pub struct TwilioConfig {
 
 fn default_api_base() -> String {
     "https://api.twilio.com".into()
+}
+
+fn default_timeout() -> u64 {
+    laml::DEFAULT_TIMEOUT_SECS
 }
 
 /// A Twilio account.
@@ -75,6 +83,7 @@ impl TwilioProvider {
             config.auth_token.clone(),
             ctx.hook_url("status"),
             MAX_MEDIA,
+            std::time::Duration::from_secs(config.timeout_secs),
         )?;
         Ok(TwilioProvider {
             client,

@@ -1,0 +1,460 @@
+//! The fault suite: carriers failing, webhooks repeated, inputs malformed,
+//! the XMPP server going away. Each test prints its counts (sent,
+//! delivered, duplicated, lost) and asserts that nothing is lost.
+
+use sms_over_xmpp_tests::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "fault-token";
+const PUBLIC: &str = "https://sms.example.com/hooks";
+const CONTACT: &str = "+15557654321@sms.localhost";
+
+fn messages_path() -> String {
+    format!("/2010-04-01/Accounts/{SID}/Messages.json")
+}
+
+fn twilio_extra(api_base: &str, more: &str) -> String {
+    format!(
+        r#"
+[providers.main]
+type = "twilio"
+account_sid = "{SID}"
+auth_token = "{TOKEN}"
+api_base = "{api_base}"
+{more}
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "main"
+"#
+    )
+}
+
+/// A Twilio that answers from a script, one response per request, then
+/// 201 with a fresh SID; it notes when each request came.
+#[derive(Clone)]
+struct Scripted {
+    script: Arc<Mutex<Vec<ResponseTemplate>>>,
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Scripted {
+    fn new(script: Vec<ResponseTemplate>) -> Self {
+        Scripted {
+            script: Arc::new(Mutex::new(script)),
+            seen: Arc::default(),
+        }
+    }
+    fn seen(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Respond for Scripted {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
+        let text = body
+            .iter()
+            .find(|(k, _)| k == "Body")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let mut seen = self.seen.lock().unwrap();
+        seen.push((Instant::now(), text));
+        let n = seen.len();
+        let mut script = self.script.lock().unwrap();
+        if script.is_empty() {
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": format!("SM{n:032}"), "status": "queued"}))
+        } else {
+            script.remove(0)
+        }
+    }
+}
+
+async fn mount(server: &MockServer, r: Scripted) {
+    Mock::given(method("POST"))
+        .and(path(messages_path()))
+        .respond_with(r)
+        .mount(server)
+        .await;
+}
+
+fn error_json(status: u16, code: u32, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(serde_json::json!({"code": code, "message": message, "status": status}))
+}
+
+async fn post_inbound(gateway: &Gateway, sid: &str, text: &str) -> reqwest::Response {
+    let params = [
+        ("MessageSid", sid),
+        ("AccountSid", SID),
+        ("From", "+15557654321"),
+        ("To", "+15550001111"),
+        ("Body", text),
+        ("NumMedia", "0"),
+    ];
+    let sig = twilio_sign(TOKEN, &format!("{PUBLIC}/main/message"), &params);
+    post_form(
+        &format!("{}/hooks/main/message", gateway.http_base),
+        &params,
+        Some(&sig),
+    )
+    .await
+}
+
+fn report(test: &str, sent: usize, delivered: usize, duplicated: usize, lost: usize) {
+    println!("{test}: sent {sent}, delivered {delivered}, duplicated {duplicated}, lost {lost}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_signed_webhook_three_times_is_one_chat() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    for _ in 0..3 {
+        assert_eq!(
+            post_inbound(&gateway, "SMrepeat0000000000000000000000001", "only once")
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        post_inbound(
+            &gateway,
+            "SMother00000000000000000000000002",
+            "a different one"
+        )
+        .await
+        .status(),
+        200
+    );
+    let mut got = vec![];
+    while let Some(m) = alice.next_message(Duration::from_secs(2)).await {
+        got.push(m.body().unwrap_or_default());
+    }
+    let dups = got
+        .iter()
+        .filter(|b| *b == "only once")
+        .count()
+        .saturating_sub(1);
+    report(
+        "same webhook ×3",
+        4,
+        got.len(),
+        dups,
+        2usize.saturating_sub(got.len()),
+    );
+    assert_eq!(got, ["only once", "a different one"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_failing_twice_then_accepting_sends_once() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let script = Scripted::new(vec![
+        error_json(500, 20500, "Internal Server Error"),
+        error_json(503, 20503, "Service Unavailable"),
+    ]);
+    mount(&twilio, script.clone()).await;
+    let _gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    alice
+        .send_chat(CONTACT, "retry", "after two failures")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while script.seen().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing more comes: the third answer was a success.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = script.seen();
+    report(
+        "500, 503, then 201",
+        1,
+        usize::from(seen.len() == 3),
+        0,
+        usize::from(seen.len() < 3),
+    );
+    assert_eq!(
+        seen.len(),
+        3,
+        "two failures and one success: {:?}",
+        seen.iter().map(|s| &s.1).collect::<Vec<_>>()
+    );
+    assert!(seen.iter().all(|(_, b)| b == "after two failures"));
+    // The first retry comes within a few seconds.
+    assert!(
+        seen[1].0 - seen[0].0 < Duration::from_secs(3),
+        "{:?}",
+        seen[1].0 - seen[0].0
+    );
+    assert!(
+        alice
+            .next_message(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no error for a text that went out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_honoured() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let script = Scripted::new(vec![
+        error_json(429, 20429, "Too Many Requests").insert_header("Retry-After", "2")
+    ]);
+    mount(&twilio, script.clone()).await;
+    let _gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    alice.send_chat(CONTACT, "slow", "rate limited").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while script.seen().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = script.seen();
+    report(
+        "429 Retry-After 2",
+        1,
+        usize::from(seen.len() == 2),
+        0,
+        usize::from(seen.len() < 2),
+    );
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].0 - seen[0].0;
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "waited {waited:?}"
+    );
+    assert!(alice
+        .next_message(Duration::from_millis(500))
+        .await
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_unanswered_is_reported_and_never_resent() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    // The carrier reads the request, then answers after our 1 s timeout.
+    let script = Scripted::new(vec![ResponseTemplate::new(201)
+        .set_body_json(serde_json::json!({"sid": "SMlate", "status": "queued"}))
+        .set_delay(Duration::from_secs(3))]);
+    mount(&twilio, script.clone()).await;
+    let _gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), "timeout_secs = 1"),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    alice.send_chat(CONTACT, "late", "maybe sent").await;
+    let m = alice.expect_message().await;
+    assert_eq!(m.id(), Some("late"));
+    let (cond, text) = m.error().expect("an error");
+    assert_eq!(cond, "remote-server-timeout");
+    assert!(
+        text.contains("may or may not") && text.contains("not sent again"),
+        "{text}"
+    );
+    // Well past any retry: still one request.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let n = script.seen().len();
+    report(
+        "timeout after the request was read",
+        1,
+        1,
+        n.saturating_sub(1),
+        0,
+    );
+    assert_eq!(n, 1, "never resent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
+    let mut prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    prosody.stop();
+    let n = 40;
+    for i in 0..n {
+        // Taken and stored while the XMPP server is down.
+        let r = post_inbound(
+            &gateway,
+            &format!("SMoutage{i:025}"),
+            &format!("during outage {i:02}"),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "webhook {i}");
+        tokio::time::sleep(Duration::from_millis(600)).await; // 40 × 0.6 s: the outage lasts ~30 s in all
+    }
+    prosody.restart().await;
+    prosody
+        .wait_component_logins(2, Duration::from_secs(40))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let mut got = vec![];
+    while let Some(m) = alice.next_message(Duration::from_secs(3)).await {
+        got.push(m.body().unwrap_or_default());
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("during outage {i:02}")).collect();
+    let lost = want.iter().filter(|w| !got.contains(w)).count();
+    let dups = got.len().saturating_sub(want.len() - lost);
+    report("Prosody down ~30 s", n, got.len() - dups, dups, lost);
+    assert_eq!(lost, 0);
+    assert_eq!(got, want, "in order, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_webhooks_get_clear_errors_and_relaying_goes_on() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let url = format!("{}/hooks/main/message", gateway.http_base);
+    let http = reqwest::Client::new();
+    // Invalid UTF-8, garbage, truncated, oversized: 403/400/413, never a panic.
+    for (what, body) in [
+        ("invalid UTF-8", vec![0xff, 0xfe, b'=', 0xc3, 0x28]),
+        ("garbage", b"\x00\x01\x02<<<>>>".to_vec()),
+        ("truncated", b"MessageSid=SM1&From=%2B1555".to_vec()),
+        ("oversized", vec![b'a'; 2 * 1024 * 1024]),
+    ] {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", "AAAA")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 400 | 403 | 413),
+            "{what}: {}",
+            r.status()
+        );
+    }
+    // Correctly signed but missing fields: 400 naming the field.
+    let params = [("MessageSid", "SMbad"), ("Body", "no numbers")];
+    let sig = twilio_sign(TOKEN, &format!("{PUBLIC}/main/message"), &params);
+    let r = post_form(&url, &params, Some(&sig)).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("From"));
+    // Still relaying.
+    assert_eq!(
+        post_inbound(&gateway, "SMgood0000000000000000000000001", "still fine")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        alice.expect_message().await.body().as_deref(),
+        Some("still fine")
+    );
+    report("malformed webhooks", 1, 1, 0, 0);
+}
+
+/// A fake XMPP server: accepts the component, then sends `garbage`.
+async fn fake_server_sending(garbage: &'static [u8]) -> (u16, tokio::task::JoinHandle<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut connections = 0;
+        while connections < 2 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            connections += 1;
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await; // stream header
+            let _ = s
+                .write_all(b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' from='sms.localhost' id='fake1'>")
+                .await;
+            let _ = s.read(&mut buf).await; // handshake
+            let _ = s.write_all(b"<handshake/>").await;
+            let _ = s.write_all(garbage).await;
+            let _ = s.flush().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        connections
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_truncated_xml_from_the_server_make_the_link_reconnect() {
+    for garbage in [
+        &b"<message><<<not xml at all & </wrong>"[..],
+        &b"<message to='a@b' type='chat'><body>trunc"[..],
+    ] {
+        let (port, server) = fake_server_sending(garbage).await;
+        let cfg = format!(
+            "[xmpp]\nserver = \"127.0.0.1:{port}\"\ndomain = \"sms.localhost\"\nsecret = \"s\"\nkeepalive_secs = 1\n[http]\nlisten = \"127.0.0.1:{}\"\npublic_url = \"{PUBLIC}\"\n",
+            free_port()
+        );
+        let gateway = Gateway::start(&cfg).await;
+        // The gateway drops the broken stream and logs in again: no panic, no giving up.
+        let connections = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("reconnected")
+            .unwrap();
+        assert_eq!(connections, 2, "{}", String::from_utf8_lossy(garbage));
+        // And its webhook side still answers.
+        let r = reqwest::get(format!("{}/hooks/", gateway.http_base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        gateway.stop().await;
+    }
+}
