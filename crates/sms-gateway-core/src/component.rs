@@ -23,7 +23,13 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often old entries are expired from the store.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Capacity of each channel between processes.
+/// Capacity of the channel from the XMPP process to the Gateway. Small on
+/// purpose: a chat read from the server is not acknowledged to anyone
+/// (XEP-0114 has no acknowledgements) until the Gateway has stored it, so
+/// the XMPP process must not read far ahead of the store.
+const XMPP_EVENTS_CAPACITY: usize = 4;
+
+/// Capacity of each other channel between processes.
 const CHANNEL_CAPACITY: usize = 1024;
 /// First restart delay; doubles per consecutive failure.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -98,7 +104,7 @@ impl Component {
     pub fn new(config: Config, providers: Providers) -> Self {
         let (to_pstn, pstn_commands) = mpsc::channel(CHANNEL_CAPACITY);
         let (to_gateway_pstn, pstn_events) = mpsc::channel(CHANNEL_CAPACITY);
-        let (to_gateway_xmpp, xmpp_events) = mpsc::channel(CHANNEL_CAPACITY);
+        let (to_gateway_xmpp, xmpp_events) = mpsc::channel(XMPP_EVENTS_CAPACITY);
         let (to_xmpp, xmpp_commands) = mpsc::channel(CHANNEL_CAPACITY);
         Component {
             config: Arc::new(config),
