@@ -644,3 +644,73 @@ async fn kill_9_under_traffic_then_restart() {
         "chats texted before the kill count as stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_503_closes_the_stream_and_exits_0() {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let cfg_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg_path,
+        gateway_config(&prosody, http_port, &twilio_extra(&twilio.uri(), "")),
+    )
+    .unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut gateway = Binary::start(&cfg_path, &log);
+    wait_for_port(http_port, Duration::from_secs(20)).await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+
+    let started = Instant::now();
+    let pid = gateway.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // While it stops, webhooks are told to come back later.
+    let http = reqwest::Client::new();
+    let mut saw_503 = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        match http
+            .get(format!("http://127.0.0.1:{http_port}/hooks/"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 503 => {
+                saw_503 = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => break, // already closed
+        }
+    }
+    let status = loop {
+        if let Some(s) = gateway.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not exit within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "SIGTERM: exited {status} after {:?}; 503 seen: {saw_503}",
+        started.elapsed()
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(saw_503, "no 503 while stopping");
+    let log = prosody.log();
+    assert!(
+        log.contains("component disconnected: sms.localhost"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Disconnecting component, <stream:error>"),
+        "{log}"
+    );
+}
