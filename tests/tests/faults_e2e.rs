@@ -714,3 +714,88 @@ async fn sigterm_answers_503_closes_the_stream_and_exits_0() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_killed_under_traffic_is_restarted_and_nothing_is_lost() {
+    use sms_gateway_core::fault::{arm, Process};
+    const N: usize = 90;
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let carrier = Scripted::new(vec![]);
+    mount(&twilio, carrier.clone()).await;
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+
+    let mut inbound_retries = 0;
+    for i in 0..N {
+        // A panic in each process, one after the other, while traffic flows.
+        match i {
+            20 => arm(Process::Gateway),
+            45 => arm(Process::Pstn),
+            70 => arm(Process::Xmpp),
+            _ => {}
+        }
+        alice
+            .send_chat(CONTACT, &format!("o{i}"), &format!("out-{i:03}"))
+            .await;
+        // The carrier retries a webhook that was not answered 200.
+        loop {
+            let r = post_inbound(&gateway, &format!("SMsup{i:027}"), &format!("in-{i:03}")).await;
+            if r.status() == 200 {
+                break;
+            }
+            inbound_retries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut inbound: std::collections::HashMap<String, usize> = Default::default();
+    let mut errors = std::collections::HashSet::new();
+    while let Some(m) = alice.next_message(Duration::from_secs(4)).await {
+        if m.error().is_some() {
+            errors.insert(m.id().unwrap_or_default().to_owned());
+        } else if let Some(b) = m.body() {
+            *inbound.entry(b).or_default() += 1;
+        }
+    }
+    let mut texted: std::collections::HashMap<String, usize> = Default::default();
+    for (_, body) in carrier.seen() {
+        *texted.entry(body).or_default() += 1;
+    }
+    let out_lost: Vec<usize> = (0..N)
+        .filter(|i| {
+            !texted.contains_key(&format!("out-{i:03}")) && !errors.contains(&format!("o{i}"))
+        })
+        .collect();
+    let out_reported = (0..N)
+        .filter(|i| {
+            !texted.contains_key(&format!("out-{i:03}")) && errors.contains(&format!("o{i}"))
+        })
+        .count();
+    let in_lost: Vec<usize> = (0..N)
+        .filter(|i| !inbound.contains_key(&format!("in-{i:03}")))
+        .collect();
+    let out_dups: usize = texted.values().map(|n| n - 1).sum();
+    let in_dups: usize = inbound.values().map(|n| n - 1).sum();
+    println!(
+        "process panics, chats: sent {N}, texted {}, bounced while the link was down {out_reported}, duplicated {out_dups}, lost {}",
+        texted.len(),
+        out_lost.len()
+    );
+    println!("process panics, webhooks: sent {N} (retried {inbound_retries}), delivered {}, duplicated {in_dups}, lost {}", N - in_lost.len(), in_lost.len());
+    assert!(out_lost.is_empty(), "chats lost: {out_lost:?}");
+    assert!(in_lost.is_empty(), "inbound lost: {in_lost:?}");
+    assert_eq!(
+        (out_dups, in_dups),
+        (0, 0),
+        "a restart duplicated something"
+    );
+}

@@ -263,6 +263,8 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
         EXPIRY_INTERVAL,
     );
     loop {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::trip(crate::fault::Process::Gateway);
         let (actions, ack) = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = expiry.tick() => {

@@ -18,6 +18,8 @@
 pub mod callerid;
 pub mod component;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod gateway;
 pub mod message;
 pub mod phone;

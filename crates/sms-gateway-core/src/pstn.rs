@@ -101,6 +101,8 @@ impl PstnProcess {
     async fn send_loop(&self, shutdown: CancellationToken) {
         let mut commands = self.inner.commands.lock().await;
         loop {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::trip(crate::fault::Process::Pstn);
             let cmd = tokio::select! {
                 () = shutdown.cancelled() => return,
                 cmd = commands.recv() => match cmd {

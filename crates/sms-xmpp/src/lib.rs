@@ -134,6 +134,8 @@ impl XmppProcess {
         unsent: &mut Option<OutgoingStanza>,
     ) -> SessionEnd {
         loop {
+            #[cfg(feature = "fault-injection")]
+            sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
             // A stanza whose write failed on the last link goes first.
             if let Some(out) = unsent.take() {
                 if let Err(e) = self.write_outgoing(link, &out, to_gateway).await {
