@@ -52,6 +52,33 @@ impl PhoneNumber {
         default_region: Option<&str>,
         default_prefix: Option<&str>,
     ) -> Result<Self, PhoneError> {
+        // The libphonenumber port compiles its regular expressions lazily
+        // and keeps few of them: a parse costs ~100 µs, most of a round
+        // trip's CPU. Numbers repeat (the same contacts, the same users), so
+        // results are remembered; the answer is a pure function of the input.
+        type Key = (String, Option<String>, Option<String>);
+        static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Result<PhoneNumber, PhoneError>>>> =
+            std::sync::OnceLock::new();
+        const CACHE_SIZE: usize = 10_000;
+        let cache = CACHE.get_or_init(Default::default);
+        let key = (input.to_owned(), default_region.map(str::to_owned), default_prefix.map(str::to_owned));
+        if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        let result = Self::parse_uncached(input, default_region, default_prefix);
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_SIZE {
+            c.clear();
+        }
+        c.insert(key, result.clone());
+        result
+    }
+
+    fn parse_uncached(
+        input: &str,
+        default_region: Option<&str>,
+        default_prefix: Option<&str>,
+    ) -> Result<Self, PhoneError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
