@@ -25,6 +25,10 @@ grep -q 'unknown provider type' /tmp/sox-nofeatures.err
 # Put the full build back for whoever runs the binary next.
 cargo build -p sms-over-xmpp-bin --locked
 
+echo "== the load benchmark, as a smoke test (a few hundred round trips, nothing lost)"
+cargo build -p sms-bench --locked
+target/debug/sms-bench run --smoke --gateway target/debug/sms-over-xmpp
+
 echo "== the quick start, as a smoke test"
 scripts/quickstart.sh --smoke
 

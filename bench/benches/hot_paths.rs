@@ -25,15 +25,31 @@ fn gateway() -> Gateway {
          [[users]]\njid = \"alice@example.com\"\nnumber = \"+15550001111\"\nprovider = \"main\"\n",
     )
     .unwrap();
-    let providers = cfg.validate(&sms_gateway_core::ProviderRegistry::new()).unwrap();
+    let providers = cfg
+        .validate(&sms_gateway_core::ProviderRegistry::new())
+        .unwrap();
     Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
 }
 
-fn form_request(hook: &str, url: &str, header: &str, sig: String, params: &[(&str, &str)]) -> WebhookRequest {
-    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+fn form_request(
+    hook: &str,
+    url: &str,
+    header: &str,
+    sig: String,
+    params: &[(&str, &str)],
+) -> WebhookRequest {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
     let mut headers = BTreeMap::new();
     headers.insert(header.to_owned(), sig);
-    WebhookRequest { method: "POST".into(), hook: hook.into(), url: url.into(), headers, body: body.into() }
+    WebhookRequest {
+        method: "POST".into(),
+        hook: hook.into(),
+        url: url.into(),
+        headers,
+        body: body.into(),
+    }
 }
 
 const INBOUND: &[(&str, &str)] = &[
@@ -46,7 +62,9 @@ const INBOUND: &[(&str, &str)] = &[
 ];
 
 fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn benches(c: &mut Criterion) {
@@ -63,7 +81,10 @@ fn benches(c: &mut Criterion) {
     });
 
     // Twilio.
-    let ctx = ProviderContext { account: "main".into(), webhook_base: "https://sms.example.com/hooks/main".into() };
+    let ctx = ProviderContext {
+        account: "main".into(),
+        webhook_base: "https://sms.example.com/hooks/main".into(),
+    };
     let twilio = sms_pstn_twilio::TwilioProvider::from_config(
         &ctx,
         serde_json::json!({"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "tok"}),
@@ -72,10 +93,19 @@ fn benches(c: &mut Criterion) {
     let url = "https://sms.example.com/hooks/main/message";
     let sig = sms_pstn_twilio::signature::twilio_signature("tok", url, &owned(INBOUND));
     let req = form_request("message", url, "x-twilio-signature", sig.clone(), INBOUND);
-    c.bench_function("twilio webhook to inbound event", |b| b.iter(|| black_box(twilio.webhook(black_box(&req)).unwrap())));
+    c.bench_function("twilio webhook to inbound event", |b| {
+        b.iter(|| black_box(twilio.webhook(black_box(&req)).unwrap()))
+    });
     let params = owned(INBOUND);
     c.bench_function("twilio signature check", |b| {
-        b.iter(|| assert!(sms_pstn_twilio::signature::verify_form("tok", black_box(url), black_box(&params), black_box(&sig))))
+        b.iter(|| {
+            assert!(sms_pstn_twilio::signature::verify_form(
+                "tok",
+                black_box(url),
+                black_box(&params),
+                black_box(&sig)
+            ))
+        })
     });
 
     // SignalWire.
@@ -86,14 +116,23 @@ fn benches(c: &mut Criterion) {
     .unwrap();
     let sw_sig = sms_pstn_twilio::signature::twilio_signature("PSK", url, &owned(INBOUND));
     let sw_req = form_request("message", url, "x-signalwire-signature", sw_sig, INBOUND);
-    c.bench_function("signalwire webhook to inbound event", |b| b.iter(|| black_box(sw.webhook(black_box(&sw_req)).unwrap())));
+    c.bench_function("signalwire webhook to inbound event", |b| {
+        b.iter(|| black_box(sw.webhook(black_box(&sw_req)).unwrap()))
+    });
     let body = sw_req.body.clone();
     let raw_sig = {
         use hmac_sig::hex_sig;
         hex_sig("PSK", url, &body)
     };
     c.bench_function("signalwire raw-body signature check", |b| {
-        b.iter(|| assert!(sms_pstn_twilio::signature::verify_raw_body_hex("PSK", url, black_box(&body), black_box(&raw_sig))))
+        b.iter(|| {
+            assert!(sms_pstn_twilio::signature::verify_raw_body_hex(
+                "PSK",
+                url,
+                black_box(&body),
+                black_box(&raw_sig)
+            ))
+        })
     });
 
     // Telnyx.
@@ -101,20 +140,46 @@ fn benches(c: &mut Criterion) {
     use ed25519_dalek::Signer;
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let pk = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes());
-    let telnyx = sms_pstn_telnyx::TelnyxProvider::from_config(&ctx, serde_json::json!({"api_key": "K", "public_key": pk})).unwrap();
+    let telnyx = sms_pstn_telnyx::TelnyxProvider::from_config(
+        &ctx,
+        serde_json::json!({"api_key": "K", "public_key": pk}),
+    )
+    .unwrap();
     let event = serde_json::json!({"data": {"event_type": "message.received", "id": "b301ed3f-1490-491f-995f-6e64e69674d4",
         "payload": {"from": {"phone_number": "+15557654321"}, "to": [{"phone_number": "+15550001111"}], "text": "Hello there, this is a text of ordinary length.", "media": []}}})
     .to_string();
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
-    let tsig = base64::engine::general_purpose::STANDARD.encode(key.sign(format!("{ts}|{event}").as_bytes()).to_bytes());
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let tsig = base64::engine::general_purpose::STANDARD
+        .encode(key.sign(format!("{ts}|{event}").as_bytes()).to_bytes());
     let mut headers = BTreeMap::new();
     headers.insert("telnyx-signature-ed25519".to_owned(), tsig.clone());
     headers.insert("telnyx-timestamp".to_owned(), ts.clone());
-    let treq = WebhookRequest { method: "POST".into(), hook: "message".into(), url: url.into(), headers, body: event.clone().into() };
-    c.bench_function("telnyx webhook to inbound event", |b| b.iter(|| black_box(telnyx.webhook(black_box(&treq)).unwrap())));
+    let treq = WebhookRequest {
+        method: "POST".into(),
+        hook: "message".into(),
+        url: url.into(),
+        headers,
+        body: event.clone().into(),
+    };
+    c.bench_function("telnyx webhook to inbound event", |b| {
+        b.iter(|| black_box(telnyx.webhook(black_box(&treq)).unwrap()))
+    });
     let vk = sms_pstn_telnyx::parse_public_key(&pk).unwrap();
     c.bench_function("telnyx signature check", |b| {
-        b.iter(|| sms_pstn_telnyx::verify_signature(&vk, &ts, black_box(event.as_bytes()), &tsig, std::time::SystemTime::now()).unwrap())
+        b.iter(|| {
+            sms_pstn_telnyx::verify_signature(
+                &vk,
+                &ts,
+                black_box(event.as_bytes()),
+                &tsig,
+                std::time::SystemTime::now(),
+            )
+            .unwrap()
+        })
     });
 }
 
@@ -125,7 +190,11 @@ mod hmac_sig {
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).unwrap();
         mac.update(url.as_bytes());
         mac.update(body);
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

@@ -33,7 +33,10 @@ const SECRET: &str = "bench-secret";
 const PUBLIC: &str = "https://sms.example.com/hooks";
 
 #[derive(Parser)]
-#[command(name = "sms-bench", about = "Load benchmark of sms-over-xmpp against a bare echo component")]
+#[command(
+    name = "sms-bench",
+    about = "Load benchmark of sms-over-xmpp against a bare echo component"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -91,7 +94,11 @@ struct RunArgs {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_port(port: u16) {
@@ -110,7 +117,8 @@ fn cpu_time(pid: u32) -> Duration {
     // Fields after the command name (which may hold spaces) start after ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 1000 / 100) // USER_HZ is 100 on Linux
 }
 
@@ -129,7 +137,10 @@ struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
@@ -176,15 +187,30 @@ fn start_prosody(users: usize) -> Prosody {
             .expect("prosodyctl (apt-get install -y prosody)");
         assert!(ok.success(), "prosodyctl register");
     }
-    let child = Command::new("prosody").arg("--config").arg(&path).arg("-F").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("prosody");
-    Prosody { _dir: dir, child: Killed(child), c2s, component }
+    let child = Command::new("prosody")
+        .arg("--config")
+        .arg(&path)
+        .arg("-F")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prosody");
+    Prosody {
+        _dir: dir,
+        child: Killed(child),
+        c2s,
+        component,
+    }
 }
 
 /// Reads until `needle` has arrived; returns everything read.
 async fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
     let mut chunk = [0u8; 4096];
     while !buf.contains(needle) {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.expect("server answers").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("server answers")
+            .unwrap();
         assert!(n > 0, "server closed while waiting for {needle}: {buf}");
         buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
     }
@@ -242,10 +268,14 @@ async fn echo(server: &str, domain: &str) {
     read_until(&mut s, &mut buf, "id=").await;
     read_until(&mut s, &mut buf, ">").await;
     let header = buf.clone();
-    let id = attr(&header[header.find("<stream:stream").unwrap()..], "id").unwrap().to_owned();
+    let id = attr(&header[header.find("<stream:stream").unwrap()..], "id")
+        .unwrap()
+        .to_owned();
     let digest = Sha1::digest(format!("{id}{SECRET}").as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    s.write_all(format!("<handshake>{hex}</handshake>").as_bytes()).await.unwrap();
+    s.write_all(format!("<handshake>{hex}</handshake>").as_bytes())
+        .await
+        .unwrap();
     read_until(&mut s, &mut buf, "<handshake").await;
     buf.clear();
     let (mut r, mut w) = s.into_split();
@@ -259,7 +289,9 @@ async fn echo(server: &str, domain: &str) {
         let mut out = String::new();
         for m in take_messages(&mut buf) {
             if let (Some(from), Some(to), Some(b)) = (attr(&m, "from"), attr(&m, "to"), body(&m)) {
-                out.push_str(&format!("<message type='chat' from='{to}' to='{from}'><body>{b}</body></message>"));
+                out.push_str(&format!(
+                    "<message type='chat' from='{to}' to='{from}'><body>{b}</body></message>"
+                ));
             }
         }
         if !out.is_empty() && w.write_all(out.as_bytes()).await.is_err() {
@@ -272,36 +304,66 @@ async fn echo(server: &str, domain: &str) {
 /// as a signed inbound webhook.
 async fn mock(listen: &str, gateway: &str) {
     use axum::extract::State;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
     let state = Arc::new((http, gateway.to_owned(), AtomicU64::new(0)));
-    let app = axum::Router::new().fallback(|State(st): State<Arc<(reqwest::Client, String, AtomicU64)>>, body: axum::body::Bytes| async move {
-        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-        let n = st.2.fetch_add(1, Ordering::Relaxed);
-        let sid = format!("SM{n:032}");
-        let (from, to, text) = (form.get("To").cloned().unwrap_or_default(), form.get("From").cloned().unwrap_or_default(), form.get("Body").cloned().unwrap_or_default());
-        let st2 = st.clone();
-        let sid2 = sid.clone();
-        tokio::spawn(async move {
-            let params = vec![
-                ("MessageSid".to_owned(), format!("{sid2}in")),
-                ("AccountSid".to_owned(), SID.to_owned()),
-                ("From".to_owned(), from),
-                ("To".to_owned(), to),
-                ("Body".to_owned(), text),
-                ("NumMedia".to_owned(), "0".to_owned()),
-            ];
-            let sig = sms_pstn_twilio::signature::twilio_signature(TOKEN, &format!("{PUBLIC}/main/message"), &params);
-            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();
-            for _ in 0..50 {
-                let r = st2.0.post(&st2.1).header("content-type", "application/x-www-form-urlencoded").header("x-twilio-signature", &sig).body(body.clone()).send().await;
-                if matches!(&r, Ok(r) if r.status().is_success()) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        (axum::http::StatusCode::CREATED, [("content-type", "application/json")], format!("{{\"sid\":\"{sid}\",\"status\":\"queued\",\"num_segments\":\"1\"}}"))
-    }).with_state(state);
+    let app = axum::Router::new()
+        .fallback(
+            |State(st): State<Arc<(reqwest::Client, String, AtomicU64)>>,
+             body: axum::body::Bytes| async move {
+                let form: HashMap<String, String> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                let n = st.2.fetch_add(1, Ordering::Relaxed);
+                let sid = format!("SM{n:032}");
+                let (from, to, text) = (
+                    form.get("To").cloned().unwrap_or_default(),
+                    form.get("From").cloned().unwrap_or_default(),
+                    form.get("Body").cloned().unwrap_or_default(),
+                );
+                let st2 = st.clone();
+                let sid2 = sid.clone();
+                tokio::spawn(async move {
+                    let params = vec![
+                        ("MessageSid".to_owned(), format!("{sid2}in")),
+                        ("AccountSid".to_owned(), SID.to_owned()),
+                        ("From".to_owned(), from),
+                        ("To".to_owned(), to),
+                        ("Body".to_owned(), text),
+                        ("NumMedia".to_owned(), "0".to_owned()),
+                    ];
+                    let sig = sms_pstn_twilio::signature::twilio_signature(
+                        TOKEN,
+                        &format!("{PUBLIC}/main/message"),
+                        &params,
+                    );
+                    let body = form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&params)
+                        .finish();
+                    for _ in 0..50 {
+                        let r = st2
+                            .0
+                            .post(&st2.1)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .header("x-twilio-signature", &sig)
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if matches!(&r, Ok(r) if r.status().is_success()) {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+                (
+                    axum::http::StatusCode::CREATED,
+                    [("content-type", "application/json")],
+                    format!("{{\"sid\":\"{sid}\",\"status\":\"queued\",\"num_segments\":\"1\"}}"),
+                )
+            },
+        )
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     axum::serve(listener, app).await.unwrap();
 }
@@ -321,12 +383,19 @@ async fn login(port: u16, user: &str) -> Session {
     s.write_all(header.as_bytes()).await.unwrap();
     read_until(&mut s, &mut buf, "</stream:features>").await;
     let cred = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0benchpw"));
-    s.write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{cred}</auth>").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{cred}</auth>")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     read_until(&mut s, &mut buf, "<success").await;
     buf.clear();
     s.write_all(header.as_bytes()).await.unwrap();
     read_until(&mut s, &mut buf, "</stream:features>").await;
-    s.write_all(b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await.unwrap();
+    s.write_all(b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await
+        .unwrap();
     read_until(&mut s, &mut buf, "</iq>").await;
     s.write_all(b"<presence/>").await.unwrap();
     buf.clear();
@@ -358,7 +427,13 @@ impl Load {
 }
 
 /// One session's share: `count` chats to `to`, `window` in flight.
-async fn drive_session(mut s: Session, tag: String, to: String, count: usize, window: usize) -> (Session, Load) {
+async fn drive_session(
+    mut s: Session,
+    tag: String,
+    to: String,
+    count: usize,
+    window: usize,
+) -> (Session, Load) {
     let mut load = Load::default();
     let mut sent_at: HashMap<String, Instant> = HashMap::new();
     let mut next = 0;
@@ -369,7 +444,9 @@ async fn drive_session(mut s: Session, tag: String, to: String, count: usize, wi
         let mut out = String::new();
         while next < count && sent_at.len() < window {
             let id = format!("{tag}-{next}");
-            out.push_str(&format!("<message type='chat' to='{to}' id='{id}'><body>{id}</body></message>"));
+            out.push_str(&format!(
+                "<message type='chat' to='{to}' id='{id}'><body>{id}</body></message>"
+            ));
             sent_at.insert(id, Instant::now());
             next += 1;
         }
@@ -383,7 +460,11 @@ async fn drive_session(mut s: Session, tag: String, to: String, count: usize, wi
         s.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
         for m in take_messages(&mut s.buf) {
             let is_error = attr(&m, "type") == Some("error");
-            let key = if is_error { attr(&m, "id").map(str::to_owned) } else { body(&m).map(str::to_owned) };
+            let key = if is_error {
+                attr(&m, "id").map(str::to_owned)
+            } else {
+                body(&m).map(str::to_owned)
+            };
             if let Some(t0) = key.and_then(|k| sent_at.remove(&k)) {
                 if is_error {
                     load.errors += 1;
@@ -404,13 +485,25 @@ async fn drive_session(mut s: Session, tag: String, to: String, count: usize, wi
 }
 
 /// Drives `total` round trips through `sessions`, `window` in flight each.
-async fn drive(sessions: Vec<Session>, domain: &str, total: usize, window: usize, run: usize) -> (Vec<Session>, Load) {
+async fn drive(
+    sessions: Vec<Session>,
+    domain: &str,
+    total: usize,
+    window: usize,
+    run: usize,
+) -> (Vec<Session>, Load) {
     let per = total / sessions.len();
     let start = Instant::now();
     let mut tasks = vec![];
     for (i, s) in sessions.into_iter().enumerate() {
         let to = format!("+1555700{i:04}@{domain}");
-        tasks.push(tokio::spawn(drive_session(s, format!("r{run}s{i}"), to, per, window)));
+        tasks.push(tokio::spawn(drive_session(
+            s,
+            format!("r{run}s{i}"),
+            to,
+            per,
+            window,
+        )));
     }
     let mut all = Load::default();
     let mut back = vec![];
@@ -435,12 +528,25 @@ struct Measured {
     lost: usize,
 }
 
-async fn measure(name: &'static str, domain: &str, args: &RunArgs, prosody: &Prosody, pids: &[(&'static str, u32)]) -> Measured {
+async fn measure(
+    name: &'static str,
+    domain: &str,
+    args: &RunArgs,
+    prosody: &Prosody,
+    pids: &[(&'static str, u32)],
+) -> Measured {
     let mut sessions = vec![];
     for i in 0..args.clients {
         sessions.push(login(prosody.c2s, &format!("bench{i}")).await);
     }
-    let (s, warm) = drive(sessions, domain, args.warmup.max(args.clients), args.window, 0).await;
+    let (s, warm) = drive(
+        sessions,
+        domain,
+        args.warmup.max(args.clients),
+        args.window,
+        0,
+    )
+    .await;
     sessions = s;
     let mut runs = vec![];
     let mut cpu: HashMap<&'static str, Vec<f64>> = HashMap::new();
@@ -451,16 +557,30 @@ async fn measure(name: &'static str, domain: &str, args: &RunArgs, prosody: &Pro
         sessions = s;
         for ((n, p), b) in pids.iter().zip(before) {
             let used = cpu_time(*p).saturating_sub(b).as_secs_f64() * 1000.0;
-            cpu.entry(n).or_default().push(used * 1000.0 / load.round_trips.max(1) as f64);
+            cpu.entry(n)
+                .or_default()
+                .push(used * 1000.0 / load.round_trips.max(1) as f64);
         }
         errors += load.errors;
         lost += load.lost;
-        eprintln!("{name}: run {run}: {:.0} round trips/s, {} errors, {} lost", load.rate(), load.errors, load.lost);
+        eprintln!(
+            "{name}: run {run}: {:.0} round trips/s, {} errors, {} lost",
+            load.rate(),
+            load.errors,
+            load.lost
+        );
         runs.push(load);
     }
     runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     let loaded = runs[runs.len() / 2].clone();
-    let (s, unloaded) = drive(sessions.into_iter().take(1).collect(), domain, args.unloaded, 1, 99).await;
+    let (s, unloaded) = drive(
+        sessions.into_iter().take(1).collect(),
+        domain,
+        args.unloaded,
+        1,
+        99,
+    )
+    .await;
     drop(s);
     errors += unloaded.errors;
     lost += unloaded.lost;
@@ -489,7 +609,13 @@ fn gateway_binary(arg: &Option<PathBuf>) -> PathBuf {
 async fn run(args: RunArgs) -> bool {
     let mut args = args;
     if args.smoke {
-        (args.messages, args.runs, args.warmup, args.unloaded, args.clients) = (300, 1, 50, 50, 2);
+        (
+            args.messages,
+            args.runs,
+            args.warmup,
+            args.unloaded,
+            args.clients,
+        ) = (300, 1, 50, 50, 2);
     }
     let prosody = start_prosody(args.clients);
     wait_port(prosody.c2s).await;
@@ -499,12 +625,25 @@ async fn run(args: RunArgs) -> bool {
     // The ceiling.
     let echo = Killed(
         Command::new(&me)
-            .args(["echo", "--server", &format!("127.0.0.1:{}", prosody.component), "--domain", "echo.localhost"])
+            .args([
+                "echo",
+                "--server",
+                &format!("127.0.0.1:{}", prosody.component),
+                "--domain",
+                "echo.localhost",
+            ])
             .spawn()
             .unwrap(),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ceiling = measure("echo component", "echo.localhost", &args, &prosody, &[("echo", echo.0.id()), ("prosody", prosody.child.0.id())]).await;
+    let ceiling = measure(
+        "echo component",
+        "echo.localhost",
+        &args,
+        &prosody,
+        &[("echo", echo.0.id()), ("prosody", prosody.child.0.id())],
+    )
+    .await;
     drop(echo);
 
     // The gateway, with the carrier mock.
@@ -524,7 +663,13 @@ async fn run(args: RunArgs) -> bool {
     std::fs::write(&cfg_path, cfg).unwrap();
     let mock = Killed(
         Command::new(&me)
-            .args(["mock", "--listen", &format!("127.0.0.1:{mock_port}"), "--gateway", &format!("http://127.0.0.1:{http_port}/hooks/main/message")])
+            .args([
+                "mock",
+                "--listen",
+                &format!("127.0.0.1:{mock_port}"),
+                "--gateway",
+                &format!("http://127.0.0.1:{http_port}/hooks/main/message"),
+            ])
             .spawn()
             .unwrap(),
     );
@@ -535,7 +680,12 @@ async fn run(args: RunArgs) -> bool {
             .arg(&cfg_path)
             .env("RUST_LOG", "warn")
             .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (build it: cargo build --release -p sms-over-xmpp-bin)", bin.display())),
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (build it: cargo build --release -p sms-over-xmpp-bin)",
+                    bin.display()
+                )
+            }),
     );
     wait_port(http_port).await;
     wait_port(mock_port).await;
@@ -546,7 +696,11 @@ async fn run(args: RunArgs) -> bool {
         "sms.localhost",
         &args,
         &prosody,
-        &[("gateway", gw_pid), ("prosody", prosody.child.0.id()), ("mock", mock.0.id())],
+        &[
+            ("gateway", gw_pid),
+            ("prosody", prosody.child.0.id()),
+            ("mock", mock.0.id()),
+        ],
     )
     .await;
     let rss = peak_rss_kib(gw_pid);
@@ -571,17 +725,30 @@ async fn run(args: RunArgs) -> bool {
         let g = &report["gateway"];
         let c = &report["ceiling"];
         println!("                         echo component   gateway");
-        println!("round trips/s            {:>14.0}   {:>7.0}   ratio {:.2}", ceiling.rate, measured.rate, ratio);
-        for (k, label) in [("latency_ms", "loaded"), ("unloaded_latency_ms", "unloaded")] {
+        println!(
+            "round trips/s            {:>14.0}   {:>7.0}   ratio {:.2}",
+            ceiling.rate, measured.rate, ratio
+        );
+        for (k, label) in [
+            ("latency_ms", "loaded"),
+            ("unloaded_latency_ms", "unloaded"),
+        ] {
             for p in ["p50", "p90", "p99"] {
-                println!("latency {label:<8} {p} ms     {:>14.2}   {:>7.2}", c[k][p].as_f64().unwrap(), g[k][p].as_f64().unwrap());
+                println!(
+                    "latency {label:<8} {p} ms     {:>14.2}   {:>7.2}",
+                    c[k][p].as_f64().unwrap(),
+                    g[k][p].as_f64().unwrap()
+                );
             }
         }
         println!("CPU ms / 1000 round trips: gateway {:.1}, prosody {:.1}, mock {:.1} (echo component {:.1}, prosody {:.1})",
             g["cpu_ms_per_1000"]["gateway"].as_f64().unwrap_or(0.0), g["cpu_ms_per_1000"]["prosody"].as_f64().unwrap_or(0.0), g["cpu_ms_per_1000"]["mock"].as_f64().unwrap_or(0.0),
             c["cpu_ms_per_1000"]["echo"].as_f64().unwrap_or(0.0), c["cpu_ms_per_1000"]["prosody"].as_f64().unwrap_or(0.0));
         println!("gateway peak RSS {:.1} MiB", rss as f64 / 1024.0);
-        println!("errors: echo {} gateway {}; lost: echo {} gateway {}", ceiling.errors, measured.errors, ceiling.lost, measured.lost);
+        println!(
+            "errors: echo {} gateway {}; lost: echo {} gateway {}",
+            ceiling.errors, measured.errors, ceiling.lost, measured.lost
+        );
     }
     drop(gateway);
     drop(mock);
@@ -594,7 +761,10 @@ async fn run(args: RunArgs) -> bool {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match cli.command {
         Cmd::Mock { listen, gateway } => rt.block_on(mock(&listen, &gateway)),
         Cmd::Echo { server, domain } => rt.block_on(echo(&server, &domain)),

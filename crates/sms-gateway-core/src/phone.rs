@@ -57,11 +57,16 @@ impl PhoneNumber {
         // trip's CPU. Numbers repeat (the same contacts, the same users), so
         // results are remembered; the answer is a pure function of the input.
         type Key = (String, Option<String>, Option<String>);
-        static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Result<PhoneNumber, PhoneError>>>> =
-            std::sync::OnceLock::new();
+        static CACHE: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<Key, Result<PhoneNumber, PhoneError>>>,
+        > = std::sync::OnceLock::new();
         const CACHE_SIZE: usize = 10_000;
         let cache = CACHE.get_or_init(Default::default);
-        let key = (input.to_owned(), default_region.map(str::to_owned), default_prefix.map(str::to_owned));
+        let key = (
+            input.to_owned(),
+            default_region.map(str::to_owned),
+            default_prefix.map(str::to_owned),
+        );
         if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return hit.clone();
         }
