@@ -281,12 +281,7 @@ impl TelnyxProvider {
                 ))
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = sms_gateway_core::http::client(Duration::from_secs(config.timeout_secs))?;
         Ok(TelnyxProvider {
             http,
             messages_url: format!("{base}/v2/messages"),
@@ -305,26 +300,6 @@ impl TelnyxProvider {
         let config: TelnyxConfig = provider_settings(settings)?;
         Ok(Arc::new(TelnyxProvider::new(ctx, config)?))
     }
-}
-
-fn network_error(e: reqwest::Error) -> ProviderError {
-    // Only a failure to connect proves the request never left; anything
-    // later (a timeout, a connection broken mid-way, an unreadable answer)
-    // may follow a message the carrier took.
-    let kind = if e.is_connect() {
-        ProviderErrorKind::Network
-    } else {
-        ProviderErrorKind::Timeout
-    };
-    let e = e.without_url();
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    ProviderError::new(kind, format!("Telnyx: {detail}"))
 }
 
 #[async_trait]
@@ -357,15 +332,13 @@ impl PstnProvider for TelnyxProvider {
             .json(&body)
             .send()
             .await
-            .map_err(network_error)?;
+            .map_err(|e| sms_gateway_core::http::transport_error("Telnyx", e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.map_err(network_error)?;
+        let retry_after = sms_gateway_core::http::retry_after(response.headers());
+        let text = response
+            .text()
+            .await
+            .map_err(|e| sms_gateway_core::http::transport_error("Telnyx", e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         if status.is_success() {

@@ -19,7 +19,6 @@ pub const MAX_CHARS: usize = 1600;
 
 /// How long one API request may take, by default (`timeout_secs`).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client for one LaML account's Messages resource.
 #[derive(Clone)]
@@ -43,16 +42,9 @@ impl std::fmt::Debug for LamlClient {
     }
 }
 
-/// A `reqwest` client as every provider should have one: rustls, pooled
-/// connections kept for reuse, bounded timeouts.
+/// The HTTP client of a provider (see `sms_gateway_core::http::client`).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    sms_gateway_core::http::client(timeout)
 }
 
 /// Checks that an `api_base` setting is an http(s) URL and drops a trailing `/`.
@@ -133,18 +125,13 @@ impl LamlClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| network_error(self.carrier, e))?;
+            .map_err(|e| sms_gateway_core::http::transport_error(self.carrier, e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = sms_gateway_core::http::retry_after(response.headers());
         let text = response
             .text()
             .await
-            .map_err(|e| network_error(self.carrier, e))?;
+            .map_err(|e| sms_gateway_core::http::transport_error(self.carrier, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         if status.is_success() {
@@ -176,35 +163,6 @@ impl LamlClient {
         err.retry_after = retry_after;
         Err(err)
     }
-}
-
-fn network_error(carrier: &str, e: reqwest::Error) -> ProviderError {
-    // Never include the URL's credentials: reqwest's Display omits them, and
-    // basic auth travels in a header, not the URL.
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    // Only a failure to connect proves the request never left; anything
-    // later (a timeout, a connection broken mid-way, an unreadable answer)
-    // may follow a message the carrier took.
-    let kind = if e.is_connect() {
-        ProviderErrorKind::Network
-    } else {
-        ProviderErrorKind::Timeout
-    };
-    let e = e.without_url();
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    ProviderError::new(kind, format!("{carrier} {what}: {detail}"))
 }
 
 /// The form parameters of a webhook body.
