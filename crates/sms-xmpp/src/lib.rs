@@ -26,8 +26,7 @@ use sms_gateway_core::callerid::CallerId;
 use sms_gateway_core::component::backoff;
 use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
 use sms_gateway_core::{
-    CancellationToken, ErrorCondition, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels,
-    XmppEvent, XmppLink,
+    CancellationToken, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels, XmppEvent, XmppLink,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -484,18 +483,5 @@ impl XmppLink for XmppProcess {
                 }
             }
         }
-    }
-}
-
-/// The condition names the Gateway's errors use, for tests and embedders.
-pub fn condition_name(c: ErrorCondition) -> &'static str {
-    match c {
-        ErrorCondition::RegistrationRequired => "registration-required",
-        ErrorCondition::JidMalformed => "jid-malformed",
-        ErrorCondition::NotAcceptable => "not-acceptable",
-        ErrorCondition::RemoteServerTimeout => "remote-server-timeout",
-        ErrorCondition::RecipientUnavailable => "recipient-unavailable",
-        ErrorCondition::BadRequest => "bad-request",
-        ErrorCondition::InternalServerError => "internal-server-error",
     }
 }
