@@ -265,15 +265,67 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
     loop {
         #[cfg(feature = "fault-injection")]
         crate::fault::trip(crate::fault::Process::Gateway);
-        let (actions, ack) = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = expiry.tick() => {
                 gateway.expire(keep);
                 continue;
             }
-            Some(ev) = xmpp_events.recv() => (gateway.on_xmpp(ev), None),
-            Some(ev) = pstn_events.recv() => gateway.on_pstn(ev),
+            Some(ev) = xmpp_events.recv() => Event::Xmpp(ev),
+            Some(ev) = pstn_events.recv() => Event::Pstn(ev),
         };
+        // A burst is handled as one batch: one store commit for all of it,
+        // and nothing leaves (texts, stanzas, webhook answers) before it.
+        let batched = match gateway.begin_batch() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a store batch; writing one by one");
+                false
+            }
+        };
+        let mut actions = Vec::new();
+        let mut acks = Vec::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(ev) = next.take() {
+            match ev {
+                Event::Xmpp(ev) => actions.extend(gateway.on_xmpp(ev)),
+                Event::Pstn(ev) => {
+                    let (a, ack) = gateway.on_pstn(ev);
+                    actions.extend(a);
+                    acks.extend(ack);
+                }
+            }
+            handled += 1;
+            if batched && handled < BATCH_MAX {
+                // Take what is already waiting, from both sides in turn.
+                next = if handled % 2 == 0 {
+                    xmpp_events
+                        .try_recv()
+                        .ok()
+                        .map(Event::Xmpp)
+                        .or_else(|| pstn_events.try_recv().ok().map(Event::Pstn))
+                } else {
+                    pstn_events
+                        .try_recv()
+                        .ok()
+                        .map(Event::Pstn)
+                        .or_else(|| xmpp_events.try_recv().ok().map(Event::Xmpp))
+                };
+            }
+        }
+        if batched {
+            if let Err(e) = gateway.commit_batch() {
+                // Nothing of the batch is durable. The webhooks are refused
+                // (their carriers retry: a text may then reach the user
+                // twice, never zero times); the chats still go out, with
+                // their state in memory only.
+                tracing::error!(error = %e, "cannot commit a store batch");
+                for ack in acks.drain(..) {
+                    ack.fail();
+                }
+            }
+        }
         for action in actions {
             // The receivers belong to the component, so these sends fail only
             // when the whole component is going away.
@@ -285,11 +337,20 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
                 return;
             }
         }
-        if let Some(ack) = ack {
+        for ack in acks {
             ack.send();
         }
     }
 }
+
+/// An event for the Gateway, from either side.
+enum Event {
+    Xmpp(XmppEvent),
+    Pstn(PstnEvent),
+}
+
+/// The most events handled in one batch.
+const BATCH_MAX: usize = 64;
 
 /// Runs `make()` again and again until `shutdown`, waiting a capped,
 /// doubling delay between failures.

@@ -193,6 +193,12 @@ impl Ack {
         let _ = self.tx.send(self.result);
     }
 
+    /// Tells the webhook handler the text could not be kept after all (the
+    /// store failed to commit): it answers 503 and the carrier retries.
+    pub fn fail(self) {
+        let _ = self.tx.send(Err(InboundRejected::Unavailable));
+    }
+
     /// The outcome this ack carries.
     pub fn result(&self) -> &Result<(), InboundRejected> {
         &self.result
@@ -323,6 +329,17 @@ impl Gateway {
         // A panic elsewhere must not take the Gateway down with a poisoned lock:
         // the state is a set of maps that stay consistent between statements.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a batch of events whose store writes are committed together
+    /// (see [`Store::begin`]).
+    pub fn begin_batch(&self) -> Result<(), StoreError> {
+        self.store.begin()
+    }
+
+    /// Commits the batch started by [`Gateway::begin_batch`].
+    pub fn commit_batch(&self) -> Result<(), StoreError> {
+        self.store.commit()
     }
 
     /// Forgets store entries older than `keep`.

@@ -92,6 +92,19 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets sent chats and delivered inbound texts from before `before`
     /// (Unix seconds); returns how many.
     fn expire(&self, before: u64) -> Result<usize, StoreError>;
+
+    /// Groups the writes that follow, until [`Store::commit`], into one
+    /// durable unit: the Gateway handles a burst of events in one batch and
+    /// lets nothing out (no webhook answer, no text, no stanza) before the
+    /// commit. The default does nothing: each write is durable by itself.
+    fn begin(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Makes the writes since [`Store::begin`] durable.
+    fn commit(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

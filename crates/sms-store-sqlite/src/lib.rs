@@ -205,6 +205,21 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn begin(&self) -> Result<(), StoreError> {
+        let c = self.conn();
+        if !c.is_autocommit() {
+            // A Gateway that died mid-batch left it open; nothing of it was
+            // let out, so it is dropped.
+            tracing::warn!("rolling back a batch a previous Gateway left open");
+            c.execute_batch("ROLLBACK").map_err(err)?;
+        }
+        c.execute_batch("BEGIN").map_err(err)
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        self.conn().execute_batch("COMMIT").map_err(err)
+    }
+
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
         let c = self.conn();
         let chats = c
@@ -257,6 +272,42 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.pending_inbound().unwrap()[0].sms, sms);
         assert_eq!(s.insert_inbound("main", &sms, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_is_durable_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let sms = InboundSms {
+            id: "SMb".into(),
+            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
+            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
+            body: "batched".into(),
+            media: vec![],
+        };
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.begin().unwrap();
+            s.insert_inbound("main", &sms, 1).unwrap();
+            // Dropped without a commit: as if the process died here.
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(
+            s.pending_inbound().unwrap().is_empty(),
+            "an uncommitted batch is not kept"
+        );
+        s.begin().unwrap();
+        s.insert_inbound("main", &sms, 1).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert_eq!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .pending_inbound()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
