@@ -796,3 +796,26 @@ pub async fn wait_requests(
     }
     panic!("{path}: fewer than {n} requests arrived");
 }
+
+/// The texts a sandbox account has sent (`hooks` is
+/// `{http_base}/hooks/{account}`), once there is at least one (within 5 s).
+pub async fn sandbox_outbox(hooks: &str, auth: &str) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let mut outbox = serde_json::Value::Null;
+    for _ in 0..100 {
+        outbox = http
+            .get(format!("{hooks}/outbox"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("outbox request")
+            .json()
+            .await
+            .expect("outbox JSON");
+        if outbox.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    outbox
+}

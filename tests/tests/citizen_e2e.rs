@@ -347,22 +347,7 @@ async fn suite(server: &dyn XmppServer) {
     alice.send_chat(CONTACT, "real", "after the marker").await;
     let http = reqwest::Client::new();
     let hooks = format!("{}/hooks/sandbox", gateway.http_base);
-    let mut outbox = serde_json::Value::Null;
-    for _ in 0..100 {
-        outbox = http
-            .get(format!("{hooks}/outbox"))
-            .header("authorization", AUTH)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if outbox.as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let outbox = sandbox_outbox(&hooks, AUTH).await;
     let bodies: Vec<&str> = outbox
         .as_array()
         .unwrap()

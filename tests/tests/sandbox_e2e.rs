@@ -45,22 +45,7 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     alice
         .send_chat("5557654321@sms.localhost", "q2", "Hello sandbox")
         .await;
-    let mut outbox = serde_json::Value::Null;
-    for _ in 0..100 {
-        outbox = http
-            .get(format!("{hooks}/outbox"))
-            .header("authorization", AUTH)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if outbox.as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let outbox = sandbox_outbox(&hooks, AUTH).await;
     assert_eq!(outbox[0]["to"], "+15557654321");
     assert_eq!(outbox[0]["from"], "+15550001111");
     assert_eq!(outbox[0]["body"], "Hello sandbox");
