@@ -54,3 +54,30 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
 }
+
+/// The error for a carrier's non-2xx answer: the kind from the HTTP status
+/// (or [`ProviderErrorKind::RateLimited`] when the carrier's own code is
+/// `rate_limit_code`, whatever the status), the carrier's code (a JSON
+/// string or number) and message, and `Retry-After`.
+pub fn carrier_error(
+    status: u16,
+    message: Option<String>,
+    code: Option<&serde_json::Value>,
+    rate_limit_code: &str,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let message = message.unwrap_or_else(|| format!("HTTP {status}"));
+    let mut err = ProviderError::from_http_status(status, message);
+    if let Some(code) = code.filter(|c| !c.is_null()) {
+        let code = code
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| code.to_string());
+        if code == rate_limit_code {
+            err.kind = ProviderErrorKind::RateLimited;
+        }
+        err = err.with_code(code);
+    }
+    err.retry_after = retry_after;
+    err
+}

@@ -356,22 +356,14 @@ impl PstnProvider for TelnyxProvider {
         let errors: Vec<ApiError> =
             serde_json::from_value(json["errors"].clone()).unwrap_or_default();
         let first = errors.first();
-        let message = first
-            .and_then(|e| e.detail.clone().or_else(|| e.title.clone()))
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        let mut err = ProviderError::from_http_status(status.as_u16(), message);
-        if let Some(code) = first.and_then(|e| e.code.as_ref()) {
-            let code = code
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| code.to_string());
-            if code == "10011" {
-                err.kind = ProviderErrorKind::RateLimited;
-            }
-            err = err.with_code(code);
-        }
-        err.retry_after = retry_after;
-        Err(err)
+        // Telnyx's 10011 is its rate limit.
+        Err(sms_gateway_core::http::carrier_error(
+            status.as_u16(),
+            first.and_then(|e| e.detail.clone().or_else(|| e.title.clone())),
+            first.and_then(|e| e.code.as_ref()),
+            "10011",
+            retry_after,
+        ))
     }
 
     fn limits(&self) -> Limits {

@@ -143,25 +143,16 @@ impl LamlClient {
                 )),
             };
         }
-        let message = json
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        let mut err = ProviderError::from_http_status(status.as_u16(), message);
-        if let Some(code) = json.get("code").filter(|c| !c.is_null()) {
-            let code = code
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| code.to_string());
-            // Twilio's 20429 is "too many requests" whatever the HTTP status.
-            if code == "20429" {
-                err.kind = ProviderErrorKind::RateLimited;
-            }
-            err = err.with_code(code);
-        }
-        err.retry_after = retry_after;
-        Err(err)
+        // Twilio's 20429 is "too many requests" whatever the HTTP status.
+        Err(sms_gateway_core::http::carrier_error(
+            status.as_u16(),
+            json.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned),
+            json.get("code"),
+            "20429",
+            retry_after,
+        ))
     }
 }
 
