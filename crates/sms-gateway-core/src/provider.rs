@@ -124,6 +124,22 @@ pub struct WebhookRequest {
 }
 
 impl WebhookRequest {
+    /// Checks that this is a `POST` to one of `hooks`, as carriers' webhooks
+    /// are: 404 for another hook, 405 for another method.
+    pub fn expect_post_to(&self, hooks: &[&str]) -> Result<(), WebhookError> {
+        if !hooks.contains(&self.hook.as_str()) {
+            return Err(WebhookError::NotFound(format!(
+                "no hook {:?}; use {}",
+                self.hook,
+                hooks.join(" or ")
+            )));
+        }
+        if self.method != "POST" {
+            return Err(WebhookError::MethodNotAllowed("use POST".into()));
+        }
+        Ok(())
+    }
+
     /// A header's value by (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -374,15 +374,7 @@ impl PstnProvider for TelnyxProvider {
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
-        if !matches!(req.hook.as_str(), "message" | "status") {
-            return Err(WebhookError::NotFound(format!(
-                "no hook {:?}; use message or status",
-                req.hook
-            )));
-        }
-        if req.method != "POST" {
-            return Err(WebhookError::MethodNotAllowed("use POST".into()));
-        }
+        req.expect_post_to(&["message", "status"])?;
         let sig = req.header("telnyx-signature-ed25519").ok_or_else(|| {
             WebhookError::Unauthorized("no telnyx-signature-ed25519 header".into())
         })?;

@@ -277,15 +277,7 @@ pub fn handle_webhook(
     req: &WebhookRequest,
     verify: impl FnOnce(&[(String, String)]) -> Result<(), WebhookError>,
 ) -> Result<WebhookReply, WebhookError> {
-    if !matches!(req.hook.as_str(), "message" | "status") {
-        return Err(WebhookError::NotFound(format!(
-            "no hook {:?}; use message or status",
-            req.hook
-        )));
-    }
-    if req.method != "POST" {
-        return Err(WebhookError::MethodNotAllowed("use POST".into()));
-    }
+    req.expect_post_to(&["message", "status"])?;
     let params = form_params(&req.body);
     verify(&params)?;
     let events = parse_webhook(&req.hook, &params)?;
