@@ -107,24 +107,34 @@ async fn post_inbound(gateway: &Gateway, sid: &str, text: &str) -> reqwest::Resp
     .await
 }
 
+/// Prosody, a wiremock Twilio (answering from `script` when given), the
+/// gateway with `more` added to its Twilio account, and Alice logged in.
+async fn setup(script: Option<&Scripted>, more: &str) -> (Prosody, MockServer, Gateway, User) {
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    if let Some(script) = script {
+        mount(&twilio, script.clone()).await;
+    }
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), more),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let alice = User::login(&prosody, "alice").await;
+    (prosody, twilio, gateway, alice)
+}
+
 fn report(test: &str, sent: usize, delivered: usize, duplicated: usize, lost: usize) {
     println!("{test}: sent {sent}, delivered {delivered}, duplicated {duplicated}, lost {lost}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_signed_webhook_three_times_is_one_chat() {
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
-    let gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, gateway, mut alice) = setup(None, "").await;
     for _ in 0..3 {
         assert_eq!(
             post_inbound(&gateway, "SMrepeat0000000000000000000000001", "only once")
@@ -164,23 +174,11 @@ async fn the_same_signed_webhook_three_times_is_one_chat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carrier_failing_twice_then_accepting_sends_once() {
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
     let script = Scripted::new(vec![
         error_json(500, 20500, "Internal Server Error"),
         error_json(503, 20503, "Service Unavailable"),
     ]);
-    mount(&twilio, script.clone()).await;
-    let _gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, _gateway, mut alice) = setup(Some(&script), "").await;
     alice
         .send_chat(CONTACT, "retry", "after two failures")
         .await;
@@ -222,22 +220,10 @@ async fn a_carrier_failing_twice_then_accepting_sends_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_honoured() {
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
     let script = Scripted::new(vec![
         error_json(429, 20429, "Too Many Requests").insert_header("Retry-After", "2")
     ]);
-    mount(&twilio, script.clone()).await;
-    let _gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, _gateway, mut alice) = setup(Some(&script), "").await;
     alice.send_chat(CONTACT, "slow", "rate limited").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while script.seen().len() < 2 && Instant::now() < deadline {
@@ -265,23 +251,11 @@ async fn a_429_with_retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_left_unanswered_is_reported_and_never_resent() {
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
     // The carrier reads the request, then answers after our 1 s timeout.
     let script = Scripted::new(vec![ResponseTemplate::new(201)
         .set_body_json(serde_json::json!({"sid": "SMlate", "status": "queued"}))
         .set_delay(Duration::from_secs(3))]);
-    mount(&twilio, script.clone()).await;
-    let _gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), "timeout_secs = 1"),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, _gateway, mut alice) = setup(Some(&script), "timeout_secs = 1").await;
     alice.send_chat(CONTACT, "late", "maybe sent").await;
     let m = alice.expect_message().await;
     assert_eq!(m.id(), Some("late"));
@@ -349,18 +323,7 @@ async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_webhooks_get_clear_errors_and_relaying_goes_on() {
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
-    let gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, gateway, mut alice) = setup(None, "").await;
     let url = format!("{}/hooks/main/message", gateway.http_base);
     let http = reqwest::Client::new();
     // Invalid UTF-8, garbage, truncated, oversized: 403/400/413, never a panic.
@@ -723,20 +686,8 @@ async fn sigterm_answers_503_closes_the_stream_and_exits_0() {
 async fn each_process_killed_under_traffic_is_restarted_and_nothing_is_lost() {
     use sms_gateway_core::fault::{arm, Process};
     const N: usize = 90;
-    let prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
     let carrier = Scripted::new(vec![]);
-    mount(&twilio, carrier.clone()).await;
-    let gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    let mut alice = User::login(&prosody, "alice").await;
+    let (_prosody, _twilio, gateway, mut alice) = setup(Some(&carrier), "").await;
 
     let mut inbound_retries = 0;
     for i in 0..N {
