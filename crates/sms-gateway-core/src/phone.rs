@@ -61,6 +61,11 @@ impl PhoneNumber {
             std::sync::Mutex<std::collections::HashMap<Key, Result<PhoneNumber, PhoneError>>>,
         > = std::sync::OnceLock::new();
         const CACHE_SIZE: usize = 10_000;
+        if default_region.is_none() {
+            if let Some(n) = Self::e164_fast(input) {
+                return Ok(n);
+            }
+        }
         let cache = CACHE.get_or_init(Default::default);
         let key = (
             input.to_owned(),
@@ -77,6 +82,38 @@ impl PhoneNumber {
         }
         c.insert(key, result.clone());
         result
+    }
+
+    /// The common case without libphonenumber: a number already in plain
+    /// E.164 (`+`, a known country code, a national number that does not
+    /// start with a trunk prefix, 8 to 15 digits in all) is its own answer.
+    /// This is what carriers send and what contact JIDs hold; it saves
+    /// loading the port's metadata (about 7 MiB and a second of CPU) in a
+    /// gateway whose numbers are all E.164. Anything else is for
+    /// libphonenumber; a test checks that both agree wherever this answers.
+    fn e164_fast(input: &str) -> Option<PhoneNumber> {
+        let digits = input.strip_prefix('+')?;
+        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let cc_len = (1..=3).find(|&n| {
+            digits[..n]
+                .parse::<u16>()
+                .is_ok_and(|cc| COUNTRY_CODES.binary_search(&cc).is_ok())
+        })?;
+        let (cc, national) = digits.split_at(cc_len);
+        // libphonenumber strips trunk prefixes and applies a few countries'
+        // rewriting rules even after a `+`; wherever one could apply, it
+        // decides. Most countries' only trunk prefix is 0.
+        let plain = match cc {
+            "1" => national.len() == 10 && !national.starts_with(['0', '1']),
+            "44" => {
+                national.len() > 6 && !national.starts_with(['0']) && !national.starts_with("1800")
+            }
+            _ if SPECIAL_CODES.contains(&cc) => false,
+            _ => !national.starts_with('0'),
+        };
+        plain.then(|| PhoneNumber(input.to_owned()))
     }
 
     fn parse_uncached(
@@ -144,6 +181,33 @@ impl PhoneNumber {
         !self.0.starts_with('+')
     }
 }
+
+/// The country calling codes libphonenumber knows, sorted (from the
+/// `phonenumbers` 9.0.43 package on PyPI:
+/// `sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)`; a test checks them
+/// against the Rust port's metadata).
+const COUNTRY_CODES: &[u16] = &[
+    1, 7, 20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54,
+    55, 56, 57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98, 211,
+    212, 213, 216, 218, 220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234,
+    235, 236, 237, 238, 239, 240, 241, 242, 243, 244, 245, 246, 247, 248, 249, 250, 251, 252, 253,
+    254, 255, 256, 257, 258, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 290, 291, 297, 298,
+    299, 350, 351, 352, 353, 354, 355, 356, 357, 358, 359, 370, 371, 372, 373, 374, 375, 376, 377,
+    378, 380, 381, 382, 383, 385, 386, 387, 389, 420, 421, 423, 500, 501, 502, 503, 504, 505, 506,
+    507, 508, 509, 590, 591, 592, 593, 594, 595, 596, 597, 598, 599, 670, 672, 673, 674, 675, 676,
+    677, 678, 679, 680, 681, 682, 683, 685, 686, 687, 688, 689, 690, 691, 692, 800, 808, 850, 852,
+    853, 855, 856, 870, 878, 880, 881, 882, 883, 886, 888, 960, 961, 962, 963, 964, 965, 966, 967,
+    968, 970, 971, 972, 973, 974, 975, 976, 977, 979, 992, 993, 994, 995, 996, 998,
+];
+
+/// Country codes whose libphonenumber metadata has a trunk prefix other
+/// than 0 or a rewriting rule (`national_prefix_for_parsing`,
+/// `national_prefix_transform_rule` in `phonenumbers` 9.0.43), other than
+/// 1 and 44, which [`PhoneNumber::e164_fast`] handles itself.
+const SPECIAL_CODES: &[&str] = &[
+    "7", "36", "54", "55", "57", "61", "81", "82", "86", "241", "261", "298", "352", "370", "375",
+    "378", "423", "506", "591", "672", "692", "993",
+];
 
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -254,6 +318,86 @@ mod tests {
             assert!(matches!(err, PhoneError::BadCharacter(_)), "{input}: {err}");
         }
         assert_eq!(PhoneNumber::parse("  ", None), Err(PhoneError::Empty));
+    }
+
+    #[test]
+    fn the_country_code_table_matches_libphonenumber() {
+        let db = &*phonenumber::metadata::DATABASE;
+        let known: Vec<u16> = (1..=999).filter(|c| db.region(c).is_some()).collect();
+        assert_eq!(known, COUNTRY_CODES);
+    }
+
+    /// The E.164 shortcut agrees with libphonenumber wherever it answers:
+    /// every country code, every national length it accepts, every leading
+    /// digit, with pseudo-random remaining digits.
+    #[test]
+    fn the_e164_shortcut_agrees_with_libphonenumber() {
+        let mut seed: u64 = 0x5eed;
+        let mut next_digit = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            char::from(b'0' + ((seed >> 33) % 10) as u8)
+        };
+        let (mut answered, mut declined) = (0, 0);
+        let mut bad = Vec::new();
+        for cc in COUNTRY_CODES {
+            let cc = cc.to_string();
+            for len in 1..=(16 - cc.len()) {
+                for (lead, _) in ('0'..='9').flat_map(|d| [(d, 0), (d, 1), (d, 2)]) {
+                    let mut input = format!("+{cc}{lead}");
+                    for _ in 1..len {
+                        input.push(next_digit());
+                    }
+                    match PhoneNumber::e164_fast(&input) {
+                        Some(fast) => {
+                            answered += 1;
+                            let slow = PhoneNumber::parse_uncached(&input, None, None);
+                            if slow.as_ref() != Ok(&fast) {
+                                bad.push(format!("{input} -> {slow:?}"));
+                            }
+                        }
+                        None => declined += 1,
+                    }
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} disagreements:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+        assert!(
+            answered > 10_000 && declined > 1_000,
+            "{answered} / {declined}"
+        );
+    }
+
+    #[test]
+    fn the_e164_shortcut_declines_what_is_not_plain_e164() {
+        for input in [
+            "+1 555 765 4321",
+            "15557654321",
+            "+15557654321 ",
+            "+4402079460958",
+            "+441800201234",
+            "+78121234567",
+            "+155576543210",
+            "+11557654321",
+            "+999123456789",
+            "+1234567",
+            "+1234567890123456",
+            "+1555765432a",
+            "+",
+            "",
+        ] {
+            assert_eq!(PhoneNumber::e164_fast(input), None, "{input}");
+        }
+        assert_eq!(
+            PhoneNumber::e164_fast("+15557654321").unwrap().as_str(),
+            "+15557654321"
+        );
     }
 
     #[test]
