@@ -27,8 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// How many sent messages are remembered for their delivery reports.
-const SENT_MEMORY: usize = 100_000;
 /// How many early reports (before their send's result) are kept.
 const EARLY_MEMORY: usize = 10_000;
 
@@ -133,50 +131,20 @@ impl Routing {
     }
 }
 
-/// The Gateway's memory: the chats in the store, indexed. The component
-/// keeps it across Gateway restarts; [`Gateway::recover`] rebuilds it from
-/// the store after the program restarts.
+/// The Gateway's memory: the chats on their way to the carrier, and
+/// delivery reports that overtook their send's result. The component keeps
+/// it across Gateway restarts; [`Gateway::recover`] rebuilds it from the
+/// store after the program restarts. Sent chats waiting for their reports
+/// (the receipt map) live only in the store, so memory does not grow with
+/// the number of texts sent.
 #[derive(Debug, Default)]
 pub struct GatewayState {
     /// Chats not yet accepted by the carrier, by ticket.
     sending: HashMap<u64, ChatRecord>,
-    /// Chats accepted, waiting for delivery reports, by ticket.
-    sent: HashMap<u64, ChatRecord>,
-    /// (account, carrier message id) → ticket of the chat it is part of.
-    sent_ids: HashMap<(String, String), u64>,
-    sent_order: VecDeque<u64>,
     /// Reports that arrived before their send's result (a fast carrier can
     /// call back before its API answer is read); applied when it arrives.
     early: HashMap<(String, String), DeliveryStatus>,
     early_order: VecDeque<(String, String)>,
-}
-
-impl GatewayState {
-    fn remember_sent(&mut self, ticket: u64, chat: ChatRecord) {
-        if let ChatState::Sent { ids, .. } = &chat.state {
-            for id in ids {
-                self.sent_ids
-                    .insert((chat.account.clone(), id.clone()), ticket);
-            }
-        }
-        self.sent.insert(ticket, chat);
-        self.sent_order.push_back(ticket);
-        while self.sent_order.len() > SENT_MEMORY {
-            if let Some(old) = self.sent_order.pop_front() {
-                self.forget_sent(old);
-            }
-        }
-    }
-
-    fn forget_sent(&mut self, ticket: u64) -> Option<ChatRecord> {
-        let chat = self.sent.remove(&ticket)?;
-        if let ChatState::Sent { ids, .. } = &chat.state {
-            for id in ids {
-                self.sent_ids.remove(&(chat.account.clone(), id.clone()));
-            }
-        }
-        Some(chat)
-    }
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -282,8 +250,8 @@ impl Gateway {
     /// After a restart: the actions that finish what the store holds. Chats
     /// not yet accepted by the carrier are sent (again: one whose request was
     /// in flight when the program died may go out twice); inbound texts not
-    /// yet taken by the XMPP server are delivered, in order; the receipt map
-    /// is rebuilt. Old entries are expired first.
+    /// yet taken by the XMPP server are delivered, in order. Old entries are
+    /// expired first.
     pub fn recover(&self, keep: Duration) -> Result<Vec<Action>, StoreError> {
         let removed = self
             .store
@@ -296,12 +264,10 @@ impl Gateway {
         let pending = self.store.pending_inbound()?;
         let mut state = self.state();
         for (ticket, chat) in chats {
-            match chat.state {
-                ChatState::Sending => {
-                    actions.push(self.send_command(ticket, &chat));
-                    state.sending.insert(ticket, chat);
-                }
-                ChatState::Sent { .. } => state.remember_sent(ticket, chat),
+            // Sent chats stay in the store until their reports come.
+            if chat.state == ChatState::Sending {
+                actions.push(self.send_command(ticket, &chat));
+                state.sending.insert(ticket, chat);
             }
         }
         drop(state);
@@ -597,17 +563,17 @@ impl Gateway {
                 ids: ids.clone(),
                 undelivered: ids.len(),
             };
+            // The texts are gone; what is left is what a report needs.
+            chat.parts = Vec::new();
             if let Err(e) = self.store.update_chat(ticket, &chat) {
-                // The receipt map lives on in memory; only a restart loses it.
+                // Its reports will find nothing: no receipt, no error.
                 tracing::error!(error = %e, "cannot store a sent chat");
             }
-            let account = chat.account.clone();
-            state.remember_sent(ticket, chat);
             let mut actions = vec![];
             for id in ids {
-                let key = (account.clone(), id);
+                let key = (chat.account.clone(), id);
                 if let Some(status) = state.early.remove(&key) {
-                    actions.extend(self.apply_status(&mut state, key, status));
+                    actions.extend(self.apply_status(&key, status));
                 }
             }
             return actions;
@@ -650,9 +616,16 @@ impl Gateway {
         if report.status == DeliveryStatus::InProgress {
             return vec![];
         }
-        let mut state = self.state();
         let key = (account.to_owned(), report.message_id);
-        if !state.sent_ids.contains_key(&key) {
+        let known = match self.store.find_sent(&key.0, &key.1) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look a delivery report up");
+                return vec![];
+            }
+        };
+        if !known {
+            let mut state = self.state();
             if state.sending.is_empty() {
                 tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
             } else {
@@ -668,41 +641,37 @@ impl Gateway {
             }
             return vec![];
         }
-        self.apply_status(&mut state, key, report.status)
+        self.apply_status(&key, report.status)
     }
 
-    fn apply_status(
-        &self,
-        state: &mut GatewayState,
-        key: (String, String),
-        status: DeliveryStatus,
-    ) -> Vec<Action> {
-        let Some(ticket) = state.sent_ids.remove(&key) else {
-            return vec![];
-        };
-        let finished = match (&status, state.sent.get_mut(&ticket)) {
-            (_, None) => return vec![],
-            (DeliveryStatus::Delivered, Some(chat)) => {
-                if let ChatState::Sent { undelivered, .. } = &mut chat.state {
-                    *undelivered = undelivered.saturating_sub(1);
-                    if *undelivered > 0 {
-                        if let Err(e) = self.store.update_chat(ticket, chat) {
-                            tracing::error!(error = %e, "cannot store a delivery report");
-                        }
-                        return vec![];
-                    }
-                }
-                true
+    /// A final report for one part of a sent chat.
+    fn apply_status(&self, key: &(String, String), status: DeliveryStatus) -> Vec<Action> {
+        let (ticket, mut chat) = match self.store.find_sent(&key.0, &key.1) {
+            Ok(Some(found)) => found,
+            Ok(None) => return vec![],
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look a delivery report up");
+                return vec![];
             }
-            (DeliveryStatus::Failed(_), Some(_)) => true,
-            (DeliveryStatus::InProgress, Some(_)) => false,
         };
-        if !finished {
+        let ChatState::Sent { ids, undelivered } = &mut chat.state else {
             return vec![];
+        };
+        let parts = ids.len();
+        match status {
+            DeliveryStatus::InProgress => return vec![],
+            DeliveryStatus::Delivered if *undelivered > 1 => {
+                // Another part still to come. A carrier that repeats a
+                // report could count a part twice; the receipt then comes
+                // early, never not at all.
+                *undelivered -= 1;
+                if let Err(e) = self.store.update_chat(ticket, &chat) {
+                    tracing::error!(error = %e, "cannot store a delivery report");
+                }
+                return vec![];
+            }
+            DeliveryStatus::Delivered | DeliveryStatus::Failed(_) => {}
         }
-        let Some(chat) = state.forget_sent(ticket) else {
-            return vec![];
-        };
         if let Err(e) = self.store.delete_chat(ticket) {
             tracing::error!(error = %e, "cannot forget a chat");
         }
@@ -716,7 +685,7 @@ impl Gateway {
                 _ => vec![],
             },
             DeliveryStatus::Failed(reason) => {
-                let text = if chat.parts.len() > 1 {
+                let text = if parts > 1 {
                     format!("Part of the text was not delivered: {reason}.")
                 } else {
                     format!("Not delivered: {reason}.")

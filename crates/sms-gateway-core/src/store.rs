@@ -9,7 +9,7 @@
 
 use crate::message::{InboundSms, OutboundSms};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// A store failure. The Gateway treats it as "not stored": an inbound
@@ -76,6 +76,14 @@ pub trait Store: Send + Sync + 'static {
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError>;
     /// Every chat not forgotten, by ticket.
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError>;
+    /// The sent chat one of whose parts the carrier calls `carrier_id` on
+    /// `account` (the receipt map: chats in [`ChatState::Sent`] are found by
+    /// each of their `ids`).
+    fn find_sent(
+        &self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<(u64, ChatRecord)>, StoreError>;
     /// Saves an inbound text unless `(account, sms.id)` was seen before:
     /// `Some(id)` for a new one, `None` for a repeat (a carrier's retry).
     fn insert_inbound(
@@ -111,7 +119,37 @@ pub trait Store: Send + Sync + 'static {
 struct Memory {
     next: u64,
     chats: BTreeMap<u64, ChatRecord>,
+    /// (account, carrier id) → ticket, for sent chats.
+    sent_ids: HashMap<(String, String), u64>,
     inbound: BTreeMap<u64, (String, InboundSms, u64, bool)>,
+    /// (account, carrier id) → inbound id.
+    seen: HashMap<(String, String), u64>,
+}
+
+impl Memory {
+    fn unindex(&mut self, ticket: u64) {
+        if let Some(ChatRecord {
+            account,
+            state: ChatState::Sent { ids, .. },
+            ..
+        }) = self.chats.get(&ticket)
+        {
+            for id in ids {
+                self.sent_ids.remove(&(account.clone(), id.clone()));
+            }
+        }
+    }
+
+    fn put(&mut self, ticket: u64, chat: &ChatRecord) {
+        self.unindex(ticket);
+        if let ChatState::Sent { ids, .. } = &chat.state {
+            for id in ids {
+                self.sent_ids
+                    .insert((chat.account.clone(), id.clone()), ticket);
+            }
+        }
+        self.chats.insert(ticket, chat.clone());
+    }
 }
 
 /// A [`Store`] in memory: nothing survives the process.
@@ -131,16 +169,28 @@ impl Store for MemoryStore {
         let mut m = self.lock();
         m.next += 1;
         let t = m.next;
-        m.chats.insert(t, chat.clone());
+        m.put(t, chat);
         Ok(t)
     }
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
-        self.lock().chats.insert(ticket, chat.clone());
+        self.lock().put(ticket, chat);
         Ok(())
     }
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
-        self.lock().chats.remove(&ticket);
+        let mut m = self.lock();
+        m.unindex(ticket);
+        m.chats.remove(&ticket);
         Ok(())
+    }
+    fn find_sent(
+        &self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<(u64, ChatRecord)>, StoreError> {
+        let m = self.lock();
+        Ok(m.sent_ids
+            .get(&(account.to_owned(), carrier_id.to_owned()))
+            .and_then(|t| Some((*t, m.chats.get(t)?.clone()))))
     }
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
         Ok(self
@@ -157,14 +207,13 @@ impl Store for MemoryStore {
         now: u64,
     ) -> Result<Option<u64>, StoreError> {
         let mut m = self.lock();
-        if m.inbound
-            .values()
-            .any(|(a, s, _, _)| a == account && s.id == sms.id)
-        {
+        let key = (account.to_owned(), sms.id.clone());
+        if m.seen.contains_key(&key) {
             return Ok(None);
         }
         m.next += 1;
         let id = m.next;
+        m.seen.insert(key, id);
         m.inbound
             .insert(id, (account.to_owned(), sms.clone(), now, false));
         Ok(Some(id))
@@ -190,11 +239,28 @@ impl Store for MemoryStore {
     }
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
         let mut m = self.lock();
-        let n = m.chats.len() + m.inbound.len();
-        m.chats
-            .retain(|_, c| c.created >= before || c.state == ChatState::Sending);
-        m.inbound.retain(|_, e| e.2 >= before || !e.3);
-        Ok(n - m.chats.len() - m.inbound.len())
+        let old_chats: Vec<u64> = m
+            .chats
+            .iter()
+            .filter(|(_, c)| c.created < before && c.state != ChatState::Sending)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in &old_chats {
+            m.unindex(*t);
+            m.chats.remove(t);
+        }
+        let old_inbound: Vec<u64> = m
+            .inbound
+            .iter()
+            .filter(|(_, e)| e.2 < before && e.3)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old_inbound {
+            if let Some((account, sms, _, _)) = m.inbound.remove(id) {
+                m.seen.remove(&(account, sms.id));
+            }
+        }
+        Ok(old_chats.len() + old_inbound.len())
     }
 }
 
@@ -225,13 +291,46 @@ pub fn check_store(store: &dyn Store) {
         ids: vec!["SM1".into()],
         undelivered: 1,
     };
+    assert_eq!(store.find_sent("main", "SM1").expect("find"), None);
     store.update_chat(t1, &sent).expect("update");
     assert_eq!(
         store.chats().expect("chats"),
         vec![(t1, sent.clone()), (t2, chat.clone())]
     );
+    assert_eq!(
+        store.find_sent("main", "SM1").expect("find"),
+        Some((t1, sent.clone())),
+        "a sent chat is found by its carrier id"
+    );
+    assert_eq!(
+        store.find_sent("other", "SM1").expect("find"),
+        None,
+        "carrier ids are per account"
+    );
     store.delete_chat(t2).expect("delete");
-    assert_eq!(store.chats().expect("chats"), vec![(t1, sent)]);
+    assert_eq!(store.chats().expect("chats"), vec![(t1, sent.clone())]);
+
+    // A multi-part chat is found by any part's id, until it is forgotten.
+    let mut two = chat.clone();
+    two.state = ChatState::Sent {
+        ids: vec!["SM2a".into(), "SM2b".into()],
+        undelivered: 2,
+    };
+    let t3 = store.insert_chat(&two).expect("insert sent");
+    assert_eq!(
+        store.find_sent("main", "SM2b").expect("find"),
+        Some((t3, two.clone()))
+    );
+    if let ChatState::Sent { undelivered, .. } = &mut two.state {
+        *undelivered = 1;
+    }
+    store.update_chat(t3, &two).expect("update");
+    assert_eq!(
+        store.find_sent("main", "SM2a").expect("find"),
+        Some((t3, two))
+    );
+    store.delete_chat(t3).expect("delete");
+    assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);
 
     let sms = InboundSms {
         id: "SMin".into(),
@@ -282,6 +381,11 @@ pub fn check_store(store: &dyn Store) {
     let removed = store.expire(1000).expect("expire");
     assert_eq!(removed, 2, "the sent chat and the delivered text");
     assert!(store.chats().expect("chats").is_empty());
+    assert_eq!(
+        store.find_sent("main", "SM1").expect("find"),
+        None,
+        "an expired chat is not found"
+    );
     assert_eq!(
         store.pending_inbound().expect("pending").len(),
         1,

@@ -8,7 +8,7 @@
 //! webhooks and users may need to resend a chat or two. We do not fsync each
 //! message, which would cost far more than the risk.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use sms_gateway_core::store::{ChatRecord, ChatState, PendingInbound, Store, StoreError};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
@@ -33,6 +33,19 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (account, carrier_id)
     );
     CREATE INDEX inbound_pending ON inbound (delivered, id);",
+    // 2: the receipt map, so delivery reports find their chat in the store
+    // (it used to be rebuilt in memory, which grew with every text sent).
+    "CREATE TABLE sent_ids (
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        ticket INTEGER NOT NULL REFERENCES chats (ticket) ON DELETE CASCADE,
+        PRIMARY KEY (account, carrier_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX sent_ids_ticket ON sent_ids (ticket);
+    INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket)
+        SELECT json_extract(chats.data, '$.account'), ids.value, chats.ticket
+        FROM chats, json_each(chats.data, '$.state.Sent.ids') AS ids
+        WHERE chats.sent = 1;",
 ];
 
 /// A store in a SQLite file.
@@ -58,6 +71,10 @@ impl SqliteStore {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
+        // The working set is small (pending texts, recent receipts): a
+        // 512 KiB page cache instead of the default 2 MiB keeps the
+        // gateway's memory small without costing reads.
+        conn.pragma_update(None, "cache_size", -512).map_err(err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
@@ -90,37 +107,77 @@ fn is_sent(chat: &ChatRecord) -> i64 {
     i64::from(matches!(chat.state, ChatState::Sent { .. }))
 }
 
+/// Adds a sent chat's carrier ids to the receipt map (they do not change
+/// once it is sent).
+fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
+    if let ChatState::Sent { ids, .. } = &chat.state {
+        let mut q = c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(err)?;
+        for id in ids {
+            q.execute(params![chat.account, id, ticket as i64])
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
         let c = self.conn();
-        c.execute(
-            "INSERT INTO chats (created, sent, data) VALUES (?1, ?2, ?3)",
-            params![chat.created as i64, is_sent(chat), data],
-        )
-        .map_err(err)?;
-        Ok(c.last_insert_rowid() as u64)
+        c.prepare_cached("INSERT INTO chats (created, sent, data) VALUES (?1, ?2, ?3)")
+            .and_then(|mut q| q.execute(params![chat.created as i64, is_sent(chat), data]))
+            .map_err(err)?;
+        let ticket = c.last_insert_rowid() as u64;
+        index_sent(&c, ticket, chat)?;
+        Ok(ticket)
     }
 
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
+        let c = self.conn();
+        c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
+            .and_then(|mut q| q.execute(params![ticket as i64, is_sent(chat), data]))
+            .map_err(err)?;
+        index_sent(&c, ticket, chat)
+    }
+
+    fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
+        // Its receipt-map rows go with it (ON DELETE CASCADE).
         self.conn()
-            .execute(
-                "UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1",
-                params![ticket as i64, is_sent(chat), data],
-            )
+            .prepare_cached("DELETE FROM chats WHERE ticket = ?1")
+            .and_then(|mut q| q.execute(params![ticket as i64]))
             .map_err(err)?;
         Ok(())
     }
 
-    fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "DELETE FROM chats WHERE ticket = ?1",
-                params![ticket as i64],
+    fn find_sent(
+        &self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<(u64, ChatRecord)>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare_cached(
+                "SELECT chats.ticket, chats.data FROM sent_ids JOIN chats USING (ticket)
+                 WHERE sent_ids.account = ?1 AND sent_ids.carrier_id = ?2",
             )
             .map_err(err)?;
-        Ok(())
+        let row = q
+            .query_row(params![account, carrier_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(err)?;
+        let Some((ticket, data)) = row else {
+            return Ok(None);
+        };
+        let chat = serde_json::from_str(&data)
+            .map_err(|e| StoreError(format!("chat {ticket} is unreadable: {e}")))?;
+        Ok(Some((ticket as u64, chat)))
     }
 
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
@@ -153,10 +210,10 @@ impl Store for SqliteStore {
         let data = serde_json::to_string(sms).map_err(err)?;
         let c = self.conn();
         let changed = c
-            .execute(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
-                params![account, sms.id, now as i64, data],
             )
+            .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
             .map_err(err)?;
         if changed == 0 {
             return Ok(None);
@@ -166,10 +223,8 @@ impl Store for SqliteStore {
 
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.conn()
-            .execute(
-                "UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1",
-                params![id as i64],
-            )
+            .prepare_cached("UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1")
+            .and_then(|mut q| q.execute(params![id as i64]))
             .map_err(err)?;
         Ok(())
     }
@@ -213,11 +268,18 @@ impl Store for SqliteStore {
             tracing::warn!("rolling back a batch a previous Gateway left open");
             c.execute_batch("ROLLBACK").map_err(err)?;
         }
-        c.execute_batch("BEGIN").map_err(err)
+        c.prepare_cached("BEGIN")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err)
     }
 
     fn commit(&self) -> Result<(), StoreError> {
-        self.conn().execute_batch("COMMIT").map_err(err)
+        self.conn()
+            .prepare_cached("COMMIT")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err)
     }
 
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
@@ -308,6 +370,34 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn the_receipt_map_is_built_from_a_version_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // A store as version 1 left it: one sent chat, one still sending.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                r#"INSERT INTO chats (created, sent, data) VALUES
+                (1, 1, '{"created":1,"account":"main","user_full_jid":"a@x/r","contact_jid":"+15557654321@sms.x","stanza_id":"m1","receipt":true,"parts":[],"state":{"Sent":{"ids":["SMa","SMb"],"undelivered":2}}}'),
+                (2, 0, '{"created":2,"account":"main","user_full_jid":"a@x/r","contact_jid":"+15557654321@sms.x","stanza_id":"m2","receipt":true,"parts":[],"state":"Sending"}');"#,
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let (ticket, chat) = s.find_sent("main", "SMb").unwrap().unwrap();
+        assert_eq!((ticket, chat.stanza_id.as_deref()), (1, Some("m1")));
+        assert!(s.find_sent("main", "SMa").unwrap().is_some());
+        assert!(s.find_sent("other", "SMa").unwrap().is_none());
+        let n: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM sent_ids", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "only the sent chat's ids");
     }
 
     #[test]
