@@ -51,6 +51,50 @@ const MIGRATIONS: &[&str] = &[
 /// A store in a SQLite file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Dropping it stops the checkpointer.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checkpoints the WAL from its own thread and connection, so the fsync a
+/// checkpoint does never stalls the Gateway (SQLite would otherwise run it
+/// inside whichever commit crossed 1,000 pages: a pause of milliseconds in
+/// the middle of a message). Stops when `stop`'s sender is dropped.
+fn checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no background checkpoints; SQLite will checkpoint inline");
+            return None;
+        }
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let _ = conn.pragma_update(None, "cache_size", -64);
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .stack_size(256 * 1024)
+        .spawn(move || loop {
+            let last = matches!(
+                stopped.recv_timeout(CHECKPOINT_EVERY),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            );
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed; trying again later");
+            }
+            if last {
+                return;
+            }
+        });
+    match spawned {
+        Ok(_) => Some(stop),
+        Err(e) => {
+            tracing::warn!(error = %e, "no background checkpoints; SQLite will checkpoint inline");
+            None
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -93,8 +137,14 @@ impl SqliteStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
+        let checkpointer = checkpointer(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(err)?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -398,6 +448,37 @@ mod tests {
             .query_row("SELECT count(*) FROM sent_ids", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2, "only the sent chat's ids");
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let auto: i64 = s
+            .conn()
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "no checkpoint inside the Gateway's commits");
+        for i in 0..200 {
+            let sms = InboundSms {
+                id: format!("SM{i}"),
+                from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
+                to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
+                body: "x".repeat(2000),
+                media: vec![],
+            };
+            s.insert_inbound("main", &sms, 1).unwrap();
+        }
+        let db_len = || std::fs::metadata(&path).unwrap().len();
+        let before = db_len();
+        // The checkpointer copies the WAL into the database file within a
+        // few of its periods.
+        let deadline = std::time::Instant::now() + CHECKPOINT_EVERY * 10;
+        while db_len() <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(CHECKPOINT_EVERY / 10);
+        }
+        assert!(db_len() > before + 200 * 2000, "{before} -> {}", db_len());
     }
 
     #[test]
