@@ -12,7 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sms_gateway_core::store::{ChatRecord, ChatState, PendingInbound, Store, StoreError};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
@@ -35,43 +37,55 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX inbound_pending ON inbound (delivered, id);",
     // 2: the receipt map, so delivery reports find their chat in the store
     // (it used to be rebuilt in memory, which grew with every text sent).
+    // Rows are deleted with their chat, by key (the chat knows its ids).
     "CREATE TABLE sent_ids (
         account TEXT NOT NULL,
         carrier_id TEXT NOT NULL,
-        ticket INTEGER NOT NULL REFERENCES chats (ticket) ON DELETE CASCADE,
+        ticket INTEGER NOT NULL,
         PRIMARY KEY (account, carrier_id)
     ) WITHOUT ROWID;
-    CREATE INDEX sent_ids_ticket ON sent_ids (ticket);
     INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket)
         SELECT json_extract(chats.data, '$.account'), ids.value, chats.ticket
         FROM chats, json_each(chats.data, '$.state.Sent.ids') AS ids
         WHERE chats.sent = 1;",
+    // 3: pending inbound texts are read only at start: a scan then is
+    // cheaper than keeping an index up to date on every text.
+    "DROP INDEX inbound_pending;",
 ];
 
 /// A store in a SQLite file.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
-    /// Dropping it stops the checkpointer.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    conn: Arc<Mutex<Connection>>,
+    /// Written since the last checkpoint.
+    dirty: Arc<AtomicBool>,
+    /// The checkpointer: dropping the sender stops it.
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for SqliteStore {
+    /// Stops the checkpointer (after its last checkpoint), so the file is
+    /// closed, and its lock released, when this returns.
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
 }
 
 /// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Checkpoints the WAL from its own thread and connection, so the fsync a
-/// checkpoint does never stalls the Gateway (SQLite would otherwise run it
-/// inside whichever commit crossed 1,000 pages: a pause of milliseconds in
-/// the middle of a message). Stops when `stop`'s sender is dropped.
-fn checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
-    let conn = match Connection::open(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no background checkpoints; SQLite will checkpoint inline");
-            return None;
-        }
-    };
-    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
-    let _ = conn.pragma_update(None, "cache_size", -64);
+/// Checkpoints the WAL from its own thread, once a second when something
+/// was written. SQLite would otherwise run the checkpoint, and its fsync,
+/// inside whichever commit crossed 1,000 WAL pages: a pause of milliseconds
+/// in the middle of a message every few hundred messages. Here the Gateway
+/// waits only if it writes during the checkpoint itself. Stops when the
+/// returned sender is dropped, after a last checkpoint.
+fn checkpointer(
+    conn: Arc<Mutex<Connection>>,
+    dirty: Arc<AtomicBool>,
+) -> Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -81,15 +95,23 @@ fn checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
                 stopped.recv_timeout(CHECKPOINT_EVERY),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
             );
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; trying again later");
+            if dirty.swap(false, Ordering::Relaxed) {
+                let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+                // Not inside the Gateway's open batch: next time.
+                let done = c.is_autocommit()
+                    && c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        .map_err(|e| tracing::warn!(error = %e, "WAL checkpoint failed; trying again later"))
+                        .is_ok();
+                if !done {
+                    dirty.store(true, Ordering::Relaxed);
+                }
             }
             if last {
                 return;
             }
         });
     match spawned {
-        Ok(_) => Some(stop),
+        Ok(thread) => Some((stop, thread)),
         Err(e) => {
             tracing::warn!(error = %e, "no background checkpoints; SQLite will checkpoint inline");
             None
@@ -101,20 +123,36 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+fn in_use(path: &Path, e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+        StoreError(format!(
+            "{}: in use by another process (is another sms-over-xmpp running on this store?)",
+            path.display()
+        ))
+    } else {
+        StoreError(format!("{}: {e}", path.display()))
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema
     /// up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn =
             Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        // One gateway per store, and no file locks per transaction: the
+        // lock is taken once, below, and held while the store is open (in
+        // WAL mode this also keeps the WAL index in memory, not in a shared
+        // file). Set before WAL mode, as SQLite requires for that.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| in_use(path, e))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(2)).map_err(err)?;
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(|e| in_use(path, e))?;
         // The working set is small (pending texts, recent receipts): a
         // 512 KiB page cache instead of the default 2 MiB keeps the
         // gateway's memory small without costing reads.
@@ -137,21 +175,38 @@ impl SqliteStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
-        let checkpointer = checkpointer(path);
+        let conn = Arc::new(Mutex::new(conn));
+        let dirty = Arc::new(AtomicBool::new(true));
+        let checkpointer = checkpointer(conn.clone(), dirty.clone());
         if checkpointer.is_some() {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)
+            conn.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(err)?;
         }
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            _checkpointer: checkpointer,
+            conn,
+            dirty,
+            checkpointer,
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The connection, for a write.
+    fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.dirty.store(true, Ordering::Relaxed);
+        self.conn()
+    }
 }
+
+/// Deletes the receipt-map rows of the chats a `WHERE` on `chats c` picks
+/// (append it and a closing parenthesis), by key: each chat lists its ids.
+const FORGET_SENT_IDS: &str = "DELETE FROM sent_ids WHERE (account, carrier_id) IN (
+    SELECT json_extract(c.data, '$.account'), ids.value
+    FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids";
 
 fn is_sent(chat: &ChatRecord) -> i64 {
     i64::from(matches!(chat.state, ChatState::Sent { .. }))
@@ -177,7 +232,7 @@ fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), Stor
 impl Store for SqliteStore {
     fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
-        let c = self.conn();
+        let c = self.write();
         c.prepare_cached("INSERT INTO chats (created, sent, data) VALUES (?1, ?2, ?3)")
             .and_then(|mut q| q.execute(params![chat.created as i64, is_sent(chat), data]))
             .map_err(err)?;
@@ -188,7 +243,7 @@ impl Store for SqliteStore {
 
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
-        let c = self.conn();
+        let c = self.write();
         c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
             .and_then(|mut q| q.execute(params![ticket as i64, is_sent(chat), data]))
             .map_err(err)?;
@@ -196,9 +251,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
-        // Its receipt-map rows go with it (ON DELETE CASCADE).
-        self.conn()
-            .prepare_cached("DELETE FROM chats WHERE ticket = ?1")
+        let c = self.write();
+        c.prepare_cached(&format!("{FORGET_SENT_IDS} WHERE c.ticket = ?1)"))
+            .and_then(|mut q| q.execute(params![ticket as i64]))
+            .map_err(err)?;
+        c.prepare_cached("DELETE FROM chats WHERE ticket = ?1")
             .and_then(|mut q| q.execute(params![ticket as i64]))
             .map_err(err)?;
         Ok(())
@@ -258,7 +315,7 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<Option<u64>, StoreError> {
         let data = serde_json::to_string(sms).map_err(err)?;
-        let c = self.conn();
+        let c = self.write();
         let changed = c
             .prepare_cached(
                 "INSERT OR IGNORE INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
@@ -272,7 +329,7 @@ impl Store for SqliteStore {
     }
 
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
-        self.conn()
+        self.write()
             .prepare_cached("UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1")
             .and_then(|mut q| q.execute(params![id as i64]))
             .map_err(err)?;
@@ -333,7 +390,12 @@ impl Store for SqliteStore {
     }
 
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
-        let c = self.conn();
+        let c = self.write();
+        c.execute(
+            &format!("{FORGET_SENT_IDS} WHERE c.sent = 1 AND c.created < ?1)"),
+            params![before as i64],
+        )
+        .map_err(err)?;
         let chats = c
             .execute(
                 "DELETE FROM chats WHERE sent = 1 AND created < ?1",
@@ -359,6 +421,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         sms_gateway_core::store::check_store(&store);
+        let left: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM sent_ids", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "forgotten chats leave no receipt-map rows");
     }
 
     #[test]
@@ -479,6 +546,17 @@ mod tests {
             std::thread::sleep(CHECKPOINT_EVERY / 10);
         }
         assert!(db_len() > before + 200 * 2000, "{before} -> {}", db_len());
+    }
+
+    #[test]
+    fn a_second_gateway_on_the_same_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let first = SqliteStore::open(&path).unwrap();
+        let e = SqliteStore::open(&path).err().unwrap();
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        drop(first);
+        SqliteStore::open(&path).expect("free again once the first is closed");
     }
 
     #[test]
