@@ -48,6 +48,8 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many (user, contact) pairs remember that the contact's name was sent.
 const NICKS_SENT: usize = 100_000;
+/// The most stanzas from the Gateway written with one flush.
+const WRITE_BATCH: usize = 64;
 
 /// The XMPP process. One value serves every incarnation the supervisor starts.
 pub struct XmppProcess {
@@ -130,17 +132,17 @@ impl XmppProcess {
         from_gateway: &mut mpsc::Receiver<OutgoingStanza>,
         to_gateway: &mpsc::Sender<XmppEvent>,
         shutdown: &CancellationToken,
-        unsent: &mut Option<OutgoingStanza>,
+        unsent: &mut Vec<OutgoingStanza>,
     ) -> SessionEnd {
         loop {
             #[cfg(feature = "fault-injection")]
             sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
-            // A stanza whose write failed on the last link goes first.
-            if let Some(out) = unsent.take() {
-                if let Err(e) = self.write_outgoing(link, &out, to_gateway).await {
-                    *unsent = Some(out);
+            // Stanzas whose write failed on the last link go first.
+            if !unsent.is_empty() {
+                if let Err(e) = self.write_outgoing(link, unsent, to_gateway).await {
                     return SessionEnd::Lost(e);
                 }
+                unsent.clear();
             }
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -155,9 +157,17 @@ impl XmppProcess {
                 },
                 out = from_gateway.recv() => match out {
                     Some(out) => {
-                        let r = self.write_outgoing(link, &out, to_gateway).await;
-                        if r.is_err() {
-                            *unsent = Some(out);
+                        // What else is waiting goes in the same write.
+                        unsent.push(out);
+                        while unsent.len() < WRITE_BATCH {
+                            match from_gateway.try_recv() {
+                                Ok(out) => unsent.push(out),
+                                Err(_) => break,
+                            }
+                        }
+                        let r = self.write_outgoing(link, unsent, to_gateway).await;
+                        if r.is_ok() {
+                            unsent.clear();
                         }
                         r
                     }
@@ -187,37 +197,50 @@ impl XmppProcess {
         self.send(link, ping).await
     }
 
+    /// Writes `outs` in one go (one flush, so usually one system call).
+    /// On failure none of them counts as written: the caller keeps them
+    /// for the next link, and some may then reach the server twice.
     async fn write_outgoing(
         &self,
         link: &mut Link,
-        out: &OutgoingStanza,
+        outs: &[OutgoingStanza],
         to_gateway: &mpsc::Sender<XmppEvent>,
     ) -> Result<(), String> {
-        let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
-            Ok(s) => s,
-            Err(e) => {
-                // Built from our own routing tables: a bug, not a link problem.
-                tracing::error!(error = %e, "dropping a stanza that cannot be built");
-                return Ok(());
+        for out in outs {
+            let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Built from our own routing tables: a bug, not a link problem.
+                    tracing::error!(error = %e, "dropping a stanza that cannot be built");
+                    continue;
+                }
+            };
+            // The contact's name goes with the first chat from it (XEP-0172).
+            if let (OutgoingStanza::Chat { from, to, .. }, Stanza::Message(m)) = (out, &mut stanza)
+            {
+                if let Some(name) = self.first_nick(from, to).await {
+                    m.payloads.push(translate::nick(&name));
+                }
             }
-        };
-        // The contact's name goes with the first chat from it (XEP-0172).
-        if let (OutgoingStanza::Chat { from, to, .. }, Stanza::Message(m)) = (out, &mut stanza) {
-            if let Some(name) = self.first_nick(from, to).await {
-                m.payloads.push(translate::nick(&name));
-            }
+            link::feed(link, stanza)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
         }
-        self.send(link, stanza).await?;
-        // The server has it: a stored inbound text can leave the store.
-        if let OutgoingStanza::Chat {
-            inbound_id: Some(id),
-            ..
-        } = out
-        {
-            // Closed only when the component is going away; the text then
-            // stays pending in the store and is delivered again after the
-            // restart (a duplicate the user may see, never a loss).
-            let _ = to_gateway.send(XmppEvent::Delivered(*id)).await;
+        link::flush(link)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        // The server has them: stored inbound texts can leave the store.
+        for out in outs {
+            if let OutgoingStanza::Chat {
+                inbound_id: Some(id),
+                ..
+            } = out
+            {
+                // Closed only when the component is going away; the text then
+                // stays pending in the store and is delivered again after the
+                // restart (a duplicate the user may see, never a loss).
+                let _ = to_gateway.send(XmppEvent::Delivered(*id)).await;
+            }
         }
         Ok(())
     }
@@ -440,7 +463,7 @@ impl XmppLink for XmppProcess {
         shutdown: CancellationToken,
     ) -> Result<(), ProcessError> {
         let mut from_gateway = channels.from_gateway.lock().await;
-        let mut unsent = None;
+        let mut unsent = Vec::new();
         let mut failures = 0u32;
         loop {
             let attempt = tokio::select! {

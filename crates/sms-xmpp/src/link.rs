@@ -149,6 +149,16 @@ pub async fn write(link: &mut Link, stanza: Stanza) -> io::Result<()> {
     link.send(&XmppStreamElement::Stanza(stanza)).await
 }
 
+/// Queues a stanza without flushing: [`flush`] sends what was fed.
+pub async fn feed(link: &mut Link, stanza: Stanza) -> io::Result<()> {
+    link.feed(&XmppStreamElement::Stanza(stanza)).await
+}
+
+/// Sends everything fed so far.
+pub async fn flush(link: &mut Link) -> io::Result<()> {
+    SinkExt::<&XmppStreamElement>::flush(link).await
+}
+
 /// Ends our side of the stream and waits (at most `within`) for the server to
 /// end its side, so the server sees an orderly close.
 pub async fn close(link: &mut Link, within: Duration) {
