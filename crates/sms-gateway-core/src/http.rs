@@ -21,6 +21,21 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
+/// A carrier's endpoint, parsed once (reqwest would parse a string again
+/// for every request).
+pub fn endpoint(url: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))
+}
+
+/// An `Authorization` header value, built once and marked sensitive (so
+/// HTTP-level logging never shows it).
+pub fn authorization(value: &str) -> Result<reqwest::header::HeaderValue, String> {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| "the credentials contain characters a header cannot carry".to_owned())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
 /// A transport failure talking to `carrier`. Only a failure to connect
 /// proves the request never left ([`ProviderErrorKind::Network`], safe to
 /// retry); anything later (a timeout, a connection broken mid-way, an

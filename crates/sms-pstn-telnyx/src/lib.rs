@@ -65,8 +65,9 @@ fn default_api_base() -> String {
 /// A Telnyx account.
 pub struct TelnyxProvider {
     http: reqwest::Client,
-    messages_url: String,
-    api_key: Secret,
+    messages_url: reqwest::Url,
+    /// `Bearer <api_key>`, built once.
+    authorization: reqwest::header::HeaderValue,
     public_key: VerifyingKey,
     messaging_profile_id: Option<String>,
     webhook_url: String,
@@ -284,8 +285,11 @@ impl TelnyxProvider {
         let http = sms_gateway_core::http::client(Duration::from_secs(config.timeout_secs))?;
         Ok(TelnyxProvider {
             http,
-            messages_url: format!("{base}/v2/messages"),
-            api_key: config.api_key,
+            messages_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages"))?,
+            authorization: sms_gateway_core::http::authorization(&format!(
+                "Bearer {}",
+                config.api_key.expose()
+            ))?,
             public_key,
             messaging_profile_id: config.messaging_profile_id,
             webhook_url: ctx.hook_url("status"),
@@ -327,8 +331,8 @@ impl PstnProvider for TelnyxProvider {
         }
         let response = self
             .http
-            .post(&self.messages_url)
-            .bearer_auth(self.api_key.expose())
+            .post(self.messages_url.clone())
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .json(&body)
             .send()
             .await

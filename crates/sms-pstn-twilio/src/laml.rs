@@ -24,9 +24,10 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 #[derive(Clone)]
 pub struct LamlClient {
     http: reqwest::Client,
-    messages_url: String,
+    messages_url: reqwest::Url,
     username: String,
-    password: Secret,
+    /// `Basic base64(username:password)`, built once.
+    authorization: reqwest::header::HeaderValue,
     status_callback: String,
     max_media: usize,
     carrier: &'static str,
@@ -69,11 +70,14 @@ impl LamlClient {
         max_media: usize,
         timeout: Duration,
     ) -> Result<Self, String> {
+        use base64::Engine;
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{username}:{}", password.expose()));
         Ok(LamlClient {
             http: http_client(timeout)?,
-            messages_url,
+            messages_url: sms_gateway_core::http::endpoint(&messages_url)?,
+            authorization: sms_gateway_core::http::authorization(&format!("Basic {credentials}"))?,
             username,
-            password,
             status_callback,
             max_media,
             carrier,
@@ -115,8 +119,8 @@ impl LamlClient {
             .finish();
         let response = self
             .http
-            .post(&self.messages_url)
-            .basic_auth(&self.username, Some(self.password.expose()))
+            .post(self.messages_url.clone())
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
