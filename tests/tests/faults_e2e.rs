@@ -548,6 +548,7 @@ async fn kill_9_under_traffic_then_restart() {
     // Collect until quiet.
     let mut inbound: std::collections::HashMap<String, usize> = Default::default();
     let mut errors: std::collections::HashMap<String, String> = Default::default();
+    let mut notices = vec![];
     loop {
         let before = carrier.seen().len();
         let Some(m) = alice.next_message(Duration::from_secs(5)).await else {
@@ -556,7 +557,9 @@ async fn kill_9_under_traffic_then_restart() {
             }
             continue;
         };
-        if let Some((cond, _)) = m.error() {
+        if m.from() == Some(DOMAIN) {
+            notices.push(m.body().unwrap_or_default());
+        } else if let Some((cond, _)) = m.error() {
             errors.insert(m.id().unwrap_or_default().to_owned(), cond);
         } else if let Some(b) = m.body() {
             *inbound.entry(b).or_default() += 1;
@@ -610,6 +613,31 @@ async fn kill_9_under_traffic_then_restart() {
         first_lost >= texted_before,
         "chats texted before the kill count as stored"
     );
+    // The loss is not silent: after the restart the user is told which
+    // chat arrived last, and the lost run starts right after it.
+    assert_eq!(
+        notices.len(),
+        1,
+        "one notice of the unclean stop: {notices:?}"
+    );
+    let last_taken: usize = notices[0]
+        .split("\"out-")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the notice names no chat: {}", notices[0]));
+    println!("kill -9: the notice names out-{last_taken:03} as the last chat received");
+    assert!(
+        texted.contains_key(&format!("out-{last_taken:03}")),
+        "the chat the notice names was texted"
+    );
+    if in_transit > 0 {
+        assert_eq!(
+            first_lost,
+            last_taken + 1,
+            "the notice marks where the loss starts"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,10 +169,13 @@ impl Component {
                 )
             }
         };
-        let recovered = make_gateway().recover(keep).unwrap_or_else(|e| {
+        let gateway = make_gateway();
+        // After an unclean stop, users hear of it first.
+        let mut recovered = gateway.start_run();
+        recovered.extend(gateway.recover(keep).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the store: nothing pending is resumed");
             vec![]
-        });
+        }));
         let gateway_io = GatewayIo {
             xmpp_events: self.xmpp_events.clone(),
             pstn_events: self.pstn_events.clone(),
@@ -242,6 +245,7 @@ impl Component {
             tracing::warn!("processes did not stop in time; leaving the rest to the store");
             set.abort_all();
         }
+        gateway.end_run();
         tracing::info!("stopped");
         Ok(())
     }

@@ -182,6 +182,35 @@ pub enum Action {
     Pstn(PstnCommand),
 }
 
+/// The store's run marker: 1 while a gateway runs, 0 after a clean stop.
+const RUNNING: &str = "running";
+/// When users were last told of an unclean stop (Unix seconds).
+const NOTIFIED: &str = "notified_unclean_stop";
+/// The shortest time between two such notices.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `YYYY-MM-DD HH:MM:SS` for Unix seconds, in UTC.
+pub fn utc(secs: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// How long temporary carrier failures are retried, by default.
 pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -289,6 +318,79 @@ impl Gateway {
             );
         }
         Ok(actions)
+    }
+
+    /// At the start of a run: marks the store as in use and, if the last
+    /// run never ended (the program was killed or crashed), tells each user
+    /// what the gateway last received from them. XEP-0114 has no
+    /// acknowledgements, so chats the server had handed over but the
+    /// gateway had not yet stored are gone without a trace; the notice
+    /// makes that loss visible, and names where it starts. Not repeated
+    /// within [`NOTICE_INTERVAL`] (a crash loop must not flood anyone).
+    pub fn start_run(&self) -> Vec<Action> {
+        let unclean = match self.store.meta(RUNNING) {
+            Ok(v) => v == Some(1),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the store's run marker");
+                false
+            }
+        };
+        if let Err(e) = self.store.set_meta(RUNNING, 1) {
+            tracing::error!(error = %e, "cannot mark the store in use");
+        }
+        if !unclean {
+            return vec![];
+        }
+        let now = unix_now();
+        let recent = self
+            .store
+            .meta(NOTIFIED)
+            .ok()
+            .flatten()
+            .is_some_and(|t| now < t + NOTICE_INTERVAL.as_secs());
+        tracing::warn!("the last run ended without a clean stop (killed or crashed)");
+        if recent {
+            tracing::warn!("users were told of an unclean stop less than an hour ago; not again");
+            return vec![];
+        }
+        let _ = self.store.set_meta(NOTIFIED, now);
+        let last: HashMap<String, crate::store::LastChat> = match self.store.last_chats() {
+            Ok(l) => l.into_iter().map(|l| (l.user.clone(), l)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the users' last chats");
+                HashMap::new()
+            }
+        };
+        let mut users: Vec<&User> = self.routing.by_jid.values().collect();
+        users.sort_by(|a, b| a.jid.cmp(&b.jid));
+        users
+            .into_iter()
+            .map(|u| {
+                let body = match last.get(&u.jid) {
+                    Some(l) => format!(
+                        "The SMS gateway restarted after an unexpected stop. The last chat it received from you was to {} at {} UTC: \"{}\". Anything you sent after that did not reach it: please send it again.",
+                        l.contact_jid.split('@').next().unwrap_or(&l.contact_jid),
+                        utc(l.created),
+                        l.preview
+                    ),
+                    None => "The SMS gateway restarted after an unexpected stop. It has no chat from you on record: anything you sent just before did not reach it; please send it again.".to_owned(),
+                };
+                Action::Xmpp(OutgoingStanza::Chat {
+                    from: self.routing.domain.clone(),
+                    to: u.jid.clone(),
+                    body,
+                    media_url: None,
+                    inbound_id: None,
+                })
+            })
+            .collect()
+    }
+
+    /// At a clean stop: the next start has nothing to report.
+    pub fn end_run(&self) {
+        if let Err(e) = self.store.set_meta(RUNNING, 0) {
+            tracing::error!(error = %e, "cannot mark a clean stop in the store");
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, GatewayState> {
@@ -1267,5 +1369,78 @@ provider = "strict"
             g.on_inbound("other", &sms),
             Err(InboundRejected::UnknownNumber("+15550001111".into()))
         );
+    }
+
+    #[test]
+    fn utc_matches_python() {
+        // python3: datetime.fromtimestamp(t, timezone.utc).strftime('%Y-%m-%d %H:%M:%S')
+        for (t, want) in [
+            (0, "1970-01-01 00:00:00"),
+            (951_782_400, "2000-02-29 00:00:00"),
+            (1_709_251_199, "2024-02-29 23:59:59"),
+            (1_795_762_352, "2026-11-27 06:52:32"),
+            (4_102_444_800, "2100-01-01 00:00:00"),
+            (253_402_300_799, "9999-12-31 23:59:59"),
+        ] {
+            assert_eq!(utc(t), want, "{t}");
+        }
+    }
+
+    fn notices(actions: &[Action]) -> Vec<(String, String, String)> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Xmpp(OutgoingStanza::Chat { from, to, body, .. }) => {
+                    (from.clone(), to.clone(), body.clone())
+                }
+                other => panic!("not a notice: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
+        let g = gateway();
+        assert!(g.start_run().is_empty(), "a new store: nothing to tell");
+        g.on_chat(chat(
+            "alice@example.com/phone",
+            "+15557654321@sms.example.com",
+            "first",
+        ));
+        g.on_chat(chat(
+            "Alice@example.com/laptop",
+            "+15557654322@sms.example.com",
+            "the last one, with more than forty characters in it",
+        ));
+        // The process dies here: no end_run. The next run shares the store.
+        let next = Gateway::with_store(
+            g.routing.clone(),
+            Arc::default(),
+            g.store.clone(),
+            DEFAULT_RETRY_DEADLINE,
+        );
+        let told = notices(&next.start_run());
+        assert_eq!(told.len(), 3, "every configured user: {told:?}");
+        let (from, to, body) = &told[0];
+        assert_eq!(
+            (from.as_str(), to.as_str()),
+            ("sms.example.com", "alice@example.com")
+        );
+        assert!(body.contains("unexpected stop"), "{body}");
+        assert!(body.contains("to +15557654322 at "), "{body}");
+        assert!(
+            body.contains("\"the last one, with more than forty chara…\""),
+            "{body}"
+        );
+        assert!(
+            told[1].2.contains("no chat from you on record"),
+            "{}",
+            told[1].2
+        );
+        // Killed again at once: not told twice within the hour.
+        assert!(next.start_run().is_empty());
+        // A clean stop leaves nothing to tell.
+        next.end_run();
+        assert!(next.start_run().is_empty());
     }
 }

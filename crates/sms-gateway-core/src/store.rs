@@ -53,6 +53,43 @@ pub struct ChatRecord {
     pub state: ChatState,
 }
 
+/// The last chat a user sent that the store took: after an unclean stop,
+/// the user is told that anything sent after it did not arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastChat {
+    /// The user's bare JID.
+    pub user: String,
+    /// Where it went.
+    pub contact_jid: String,
+    /// When it was taken, Unix seconds.
+    pub created: u64,
+    /// Its first words.
+    pub preview: String,
+}
+
+impl LastChat {
+    /// The record [`Store::insert_chat`] keeps for `chat`.
+    pub fn of(chat: &ChatRecord) -> Self {
+        const PREVIEW_CHARS: usize = 40;
+        let text = chat.parts.first().map(|p| p.body.as_str()).unwrap_or("");
+        let mut preview: String = text.chars().take(PREVIEW_CHARS).collect();
+        if text.chars().count() > PREVIEW_CHARS {
+            preview.push('…');
+        }
+        LastChat {
+            user: chat
+                .user_full_jid
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_lowercase(),
+            contact_jid: chat.contact_jid.clone(),
+            created: chat.created,
+            preview,
+        }
+    }
+}
+
 /// An inbound text kept until the XMPP server has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingInbound {
@@ -68,7 +105,8 @@ pub struct PendingInbound {
 /// crash of the process before returning (not necessarily against a power
 /// cut), and must be usable from several threads.
 pub trait Store: Send + Sync + 'static {
-    /// Saves a chat accepted for sending; returns its ticket (unique, increasing).
+    /// Saves a chat accepted for sending, and remembers it as its user's
+    /// last chat ([`LastChat::of`]); returns its ticket (unique, increasing).
     fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError>;
     /// Replaces chat `ticket`'s record.
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError>;
@@ -101,6 +139,16 @@ pub trait Store: Send + Sync + 'static {
     /// (Unix seconds); returns how many.
     fn expire(&self, before: u64) -> Result<usize, StoreError>;
 
+    /// Each user's last chat taken ([`Store::insert_chat`]); kept until a
+    /// newer one replaces it.
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;
+
+    /// A number kept under `key` ([`Store::set_meta`]), if any.
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Keeps `value` under `key`, durably.
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError>;
+
     /// Groups the writes that follow, until [`Store::commit`], into one
     /// durable unit: the Gateway handles a burst of events in one batch and
     /// lets nothing out (no webhook answer, no text, no stanza) before the
@@ -124,6 +172,8 @@ struct Memory {
     inbound: BTreeMap<u64, (String, InboundSms, u64, bool)>,
     /// (account, carrier id) → inbound id.
     seen: HashMap<(String, String), u64>,
+    last: BTreeMap<String, LastChat>,
+    meta: HashMap<String, u64>,
 }
 
 impl Memory {
@@ -170,6 +220,8 @@ impl Store for MemoryStore {
         m.next += 1;
         let t = m.next;
         m.put(t, chat);
+        let last = LastChat::of(chat);
+        m.last.insert(last.user.clone(), last);
         Ok(t)
     }
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
@@ -180,6 +232,16 @@ impl Store for MemoryStore {
         let mut m = self.lock();
         m.unindex(ticket);
         m.chats.remove(&ticket);
+        Ok(())
+    }
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
+        Ok(self.lock().last.values().cloned().collect())
+    }
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().meta.get(key).copied())
+    }
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.lock().meta.insert(key.to_owned(), value);
         Ok(())
     }
     fn find_sent(
@@ -283,9 +345,31 @@ pub fn check_store(store: &dyn Store) {
         }],
         state: ChatState::Sending,
     };
+    assert_eq!(store.last_chats().expect("last"), vec![]);
     let t1 = store.insert_chat(&chat).expect("insert");
-    let t2 = store.insert_chat(&chat).expect("insert");
+    let mut later = chat.clone();
+    later.created = 101;
+    later.user_full_jid = "Alice@Example.com/laptop".into();
+    later.parts[0].body = "x".repeat(50);
+    let t2 = store.insert_chat(&later).expect("insert");
     assert!(t2 > t1, "tickets increase");
+    assert_eq!(
+        store.last_chats().expect("last"),
+        vec![LastChat {
+            user: "alice@example.com".into(),
+            contact_jid: "+15557654321@sms.example.com".into(),
+            created: 101,
+            preview: format!("{}…", "x".repeat(40)),
+        }],
+        "one per user (bare JID), the newest"
+    );
+    // The checks below want t2 to hold `chat`.
+    store.update_chat(t2, &chat).expect("update");
+
+    assert_eq!(store.meta("running").expect("meta"), None);
+    store.set_meta("running", 1).expect("set meta");
+    store.set_meta("running", 0).expect("set meta");
+    assert_eq!(store.meta("running").expect("meta"), Some(0));
     let mut sent = chat.clone();
     sent.state = ChatState::Sent {
         ids: vec!["SM1".into()],

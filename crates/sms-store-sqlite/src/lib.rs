@@ -9,7 +9,7 @@
 //! message, which would cost far more than the risk.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use sms_gateway_core::store::{ChatRecord, ChatState, PendingInbound, Store, StoreError};
+use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +51,14 @@ const MIGRATIONS: &[&str] = &[
     // 3: pending inbound texts are read only at start: a scan then is
     // cheaper than keeping an index up to date on every text.
     "DROP INDEX inbound_pending;",
+    // 4: each user's last chat (told after an unclean stop), and a few numbers.
+    "CREATE TABLE last_chat (
+        user TEXT PRIMARY KEY,
+        contact_jid TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        preview TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 /// A store in a SQLite file.
@@ -238,6 +246,19 @@ impl Store for SqliteStore {
             .map_err(err)?;
         let ticket = c.last_insert_rowid() as u64;
         index_sent(&c, ticket, chat)?;
+        let last = LastChat::of(chat);
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut q| {
+            q.execute(params![
+                last.user,
+                last.contact_jid,
+                last.created as i64,
+                last.preview
+            ])
+        })
+        .map_err(err)?;
         Ok(ticket)
     }
 
@@ -259,6 +280,44 @@ impl Store for SqliteStore {
             .and_then(|mut q| q.execute(params![ticket as i64]))
             .map_err(err)?;
         Ok(())
+    }
+
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare("SELECT user, contact_jid, created, preview FROM last_chat ORDER BY user")
+            .map_err(err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(LastChat {
+                    user: r.get(0)?,
+                    contact_jid: r.get(1)?,
+                    created: r.get::<_, i64>(2)? as u64,
+                    preview: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(err)
+    }
+
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.write()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value as i64],
+            )
+            .map(drop)
+            .map_err(err)
     }
 
     fn find_sent(
