@@ -63,6 +63,14 @@ pub trait XmppLink: Send + Sync + 'static {
         channels: XmppChannels,
         shutdown: CancellationToken,
     ) -> Result<(), ProcessError>;
+
+    /// How many chats reached the link after shutdown began, too late to
+    /// be handled (the server may still send while the stream closes). If
+    /// any, the stop does not count as clean, so their senders are told at
+    /// the next start ([`crate::Gateway::start_run`]).
+    fn dropped_at_stop(&self) -> usize {
+        0
+    }
 }
 
 /// Why the component could not start.
@@ -211,6 +219,7 @@ impl Component {
         }
         {
             let shutdown = shutdown.clone();
+            let xmpp = xmpp.clone();
             set.spawn(supervise("xmpp", shutdown.clone(), move || {
                 let xmpp = xmpp.clone();
                 let channels = channels.clone();
@@ -245,7 +254,13 @@ impl Component {
             tracing::warn!("processes did not stop in time; leaving the rest to the store");
             set.abort_all();
         }
-        gateway.end_run();
+        match xmpp.dropped_at_stop() {
+            0 => gateway.end_run(),
+            n => tracing::warn!(
+                dropped = n,
+                "chats arrived while stopping; users will be told at the next start"
+            ),
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -63,6 +63,8 @@ pub struct XmppProcess {
     caller_id: CallerId,
     nicks_sent: Mutex<HashSet<(String, String)>>,
     next_id: AtomicU64,
+    /// Chats the server sent while the link was closing at shutdown.
+    dropped_at_close: std::sync::atomic::AtomicUsize,
 }
 
 enum SessionEnd {
@@ -97,6 +99,7 @@ impl XmppProcess {
             caller_id: CallerId::from_table(&config.caller_id),
             nicks_sent: Mutex::default(),
             next_id: AtomicU64::new(1),
+            dropped_at_close: Default::default(),
         }
     }
 
@@ -457,6 +460,10 @@ fn vcard_for_domain() -> tokio_xmpp::minidom::Element {
 
 #[async_trait]
 impl XmppLink for XmppProcess {
+    fn dropped_at_stop(&self) -> usize {
+        self.dropped_at_close.load(Ordering::Relaxed)
+    }
+
     async fn run(
         &self,
         channels: XmppChannels,
@@ -497,7 +504,11 @@ impl XmppLink for XmppProcess {
                 .await
             {
                 SessionEnd::Shutdown => {
-                    link::close(&mut link, CLOSE_TIMEOUT).await;
+                    let dropped = link::close(&mut link, CLOSE_TIMEOUT).await;
+                    if dropped > 0 {
+                        tracing::warn!(dropped, "chats arrived while the stream was closing; their senders will be told at the next start");
+                        self.dropped_at_close.fetch_add(dropped, Ordering::Relaxed);
+                    }
                     tracing::info!("XMPP stream closed");
                     return Ok(());
                 }

@@ -160,21 +160,66 @@ pub async fn flush(link: &mut Link) -> io::Result<()> {
 }
 
 /// Ends our side of the stream and waits (at most `within`) for the server to
-/// end its side, so the server sees an orderly close.
-pub async fn close(link: &mut Link, within: Duration) {
+/// end its side, so the server sees an orderly close. Returns how many
+/// messages with a body the server sent meanwhile: nobody can take them
+/// any more, so the caller must make their loss known.
+pub async fn close(link: &mut Link, within: Duration) -> usize {
     if let Err(e) = link.shutdown().await {
         tracing::debug!(error = %e, "closing the XMPP stream");
-        return;
+        return 0;
     }
+    let mut dropped = 0;
     let drain = async {
         while let Some(item) = link.next().await {
-            if matches!(
-                item,
-                Err(ReadError::StreamFooterReceived) | Err(ReadError::HardError(_))
-            ) {
-                break;
+            match item {
+                Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(Stanza::Message(m))))
+                    if !m.bodies.is_empty() =>
+                {
+                    dropped += 1;
+                }
+                Err(ReadError::StreamFooterReceived) | Err(ReadError::HardError(_)) => break,
+                _ => {}
             }
         }
     };
     let _ = tokio::time::timeout(within, drain).await;
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn read_until(s: &mut TcpStream, buf: &mut String, pat: &str) {
+        let mut chunk = [0u8; 4096];
+        while !buf.contains(pat) {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before {pat:?}; got {buf:?}");
+            buf.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        }
+    }
+
+    /// A server that sends a chat after our stream end, before its own:
+    /// the chat cannot be handled, and `close` says so.
+    #[tokio::test]
+    async fn chats_that_arrive_while_closing_are_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = String::new();
+            read_until(&mut s, &mut buf, ">").await;
+            s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
+            read_until(&mut s, &mut buf, "</handshake>").await;
+            s.write_all(b"<handshake/>").await.unwrap();
+            read_until(&mut s, &mut buf, "</stream:stream>").await;
+            s.write_all(b"<message type='chat' from='alice@example.com/a' to='+15557654321@sms.example.com' id='late'><body>too late</body></message><message from='alice@example.com/a' to='+15557654321@sms.example.com'><composing xmlns='http://jabber.org/protocol/chatstates'/></message></stream:stream>").await.unwrap();
+        });
+        let mut link = login(&addr, "sms.example.com", "secret", Timeouts::tight())
+            .await
+            .unwrap();
+        assert_eq!(close(&mut link, Duration::from_secs(5)).await, 1);
+        server.await.unwrap();
+    }
 }
