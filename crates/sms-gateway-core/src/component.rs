@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::config::Providers;
 use crate::gateway::{Action, Gateway, GatewayState, Routing};
-use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
+use crate::message::{ErrorCondition, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
 use crate::pstn::PstnProcess;
 use crate::store::{MemoryStore, Store};
 use crate::Lent;
@@ -307,12 +307,34 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(ev) = next.take() {
+            // A bug hit by one event must not take the rest of the batch
+            // (handled, not yet committed) down with it: it is caught here,
+            // and that event alone is answered with an error.
             match ev {
-                Event::Xmpp(ev) => actions.extend(gateway.on_xmpp(ev)),
+                Event::Xmpp(ev) => {
+                    let reply_to = match &ev {
+                        XmppEvent::Chat(c) => Some((c.to.clone(), c.from.clone(), c.id.clone())),
+                        XmppEvent::Delivered(_) => None,
+                    };
+                    match caught(|| gateway.on_xmpp(ev)) {
+                        Some(a) => actions.extend(a),
+                        None => actions.extend(reply_to.map(|(from, to, id)| {
+                            Action::Xmpp(OutgoingStanza::Error {
+                                from,
+                                to,
+                                id,
+                                condition: ErrorCondition::InternalServerError,
+                                text: "The gateway failed on this message (a bug, logged); it was not sent.".into(),
+                            })
+                        })),
+                    }
+                }
+                // Its webhook's answer is dropped: 503, and the carrier retries.
                 Event::Pstn(ev) => {
-                    let (a, ack) = gateway.on_pstn(ev);
-                    actions.extend(a);
-                    acks.extend(ack);
+                    if let Some((a, ack)) = caught(|| gateway.on_pstn(ev)) {
+                        actions.extend(a);
+                        acks.extend(ack);
+                    }
                 }
             }
             handled += 1;
@@ -360,6 +382,20 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
             ack.send();
         }
     }
+}
+
+/// Runs `f`, turning a panic (already reported by the panic hook) into
+/// `None`.
+fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::trip(crate::fault::Process::GatewayEvent);
+        f()
+    }))
+    .map_err(|_| {
+        tracing::error!("the Gateway panicked on one event; the rest of its batch goes on")
+    })
+    .ok()
 }
 
 /// An event for the Gateway, from either side.

@@ -14,9 +14,12 @@ pub enum Process {
     Pstn,
     /// The XMPP process.
     Xmpp,
+    /// The Gateway, while handling one event in the middle of a batch.
+    GatewayEvent,
 }
 
-static ARMED: [AtomicBool; 3] = [
+static ARMED: [AtomicBool; 4] = [
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
@@ -25,6 +28,11 @@ static ARMED: [AtomicBool; 3] = [
 /// Makes `p` panic at its next loop turn.
 pub fn arm(p: Process) {
     ARMED[p as usize].store(true, Ordering::SeqCst);
+}
+
+/// Whether `p` is armed and has not tripped yet.
+pub fn armed(p: Process) -> bool {
+    ARMED[p as usize].load(Ordering::SeqCst)
 }
 
 /// Called by each process at the top of its loop: panics once if armed.
