@@ -154,9 +154,6 @@ impl SqliteStore {
         // file). Set before WAL mode, as SQLite requires for that.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(err)?;
-        // Rows are small (a chat, a text): 1 KiB pages make each commit's
-        // WAL frames a quarter the size (a store made before keeps its own).
-        conn.pragma_update(None, "page_size", 1024).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| in_use(path, e))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -509,11 +506,6 @@ mod tests {
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
                 .unwrap();
             assert_eq!(mode, "wal");
-            let page: i64 = s
-                .conn()
-                .pragma_query_value(None, "page_size", |r| r.get(0))
-                .unwrap();
-            assert_eq!(page, 1024, "small pages for small rows");
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.pending_inbound().unwrap()[0].sms, sms);
