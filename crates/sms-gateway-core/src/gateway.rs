@@ -675,7 +675,7 @@ impl Gateway {
             for id in ids {
                 let key = (chat.account.clone(), id);
                 if let Some(status) = state.early.remove(&key) {
-                    actions.extend(self.apply_status(&key, status));
+                    actions.extend(self.apply_status(&key, status, None));
                 }
             }
             return actions;
@@ -719,14 +719,14 @@ impl Gateway {
             return vec![];
         }
         let key = (account.to_owned(), report.message_id);
-        let known = match self.store.find_sent(&key.0, &key.1) {
-            Ok(found) => found.is_some(),
+        let found = match self.store.find_sent(&key.0, &key.1) {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look a delivery report up");
                 return vec![];
             }
         };
-        if !known {
+        if found.is_none() {
             let mut state = self.state();
             if state.sending.is_empty() {
                 tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
@@ -743,12 +743,22 @@ impl Gateway {
             }
             return vec![];
         }
-        self.apply_status(&key, report.status)
+        self.apply_status(&key, report.status, found)
     }
 
-    /// A final report for one part of a sent chat.
-    fn apply_status(&self, key: &(String, String), status: DeliveryStatus) -> Vec<Action> {
-        let (ticket, mut chat) = match self.store.find_sent(&key.0, &key.1) {
+    /// A final report for one part of a sent chat (`found`: the chat, if
+    /// already looked up).
+    fn apply_status(
+        &self,
+        key: &(String, String),
+        status: DeliveryStatus,
+        found: Option<(u64, ChatRecord)>,
+    ) -> Vec<Action> {
+        let found = match found {
+            Some(f) => Ok(Some(f)),
+            None => self.store.find_sent(&key.0, &key.1),
+        };
+        let (ticket, mut chat) = match found {
             Ok(Some(found)) => found,
             Ok(None) => return vec![],
             Err(e) => {
@@ -763,11 +773,15 @@ impl Gateway {
         match status {
             DeliveryStatus::InProgress => return vec![],
             DeliveryStatus::Delivered if *undelivered > 1 => {
-                // Another part still to come. A carrier that repeats a
-                // report could count a part twice; the receipt then comes
-                // early, never not at all.
+                // Another part still to come. This part's id leaves the
+                // receipt map, so a carrier repeating its report does not
+                // count it twice.
                 *undelivered -= 1;
-                if let Err(e) = self.store.update_chat(ticket, &chat) {
+                if let Err(e) = self
+                    .store
+                    .update_chat(ticket, &chat)
+                    .and_then(|()| self.store.forget_sent_id(&key.0, &key.1))
+                {
                     tracing::error!(error = %e, "cannot store a delivery report");
                 }
                 return vec![];
@@ -1171,6 +1185,11 @@ provider = "strict"
             assert!(
                 g.on_pstn(delivered(id)).0.is_empty(),
                 "no receipt before the last part"
+            );
+            // Carriers repeat reports; a part is counted once.
+            assert!(
+                g.on_pstn(delivered(id)).0.is_empty(),
+                "a repeated report counts nothing"
             );
         }
         assert!(matches!(

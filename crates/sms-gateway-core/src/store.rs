@@ -139,6 +139,11 @@ pub trait Store: Send + Sync + 'static {
     /// (Unix seconds); returns how many.
     fn expire(&self, before: u64) -> Result<usize, StoreError>;
 
+    /// Drops one carrier id from the receipt map (that part was reported
+    /// delivered: a repeat of its report then finds nothing). The chat
+    /// stays findable by its other parts' ids.
+    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError>;
+
     /// Each user's last chat taken ([`Store::insert_chat`]); kept until a
     /// newer one replaces it.
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;
@@ -236,6 +241,12 @@ impl Store for MemoryStore {
     }
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
         Ok(self.lock().last.values().cloned().collect())
+    }
+    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+        self.lock()
+            .sent_ids
+            .remove(&(account.to_owned(), carrier_id.to_owned()));
+        Ok(())
     }
     fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().meta.get(key).copied())
@@ -411,7 +422,14 @@ pub fn check_store(store: &dyn Store) {
     store.update_chat(t3, &two).expect("update");
     assert_eq!(
         store.find_sent("main", "SM2a").expect("find"),
-        Some((t3, two))
+        Some((t3, two.clone()))
+    );
+    store.forget_sent_id("main", "SM2a").expect("forget one id");
+    assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);
+    assert_eq!(
+        store.find_sent("main", "SM2b").expect("find"),
+        Some((t3, two)),
+        "still found by its other part"
     );
     store.delete_chat(t3).expect("delete");
     assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);

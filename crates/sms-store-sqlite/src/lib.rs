@@ -282,6 +282,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+        self.write()
+            .prepare_cached("DELETE FROM sent_ids WHERE account = ?1 AND carrier_id = ?2")
+            .and_then(|mut q| q.execute(params![account, carrier_id]))
+            .map(drop)
+            .map_err(err)
+    }
+
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
         let c = self.conn();
         let mut q = c
