@@ -353,7 +353,13 @@ async fn mock(listen: &str, gateway: &str) {
             },
         )
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .unwrap()
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await.unwrap();
 }
 

@@ -79,7 +79,16 @@ impl PstnProcess {
 
     /// Serves webhooks and sends texts until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::from_std(self.inner.listener.try_clone()?)?;
+        use axum::serve::ListenerExt;
+        // Nagle's algorithm would hold a webhook's small answer until the
+        // carrier acknowledged the previous one: up to 40 ms per request
+        // on a kept-alive connection.
+        let listener =
+            tokio::net::TcpListener::from_std(self.inner.listener.try_clone()?)?.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a webhook connection");
+                }
+            });
         let app = axum::Router::new()
             .fallback(hook)
             .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
