@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,8 +64,8 @@ const MIGRATIONS: &[&str] = &[
 /// A store in a SQLite file.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Written since the last checkpoint.
-    dirty: Arc<AtomicBool>,
+    /// The writes, as the checkpointer sees them.
+    activity: Arc<Activity>,
     /// The checkpointer: dropping the sender stops it.
     checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
@@ -81,18 +81,40 @@ impl Drop for SqliteStore {
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the checkpointer looks at the store.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
+/// A pause in writes this long lets the checkpointer run.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
+/// A WAL this large is checkpointed even while writes go on.
+const WAL_CAP: u64 = 64 << 20;
 
-/// Checkpoints the WAL from its own thread, once a second when something
-/// was written. SQLite would otherwise run the checkpoint, and its fsync,
-/// inside whichever commit crossed 1,000 WAL pages: a pause of milliseconds
-/// in the middle of a message every few hundred messages. Here the Gateway
-/// waits only if it writes during the checkpoint itself. Stops when the
+/// What the checkpointer needs to know of the writes.
+struct Activity {
+    /// Written since the last checkpoint.
+    dirty: AtomicBool,
+    /// When the last write happened, in milliseconds since `start`.
+    last_write_ms: AtomicU64,
+    start: std::time::Instant,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Checkpoints the WAL from its own thread. A checkpoint copies the WAL
+/// into the database file and fsyncs it, which takes tens of milliseconds
+/// on a busy disk, and the store's one connection (exclusive mode) is
+/// held meanwhile. So it waits for a pause in writes
+/// ([`CHECKPOINT_IDLE`]), or for the WAL to reach [`WAL_CAP`] under
+/// sustained traffic. SQLite would otherwise run it inside whichever
+/// commit crossed 1,000 pages, in the middle of a message. Stops when the
 /// returned sender is dropped, after a last checkpoint.
 fn checkpointer(
     conn: Arc<Mutex<Connection>>,
-    dirty: Arc<AtomicBool>,
+    activity: Arc<Activity>,
+    wal: std::path::PathBuf,
 ) -> Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
@@ -100,18 +122,25 @@ fn checkpointer(
         .stack_size(256 * 1024)
         .spawn(move || loop {
             let last = matches!(
-                stopped.recv_timeout(CHECKPOINT_EVERY),
+                stopped.recv_timeout(CHECKPOINT_POLL),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
             );
-            if dirty.swap(false, Ordering::Relaxed) {
+            let idle = activity
+                .now_ms()
+                .saturating_sub(activity.last_write_ms.load(Ordering::Relaxed))
+                >= CHECKPOINT_IDLE.as_millis() as u64;
+            // TRUNCATE empties the WAL file, so its size says how much
+            // waits to be checkpointed.
+            let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() >= WAL_CAP);
+            if (idle || big || last) && activity.dirty.swap(false, Ordering::Relaxed) {
                 let c = conn.lock().unwrap_or_else(|p| p.into_inner());
                 // Not inside the Gateway's open batch: next time.
                 let done = c.is_autocommit()
-                    && c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    && c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                         .map_err(|e| tracing::warn!(error = %e, "WAL checkpoint failed; trying again later"))
                         .is_ok();
                 if !done {
-                    dirty.store(true, Ordering::Relaxed);
+                    activity.dirty.store(true, Ordering::Relaxed);
                 }
             }
             if last {
@@ -184,8 +213,14 @@ impl SqliteStore {
             tx.commit().map_err(err)?;
         }
         let conn = Arc::new(Mutex::new(conn));
-        let dirty = Arc::new(AtomicBool::new(true));
-        let checkpointer = checkpointer(conn.clone(), dirty.clone());
+        let activity = Arc::new(Activity {
+            dirty: AtomicBool::new(true),
+            last_write_ms: AtomicU64::new(0),
+            start: std::time::Instant::now(),
+        });
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let checkpointer = checkpointer(conn.clone(), activity.clone(), wal.into());
         if checkpointer.is_some() {
             conn.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -194,7 +229,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn,
-            dirty,
+            activity,
             checkpointer,
         })
     }
@@ -205,7 +240,10 @@ impl SqliteStore {
 
     /// The connection, for a write.
     fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.dirty.store(true, Ordering::Relaxed);
+        self.activity.dirty.store(true, Ordering::Relaxed);
+        self.activity
+            .last_write_ms
+            .store(self.activity.now_ms(), Ordering::Relaxed);
         self.conn()
     }
 }
@@ -606,13 +644,23 @@ mod tests {
         }
         let db_len = || std::fs::metadata(&path).unwrap().len();
         let before = db_len();
-        // The checkpointer copies the WAL into the database file within a
-        // few of its periods.
-        let deadline = std::time::Instant::now() + CHECKPOINT_EVERY * 10;
+        // Once the writes pause, the checkpointer copies the WAL into the
+        // database file and empties it.
+        let deadline = std::time::Instant::now() + CHECKPOINT_IDLE * 20;
         while db_len() <= before && std::time::Instant::now() < deadline {
-            std::thread::sleep(CHECKPOINT_EVERY / 10);
+            std::thread::sleep(CHECKPOINT_POLL);
         }
         assert!(db_len() > before + 200 * 2000, "{before} -> {}", db_len());
+        let wal = dir.path().join("s.db-wal");
+        let deadline = std::time::Instant::now() + CHECKPOINT_IDLE * 20;
+        while std::fs::metadata(&wal).unwrap().len() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(CHECKPOINT_POLL);
+        }
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            0,
+            "the WAL is emptied"
+        );
     }
 
     #[test]
