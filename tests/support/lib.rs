@@ -16,6 +16,52 @@ pub use sms_gateway_core::CancellationToken;
 pub const DOMAIN: &str = "sms.localhost";
 /// The component secret every suite uses.
 pub const SECRET: &str = "component-secret";
+/// The webhook base URL the gateway is configured with (carriers sign it).
+pub const PUBLIC: &str = "https://sms.example.com/hooks";
+/// The contact every suite writes to.
+pub const CONTACT: &str = "+15557654321@sms.localhost";
+/// The Twilio account SID of the suites' Twilio accounts.
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+/// The `Authorization` header for the sandbox account of [`sandbox_alice`].
+pub const SANDBOX_AUTH: &str = "Bearer sandbox-token";
+
+/// The path of the Twilio account's Messages resource.
+pub fn twilio_messages_path() -> String {
+    format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+}
+
+/// Config TOML: Twilio account `main` at `api_base` (with `more` of its
+/// keys) and alice@localhost on it as +15550001111.
+pub fn twilio_alice(api_base: &str, auth_token: &str, more: &str) -> String {
+    format!(
+        r#"
+[providers.main]
+type = "twilio"
+account_sid = "{TWILIO_SID}"
+auth_token = "{auth_token}"
+api_base = "{api_base}"
+{more}
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "main"
+"#
+    )
+}
+
+/// Config TOML: sandbox account `sandbox` (token of [`SANDBOX_AUTH`]) and
+/// alice@localhost on it as +15550001111.
+pub const SANDBOX_ALICE: &str = r#"
+[providers.sandbox]
+type = "sandbox"
+token = "sandbox-token"
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "sandbox"
+"#;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
@@ -464,7 +510,7 @@ secret = "{SECRET}"
 
 [http]
 listen = "127.0.0.1:{http_port}"
-public_url = "https://sms.example.com/hooks"
+public_url = "{PUBLIC}"
 
 [phone]
 default_prefix = "+1"

@@ -7,14 +7,8 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const PUBLIC: &str = "https://sms.example.com/hooks";
-const CONTACT: &str = "+15557654321@sms.localhost";
-const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const SW_KEY: &str = "PSK-e2e-signing-key";
 
-fn twilio_path() -> String {
-    format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
-}
 const TELNYX_PATH: &str = "/v2/messages";
 const SW_PATH: &str = "/api/laml/2010-04-01/Accounts/sw-project/Messages.json";
 
@@ -36,7 +30,10 @@ async fn world() -> World {
         MockServer::start().await,
         MockServer::start().await,
     );
-    for (server, p) in [(&twilio, twilio_path()), (&signalwire, SW_PATH.to_owned())] {
+    for (server, p) in [
+        (&twilio, twilio_messages_path()),
+        (&signalwire, SW_PATH.to_owned()),
+    ] {
         Mock::given(method("POST"))
             .and(path(p))
             .respond_with(
@@ -143,7 +140,7 @@ async fn each_user_texts_through_their_own_carrier_both_ways() {
     w.bob.send_chat(CONTACT, "b1", "via Telnyx").await;
     w.carol.send_chat(CONTACT, "c1", "via SignalWire").await;
 
-    let t = wait_requests(&w.twilio, &twilio_path(), 1).await;
+    let t = wait_requests(&w.twilio, &twilio_messages_path(), 1).await;
     assert_eq!(t.len(), 1);
     assert_eq!(get(&form(&t[0]), "Body"), Some("via Twilio"));
     assert_eq!(get(&form(&t[0]), "From"), Some("+15550001111"));
@@ -268,7 +265,7 @@ async fn mms_both_ways_on_every_carrier() {
     w.bob.send_raw(&oob("bm")).await;
     w.carol.send_raw(&oob("cm")).await;
 
-    let t = wait_requests(&w.twilio, &twilio_path(), 1).await;
+    let t = wait_requests(&w.twilio, &twilio_messages_path(), 1).await;
     assert_eq!(get(&form(&t[0]), "MediaUrl"), Some(url));
     assert_eq!(
         get(&form(&t[0]), "Body"),
@@ -399,7 +396,7 @@ async fn a_long_text_goes_out_as_ordered_requests() {
     let mut w = world().await;
     let long: String = (0..700).map(|i| format!("w{i:03} ")).collect(); // 3500 characters
     w.alice.send_chat(CONTACT, "long", &long).await;
-    let reqs = wait_requests(&w.twilio, &twilio_path(), 3).await;
+    let reqs = wait_requests(&w.twilio, &twilio_messages_path(), 3).await;
     assert_eq!(reqs.len(), 3);
     let bodies: Vec<String> = reqs
         .iter()

@@ -7,21 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use tokio_xmpp::minidom::Element;
 
-const CONTACT: &str = "+15557654321@sms.localhost";
-const AUTH: &str = "Bearer sandbox-token";
-
 fn extra(lookup: &str) -> String {
     format!(
-        r#"
-[providers.sandbox]
-type = "sandbox"
-token = "sandbox-token"
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "sandbox"
-
+        r#"{SANDBOX_ALICE}
 [caller_id]
 "+15557654321" = "Jane Roe"
 lookup = "{lookup}"
@@ -347,7 +335,7 @@ async fn suite(server: &dyn XmppServer) {
     alice.send_chat(CONTACT, "real", "after the marker").await;
     let http = reqwest::Client::new();
     let hooks = format!("{}/hooks/sandbox", gateway.http_base);
-    let outbox = sandbox_outbox(&hooks, AUTH).await;
+    let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await;
     let bodies: Vec<&str> = outbox
         .as_array()
         .unwrap()
@@ -360,7 +348,7 @@ async fn suite(server: &dyn XmppServer) {
     for text in ["first", "second"] {
         let r = http
             .post(format!("{hooks}/message"))
-            .header("authorization", AUTH)
+            .header("authorization", SANDBOX_AUTH)
             .body(
                 serde_json::json!({"from": "+15557654321", "to": "+15550001111", "body": text})
                     .to_string(),

@@ -8,31 +8,10 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "fault-token";
-const PUBLIC: &str = "https://sms.example.com/hooks";
-const CONTACT: &str = "+15557654321@sms.localhost";
-
-fn messages_path() -> String {
-    format!("/2010-04-01/Accounts/{SID}/Messages.json")
-}
 
 fn twilio_extra(api_base: &str, more: &str) -> String {
-    format!(
-        r#"
-[providers.main]
-type = "twilio"
-account_sid = "{SID}"
-auth_token = "{TOKEN}"
-api_base = "{api_base}"
-{more}
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "main"
-"#
-    )
+    twilio_alice(api_base, TOKEN, more)
 }
 
 /// A Twilio that answers from a script, one response per request, then
@@ -78,7 +57,7 @@ impl Respond for Scripted {
 
 async fn mount(server: &MockServer, r: Scripted) {
     Mock::given(method("POST"))
-        .and(path(messages_path()))
+        .and(path(twilio_messages_path()))
         .respond_with(r)
         .mount(server)
         .await;
@@ -92,7 +71,7 @@ fn error_json(status: u16, code: u32, message: &str) -> ResponseTemplate {
 async fn post_inbound(gateway: &Gateway, sid: &str, text: &str) -> reqwest::Response {
     let params = [
         ("MessageSid", sid),
-        ("AccountSid", SID),
+        ("AccountSid", TWILIO_SID),
         ("From", "+15557654321"),
         ("To", "+15550001111"),
         ("Body", text),
@@ -494,7 +473,7 @@ async fn kill_9_under_traffic_then_restart() {
             let text = format!("in-{i:03}");
             let params = [
                 ("MessageSid", sid.as_str()),
-                ("AccountSid", SID),
+                ("AccountSid", TWILIO_SID),
                 ("From", "+15557654321"),
                 ("To", "+15550001111"),
                 ("Body", text.as_str()),

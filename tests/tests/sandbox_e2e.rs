@@ -4,26 +4,10 @@
 use sms_over_xmpp_tests::*;
 use std::time::Duration;
 
-const CONTACT: &str = "+15557654321@sms.localhost";
-const AUTH: &str = "Bearer sandbox-token";
-
-fn extra() -> &'static str {
-    r#"
-[providers.sandbox]
-type = "sandbox"
-token = "sandbox-token"
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "sandbox"
-"#
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     let prosody = Prosody::start().await;
-    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), extra())).await;
+    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), SANDBOX_ALICE)).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
         .await;
@@ -45,7 +29,7 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     alice
         .send_chat("5557654321@sms.localhost", "q2", "Hello sandbox")
         .await;
-    let outbox = sandbox_outbox(&hooks, AUTH).await;
+    let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await;
     assert_eq!(outbox[0]["to"], "+15557654321");
     assert_eq!(outbox[0]["from"], "+15550001111");
     assert_eq!(outbox[0]["body"], "Hello sandbox");
@@ -54,7 +38,7 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     // Delivery report → receipt.
     let r = http
         .post(format!("{hooks}/status"))
-        .header("authorization", AUTH)
+        .header("authorization", SANDBOX_AUTH)
         .body(serde_json::json!({"message_id": id, "status": "delivered"}).to_string())
         .send()
         .await
@@ -70,7 +54,7 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     // A reply from the phone, with a picture.
     let r = http
         .post(format!("{hooks}/message"))
-        .header("authorization", AUTH)
+        .header("authorization", SANDBOX_AUTH)
         .body(r#"{"from":"+15557654321","to":"+15550001111","body":"Hi Alice","media":["https://media.example/cat.jpg"]}"#)
         .send()
         .await
@@ -99,7 +83,7 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     assert_eq!(r.status(), 403);
     let r = http
         .post(format!("{hooks}/message"))
-        .header("authorization", AUTH)
+        .header("authorization", SANDBOX_AUTH)
         .body(r#"{"from":"+15557654321","to":"+15550009999","body":"lost?"}"#)
         .send()
         .await

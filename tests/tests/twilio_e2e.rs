@@ -7,30 +7,10 @@ use std::time::Duration;
 use wiremock::matchers::{basic_auth, body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "e2e-auth-token";
-const PUBLIC: &str = "https://sms.example.com/hooks";
-const CONTACT: &str = "+15557654321@sms.localhost";
-
-fn messages_path() -> String {
-    format!("/2010-04-01/Accounts/{SID}/Messages.json")
-}
 
 fn twilio_extra(api_base: &str) -> String {
-    format!(
-        r#"
-[providers.main]
-type = "twilio"
-account_sid = "{SID}"
-auth_token = "{TOKEN}"
-api_base = "{api_base}"
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "main"
-"#
-    )
+    twilio_alice(api_base, TOKEN, "")
 }
 
 struct World {
@@ -63,8 +43,8 @@ async fn world() -> World {
 
 async fn mount_created(twilio: &MockServer, sid: &str) {
     Mock::given(method("POST"))
-        .and(path(messages_path()))
-        .and(basic_auth(SID, TOKEN))
+        .and(path(twilio_messages_path()))
+        .and(basic_auth(TWILIO_SID, TOKEN))
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
             "sid": sid, "status": "queued", "num_segments": "1", "error_code": null, "error_message": null,
         })))
@@ -80,7 +60,7 @@ async fn sends(twilio: &MockServer, n: usize) -> Vec<String> {
             .await
             .unwrap_or_default()
             .iter()
-            .filter(|r| r.url.path() == messages_path())
+            .filter(|r| r.url.path() == twilio_messages_path())
             .map(|r| String::from_utf8_lossy(&r.body).into_owned())
             .collect();
         if got.len() >= n {
@@ -99,7 +79,7 @@ async fn post_status(
 ) -> reqwest::Response {
     let mut params = vec![
         ("MessageSid", sid),
-        ("AccountSid", SID),
+        ("AccountSid", TWILIO_SID),
         ("MessageStatus", status),
     ];
     if let Some(c) = error_code {
@@ -117,7 +97,7 @@ async fn post_status(
 fn inbound_params<'a>(sid: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("MessageSid", sid),
-        ("AccountSid", SID),
+        ("AccountSid", TWILIO_SID),
         ("From", "+15557654321"),
         ("To", "+15550001111"),
         ("Body", body),
@@ -247,7 +227,7 @@ async fn expect_error(user: &mut User, id: &str) -> (String, String) {
 async fn every_failure_comes_back_as_an_xmpp_error() {
     let mut w = world().await;
     Mock::given(method("POST"))
-        .and(path(messages_path()))
+        .and(path(twilio_messages_path()))
         .and(body_string_contains("To=%2B15559990000"))
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
             "code": 21211, "message": "The 'To' number +15559990000 is not a valid phone number.",

@@ -233,11 +233,7 @@ impl Component {
             let io = gateway_io.clone();
             set.spawn(async move {
                 for action in recovered {
-                    let sent = match action {
-                        Action::Xmpp(st) => io.to_xmpp.send(st).await.is_ok(),
-                        Action::Pstn(cmd) => io.to_pstn.send(cmd).await.is_ok(),
-                    };
-                    if !sent {
+                    if !io.dispatch(action).await {
                         return;
                     }
                 }
@@ -272,6 +268,17 @@ struct GatewayIo {
     pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
     to_xmpp: mpsc::Sender<OutgoingStanza>,
     to_pstn: mpsc::Sender<PstnCommand>,
+}
+
+impl GatewayIo {
+    /// Hands `action` to the process that carries it out. False only when
+    /// the whole component is going away (it owns the receivers).
+    async fn dispatch(&self, action: Action) -> bool {
+        match action {
+            Action::Xmpp(st) => self.to_xmpp.send(st).await.is_ok(),
+            Action::Pstn(cmd) => self.to_pstn.send(cmd).await.is_ok(),
+        }
+    }
 }
 
 async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToken, keep: Duration) {
@@ -368,13 +375,7 @@ async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToke
             }
         }
         for action in actions {
-            // The receivers belong to the component, so these sends fail only
-            // when the whole component is going away.
-            let sent = match action {
-                Action::Xmpp(st) => io.to_xmpp.send(st).await.is_ok(),
-                Action::Pstn(cmd) => io.to_pstn.send(cmd).await.is_ok(),
-            };
-            if !sent {
+            if !io.dispatch(action).await {
                 return;
             }
         }
