@@ -1219,6 +1219,39 @@ provider = "strict"
     }
 
     #[test]
+    fn a_part_reported_twice_counts_once_even_after_other_parts() {
+        let g = gateway();
+        let t = sent_ticket(&g.on_chat(chat(
+            "bob@example.com/x",
+            "+15557654321@sms.example.com",
+            "one two three four five six seven eight nine ten eleven twelve",
+        )));
+        let _ = g.on_pstn(PstnEvent::SendResult {
+            ticket: t,
+            ids: vec!["R0".into(), "R1".into(), "R2".into()],
+            error: None,
+        });
+        let delivered = |id: &str| PstnEvent::Status {
+            account: "other".into(),
+            report: StatusReport {
+                message_id: id.into(),
+                status: DeliveryStatus::Delivered,
+            },
+        };
+        assert!(g.on_pstn(delivered("R0")).0.is_empty());
+        assert!(g.on_pstn(delivered("R1")).0.is_empty());
+        // R0 again, after R1 was stored: still counted once.
+        assert!(
+            g.on_pstn(delivered("R0")).0.is_empty(),
+            "a repeat after another part's report counts nothing"
+        );
+        assert!(matches!(
+            &g.on_pstn(delivered("R2")).0[..],
+            [Action::Xmpp(OutgoingStanza::Receipt { .. })]
+        ));
+    }
+
+    #[test]
     fn a_report_that_overtakes_its_send_result_still_counts() {
         let g = gateway();
         let t = sent_ticket(&g.on_chat(chat(

@@ -195,8 +195,17 @@ impl Memory {
         }
     }
 
+    /// Stores `chat`; its ids join the receipt map only when it becomes
+    /// sent (ids dropped since, parts reported delivered, stay dropped).
     fn put(&mut self, ticket: u64, chat: &ChatRecord) {
-        self.unindex(ticket);
+        let was_sent = self
+            .chats
+            .get(&ticket)
+            .is_some_and(|c| matches!(c.state, ChatState::Sent { .. }));
+        if was_sent {
+            self.chats.insert(ticket, chat.clone());
+            return;
+        }
         if let ChatState::Sent { ids, .. } = &chat.state {
             for id in ids {
                 self.sent_ids
@@ -426,6 +435,12 @@ pub fn check_store(store: &dyn Store) {
     );
     store.forget_sent_id("main", "SM2a").expect("forget one id");
     assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);
+    store.update_chat(t3, &two).expect("update again");
+    assert_eq!(
+        store.find_sent("main", "SM2a").expect("find"),
+        None,
+        "a later update does not bring a dropped id back"
+    );
     assert_eq!(
         store.find_sent("main", "SM2b").expect("find"),
         Some((t3, two)),

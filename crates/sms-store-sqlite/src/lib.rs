@@ -258,8 +258,9 @@ fn is_sent(chat: &ChatRecord) -> i64 {
     i64::from(matches!(chat.state, ChatState::Sent { .. }))
 }
 
-/// Adds a sent chat's carrier ids to the receipt map (they do not change
-/// once it is sent).
+/// Adds a sent chat's carrier ids to the receipt map. Called only when a
+/// chat becomes sent: its ids do not change after that, and ids dropped
+/// since (parts reported delivered) must stay dropped.
 fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
     if let ChatState::Sent { ids, .. } = &chat.state {
         let mut q = c
@@ -303,9 +304,18 @@ impl Store for SqliteStore {
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
         let c = self.write();
+        let was_sent: bool = c
+            .prepare_cached("SELECT sent FROM chats WHERE ticket = ?1")
+            .and_then(|mut q| q.query_row(params![ticket as i64], |r| r.get(0)))
+            .optional()
+            .map_err(err)?
+            .unwrap_or(false);
         c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
             .and_then(|mut q| q.execute(params![ticket as i64, is_sent(chat), data]))
             .map_err(err)?;
+        if was_sent {
+            return Ok(());
+        }
         index_sent(&c, ticket, chat)
     }
 
