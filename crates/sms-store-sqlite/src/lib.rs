@@ -248,11 +248,19 @@ impl SqliteStore {
     }
 }
 
-/// Deletes the receipt-map rows of the chats a `WHERE` on `chats c` picks
-/// (append it and a closing parenthesis), by key: each chat lists its ids.
-const FORGET_SENT_IDS: &str = "DELETE FROM sent_ids WHERE (account, carrier_id) IN (
-    SELECT json_extract(c.data, '$.account'), ids.value
-    FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids";
+/// The SQL deleting the receipt-map rows of the chats a `WHERE` on `chats c`
+/// picks, by key (each chat lists its ids); built at compile time.
+macro_rules! forget_sent_ids {
+    ($where:literal) => {
+        concat!(
+            "DELETE FROM sent_ids WHERE (account, carrier_id) IN (
+                SELECT json_extract(c.data, '$.account'), ids.value
+                FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids ",
+            $where,
+            ")"
+        )
+    };
+}
 
 fn is_sent(chat: &ChatRecord) -> i64 {
     i64::from(matches!(chat.state, ChatState::Sent { .. }))
@@ -321,7 +329,7 @@ impl Store for SqliteStore {
 
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
         let c = self.write();
-        c.prepare_cached(&format!("{FORGET_SENT_IDS} WHERE c.ticket = ?1)"))
+        c.prepare_cached(forget_sent_ids!("WHERE c.ticket = ?1"))
             .and_then(|mut q| q.execute(params![ticket as i64]))
             .map_err(err)?;
         c.prepare_cached("DELETE FROM chats WHERE ticket = ?1")
@@ -507,7 +515,7 @@ impl Store for SqliteStore {
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
         let c = self.write();
         c.execute(
-            &format!("{FORGET_SENT_IDS} WHERE c.sent = 1 AND c.created < ?1)"),
+            forget_sent_ids!("WHERE c.sent = 1 AND c.created < ?1"),
             params![before as i64],
         )
         .map_err(err)?;
