@@ -179,6 +179,8 @@ struct Memory {
     seen: HashMap<(String, String), u64>,
     last: BTreeMap<String, LastChat>,
     meta: HashMap<String, u64>,
+    /// Batches committed (nothing to make durable; counted for tests).
+    commits: u64,
 }
 
 impl Memory {
@@ -225,6 +227,12 @@ pub struct MemoryStore {
 impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many batches were committed.
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> u64 {
+        self.lock().commits
     }
 }
 
@@ -319,6 +327,11 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+    fn commit(&self) -> Result<(), StoreError> {
+        self.lock().commits += 1;
+        Ok(())
+    }
+
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
         let mut m = self.lock();
         let old_chats: Vec<u64> = m
