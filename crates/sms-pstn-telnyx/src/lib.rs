@@ -64,10 +64,10 @@ fn default_api_base() -> String {
 
 /// A Telnyx account.
 pub struct TelnyxProvider {
-    http: reqwest::Client,
-    messages_url: reqwest::Url,
+    http: sms_gateway_core::http::Client,
+    messages_url: sms_gateway_core::http::Uri,
     /// `Bearer <api_key>`, built once.
-    authorization: reqwest::header::HeaderValue,
+    authorization: sms_gateway_core::http::HeaderValue,
     public_key: VerifyingKey,
     messaging_profile_id: Option<String>,
     webhook_url: String,
@@ -271,18 +271,16 @@ impl TelnyxProvider {
             return Err("`api_key` must not be empty".into());
         }
         let public_key = parse_public_key(&config.public_key)?;
-        let base = match reqwest::Url::parse(&config.api_base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
-                config.api_base.trim_end_matches('/').to_owned()
-            }
-            _ => {
+        let base = match sms_gateway_core::http::endpoint(&config.api_base) {
+            Ok(_) => config.api_base.trim_end_matches('/').to_owned(),
+            Err(_) => {
                 return Err(format!(
                     "`api_base` = {:?}: expected an http(s) URL",
                     config.api_base
                 ))
             }
         };
-        let http = sms_gateway_core::http::client(Duration::from_secs(config.timeout_secs))?;
+        let http = sms_gateway_core::http::Client::new(Duration::from_secs(config.timeout_secs))?;
         Ok(TelnyxProvider {
             http,
             messages_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages"))?,
@@ -329,22 +327,26 @@ impl PstnProvider for TelnyxProvider {
         if let Some(p) = &self.messaging_profile_id {
             body["messaging_profile_id"] = p.clone().into();
         }
-        let response = self
+        let body = serde_json::to_vec(&body).map_err(|e| {
+            ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("Telnyx: cannot encode the request: {e}"),
+            )
+        })?;
+        let answer = self
             .http
-            .post(self.messages_url.clone())
-            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| sms_gateway_core::http::transport_error("Telnyx", e))?;
-        let status = response.status();
-        let retry_after = sms_gateway_core::http::retry_after(response.headers());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| sms_gateway_core::http::transport_error("Telnyx", e))?;
+            .post(
+                "Telnyx",
+                &self.messages_url,
+                &self.authorization,
+                "application/json",
+                body,
+            )
+            .await?;
+        let status = answer.status;
+        let retry_after = sms_gateway_core::http::retry_after(&answer.headers);
         let json: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
         if status.is_success() {
             return json["data"]["id"]
                 .as_str()

@@ -23,11 +23,11 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// A client for one LaML account's Messages resource.
 #[derive(Clone)]
 pub struct LamlClient {
-    http: reqwest::Client,
-    messages_url: reqwest::Url,
+    http: sms_gateway_core::http::Client,
+    messages_url: sms_gateway_core::http::Uri,
     username: String,
     /// `Basic base64(username:password)`, built once.
-    authorization: reqwest::header::HeaderValue,
+    authorization: sms_gateway_core::http::HeaderValue,
     status_callback: String,
     max_media: usize,
     carrier: &'static str,
@@ -43,18 +43,11 @@ impl std::fmt::Debug for LamlClient {
     }
 }
 
-/// The HTTP client of a provider (see `sms_gateway_core::http::client`).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    sms_gateway_core::http::client(timeout)
-}
-
 /// Checks that an `api_base` setting is an http(s) URL and drops a trailing `/`.
 pub fn api_base(value: &str) -> Result<String, String> {
-    match reqwest::Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err(format!("`api_base` = {value:?}: expected an http(s) URL")),
+    match sms_gateway_core::http::endpoint(value) {
+        Ok(_) => Ok(value.trim_end_matches('/').to_owned()),
+        Err(_) => Err(format!("`api_base` = {value:?}: expected an http(s) URL")),
     }
 }
 
@@ -74,7 +67,7 @@ impl LamlClient {
         let credentials = base64::engine::general_purpose::STANDARD
             .encode(format!("{username}:{}", password.expose()));
         Ok(LamlClient {
-            http: http_client(timeout)?,
+            http: sms_gateway_core::http::Client::new(timeout)?,
             messages_url: sms_gateway_core::http::endpoint(&messages_url)?,
             authorization: sms_gateway_core::http::authorization(&format!("Basic {credentials}"))?,
             username,
@@ -117,27 +110,20 @@ impl LamlClient {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let response = self
+        let answer = self
             .http
-            .post(self.messages_url.clone())
-            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
+            .post(
+                self.carrier,
+                &self.messages_url,
+                &self.authorization,
                 "application/x-www-form-urlencoded",
+                body,
             )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| sms_gateway_core::http::transport_error(self.carrier, e))?;
-        let status = response.status();
-        let retry_after = sms_gateway_core::http::retry_after(response.headers());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| sms_gateway_core::http::transport_error(self.carrier, e))?;
+            .await?;
+        let status = answer.status;
+        let retry_after = sms_gateway_core::http::retry_after(&answer.headers);
         let json: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
         if status.is_success() {
             return match json.get("sid").and_then(|s| s.as_str()) {
                 Some(sid) if !sid.is_empty() => Ok(sid.to_owned()),
