@@ -335,19 +335,21 @@ impl Store for SqliteStore {
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
         let c = self.write();
-        let was_sent: bool = c
-            .prepare_cached("SELECT sent FROM chats WHERE ticket = ?1")
-            .and_then(|mut q| q.query_row(params![ticket as i64], |r| r.get(0)))
-            .optional()
+        let sent = is_sent(chat);
+        // The usual update, a chat becoming sent, is one statement; its ids
+        // join the receipt map then.
+        let was_pending = c
+            .prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1 AND sent = 0")
+            .and_then(|mut q| q.execute(params![ticket as i64, sent, data]))
             .map_err(err)?
-            .unwrap_or(false);
-        c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
-            .and_then(|mut q| q.execute(params![ticket as i64, is_sent(chat), data]))
-            .map_err(err)?;
-        if was_sent {
-            return Ok(());
+            == 1;
+        if was_pending {
+            return index_sent(&c, ticket, chat);
         }
-        index_sent(&c, ticket, chat)
+        c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
+            .and_then(|mut q| q.execute(params![ticket as i64, sent, data]))
+            .map(drop)
+            .map_err(err)
     }
 
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
