@@ -318,7 +318,9 @@ impl Store for SqliteStore {
         index_sent(&c, ticket, chat)?;
         let last = LastChat::of(chat);
         c.prepare_cached(
-            "INSERT OR REPLACE INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user) DO UPDATE SET
+                contact_jid = excluded.contact_jid, created = excluded.created, preview = excluded.preview",
         )
         .and_then(|mut q| {
             q.execute(params![
