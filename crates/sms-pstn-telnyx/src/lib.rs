@@ -171,6 +171,21 @@ struct MediaItem {
     content_type: Option<String>,
 }
 
+/// What is read of the send answer: the message's id, or the errors.
+#[derive(Default, Deserialize)]
+struct SendAnswer {
+    #[serde(default)]
+    data: Option<SentMessage>,
+    #[serde(default)]
+    errors: Vec<ApiError>,
+}
+
+#[derive(Deserialize)]
+struct SentMessage {
+    #[serde(default)]
+    id: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ApiError {
     #[serde(default)]
@@ -345,13 +360,12 @@ impl PstnProvider for TelnyxProvider {
             .await?;
         let status = answer.status;
         let retry_after = sms_gateway_core::http::retry_after(&answer.headers);
-        let json: serde_json::Value =
-            serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+        let json: SendAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
         if status.is_success() {
-            return json["data"]["id"]
-                .as_str()
+            return json
+                .data
+                .and_then(|d| d.id)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
                 .ok_or_else(|| {
                     ProviderError::new(
                         ProviderErrorKind::CarrierError,
@@ -359,9 +373,7 @@ impl PstnProvider for TelnyxProvider {
                     )
                 });
         }
-        let errors: Vec<ApiError> =
-            serde_json::from_value(json["errors"].clone()).unwrap_or_default();
-        let first = errors.first();
+        let first = json.errors.first();
         // Telnyx's 10011 is its rate limit.
         Err(sms_gateway_core::http::carrier_error(
             status.as_u16(),

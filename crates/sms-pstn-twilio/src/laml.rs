@@ -122,11 +122,11 @@ impl LamlClient {
             .await?;
         let status = answer.status;
         let retry_after = sms_gateway_core::http::retry_after(&answer.headers);
-        let json: serde_json::Value =
-            serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+        // Only the fields read are kept: Twilio's answer has some thirty.
+        let json: LamlAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
         if status.is_success() {
-            return match json.get("sid").and_then(|s| s.as_str()) {
-                Some(sid) if !sid.is_empty() => Ok(sid.to_owned()),
+            return match json.sid {
+                Some(sid) if !sid.is_empty() => Ok(sid),
                 _ => Err(ProviderError::new(
                     ProviderErrorKind::CarrierError,
                     format!("{} answered {status} without a message sid", self.carrier),
@@ -136,14 +136,24 @@ impl LamlClient {
         // Twilio's 20429 is "too many requests" whatever the HTTP status.
         Err(sms_gateway_core::http::carrier_error(
             status.as_u16(),
-            json.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_owned),
-            json.get("code"),
+            json.message,
+            json.code.as_ref(),
             "20429",
             retry_after,
         ))
     }
+}
+
+/// What is read of the Messages resource's answer (a message, or an error).
+#[derive(Default, serde::Deserialize)]
+struct LamlAnswer {
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    /// A number from Twilio, which SignalWire may send as a string.
+    #[serde(default)]
+    code: Option<serde_json::Value>,
 }
 
 /// The form parameters of a webhook body.
