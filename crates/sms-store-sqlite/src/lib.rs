@@ -59,11 +59,31 @@ const MIGRATIONS: &[&str] = &[
         preview TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    // 5: a carrier repeating a webhook is caught in memory (a set rebuilt
+    // from this table at start, see `Seen`), not by a unique index: the
+    // index was a page written with every batch, for a check the one
+    // gateway on the store can make itself. The id sequence carries over.
+    "CREATE TABLE inbound5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL
+    );
+    INSERT INTO inbound5 (id, account, carrier_id, received, delivered, data)
+        SELECT id, account, carrier_id, received, delivered, data FROM inbound;
+    DELETE FROM sqlite_sequence WHERE name = 'inbound5';
+    UPDATE sqlite_sequence SET name = 'inbound5' WHERE name = 'inbound';
+    DROP TABLE inbound;
+    ALTER TABLE inbound5 RENAME TO inbound;",
 ];
 
 /// A store in a SQLite file.
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// The carrier ids of the inbound texts in the store.
+    seen: Mutex<Seen>,
     /// The writes, as the checkpointer sees them.
     activity: Arc<Activity>,
     /// The checkpointer: dropping the sender stops it.
@@ -88,6 +108,49 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 /// A WAL this large is checkpointed even while writes go on; the WAL file
 /// is cut back to this size when it is reused.
 const WAL_CAP: u64 = 64 << 20;
+
+/// The inbound texts' (account, carrier id) pairs, so a webhook the
+/// carrier repeats is recognised without an index on disk. Each pair is
+/// kept as 128 bits of two independently keyed hashes (the set is rebuilt
+/// at every start, so the keys need not last): about 20 bytes a text, for
+/// as long as the store keeps it (`keep_days`). A pair added in a batch
+/// that is then not committed is taken out again, so the carrier's retry of
+/// that webhook is stored, not dropped as a repeat.
+struct Seen {
+    keys: std::collections::HashSet<u128>,
+    /// Added since the batch began.
+    batch: Vec<u128>,
+    hashers: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl Seen {
+    fn new() -> Self {
+        Seen {
+            keys: Default::default(),
+            batch: vec![],
+            hashers: (Default::default(), Default::default()),
+        }
+    }
+
+    fn key(&self, account: &str, carrier_id: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let pair = (account, carrier_id);
+        (u128::from(self.hashers.0.hash_one(pair)) << 64)
+            | u128::from(self.hashers.1.hash_one(pair))
+    }
+
+    /// The batch is durable: its pairs stay.
+    fn committed(&mut self) {
+        self.batch.clear();
+    }
+
+    /// The batch is gone: so are its pairs.
+    fn rolled_back(&mut self) {
+        for k in self.batch.drain(..) {
+            self.keys.remove(&k);
+        }
+    }
+}
 
 /// What the checkpointer needs to know of the writes.
 struct Activity {
@@ -241,6 +304,20 @@ impl SqliteStore {
             Ok(())
         }))
         .map_err(err)?;
+        let mut seen = Seen::new();
+        {
+            let mut q = conn
+                .prepare("SELECT account, carrier_id FROM inbound")
+                .map_err(err)?;
+            let mut rows = q.query([]).map_err(err)?;
+            while let Some(r) = rows.next().map_err(err)? {
+                let key = seen.key(
+                    r.get_ref(0).map_err(err)?.as_str().map_err(err)?,
+                    r.get_ref(1).map_err(err)?.as_str().map_err(err)?,
+                );
+                seen.keys.insert(key);
+            }
+        }
         let conn = Arc::new(Mutex::new(conn));
         let checkpointer = checkpointer(conn.clone(), activity.clone());
         if checkpointer.is_none() {
@@ -252,6 +329,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn,
+            seen: Mutex::new(seen),
             activity,
             checkpointer,
         })
@@ -259,6 +337,11 @@ impl SqliteStore {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The inbound pairs; taken after the connection, never before.
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection, for a write.
@@ -464,16 +547,21 @@ impl Store for SqliteStore {
         sms: &InboundSms,
         now: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let data = serde_json::to_string(sms).map_err(err)?;
         let c = self.write();
-        let changed = c
-            .prepare_cached(
-                "INSERT OR IGNORE INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
-            .map_err(err)?;
-        if changed == 0 {
+        let mut seen = self.seen();
+        let key = seen.key(account, &sms.id);
+        if seen.keys.contains(&key) {
             return Ok(None);
+        }
+        let data = serde_json::to_string(sms).map_err(err)?;
+        c.prepare_cached(
+            "INSERT INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
+        .map_err(err)?;
+        seen.keys.insert(key);
+        if !c.is_autocommit() {
+            seen.batch.push(key);
         }
         Ok(Some(c.last_insert_rowid() as u64))
     }
@@ -525,6 +613,7 @@ impl Store for SqliteStore {
             tracing::warn!("rolling back a batch a previous Gateway left open");
             c.execute_batch("ROLLBACK").map_err(err)?;
         }
+        self.seen().rolled_back();
         c.prepare_cached("BEGIN")
             .and_then(|mut q| q.execute([]))
             .map(drop)
@@ -532,11 +621,20 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self) -> Result<(), StoreError> {
-        self.conn()
+        let c = self.conn();
+        let done = c
             .prepare_cached("COMMIT")
             .and_then(|mut q| q.execute([]))
             .map(drop)
-            .map_err(err)
+            .map_err(err);
+        // A failed COMMIT is taken as not done: the webhooks of the batch
+        // are refused and their retries must not look like repeats (at
+        // worst a text is then stored twice, never dropped).
+        match done {
+            Ok(()) => self.seen().committed(),
+            Err(_) => self.seen().rolled_back(),
+        }
+        done
     }
 
     fn expire(&self, before: u64) -> Result<usize, StoreError> {
@@ -552,12 +650,20 @@ impl Store for SqliteStore {
                 params![before as i64],
             )
             .map_err(err)?;
-        let inbound = c
-            .execute(
-                "DELETE FROM inbound WHERE delivered = 1 AND received < ?1",
-                params![before as i64],
-            )
+        let mut q = c
+            .prepare("DELETE FROM inbound WHERE delivered = 1 AND received < ?1 RETURNING account, carrier_id")
             .map_err(err)?;
+        let mut rows = q.query(params![before as i64]).map_err(err)?;
+        let mut seen = self.seen();
+        let mut inbound = 0;
+        while let Some(r) = rows.next().map_err(err)? {
+            let key = seen.key(
+                r.get_ref(0).map_err(err)?.as_str().map_err(err)?,
+                r.get_ref(1).map_err(err)?.as_str().map_err(err)?,
+            );
+            seen.keys.remove(&key);
+            inbound += 1;
+        }
         Ok(chats + inbound)
     }
 }
@@ -721,6 +827,110 @@ mod tests {
         assert!(waiting() > 0);
         assert!(wal_len() <= wal, "{wal} -> {}", wal_len());
         checkpointed();
+    }
+
+    fn inbound(id: &str) -> InboundSms {
+        InboundSms {
+            id: id.into(),
+            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
+            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
+            body: "hello".into(),
+            media: vec![],
+        }
+    }
+
+    #[test]
+    fn repeated_webhooks_are_caught_in_memory_but_not_after_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let sms = inbound("SMrepeat");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.begin().unwrap();
+            assert!(s.insert_inbound("main", &sms, 1).unwrap().is_some());
+            // The process dies before the commit.
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        s.begin().unwrap();
+        assert!(
+            s.insert_inbound("main", &sms, 1).unwrap().is_some(),
+            "never stored, so the carrier's retry is new"
+        );
+        // A Gateway dies mid-batch; the next batch rolls it back.
+        s.begin().unwrap();
+        let id = s.insert_inbound("main", &sms, 1).unwrap();
+        assert!(id.is_some(), "the retry after a rollback is stored");
+        assert!(
+            s.insert_inbound("main", &sms, 1).unwrap().is_none(),
+            "a repeat in the same batch"
+        );
+        s.commit().unwrap();
+        assert!(s.insert_inbound("main", &sms, 1).unwrap().is_none());
+        assert!(
+            s.insert_inbound("other", &sms, 1).unwrap().is_some(),
+            "the same id from another account is another text"
+        );
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(
+            s.insert_inbound("main", &sms, 1).unwrap().is_none(),
+            "still a repeat after reopening"
+        );
+        // Once expired, the pair is forgotten with the text.
+        s.inbound_delivered(id.unwrap()).unwrap();
+        assert_eq!(s.expire(2).unwrap(), 1);
+        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_version_4_store_keeps_its_inbound_texts_and_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 4).unwrap();
+            let data = serde_json::to_string(&inbound("SMold")).unwrap();
+            c.execute(
+                "INSERT INTO inbound (account, carrier_id, received, data) VALUES ('main', 'SMold', 1, ?1)",
+                [&data],
+            )
+            .unwrap();
+            // A later text, since expired: its id must not come back.
+            c.execute(
+                "INSERT INTO inbound (account, carrier_id, received, delivered, data) VALUES ('main', 'SMgone', 1, 1, '')",
+                [],
+            )
+            .unwrap();
+            c.execute("DELETE FROM inbound WHERE carrier_id = 'SMgone'", [])
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let pending = s.pending_inbound().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].sms.id, "SMold");
+        assert!(
+            s.insert_inbound("main", &inbound("SMold"), 2)
+                .unwrap()
+                .is_none(),
+            "a repeat of a text stored before the migration"
+        );
+        assert_eq!(
+            s.insert_inbound("main", &inbound("SMnew"), 2).unwrap(),
+            Some(3),
+            "ids go on from the old sequence"
+        );
+        let unique: i64 = s
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'inbound' AND type = 'index'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 0, "no index on disk");
     }
 
     #[test]
