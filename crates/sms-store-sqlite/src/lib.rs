@@ -139,6 +139,12 @@ impl Seen {
             | u128::from(self.hashers.1.hash_one(pair))
     }
 
+    /// The key of a row whose first two columns are account and carrier id.
+    fn key_of_row(&self, r: &rusqlite::Row<'_>) -> Result<u128, StoreError> {
+        let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
+        Ok(self.key(text(0)?, text(1)?))
+    }
+
     /// The batch is durable: its pairs stay.
     fn committed(&mut self) {
         self.batch.clear();
@@ -311,10 +317,7 @@ impl SqliteStore {
                 .map_err(err)?;
             let mut rows = q.query([]).map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
-                let key = seen.key(
-                    r.get_ref(0).map_err(err)?.as_str().map_err(err)?,
-                    r.get_ref(1).map_err(err)?.as_str().map_err(err)?,
-                );
+                let key = seen.key_of_row(r)?;
                 seen.keys.insert(key);
             }
         }
@@ -657,10 +660,7 @@ impl Store for SqliteStore {
         let mut seen = self.seen();
         let mut inbound = 0;
         while let Some(r) = rows.next().map_err(err)? {
-            let key = seen.key(
-                r.get_ref(0).map_err(err)?.as_str().map_err(err)?,
-                r.get_ref(1).map_err(err)?.as_str().map_err(err)?,
-            );
+            let key = seen.key_of_row(r)?;
             seen.keys.remove(&key);
             inbound += 1;
         }
