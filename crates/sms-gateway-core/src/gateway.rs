@@ -883,6 +883,15 @@ provider = "strict"
         PhoneNumber::parse(s, None).unwrap()
     }
 
+    /// The carrier's answer to chat `ticket`: its parts' `ids`, or `error`.
+    fn send_result(ticket: u64, ids: &[&str], error: Option<ProviderError>) -> PstnEvent {
+        PstnEvent::SendResult {
+            ticket,
+            ids: ids.iter().map(|&id| id.into()).collect(),
+            error,
+        }
+    }
+
     fn sent_ticket(actions: &[Action]) -> u64 {
         match actions {
             [Action::Pstn(PstnCommand::Send { ticket, .. })] => *ticket,
@@ -997,12 +1006,7 @@ provider = "strict"
         let refused =
             ProviderError::from_http_status(400, "Invalid 'To' Phone Number").with_code("21211");
         let text = expect_error(
-            g.on_pstn(PstnEvent::SendResult {
-                ticket: t,
-                ids: vec![],
-                error: Some(refused),
-            })
-            .0,
+            g.on_pstn(send_result(t, &[], Some(refused))).0,
             ErrorCondition::NotAcceptable,
         );
         assert!(
@@ -1017,12 +1021,7 @@ provider = "strict"
         )));
         let down = ProviderError::new(ProviderErrorKind::Network, "connection refused");
         let text = expect_error(
-            g.on_pstn(PstnEvent::SendResult {
-                ticket: t,
-                ids: vec![],
-                error: Some(down),
-            })
-            .0,
+            g.on_pstn(send_result(t, &[], Some(down))).0,
             ErrorCondition::RemoteServerTimeout,
         );
         assert!(text.contains("unreachable"), "{text}");
@@ -1036,14 +1035,7 @@ provider = "strict"
             "+15557654321@sms.example.com",
             "hi",
         )));
-        assert!(g
-            .on_pstn(PstnEvent::SendResult {
-                ticket: t,
-                ids: vec!["SM1".into()],
-                error: None,
-            })
-            .0
-            .is_empty());
+        assert!(g.on_pstn(send_result(t, &["SM1"], None)).0.is_empty());
         let status = |id: &str, status| PstnEvent::Status {
             account: "main".into(),
             report: StatusReport {
@@ -1074,11 +1066,7 @@ provider = "strict"
             "+15557654321@sms.example.com",
             "hi",
         )));
-        let _ = g.on_pstn(PstnEvent::SendResult {
-            ticket: t,
-            ids: vec!["SM2".into()],
-            error: None,
-        });
+        let _ = g.on_pstn(send_result(t, &["SM2"], None));
         let text = expect_error(
             g.on_pstn(status(
                 "SM2",
@@ -1204,12 +1192,7 @@ provider = "strict"
         )));
         let e = ProviderError::new(ProviderErrorKind::CarrierError, "boom");
         let text = expect_error(
-            g.on_pstn(PstnEvent::SendResult {
-                ticket: t,
-                ids: vec!["Q0".into()],
-                error: Some(e),
-            })
-            .0,
+            g.on_pstn(send_result(t, &["Q0"], Some(e))).0,
             ErrorCondition::RemoteServerTimeout,
         );
         assert!(
@@ -1226,11 +1209,7 @@ provider = "strict"
             "+15557654321@sms.example.com",
             "one two three four five six seven eight nine ten eleven twelve",
         )));
-        let _ = g.on_pstn(PstnEvent::SendResult {
-            ticket: t,
-            ids: vec!["R0".into(), "R1".into(), "R2".into()],
-            error: None,
-        });
+        let _ = g.on_pstn(send_result(t, &["R0", "R1", "R2"], None));
         let delivered = |id: &str| PstnEvent::Status {
             account: "other".into(),
             report: StatusReport {
@@ -1267,11 +1246,7 @@ provider = "strict"
             },
         };
         assert!(g.on_pstn(early).0.is_empty());
-        let (actions, _) = g.on_pstn(PstnEvent::SendResult {
-            ticket: t,
-            ids: vec!["SM9".into()],
-            error: None,
-        });
+        let (actions, _) = g.on_pstn(send_result(t, &["SM9"], None));
         assert!(
             matches!(&actions[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
             "{actions:?}"
@@ -1296,11 +1271,7 @@ provider = "strict"
             "+15557654321@sms.example.com",
             "sent",
         )));
-        let _ = before.on_pstn(PstnEvent::SendResult {
-            ticket: t1,
-            ids: vec!["SM1".into()],
-            error: None,
-        });
+        let _ = before.on_pstn(send_result(t1, &["SM1"], None));
         let t2 = sent_ticket(&before.on_chat(chat(
             "alice@example.com/x",
             "+15557654321@sms.example.com",
@@ -1358,12 +1329,7 @@ provider = "strict"
         )));
         let e = ProviderError::new(ProviderErrorKind::Timeout, "no answer within 30s");
         let text = expect_error(
-            g.on_pstn(PstnEvent::SendResult {
-                ticket: t,
-                ids: vec![],
-                error: Some(e),
-            })
-            .0,
+            g.on_pstn(send_result(t, &[], Some(e))).0,
             ErrorCondition::RemoteServerTimeout,
         );
         assert!(
