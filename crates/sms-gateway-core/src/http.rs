@@ -176,6 +176,15 @@ pub fn endpoint(url: &str) -> Result<Uri, String> {
     }
 }
 
+/// Checks an `api_base` setting (an http(s) URL with a host) and drops a
+/// trailing `/`, naming the key when it is not one.
+pub fn api_base(value: &str) -> Result<String, String> {
+    match endpoint(value) {
+        Ok(_) => Ok(value.trim_end_matches('/').to_owned()),
+        Err(_) => Err(format!("`api_base` = {value:?}: expected an http(s) URL")),
+    }
+}
+
 /// An `Authorization` header value, built once and marked sensitive (so
 /// HTTP-level logging never shows it).
 pub fn authorization(value: &str) -> Result<HeaderValue, String> {

@@ -286,15 +286,7 @@ impl TelnyxProvider {
             return Err("`api_key` must not be empty".into());
         }
         let public_key = parse_public_key(&config.public_key)?;
-        let base = match sms_gateway_core::http::endpoint(&config.api_base) {
-            Ok(_) => config.api_base.trim_end_matches('/').to_owned(),
-            Err(_) => {
-                return Err(format!(
-                    "`api_base` = {:?}: expected an http(s) URL",
-                    config.api_base
-                ))
-            }
-        };
+        let base = sms_gateway_core::http::api_base(&config.api_base)?;
         let http = sms_gateway_core::http::Client::new(Duration::from_secs(config.timeout_secs))?;
         Ok(TelnyxProvider {
             http,

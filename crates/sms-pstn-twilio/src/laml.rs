@@ -43,13 +43,7 @@ impl std::fmt::Debug for LamlClient {
     }
 }
 
-/// Checks that an `api_base` setting is an http(s) URL and drops a trailing `/`.
-pub fn api_base(value: &str) -> Result<String, String> {
-    match sms_gateway_core::http::endpoint(value) {
-        Ok(_) => Ok(value.trim_end_matches('/').to_owned()),
-        Err(_) => Err(format!("`api_base` = {value:?}: expected an http(s) URL")),
-    }
-}
+pub use sms_gateway_core::http::api_base;
 
 impl LamlClient {
     /// A client posting to `messages_url` with basic auth
