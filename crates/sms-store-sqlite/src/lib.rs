@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,12 +160,10 @@ impl Seen {
 
 /// What the checkpointer needs to know of the writes.
 struct Activity {
-    /// Written since the last checkpoint.
-    dirty: AtomicBool,
     /// When the last write happened, in milliseconds since `start`.
     last_write_ms: AtomicU64,
     /// Bytes in the WAL waiting to be checkpointed (SQLite's WAL hook
-    /// reports them after each commit).
+    /// reports them after each commit); none when 0.
     wal_bytes: AtomicU64,
     start: std::time::Instant,
 }
@@ -201,10 +199,11 @@ fn checkpointer(
                 .now_ms()
                 .saturating_sub(activity.last_write_ms.load(Ordering::Relaxed))
                 >= CHECKPOINT_IDLE.as_millis() as u64;
-            let big = activity.wal_bytes.load(Ordering::Relaxed) >= WAL_CAP;
-            if (idle || big || last) && activity.dirty.swap(false, Ordering::Relaxed) {
+            let waiting = activity.wal_bytes.load(Ordering::Relaxed);
+            if (idle || waiting >= WAL_CAP || last) && waiting > 0 {
                 let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                // Not inside the Gateway's open batch: next time.
+                // Not inside the Gateway's open batch: next time (the
+                // bytes stay counted).
                 // RESTART, not TRUNCATE: the next commit writes the WAL
                 // again from its start, over file blocks the kernel already
                 // has cached and allocated, which costs about half as much
@@ -215,8 +214,6 @@ fn checkpointer(
                         .is_ok();
                 if done {
                     activity.wal_bytes.store(0, Ordering::Relaxed);
-                } else {
-                    activity.dirty.store(true, Ordering::Relaxed);
                 }
             }
             if last {
@@ -296,9 +293,10 @@ impl SqliteStore {
             .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
             .map_err(err)? as u64;
         let activity = Arc::new(Activity {
-            dirty: AtomicBool::new(true),
             last_write_ms: AtomicU64::new(0),
-            wal_bytes: AtomicU64::new(0),
+            // Unknown: what the migrations or an earlier run left in the
+            // WAL is checkpointed at the first pause.
+            wal_bytes: AtomicU64::new(1),
             start: std::time::Instant::now(),
         });
         // The hook replaces SQLite's own, which would run a checkpoint
@@ -349,7 +347,6 @@ impl SqliteStore {
 
     /// The connection, for a write.
     fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.activity.dirty.store(true, Ordering::Relaxed);
         self.activity
             .last_write_ms
             .store(self.activity.now_ms(), Ordering::Relaxed);
@@ -672,6 +669,16 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn inbound(id: &str, body: &str) -> InboundSms {
+        InboundSms {
+            id: id.into(),
+            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
+            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
+            body: body.into(),
+            media: vec![],
+        }
+    }
+
     #[test]
     fn sqlite_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
@@ -688,13 +695,7 @@ mod tests {
     fn what_was_written_survives_reopening_and_journal_mode_is_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let sms = InboundSms {
-            id: "SM1".into(),
-            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
-            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
-            body: "kept".into(),
-            media: vec![],
-        };
+        let sms = inbound("SM1", "kept");
         {
             let s = SqliteStore::open(&path).unwrap();
             assert!(s.insert_inbound("main", &sms, 1).unwrap().is_some());
@@ -713,13 +714,7 @@ mod tests {
     fn a_batch_is_durable_only_once_committed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let sms = InboundSms {
-            id: "SMb".into(),
-            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
-            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
-            body: "batched".into(),
-            media: vec![],
-        };
+        let sms = inbound("SMb", "batched");
         {
             let s = SqliteStore::open(&path).unwrap();
             s.begin().unwrap();
@@ -785,13 +780,7 @@ mod tests {
         assert_eq!(auto, 0, "no checkpoint inside the Gateway's commits");
         let write_some = |from: usize| {
             for i in from..from + 200 {
-                let sms = InboundSms {
-                    id: format!("SM{i}"),
-                    from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
-                    to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
-                    body: "x".repeat(2000),
-                    media: vec![],
-                };
+                let sms = inbound(&format!("SM{i}"), &"x".repeat(2000));
                 s.insert_inbound("main", &sms, 1).unwrap();
             }
         };
@@ -829,21 +818,11 @@ mod tests {
         checkpointed();
     }
 
-    fn inbound(id: &str) -> InboundSms {
-        InboundSms {
-            id: id.into(),
-            from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
-            to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
-            body: "hello".into(),
-            media: vec![],
-        }
-    }
-
     #[test]
     fn repeated_webhooks_are_caught_in_memory_but_not_after_a_rollback() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let sms = inbound("SMrepeat");
+        let sms = inbound("SMrepeat", "hello");
         {
             let s = SqliteStore::open(&path).unwrap();
             s.begin().unwrap();
@@ -892,7 +871,7 @@ mod tests {
                 c.execute_batch(m).unwrap();
             }
             c.pragma_update(None, "user_version", 4).unwrap();
-            let data = serde_json::to_string(&inbound("SMold")).unwrap();
+            let data = serde_json::to_string(&inbound("SMold", "hello")).unwrap();
             c.execute(
                 "INSERT INTO inbound (account, carrier_id, received, data) VALUES ('main', 'SMold', 1, ?1)",
                 [&data],
@@ -912,13 +891,14 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].sms.id, "SMold");
         assert!(
-            s.insert_inbound("main", &inbound("SMold"), 2)
+            s.insert_inbound("main", &inbound("SMold", "hello"), 2)
                 .unwrap()
                 .is_none(),
             "a repeat of a text stored before the migration"
         );
         assert_eq!(
-            s.insert_inbound("main", &inbound("SMnew"), 2).unwrap(),
+            s.insert_inbound("main", &inbound("SMnew", "hello"), 2)
+                .unwrap(),
             Some(3),
             "ids go on from the old sequence"
         );
