@@ -201,8 +201,14 @@ impl XmppProcess {
     }
 
     /// Writes `outs` in one go (one flush, so usually one system call).
-    /// On failure none of them counts as written: the caller keeps them
-    /// for the next link, and some may then reach the server twice.
+    /// On an I/O failure none of them counts as written: the caller keeps
+    /// them for the next link, and some may then reach the server twice.
+    ///
+    /// A stanza that cannot be built or that the XML writer refuses is
+    /// dropped, logged, and (for a stored inbound text) marked done: it
+    /// would be refused again on every link, and a link replaced for it
+    /// would loop for ever (invariant 6). Everything reaching here has been
+    /// through [`translate::xml_safe`], so this is a bug's safety net.
     async fn write_outgoing(
         &self,
         link: &mut Link,
@@ -213,8 +219,7 @@ impl XmppProcess {
             let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
                 Ok(s) => s,
                 Err(e) => {
-                    // Built from our own routing tables: a bug, not a link problem.
-                    tracing::error!(error = %e, "dropping a stanza that cannot be built");
+                    tracing::error!(error = %e, what = kind(out), "dropping a stanza that cannot be built");
                     continue;
                 }
             };
@@ -225,9 +230,15 @@ impl XmppProcess {
                     m.payloads.push(translate::nick(&name));
                 }
             }
-            link::feed(link, stanza)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            match link::feed(link, stanza).await {
+                Ok(()) => {}
+                // tokio-xmpp rewinds its buffer when an element cannot be
+                // serialised: the stream is intact, only this stanza is lost.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    tracing::error!(error = %e, what = kind(out), "the XML writer refused a stanza; dropped");
+                }
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
         }
         link::flush(link)
             .await
@@ -364,6 +375,18 @@ impl XmppProcess {
             if is_get {
                 return Some(reply(iq, Ok(Some(gateway_prompt()))));
             }
+            // Only users may make the gateway parse what they typed: the
+            // answer is of no use to anyone else.
+            if iq.from().and_then(|f| self.user_number(f)).is_none() {
+                return Some(reply(
+                    iq,
+                    Err(translate::stanza_error(
+                        ErrorType::Auth,
+                        DefinedCondition::RegistrationRequired,
+                        format!("Only users of {} can look up numbers.", self.domain),
+                    )),
+                ));
+            }
             let typed = payload
                 .get_child("prompt", translate::GATEWAY_NS)
                 .map(|p| p.text())
@@ -447,6 +470,15 @@ impl XmppProcess {
             }
             _ => vec![],
         }
+    }
+}
+
+/// What an outgoing stanza is, for logs (never its content).
+fn kind(out: &OutgoingStanza) -> &'static str {
+    match out {
+        OutgoingStanza::Chat { .. } => "chat",
+        OutgoingStanza::Receipt { .. } => "receipt",
+        OutgoingStanza::Error { .. } => "error",
     }
 }
 

@@ -222,4 +222,37 @@ mod tests {
         assert_eq!(close(&mut link, Duration::from_secs(5)).await, 1);
         server.await.unwrap();
     }
+
+    /// A stanza the XML writer refuses (a form feed in its body) fails
+    /// alone: the stream is intact and the next stanza goes through.
+    #[tokio::test]
+    async fn a_refused_stanza_leaves_the_stream_intact() {
+        use tokio_xmpp::parsers::message::{Lang, Message};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = String::new();
+            read_until(&mut s, &mut buf, ">").await;
+            s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
+            read_until(&mut s, &mut buf, "</handshake>").await;
+            s.write_all(b"<handshake/>").await.unwrap();
+            let start = buf.len();
+            read_until(&mut s, &mut buf, "</message>").await;
+            buf.split_off(start)
+        });
+        let mut link = login(&addr, "sms.example.com", "secret", Timeouts::tight())
+            .await
+            .unwrap();
+        let to = tokio_xmpp::jid::Jid::new("alice@example.com").unwrap();
+        let bad = Message::chat(to.clone()).with_body(Lang::new(), "form\u{c}feed".into());
+        let err = feed(&mut link, Stanza::Message(bad)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let good = Message::chat(to).with_body(Lang::new(), "after".into());
+        feed(&mut link, Stanza::Message(good)).await.unwrap();
+        flush(&mut link).await.unwrap();
+        let written = server.await.unwrap();
+        assert!(written.contains("<body>after</body>"), "{written}");
+        assert!(!written.contains("form"), "{written}");
+    }
 }

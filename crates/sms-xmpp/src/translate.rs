@@ -2,6 +2,7 @@
 //! itself (ping, disco, unknown IQs). Pure functions, tested on their own.
 
 use sms_gateway_core::{ChatMessage, ErrorCondition, OutgoingStanza, XmppEvent};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
@@ -33,9 +34,40 @@ pub const FEATURES: &[&str] = &[
     VCARD_NS,
 ];
 
+/// Whether XML 1.0 can carry `c` (its `Char` production; Rust strings hold
+/// no surrogates). Most C0 controls, U+FFFE and U+FFFF are out.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// `s` with every character XML 1.0 cannot carry replaced by U+FFFD.
+///
+/// Every string from outside that goes into a stanza passes here once:
+/// bodies, media URLs, error texts, names, vCard fields. An SMS may hold a
+/// form feed or any other control character, and the XML writer refuses a
+/// stanza that carries one (invariant 6: one text never stops the relay).
+pub fn xml_safe(s: &str) -> Cow<'_, str> {
+    if s.chars().all(is_xml_char) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+                .collect(),
+        )
+    }
+}
+
+/// [`xml_safe`] for a value that is kept.
+fn clean(s: &str) -> String {
+    xml_safe(s).into_owned()
+}
+
 /// An XEP-0172 `<nick/>`.
 pub fn nick(name: &str) -> Element {
-    Element::builder("nick", NICK_NS).append(name).build()
+    Element::builder("nick", NICK_NS)
+        .append(clean(name))
+        .build()
 }
 
 /// The XEP-0100 prompt: what to type to add a contact.
@@ -52,13 +84,15 @@ pub fn gateway_prompt() -> Element {
 /// current `<jid/>` and the legacy `<prompt/>` carry it.
 pub fn gateway_answer(jid: &str) -> Element {
     Element::builder("query", GATEWAY_NS)
-        .append(Element::builder("jid", GATEWAY_NS).append(jid))
-        .append(Element::builder("prompt", GATEWAY_NS).append(jid))
+        .append(Element::builder("jid", GATEWAY_NS).append(clean(jid)))
+        .append(Element::builder("prompt", GATEWAY_NS).append(clean(jid)))
         .build()
 }
 
 /// An XEP-0054 vCard for a contact: its name (if known) and number.
 pub fn vcard(number: &str, name: Option<&str>) -> Element {
+    let (number, name) = (clean(number), name.map(clean));
+    let (number, name) = (number.as_str(), name.as_deref());
     let mut b = Element::builder("vCard", VCARD_NS)
         .append(Element::builder("FN", VCARD_NS).append(name.unwrap_or(number)));
     if let Some(name) = name {
@@ -78,7 +112,7 @@ pub fn stanza_error(
     cond: DefinedCondition,
     text: impl Into<String>,
 ) -> StanzaError {
-    StanzaError::new(type_, cond, "en", text)
+    StanzaError::new(type_, cond, "en", clean(&text.into()))
 }
 
 /// A chat message from a user, if `message` is one the Gateway should see:
@@ -116,6 +150,9 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
 }
 
 fn jid(s: &str) -> Result<Jid, String> {
+    if let Cow::Owned(_) = xml_safe(s) {
+        return Err(format!("a JID with characters XML cannot carry: {s:?}"));
+    }
     Jid::new(s).map_err(|e| format!("bad JID {s:?}: {e}"))
 }
 
@@ -157,11 +194,11 @@ pub fn outgoing_to_stanza(
             m.from = Some(jid(from)?);
             m.id = Some(Id(new_id()));
             if !body.is_empty() {
-                m = m.with_body(Lang::new(), body.clone());
+                m = m.with_body(Lang::new(), clean(body));
             }
             if let Some(url) = media_url {
                 m = m.with_payload(Oob {
-                    url: url.clone(),
+                    url: clean(url),
                     desc: None,
                 });
             }
@@ -171,7 +208,7 @@ pub fn outgoing_to_stanza(
             let mut m = Message::chat(jid(to)?);
             m.from = Some(jid(from)?);
             m.id = Some(Id(new_id()));
-            m.with_payload(Received { id: id.clone() })
+            m.with_payload(Received { id: clean(id) })
         }
         OutgoingStanza::Error {
             from,
@@ -182,9 +219,9 @@ pub fn outgoing_to_stanza(
         } => {
             let mut m = Message::error(jid(to)?);
             m.from = Some(jid(from)?);
-            m.id = id.clone().map(Id);
+            m.id = id.as_deref().map(|i| Id(clean(i)));
             let (type_, cond) = condition(*c);
-            m.with_payload(StanzaError::new(type_, cond, "en", text.clone()))
+            m.with_payload(stanza_error(type_, cond, text.as_str()))
         }
     };
     Ok(Stanza::Message(message))
@@ -403,6 +440,66 @@ mod tests {
             s.contains("<x xmlns='jabber:x:oob'><url>https://m/1.jpg</url></x>"),
             "{s}"
         );
+    }
+
+    /// Every character the XML writer refuses, in every string that can
+    /// come from a carrier or a caller-ID program.
+    const REFUSED: &[char] = &[
+        '\u{0}', '\u{1}', '\u{8}', '\u{b}', '\u{c}', '\u{e}', '\u{1f}', '\u{fffe}', '\u{ffff}',
+    ];
+
+    #[test]
+    fn characters_xml_cannot_carry_become_replacement_characters() {
+        assert!(matches!(xml_safe("plain\ttext\r\n é 🎉"), Cow::Borrowed(_)));
+        for &c in REFUSED {
+            let text = format!("a{c}b");
+            assert_eq!(xml_safe(&text), "a\u{FFFD}b", "{:?}", c);
+            let chat = outgoing_to_stanza(
+                &OutgoingStanza::Chat {
+                    from: "+15557654321@sms.example.com".into(),
+                    to: "alice@example.com".into(),
+                    body: text.clone(),
+                    media_url: Some(format!("https://m.example/{c}.jpg")),
+                    inbound_id: Some(1),
+                },
+                || "i".into(),
+            )
+            .unwrap();
+            let s = xml(chat);
+            assert!(s.contains("<body>a\u{FFFD}b</body>"), "{s:?}");
+            assert!(s.contains("https://m.example/\u{FFFD}.jpg"), "{s:?}");
+            let err = xml(outgoing_to_stanza(
+                &OutgoingStanza::Error {
+                    from: "+1@d".into(),
+                    to: "a@b/c".into(),
+                    id: Some("m1".into()),
+                    condition: ErrorCondition::NotAcceptable,
+                    text: text.clone(),
+                },
+                || unreachable!(),
+            )
+            .unwrap());
+            assert!(err.contains("a\u{FFFD}b"), "{err:?}");
+            let n = String::from(&nick(&text));
+            assert!(n.contains("a\u{FFFD}b"), "{n:?}");
+            let v = String::from(&vcard("+15557654321", Some(&text)));
+            assert!(!v.contains(c), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_jid_xml_cannot_carry_is_refused_not_written() {
+        let r = outgoing_to_stanza(
+            &OutgoingStanza::Chat {
+                from: "+15557654321@sms.example.com".into(),
+                to: "ali\u{c}ce@example.com".into(),
+                body: "hi".into(),
+                media_url: None,
+                inbound_id: None,
+            },
+            || "i".into(),
+        );
+        assert!(r.is_err());
     }
 
     fn iq(xml: &str) -> Iq {
