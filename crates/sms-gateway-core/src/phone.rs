@@ -56,11 +56,15 @@ impl PhoneNumber {
         // and keeps few of them: a parse costs ~100 µs, most of a round
         // trip's CPU. Numbers repeat (the same contacts, the same users), so
         // results are remembered; the answer is a pure function of the input.
-        type Key = (String, Option<String>, Option<String>);
-        static CACHE: std::sync::OnceLock<
-            std::sync::Mutex<std::collections::HashMap<Key, Result<PhoneNumber, PhoneError>>>,
-        > = std::sync::OnceLock::new();
         const CACHE_SIZE: usize = 10_000;
+        if input.len() > MAX_INPUT {
+            // Longer than any number however it is written: refused before
+            // any work, and quoted only in part.
+            return Err(PhoneError::Invalid {
+                input: crate::text::excerpt(input, 24),
+                reason: format!("longer than any phone number ({} bytes)", input.len()),
+            });
+        }
         if default_region.is_none() {
             if let Some(n) = Self::e164_fast(input) {
                 return Ok(n);
@@ -76,11 +80,15 @@ impl PhoneNumber {
             return hit.clone();
         }
         let result = Self::parse_uncached(input, default_region, default_prefix);
-        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() >= CACHE_SIZE {
-            c.clear();
+        // Only numbers are remembered: anyone can make errors by the
+        // thousand, and a cache of them would hold whatever they typed.
+        if result.is_ok() {
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= CACHE_SIZE {
+                c.clear();
+            }
+            c.insert(key, result.clone());
         }
-        c.insert(key, result.clone());
         result
     }
 
@@ -102,6 +110,9 @@ impl PhoneNumber {
                 .is_ok_and(|cc| COUNTRY_CODES.binary_search(&cc).is_ok())
         })?;
         let (cc, national) = digits.split_at(cc_len);
+        if !possible_length(cc.parse().ok()?, national.len()) {
+            return None;
+        }
         // libphonenumber strips trunk prefixes and applies a few countries'
         // rewriting rules even after a `+`; wherever one could apply, it
         // decides. Most countries' only trunk prefix is 0.
@@ -146,6 +157,7 @@ impl PhoneNumber {
                     input: trimmed.to_owned(),
                     reason: e.to_string(),
                 })?;
+            Self::check_possible(trimmed, &parsed)?;
             return Ok(PhoneNumber(
                 parsed.format().mode(phonenumber::Mode::E164).to_string(),
             ));
@@ -167,8 +179,38 @@ impl PhoneNumber {
                 reason: "extensions cannot receive texts".into(),
             });
         }
+        Self::check_possible(trimmed, &parsed)?;
         let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
         Ok(PhoneNumber(e164))
+    }
+
+    /// libphonenumber's parser reads any digits after a known country code;
+    /// a number whose length no number of that country has (`+1555`,
+    /// `+11234567`) cannot be texted and is refused here, before any
+    /// carrier is asked.
+    fn check_possible(input: &str, parsed: &phonenumber::PhoneNumber) -> Result<(), PhoneError> {
+        let cc = parsed.code().value();
+        let len = parsed.national().to_string().len();
+        if possible_length(cc, len) {
+            return Ok(());
+        }
+        let i = COUNTRY_CODES.binary_search(&cc).ok();
+        let lengths = i.map(|i| POSSIBLE_LENGTHS[i]).unwrap_or(0);
+        let fewest = lengths.trailing_zeros() as usize;
+        let most = 31 - lengths.leading_zeros() as usize;
+        let reason = if lengths == 0 {
+            format!("+{cc} is not a country code")
+        } else if len < fewest {
+            format!("too short for +{cc} ({len} digits after the country code; at least {fewest})")
+        } else if len > most {
+            format!("too long for +{cc} ({len} digits after the country code; at most {most})")
+        } else {
+            format!("no +{cc} number has {len} digits after the country code")
+        };
+        Err(PhoneError::Invalid {
+            input: input.to_owned(),
+            reason,
+        })
     }
 
     /// The E.164 form, `+15557654321`, or the digits of a short code.
@@ -181,6 +223,16 @@ impl PhoneNumber {
         !self.0.starts_with('+')
     }
 }
+
+type CacheKey = (String, Option<String>, Option<String>);
+/// Numbers parsed before (see [`PhoneNumber::parse_with`]).
+static CACHE: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<CacheKey, Result<PhoneNumber, PhoneError>>>,
+> = std::sync::OnceLock::new();
+
+/// The longest input read as a phone number: 15 digits with room for
+/// spaces, dashes, brackets and a leading `+`.
+const MAX_INPUT: usize = 64;
 
 /// The country calling codes libphonenumber knows, sorted (from the
 /// `phonenumbers` 9.0.43 package on PyPI:
@@ -199,6 +251,45 @@ const COUNTRY_CODES: &[u16] = &[
     853, 855, 856, 870, 878, 880, 881, 882, 883, 886, 888, 960, 961, 962, 963, 964, 965, 966, 967,
     968, 970, 971, 972, 973, 974, 975, 976, 977, 979, 992, 993, 994, 995, 996, 998,
 ];
+
+/// For each of [`COUNTRY_CODES`], in the same order: the national-number
+/// lengths libphonenumber's metadata lists as possible for the code's
+/// regions (general, fixed-line, mobile, toll-free, premium, shared-cost,
+/// personal and VoIP numbers), as a bit set (bit `n` set: `n` digits). A
+/// test rebuilds it from the Rust port's metadata. Local-only lengths (US
+/// seven-digit numbers) are not among them: nobody can text those.
+const POSSIBLE_LENGTHS: &[u32] = &[
+    0x00400, 0x04400, 0x00700, 0x003e0, 0x01c00, 0x00f80, 0x00300, 0x00200, 0x00200, 0x00300,
+    0x01fc0, 0x00240, 0x00200, 0x03ff0, 0x00680, 0x00100, 0x007c0, 0x00100, 0x00680, 0x0ffe0,
+    0x00300, 0x00400, 0x005c0, 0x00c00, 0x00f00, 0x00e00, 0x00d00, 0x00400, 0x00700, 0x017c0,
+    0x3ff80, 0x03f40, 0x00780, 0x00d00, 0x02700, 0x3ff00, 0x07f60, 0x00700, 0x01f80, 0x03400,
+    0x03f00, 0x00f00, 0x00200, 0x00200, 0x007c0, 0x004c0, 0x00200, 0x00200, 0x00300, 0x00100,
+    0x00200, 0x00080, 0x00200, 0x00100, 0x00100, 0x00300, 0x00400, 0x00100, 0x00100, 0x00100,
+    0x00500, 0x00580, 0x00380, 0x00100, 0x00300, 0x07c00, 0x00100, 0x00100, 0x00300, 0x00080,
+    0x00080, 0x00200, 0x00180, 0x00200, 0x00780, 0x00200, 0x00280, 0x00080, 0x00020, 0x00080,
+    0x00200, 0x00300, 0x00200, 0x003c0, 0x00100, 0x00780, 0x00200, 0x00200, 0x00100, 0x00300,
+    0x00200, 0x00200, 0x00200, 0x007e0, 0x00300, 0x00280, 0x00100, 0x00580, 0x00300, 0x00080,
+    0x00030, 0x00080, 0x00080, 0x00040, 0x00040, 0x00100, 0x00200, 0x00ff0, 0x00780, 0x00280,
+    0x003c0, 0x00100, 0x00100, 0x007e0, 0x013c0, 0x00100, 0x00100, 0x00580, 0x00100, 0x00100,
+    0x00fc0, 0x00340, 0x00300, 0x00500, 0x00600, 0x01fc0, 0x00300, 0x01f00, 0x00380, 0x001e0,
+    0x00300, 0x00100, 0x00200, 0x002c0, 0x00280, 0x00020, 0x00880, 0x00900, 0x00980, 0x00900,
+    0x00100, 0x00500, 0x00d80, 0x00240, 0x00100, 0x00200, 0x00300, 0x00080, 0x00f00, 0x00200,
+    0x00f80, 0x00200, 0x000c0, 0x03fc0, 0x00180, 0x00180, 0x00040, 0x00080, 0x00080, 0x00180,
+    0x000a0, 0x000a0, 0x000a0, 0x00880, 0x00080, 0x00240, 0x00020, 0x00090, 0x004e0, 0x00120,
+    0x00040, 0x000e0, 0x00300, 0x000f0, 0x00080, 0x00080, 0x00100, 0x00100, 0x00500, 0x00be0,
+    0x00180, 0x00700, 0x00700, 0x01200, 0x01000, 0x007c0, 0x00600, 0x01f80, 0x01f00, 0x00f80,
+    0x00000, 0x00480, 0x00180, 0x00300, 0x00300, 0x00700, 0x00180, 0x00600, 0x00380, 0x00380,
+    0x00700, 0x01fe0, 0x01f80, 0x00100, 0x00b80, 0x00180, 0x00700, 0x00d00, 0x00200, 0x00200,
+    0x00100, 0x00200, 0x00200, 0x00600, 0x00200,
+];
+
+/// Whether a national number of `len` digits is possible after `+cc`.
+fn possible_length(cc: u16, len: usize) -> bool {
+    match COUNTRY_CODES.binary_search(&cc) {
+        Ok(i) => len < 32 && POSSIBLE_LENGTHS[i] & (1 << len) != 0,
+        Err(_) => false,
+    }
+}
 
 /// Country codes whose libphonenumber metadata has a trunk prefix other
 /// than 0 or a rewriting rule (`national_prefix_for_parsing`,
@@ -414,5 +505,85 @@ mod tests {
             PhoneNumber::parse("+1234567890123456789", None),
             Err(PhoneError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn the_possible_length_table_matches_libphonenumber() {
+        let db = &*phonenumber::metadata::DATABASE;
+        let mut built = Vec::new();
+        for cc in COUNTRY_CODES {
+            let mut mask = 0u32;
+            for m in db.by_code(cc).unwrap() {
+                let d = m.descriptors();
+                let kinds = [
+                    Some(d.general()),
+                    d.fixed_line(),
+                    d.mobile(),
+                    d.toll_free(),
+                    d.premium_rate(),
+                    d.shared_cost(),
+                    d.personal_number(),
+                    d.voip(),
+                ];
+                for desc in kinds.into_iter().flatten() {
+                    for &l in desc.possible_length() {
+                        mask |= 1 << l;
+                    }
+                }
+            }
+            built.push(mask);
+        }
+        assert_eq!(built, POSSIBLE_LENGTHS);
+    }
+
+    /// Numbers no country has are refused at once, whichever way they
+    /// come: E.164, a local form with the default prefix, or a region.
+    #[test]
+    fn impossible_numbers_are_refused() {
+        for (input, prefix) in [
+            ("+1555", None),
+            ("+11234567", None),
+            ("1234567", Some("+1")),
+            ("1555", Some("+1")),
+            ("+1 555 765 43", None),
+            ("+155576543210", None),
+            ("+4420794", None),
+            ("+49", None),
+        ] {
+            let err = PhoneNumber::parse(input, prefix).unwrap_err();
+            assert!(
+                matches!(err, PhoneError::Invalid { .. }),
+                "{input}: {err:?}"
+            );
+        }
+        let err = PhoneNumber::parse("+1555", None).unwrap_err().to_string();
+        assert!(err.contains("too short for +1"), "{err}");
+        assert!(PhoneNumber::parse_with("12", Some("US"), None).is_err());
+        for ok in [
+            "+15557654321",
+            "+442079460958",
+            "+4915123456789",
+            "+33612345678",
+        ] {
+            assert_eq!(PhoneNumber::parse(ok, None).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn long_inputs_are_refused_unread_and_errors_are_not_cached() {
+        let long = "1".repeat(60_000);
+        let err = PhoneNumber::parse(&long, Some("+1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 200, "{err}");
+        assert!(err.contains("longer than any phone number"), "{err}");
+        // Bad inputs leave nothing behind in the cache.
+        for i in 0..100 {
+            let _ = PhoneNumber::parse(&format!("{i}xq"), Some("+1"));
+        }
+        let _ = PhoneNumber::parse("5557654321", Some("+1")).unwrap();
+        let cache = CACHE.get().unwrap().lock().unwrap();
+        assert!(cache.keys().any(|k| k.0 == "5557654321"));
+        assert!(!cache.keys().any(|k| k.0.ends_with("xq")));
     }
 }
