@@ -10,6 +10,17 @@
 
 use unicode_segmentation::UnicodeSegmentation;
 
+/// At most `max` characters of `s`, control characters escaped, with `…`
+/// when cut: for quoting outside input in an error or a log line without
+/// letting it grow the line or forge another.
+pub fn excerpt(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).flat_map(char::escape_debug).collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// How a carrier limits one API request's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLimit {

@@ -23,7 +23,8 @@ use sms_gateway_core::{
     OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
     WebhookRequest,
 };
-use sms_pstn_twilio::{laml, signature};
+use sms_pstn_twilio::laml::{self, Signed};
+use sms_pstn_twilio::signature;
 use std::sync::Arc;
 
 /// SignalWire allows this many media per message.
@@ -111,20 +112,25 @@ impl SignalWireProvider {
         Ok(Arc::new(SignalWireProvider::new(ctx, config)?))
     }
 
-    fn verify(
-        &self,
-        req: &WebhookRequest,
-        params: &[(String, String)],
-    ) -> Result<(), WebhookError> {
+    /// SignalWire signs a form by Twilio's scheme and a raw (JSON) body by
+    /// `hex(HMAC-SHA1(key, URL + body))` (or Twilio's `bodySHA256`). Which
+    /// one applies follows the body's type: both are an HMAC of the URL and
+    /// something, so accepting either for any body would let one MAC stand
+    /// for two different requests.
+    fn verify(&self, req: &WebhookRequest, signed: Signed<'_>) -> Result<(), WebhookError> {
         let given = req
             .header("x-signalwire-signature")
             .or_else(|| req.header("x-twilio-signature"))
             .ok_or_else(|| WebhookError::Unauthorized("no X-SignalWire-Signature header".into()))?;
         let key = self.signing_key.expose();
-        let ok = signature::verify_form(key, &req.url, params, given)
-            || signature::verify_raw_body_hex(key, &req.url, &req.body, given)
-            || (req.url.contains("bodySHA256=")
-                && signature::verify_json_body_sha256(key, &req.url, &req.body, given));
+        let ok = match signed {
+            Signed::Form(params) => signature::verify_form(key, &req.url, params, given),
+            Signed::Raw => {
+                signature::verify_raw_body_hex(key, &req.url, &req.body, given)
+                    || (req.url.contains("bodySHA256=")
+                        && signature::verify_json_body_sha256(key, &req.url, &req.body, given))
+            }
+        };
         if ok {
             Ok(())
         } else {
@@ -146,6 +152,6 @@ impl PstnProvider for SignalWireProvider {
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
-        laml::handle_webhook(req, |params| self.verify(req, params))
+        laml::handle_webhook(req, |signed| self.verify(req, signed))
     }
 }

@@ -26,14 +26,19 @@ fn provider(api_base: &str) -> SignalWireProvider {
 }
 
 fn req(header: &str, sig: &str) -> WebhookRequest {
+    req_with(header, sig, "application/x-www-form-urlencoded", BODY)
+}
+
+fn req_with(header: &str, sig: &str, content_type: &str, body: &str) -> WebhookRequest {
     let mut headers = BTreeMap::new();
     headers.insert(header.to_owned(), sig.to_owned());
+    headers.insert("content-type".to_owned(), content_type.to_owned());
     WebhookRequest {
         method: "POST".into(),
         hook: "message".into(),
         url: URL.into(),
         headers,
-        body: BODY.into(),
+        body: body.to_owned().into(),
     }
 }
 
@@ -78,20 +83,15 @@ async fn send_uses_the_laml_path_and_project_credentials() {
 /// `twilio` 9.13.0, `RequestValidator("PSK_signing_key").compute_signature(URL, params)`.
 /// Scheme (b), `hex(HMAC-SHA1(key, URL + raw body))`: made with Python's
 /// `hmac.new(b"PSK_signing_key", URL + body, hashlib.sha1).hexdigest()`.
+/// The scheme follows the body's Content-Type: a form is checked by (a)
+/// only, any other body by (b) only.
 #[test]
-fn both_signature_schemes_and_both_headers_are_accepted() {
+fn each_body_type_has_its_one_signature_scheme() {
     let p = provider("https://example.signalwire.com");
-    for (header, sig) in [
-        ("x-signalwire-signature", "Dgtvn9sqN+abE5GSulXsct1NtXM="),
-        ("x-twilio-signature", "Dgtvn9sqN+abE5GSulXsct1NtXM="),
-        (
-            "x-signalwire-signature",
-            "ccaa3759209e139cce58fddf0dabaf35d74d89f1",
-        ),
-    ] {
+    for header in ["x-signalwire-signature", "x-twilio-signature"] {
         let reply = p
-            .webhook(&req(header, sig))
-            .unwrap_or_else(|e| panic!("{header} {sig}: {e}"));
+            .webhook(&req(header, "Dgtvn9sqN+abE5GSulXsct1NtXM="))
+            .unwrap_or_else(|e| panic!("{header}: {e}"));
         assert_eq!(reply.content_type, "text/xml");
         let [WebhookEvent::Inbound(sms)] = &reply.events[..] else {
             panic!()
@@ -99,6 +99,39 @@ fn both_signature_schemes_and_both_headers_are_accepted() {
         assert_eq!(sms.body, "Hi via SignalWire");
         assert_eq!(sms.to.as_str(), "+15550002222");
     }
+    // Scheme (b) over the form body: Python's
+    // hmac.new(b"PSK_signing_key", (URL + BODY).encode(), hashlib.sha1).hexdigest()
+    // It was accepted before; one MAC must not stand for two framings.
+    let raw_over_form = p
+        .webhook(&req(
+            "x-signalwire-signature",
+            "ccaa3759209e139cce58fddf0dabaf35d74d89f1",
+        ))
+        .unwrap_err();
+    assert_eq!(raw_over_form.http_status(), 403, "{raw_over_form}");
+    // A JSON body signed by scheme (b) (Python, as above, over
+    // URL + '{"MessageSid":"f1e2d3c4","Body":"json"}') is authentic but is
+    // not a messaging webhook: 415, and never read as a form.
+    const JSON: &str = r#"{"MessageSid":"f1e2d3c4","Body":"json"}"#;
+    let json = p
+        .webhook(&req_with(
+            "x-signalwire-signature",
+            "68fcf9eb597130e484593ba5e052445d262eb5f0",
+            "application/json",
+            JSON,
+        ))
+        .unwrap_err();
+    assert_eq!(json.http_status(), 415, "{json}");
+    // The form scheme's MAC on a JSON body is refused.
+    let form_over_json = p
+        .webhook(&req_with(
+            "x-signalwire-signature",
+            "Dgtvn9sqN+abE5GSulXsct1NtXM=",
+            "application/json",
+            BODY,
+        ))
+        .unwrap_err();
+    assert_eq!(form_over_json.http_status(), 403, "{form_over_json}");
     for sig in [
         "Dgtvn9sqN+abE5GSulXsct1NtXN=",
         "ccaa3759209e139cce58fddf0dabaf35d74d89f0",
@@ -112,6 +145,24 @@ fn both_signature_schemes_and_both_headers_are_accepted() {
         );
     }
     let mut none = req("x-other", "x");
-    none.headers.clear();
+    none.headers.remove("x-other");
     assert_eq!(p.webhook(&none).unwrap_err().http_status(), 403);
+}
+
+/// A form that names a field twice is refused with 400 before any check:
+/// which `Body` would be read must never be in doubt.
+#[test]
+fn repeated_form_fields_are_refused() {
+    let p = provider("https://example.signalwire.com");
+    let body = format!("{BODY}&Body=second");
+    let e = p
+        .webhook(&req_with(
+            "x-signalwire-signature",
+            "x",
+            "application/x-www-form-urlencoded",
+            &body,
+        ))
+        .unwrap_err();
+    assert_eq!(e.http_status(), 400, "{e}");
+    assert!(e.to_string().contains("`Body` is repeated"), "{e}");
 }

@@ -150,11 +150,6 @@ struct LamlAnswer {
     code: Option<serde_json::Value>,
 }
 
-/// The form parameters of a webhook body.
-pub fn form_params(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body).into_owned().collect()
-}
-
 fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
@@ -265,15 +260,33 @@ pub fn parse_webhook(
     }
 }
 
+/// What a webhook's signature is checked over. The framing follows the
+/// body's `Content-Type`, never a guess: a MAC that is valid over a form's
+/// sorted fields must not also be accepted as a MAC over a raw body.
+pub enum Signed<'a> {
+    /// A form-encoded body, read into its fields (names unique).
+    Form(&'a [(String, String)]),
+    /// Any other body, checked as raw bytes and never read as a form.
+    Raw,
+}
+
 /// Authenticates (with `verify`) and reads a LaML webhook, answering with
-/// empty TwiML.
+/// empty TwiML. Messaging webhooks are forms: another body is checked as
+/// raw bytes (so an unsigned one still gets 403) and then refused with 415.
 pub fn handle_webhook(
     req: &WebhookRequest,
-    verify: impl FnOnce(&[(String, String)]) -> Result<(), WebhookError>,
+    verify: impl FnOnce(Signed<'_>) -> Result<(), WebhookError>,
 ) -> Result<WebhookReply, WebhookError> {
     req.expect_post_to(&["message", "status"])?;
-    let params = form_params(&req.body);
-    verify(&params)?;
+    if !req.is_form() {
+        verify(Signed::Raw)?;
+        return Err(WebhookError::UnsupportedMediaType(format!(
+            "messaging webhooks are {}",
+            sms_gateway_core::provider::FORM_MEDIA_TYPE
+        )));
+    }
+    let params = req.form()?;
+    verify(Signed::Form(&params))?;
     let events = parse_webhook(&req.hook, &params)?;
     Ok(WebhookReply {
         events,
@@ -283,21 +296,23 @@ pub fn handle_webhook(
     })
 }
 
-/// Twilio's check, keyed with `key`, of header `X-Twilio-Signature` over a
-/// form-encoded request (or a JSON one whose URL carries `bodySHA256`).
+/// Twilio's check, keyed with `key`, of header `X-Twilio-Signature`: over a
+/// form's fields, or over a raw (JSON) body whose URL carries `bodySHA256`.
 pub fn verify_twilio(
     req: &WebhookRequest,
     key: &str,
     header: &str,
-    params: &[(String, String)],
+    signed: Signed<'_>,
 ) -> Result<(), WebhookError> {
     let given = req
         .header(header)
         .ok_or_else(|| WebhookError::Unauthorized(format!("no {header} header")))?;
-    let ok = if req.url.contains("bodySHA256=") {
-        signature::verify_json_body_sha256(key, &req.url, &req.body, given)
-    } else {
-        signature::verify_form(key, &req.url, params, given)
+    let ok = match signed {
+        Signed::Form(params) => signature::verify_form(key, &req.url, params, given),
+        Signed::Raw => {
+            req.url.contains("bodySHA256=")
+                && signature::verify_json_body_sha256(key, &req.url, &req.body, given)
+        }
     };
     if ok {
         Ok(())

@@ -112,8 +112,8 @@ impl PstnProvider for TwilioProvider {
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
-        laml::handle_webhook(req, |params| {
-            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", params)
+        laml::handle_webhook(req, |signed| {
+            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)
         })
     }
 }
