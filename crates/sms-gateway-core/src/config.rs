@@ -150,6 +150,46 @@ pub struct HttpConfig {
     /// The URL carriers call (what signatures are computed over), without
     /// the account part: `https://sms.example.com/hooks`.
     pub public_url: String,
+    /// Webhook connections open at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and the most an
+    /// idle kept-alive connection stays open).
+    #[serde(default = "default_http_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    #[serde(default = "default_http_timeout")]
+    pub body_timeout_secs: u64,
+    /// Largest form-encoded webhook body (Twilio, SignalWire), in bytes.
+    #[serde(default = "default_max_form_body")]
+    pub max_form_body: usize,
+    /// Largest webhook body of any other type (Telnyx's JSON), in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// Seconds a webhook waits for the Gateway to take what it carried;
+    /// past that it is answered 503 and the carrier retries.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_http_timeout() -> u64 {
+    10
+}
+
+fn default_max_form_body() -> usize {
+    64 * 1024
+}
+
+fn default_max_body() -> usize {
+    256 * 1024
+}
+
+fn default_ack_timeout() -> u64 {
+    5
 }
 
 impl HttpConfig {
@@ -307,6 +347,18 @@ impl Config {
         }
         if self.xmpp.keepalive_secs == 0 {
             return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.max_form_body", self.http.max_form_body as u64),
+            ("http.max_body", self.http.max_body as u64),
+            ("http.ack_timeout_secs", self.http.ack_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
         }
         let url = &self.http.public_url;
         let parsed = url.parse::<axum::http::Uri>();

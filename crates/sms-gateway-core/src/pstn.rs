@@ -10,20 +10,17 @@ use crate::config::Config;
 use crate::message::{InboundRejected, PstnCommand, PstnEvent};
 use crate::provider::{PstnProvider, WebhookEvent, WebhookRequest};
 use crate::Lent;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::collections::{BTreeMap, HashMap};
-use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-
-/// Largest webhook body accepted; larger ones get 413.
-pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 
 /// How long webhooks are answered 503 on shutdown before the server stops.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -48,6 +45,21 @@ struct Inner {
     listener: std::net::TcpListener,
     /// Set on shutdown: webhooks are answered 503 so carriers retry later.
     draining: AtomicBool,
+    /// What one client may take of the webhook server (`[http]`).
+    webhook_limits: WebhookLimits,
+}
+
+/// The bounds on what anyone reaching the webhook port can make the gateway
+/// hold or wait for: the port is open to the world, and a request is
+/// authenticated only once it has been read.
+#[derive(Debug, Clone, Copy)]
+struct WebhookLimits {
+    connections: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    form_body: usize,
+    body: usize,
+    ack_timeout: Duration,
 }
 
 impl PstnProcess {
@@ -73,38 +85,101 @@ impl PstnProcess {
                 commands,
                 listener,
                 draining: AtomicBool::new(false),
+                webhook_limits: WebhookLimits {
+                    connections: config.http.max_connections,
+                    header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+                    body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+                    form_body: config.http.max_form_body,
+                    body: config.http.max_body,
+                    ack_timeout: Duration::from_secs(config.http.ack_timeout_secs),
+                },
             }),
         }
     }
 
     /// Serves webhooks and sends texts until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        // Nagle's algorithm would hold a webhook's small answer until the
-        // carrier acknowledged the previous one: up to 40 ms per request
-        // on a kept-alive connection.
-        let listener =
-            tokio::net::TcpListener::from_std(self.inner.listener.try_clone()?)?.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a webhook connection");
-                }
-            });
-        let app = axum::Router::new()
-            .fallback(hook)
-            .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
-            .with_state(self.inner.clone());
+        let listener = tokio::net::TcpListener::from_std(self.inner.listener.try_clone()?)?;
         // On shutdown, answer 503 for a moment (requests on open connections
         // get a clear "retry later" rather than a reset), then stop serving.
+        let stopped = CancellationToken::new();
         let inner = self.inner.clone();
-        let stop = shutdown.clone();
+        let (stop, done) = (shutdown.clone(), stopped.clone());
         let drained = async move {
             stop.cancelled().await;
             inner.draining.store(true, Ordering::SeqCst);
             tokio::time::sleep(DRAIN_GRACE).await;
+            done.cancel();
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(drained);
-        let (served, ()) = tokio::join!(server.into_future(), self.send_loop(shutdown));
-        served
+        let ((), (), ()) = tokio::join!(
+            drained,
+            self.serve(listener, stopped),
+            self.send_loop(shutdown)
+        );
+        Ok(())
+    }
+
+    /// The webhook server: hyper's HTTP/1 with a timer, so a client that
+    /// sends its headers slowly (or holds an idle connection) is cut off
+    /// after `header_timeout`, and at most `connections` are served at
+    /// once (the rest wait in the listen queue). Stops at `stopped`,
+    /// letting requests being answered finish.
+    async fn serve(&self, listener: tokio::net::TcpListener, stopped: CancellationToken) {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        let limits = self.inner.webhook_limits;
+        let app = axum::Router::new()
+            .fallback(hook)
+            .with_state(self.inner.clone());
+        let permits = Arc::new(Semaphore::new(limits.connections));
+        loop {
+            let permit = tokio::select! {
+                () = stopped.cancelled() => break,
+                p = permits.clone().acquire_owned() => p.expect("never closed"),
+            };
+            let tcp = tokio::select! {
+                () = stopped.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of file descriptors, mostly: wait, do not spin.
+                        tracing::warn!(error = %e, "cannot accept a webhook connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // Nagle's algorithm would hold a webhook's small answer until
+            // the carrier acknowledged the previous one: up to 40 ms per
+            // request on a kept-alive connection.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a webhook connection");
+            }
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .max_buf_size(64 * 1024);
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = stopped.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "webhook connection ended");
+                }
+            });
+        }
+        // Let requests being answered finish, for a bounded time.
+        let all = u32::try_from(limits.connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN_GRACE * 4, permits.acquire_many(all)).await;
     }
 
     async fn send_loop(&self, shutdown: CancellationToken) {
@@ -232,24 +307,73 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn hook(
-    State(inner): State<Arc<Inner>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if inner.draining.load(Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [
-                (header::RETRY_AFTER, "5"),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            ],
-            "shutting down; retry later\n",
+/// Reads a request's body within the limits: a form body at most
+/// `form_body` bytes, any other `body` bytes (413 past that, checked against
+/// `Content-Length` before reading), all of it within `body_timeout` (408).
+async fn read_body(
+    limits: &WebhookLimits,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case(crate::provider::FORM_MEDIA_TYPE)
+        });
+    let limit = if is_form {
+        limits.form_body
+    } else {
+        limits.body
+    };
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("bodies of this type are limited to {limit} bytes\n"),
         )
-            .into_response();
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
     }
+    match tokio::time::timeout(limits.body_timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}\n"),
+        )),
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body took too long to arrive\n",
+        )),
+    }
+}
+
+/// 503 with `Retry-After`: the carrier will try again.
+fn retry_later(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, "5"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        format!("{why}; retry later\n"),
+    )
+        .into_response()
+}
+
+async fn hook(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    if inner.draining.load(Ordering::SeqCst) {
+        return retry_later("shutting down");
+    }
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let Some(rest) = uri.path().strip_prefix(inner.base_path.as_str()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
@@ -272,6 +396,10 @@ async fn hook(
     }
     let Some(provider) = inner.accounts.get(account) else {
         return text(StatusCode::NOT_FOUND, "no such account\n");
+    };
+    let body = match read_body(&inner.webhook_limits, &headers, body).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
     };
     let mut url = format!("{}/{account}/{hook_name}", inner.public_base);
     if let Some(q) = uri.query() {
@@ -300,44 +428,20 @@ async fn hook(
             return text(status, format!("{e}\n"));
         }
     };
-    for event in reply.events {
-        match event {
-            WebhookEvent::Inbound(sms) => {
-                let (ack, answer) = oneshot::channel();
-                let ev = PstnEvent::Inbound {
-                    account: account.to_owned(),
-                    sms,
-                    ack,
-                };
-                if inner.to_gateway.send(ev).await.is_err() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-                }
-                match answer.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e @ InboundRejected::UnknownNumber(_))) => {
-                        return text(StatusCode::NOT_FOUND, format!("{e}\n"));
-                    }
-                    Ok(Err(e @ InboundRejected::Unavailable)) => {
-                        return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
-                    }
-                    // The Gateway restarted while holding it: let the carrier retry.
-                    Err(_) => {
-                        return text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "gateway restarting; retry\n",
-                        )
-                    }
-                }
-            }
-            WebhookEvent::Status(report) => {
-                let ev = PstnEvent::Status {
-                    account: account.to_owned(),
-                    report,
-                };
-                if inner.to_gateway.send(ev).await.is_err() {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-                }
-            }
+    // The wait for the Gateway is bounded: past it the carrier is told to
+    // retry. What was handed on meanwhile is still stored, and the retry
+    // is then recognised as a repeat.
+    let handed_on = tokio::time::timeout(
+        inner.webhook_limits.ack_timeout,
+        hand_on(&inner, account, reply.events),
+    )
+    .await;
+    match handed_on {
+        Ok(Ok(())) => {}
+        Ok(Err(answer)) => return answer,
+        Err(_) => {
+            tracing::warn!(%account, hook = %hook_name, "the gateway did not take a webhook in time; answered 503");
+            return retry_later("the gateway is busy");
         }
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
@@ -347,6 +451,47 @@ async fn hook(
         reply.body,
     )
         .into_response()
+}
+
+/// Hands a webhook's events to the Gateway, waiting for inbound texts to
+/// be stored: `Err` is the answer to give instead of the provider's.
+async fn hand_on(inner: &Inner, account: &str, events: Vec<WebhookEvent>) -> Result<(), Response> {
+    for event in events {
+        match event {
+            WebhookEvent::Inbound(sms) => {
+                let (ack, answer) = oneshot::channel();
+                let ev = PstnEvent::Inbound {
+                    account: account.to_owned(),
+                    sms,
+                    ack,
+                };
+                if inner.to_gateway.send(ev).await.is_err() {
+                    return Err(retry_later("shutting down"));
+                }
+                match answer.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e @ InboundRejected::UnknownNumber(_))) => {
+                        return Err(text(StatusCode::NOT_FOUND, format!("{e}\n")));
+                    }
+                    Ok(Err(e @ InboundRejected::Unavailable)) => {
+                        return Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")));
+                    }
+                    // The Gateway restarted while holding it: let the carrier retry.
+                    Err(_) => return Err(retry_later("gateway restarting")),
+                }
+            }
+            WebhookEvent::Status(report) => {
+                let ev = PstnEvent::Status {
+                    account: account.to_owned(),
+                    report,
+                };
+                if inner.to_gateway.send(ev).await.is_err() {
+                    return Err(retry_later("shutting down"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -373,5 +518,184 @@ mod tests {
             (0..50).map(|t| retry_delay(t, 0)).collect();
         assert!(firsts.len() > 10);
         assert_eq!(retry_delay(7, 2), retry_delay(7, 2), "reproducible");
+    }
+
+    /// A webhook server on loopback with the sandbox account `sb` (token
+    /// `t`), `[http]` settings from `http_extra`, and a Gateway that is the
+    /// returned receiver (nobody answers unless the test does).
+    fn server(
+        http_extra: &str,
+    ) -> (
+        String,
+        mpsc::Receiver<PstnEvent>,
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let config = Config::from_toml(&format!(
+            "[xmpp]\nserver = \"127.0.0.1:1\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/hooks\"\n{http_extra}"
+        ))
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut accounts: BTreeMap<String, Arc<dyn PstnProvider>> = BTreeMap::new();
+        accounts.insert(
+            "sb".into(),
+            Arc::new(crate::SandboxProvider::new("sb", crate::Secret::new("t"))),
+        );
+        let (to_gateway, from_pstn) = mpsc::channel(8);
+        let (_commands_tx, commands) = mpsc::channel(1);
+        let pstn = PstnProcess::new(
+            &config,
+            accounts,
+            listener,
+            to_gateway,
+            Arc::new(tokio::sync::Mutex::new(commands)),
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move { pstn.run(stop).await });
+        (addr, from_pstn, shutdown, task)
+    }
+
+    async fn exchange(addr: &str, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    fn inject(body: &str) -> Vec<u8> {
+        format!(
+            "POST /hooks/sb/message HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// A client that never finishes its headers is cut off after
+    /// `header_timeout_secs`, and one that holds an idle connection too.
+    #[tokio::test]
+    async fn slow_headers_and_idle_connections_are_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _gw, shutdown, task) = server("header_timeout_secs = 1\n");
+        let started = std::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(b"POST /hooks/sb/message HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
+            .await
+            .expect("cut off within the timeout");
+        assert!(n.is_ok() || n.is_err());
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf))
+            .await
+            .expect("an idle connection is closed too")
+            .ok();
+        let waited = started.elapsed();
+        println!("slow-header and idle connections closed after {waited:?} (limit 1 s)");
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    /// With `max_connections = 1`, a second connection waits while the
+    /// first is held open, and is served once it closes.
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, _gw, shutdown, task) = server("max_connections = 1\nheader_timeout_secs = 1\n");
+        let mut holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        holder.write_all(b"GET /hooks/ HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = tokio::spawn({
+            let addr = addr.clone();
+            async move {
+                let t = std::time::Instant::now();
+                let a = exchange(
+                    &addr,
+                    b"GET /hooks/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+                (a, t.elapsed())
+            }
+        });
+        let (answer, waited) = second.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            waited >= Duration::from_millis(500),
+            "served at once: {waited:?}"
+        );
+        drop(holder);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    /// Bodies past their type's limit get 413, a form's limit being the
+    /// smaller; a body that arrives too slowly gets 408.
+    #[tokio::test]
+    async fn body_limits_by_type_and_a_slow_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _gw, shutdown, task) =
+            server("max_form_body = 100\nmax_body = 1000\nbody_timeout_secs = 1\n");
+        let form = format!(
+            "POST /hooks/sb/message HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             content-length: 200\r\nconnection: close\r\n\r\n{}",
+            "a".repeat(200)
+        );
+        let a = exchange(&addr, form.as_bytes()).await;
+        assert!(a.starts_with("HTTP/1.1 413"), "{a}");
+        let json = inject(&format!("{{\"pad\":\"{}\"}}", "a".repeat(1200)));
+        let a = exchange(&addr, &json).await;
+        assert!(a.starts_with("HTTP/1.1 413"), "{a}");
+        // Chunked, no length declared: cut at the limit all the same.
+        let chunked = format!(
+            "POST /hooks/sb/message HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            1500,
+            "a".repeat(1500)
+        );
+        let a = exchange(&addr, chunked.as_bytes()).await;
+        assert!(a.starts_with("HTTP/1.1 413"), "{a}");
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(b"POST /hooks/sb/message HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\nconnection: close\r\n\r\n{").await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    /// A Gateway that does not take an inbound text in time: 503 with
+    /// Retry-After, so the carrier retries.
+    #[tokio::test]
+    async fn a_gateway_that_does_not_answer_gets_the_carrier_a_503() {
+        let (addr, mut gw, shutdown, task) = server("ack_timeout_secs = 1\n");
+        let holder = tokio::spawn(async move {
+            // Takes the event and sits on its ack.
+            let ev = gw.recv().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(ev);
+        });
+        let a = exchange(
+            &addr,
+            &inject(r#"{"from":"+15557654321","to":"+15550001111","body":"hi"}"#),
+        )
+        .await;
+        assert!(a.starts_with("HTTP/1.1 503"), "{a}");
+        assert!(a.to_ascii_lowercase().contains("retry-after: 5"), "{a}");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        holder.abort();
     }
 }
