@@ -16,7 +16,7 @@ QS_DIR=${QS_DIR:-/tmp/sms-over-xmpp-quickstart}
 C2S_PORT=${C2S_PORT:-15222}
 COMPONENT_PORT=${COMPONENT_PORT:-15347}
 HTTP=http://127.0.0.1:9677/hooks/sandbox
-AUTH="Authorization: Bearer sandbox-token"
+AUTH="Authorization: Bearer quickstart-sandbox-token"
 
 if ! command -v prosody >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
   sudo=""
@@ -68,8 +68,10 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# The example config, with the component port moved by an environment override.
+# The example config, with the component port and the store moved by
+# environment overrides: the store lives in $QS_DIR with everything else.
 SMS_OVER_XMPP_XMPP__SERVER="127.0.0.1:$COMPONENT_PORT" \
+SMS_OVER_XMPP_STORE__PATH="$QS_DIR/sms-over-xmpp.db" \
   target/debug/sms-over-xmpp run --config examples/sandbox.toml &
 gateway_pid=$!
 
@@ -110,9 +112,10 @@ Have the phone answer:
 
   curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Hi Alice"}' $HTTP/message
 
-and report your text delivered (with a receipt in the client):
+and report your text delivered (with a receipt in the client), with the "id"
+the outbox shows for it:
 
-  curl -X POST -H '$AUTH' -d '{"message_id":"SB00000001","status":"delivered"}' $HTTP/status
+  curl -X POST -H '$AUTH' -d '{"message_id":"<id from the outbox>","status":"delivered"}' $HTTP/status
 
 Ctrl-C stops everything.
 MSG

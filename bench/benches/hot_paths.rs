@@ -21,7 +21,7 @@ fn gateway() -> Gateway {
     let cfg = Config::from_toml(
         "[xmpp]\nserver = \"127.0.0.1:5347\"\ndomain = \"sms.example.com\"\nsecret = \"x\"\n\
          [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://sms.example.com/hooks\"\n\
-         [providers.main]\ntype = \"sandbox\"\ntoken = \"t\"\n\
+         [providers.main]\ntype = \"sandbox\"\ntoken = \"sandbox-test-token\"\n\
          [[users]]\njid = \"alice@example.com\"\nnumber = \"+15550001111\"\nprovider = \"main\"\n",
     )
     .unwrap();

@@ -23,7 +23,7 @@ pub const CONTACT: &str = "+15557654321@sms.localhost";
 /// The Twilio account SID of the suites' Twilio accounts.
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 /// The `Authorization` header for the sandbox account of [`sandbox_alice`].
-pub const SANDBOX_AUTH: &str = "Bearer sandbox-token";
+pub const SANDBOX_AUTH: &str = "Bearer quickstart-sandbox-token";
 
 /// The path of the Twilio account's Messages resource.
 pub fn twilio_messages_path() -> String {
@@ -55,7 +55,7 @@ provider = "main"
 pub const SANDBOX_ALICE: &str = r#"
 [providers.sandbox]
 type = "sandbox"
-token = "sandbox-token"
+token = "quickstart-sandbox-token"
 
 [[users]]
 jid = "alice@localhost"
@@ -467,7 +467,16 @@ impl Gateway {
         let port = config.http.listen.port();
         let shutdown = CancellationToken::new();
         let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config));
-        let component = sms_gateway_core::Component::new(config, providers);
+        // With `[store] path`, the SQLite store as the binary opens it;
+        // without, the in-memory one.
+        let store = config.store.path.as_ref().map(|p| {
+            Arc::new(sms_store_sqlite::SqliteStore::open(p).expect("store opens"))
+                as Arc<dyn sms_gateway_core::store::Store>
+        });
+        let mut component = sms_gateway_core::Component::new(config, providers);
+        if let Some(store) = store {
+            component = component.with_store(store);
+        }
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
             component.run(xmpp, token).await.expect("component runs");

@@ -98,3 +98,38 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         .await
         .is_none());
 }
+
+/// A restart does not make the sandbox's injected texts look like carrier
+/// retries: its ids differ from run to run, so the second run's reply is
+/// delivered, not discarded with a 200 (as the second quick start's was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_texts_after_a_restart_are_delivered() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "{}\n[store]\npath = \"{}\"\n",
+        gateway_config(&prosody, port, SANDBOX_ALICE),
+        dir.path().join("store.db").display()
+    );
+    let mut alice = User::login(&prosody, "alice").await;
+    for run in 1..=2 {
+        let gateway = Gateway::start(&config).await;
+        prosody
+            .wait_component_logins(run, Duration::from_secs(10))
+            .await;
+        let r = reqwest::Client::new()
+            .post(format!("{}/hooks/sandbox/message", gateway.http_base))
+            .header("authorization", SANDBOX_AUTH)
+            .body(format!(
+                r#"{{"from":"+15557654321","to":"+15550001111","body":"run {run}"}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let m = alice.expect_message().await;
+        assert_eq!(m.body().as_deref(), Some(format!("run {run}").as_str()));
+        gateway.stop().await;
+    }
+}

@@ -497,7 +497,7 @@ mod tests {
         let cfg = Config::from_toml(
             "[xmpp]\nserver = \"127.0.0.1:5347\"\ndomain = \"sms.example.com\"\nsecret = \"x\"\n\
              [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n\
-             [providers.main]\ntype = \"sandbox\"\ntoken = \"t\"\n",
+             [providers.main]\ntype = \"sandbox\"\ntoken = \"sandbox-test-token\"\n",
         )
         .unwrap();
         let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();

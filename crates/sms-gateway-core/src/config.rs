@@ -582,7 +582,7 @@ default_prefix = "+1"
 
 [providers.main]
 type = "sandbox"
-token = "t"
+token = "sandbox-test-token"
 
 [[users]]
 jid = "Alice@Example.com"
@@ -692,7 +692,7 @@ provider = "main"
 
     #[test]
     fn provider_settings_errors_name_the_key() {
-        let text = GOOD.replace("token = \"t\"\n", "");
+        let text = GOOD.replace("token = \"sandbox-test-token\"\n", "");
         match check(&text) {
             Err(ConfigError::Invalid { key, reason, .. }) => {
                 assert_eq!(key, "providers.main.token");

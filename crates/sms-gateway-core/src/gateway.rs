@@ -838,15 +838,15 @@ public_url = "http://127.0.0.1/"
 default_prefix = "+1"
 [providers.main]
 type = "sandbox"
-token = "t"
+token = "sandbox-test-token"
 [providers.other]
 type = "sandbox"
-token = "t"
+token = "sandbox-test-token"
 max_chars = 20
 max_media = 2
 [providers.strict]
 type = "sandbox"
-token = "t"
+token = "sandbox-test-token"
 max_chars = 20
 split_long = false
 [[users]]

@@ -19,6 +19,7 @@ use crate::secret::Secret;
 use crate::text::{BodyLimit, Limits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -47,13 +48,23 @@ pub struct SentText {
     pub sms: OutboundSms,
 }
 
+/// The shortest token accepted: a sandbox may be reachable from anywhere
+/// the webhook port is, and its token is all that keeps forged texts out.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// How many sent texts the outbox keeps (the oldest go first).
+pub const OUTBOX_SIZE: usize = 1000;
+
 /// The sandbox provider. Clones share one outbox.
 #[derive(Debug, Clone)]
 pub struct SandboxProvider {
     account: String,
     token: Secret,
     limits: Limits,
-    outbox: Arc<Mutex<Vec<SentText>>>,
+    outbox: Arc<Mutex<VecDeque<SentText>>>,
+    /// Tells this run's ids from every other run's: a carrier's ids are
+    /// unique for ever, and the store takes a repeated id for a retry.
+    run: String,
     next_id: Arc<AtomicU64>,
 }
 
@@ -87,6 +98,7 @@ impl SandboxProvider {
             token,
             limits: Limits::default(),
             outbox: Arc::default(),
+            run: run_tag(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -97,8 +109,10 @@ impl SandboxProvider {
         settings: serde_json::Value,
     ) -> Result<Arc<dyn PstnProvider>, String> {
         let cfg: SandboxConfig = provider_settings(settings)?;
-        if cfg.token.is_empty() {
-            return Err("`token` must not be empty".into());
+        if cfg.token.expose().chars().count() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "`token` must be at least {MIN_TOKEN_LEN} characters long"
+            ));
         }
         let mut sandbox = SandboxProvider::new(ctx.account.clone(), cfg.token);
         if let Some(n) = cfg.max_chars {
@@ -116,9 +130,15 @@ impl SandboxProvider {
         self
     }
 
-    /// Everything sent so far, oldest first.
+    /// The last [`OUTBOX_SIZE`] texts sent, oldest first.
     pub fn outbox(&self) -> Vec<SentText> {
-        self.outbox.lock().expect("outbox lock").clone()
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.iter().cloned().collect()
+    }
+
+    fn new_id(&self, kind: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{kind}{}-{n:08}", self.run)
     }
 
     fn authorize(&self, req: &WebhookRequest) -> Result<(), WebhookError> {
@@ -134,6 +154,22 @@ impl SandboxProvider {
     }
 }
 
+/// A tag for this run: the start time in microseconds and the process id,
+/// in base 36, so no two runs share one.
+fn run_tag() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut n = micros ^ (u64::from(std::process::id()) << 48);
+    let mut tag = Vec::new();
+    while n > 0 {
+        tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    tag.reverse();
+    String::from_utf8(tag).expect("ASCII")
+}
+
 fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
     PhoneNumber::parse(value, None).map_err(|e| WebhookError::BadRequest(format!("`{field}`: {e}")))
 }
@@ -141,9 +177,13 @@ fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
 #[async_trait]
 impl PstnProvider for SandboxProvider {
     async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
-        let id = format!("SB{:08}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.new_id("SB");
         tracing::info!(account = %self.account, %id, from = %sms.from, to = %sms.to, media = sms.media.len(), "sandbox: text sent");
-        self.outbox.lock().expect("outbox lock").push(SentText {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if outbox.len() >= OUTBOX_SIZE {
+            outbox.pop_front();
+        }
+        outbox.push_back(SentText {
             id: id.clone(),
             sms: sms.clone(),
         });
@@ -179,9 +219,7 @@ impl PstnProvider for SandboxProvider {
                 self.authorize(req)?;
                 let m: InjectMessage = serde_json::from_slice(&req.body)
                     .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
-                let id = m.id.unwrap_or_else(|| {
-                    format!("SBIN{:08}", self.next_id.fetch_add(1, Ordering::Relaxed))
-                });
+                let id = m.id.unwrap_or_else(|| self.new_id("SBIN"));
                 let sms = InboundSms {
                     id,
                     from: parse_number("from", &m.from)?,
@@ -329,5 +367,54 @@ mod tests {
                 .http_status(),
             404
         );
+    }
+
+    #[test]
+    fn ids_differ_between_runs_and_the_outbox_is_bounded() {
+        let body = r#"{"from":"+15557654321","to":"+15550001111","body":"hi"}"#;
+        let id = |sb: &SandboxProvider| match &sb
+            .webhook(&req("POST", "message", Some("Bearer t"), body))
+            .unwrap()
+            .events[..]
+        {
+            [WebhookEvent::Inbound(sms)] => sms.id.clone(),
+            other => panic!("{other:?}"),
+        };
+        let first = SandboxProvider::new("sb", Secret::new("t"));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = SandboxProvider::new("sb", Secret::new("t"));
+        assert_ne!(id(&first), id(&second), "a restart must not reuse ids");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sms = OutboundSms {
+            from: PhoneNumber::parse("+15550001111", None).unwrap(),
+            to: PhoneNumber::parse("+15557654321", None).unwrap(),
+            body: "x".into(),
+            media: vec![],
+        };
+        for _ in 0..OUTBOX_SIZE + 5 {
+            rt.block_on(first.send(&sms)).unwrap();
+        }
+        let outbox = first.outbox();
+        assert_eq!(outbox.len(), OUTBOX_SIZE);
+        assert!(outbox[0].id.ends_with("-00000007"), "{}", outbox[0].id);
+    }
+
+    #[test]
+    fn a_short_token_is_refused() {
+        let ctx = ProviderContext {
+            account: "sb".into(),
+            webhook_base: "http://x/sb".into(),
+        };
+        let Err(e) = SandboxProvider::from_config(&ctx, serde_json::json!({"token": "t"})) else {
+            panic!("a one-character token was accepted")
+        };
+        assert!(e.contains("at least 16"), "{e}");
+        assert!(SandboxProvider::from_config(
+            &ctx,
+            serde_json::json!({"token": "sixteen-chars-ok"})
+        )
+        .is_ok());
     }
 }
