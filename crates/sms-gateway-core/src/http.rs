@@ -194,13 +194,24 @@ pub fn authorization(value: &str) -> Result<HeaderValue, String> {
     Ok(v)
 }
 
-/// `Retry-After` in seconds, if the answer has one.
+/// The longest wait a carrier's `Retry-After` is taken for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds, if the answer has one, at most
+/// [`MAX_RETRY_AFTER`]: a carrier (or whoever answers in its place) may say
+/// `18446744073709551615`, and the wait is ours to bound.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: only too many of them fails to parse.
+    let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// The error for a carrier's non-2xx answer: the kind from the HTTP status
@@ -234,6 +245,22 @@ pub fn carrier_error(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn retry_after_is_read_and_capped() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            retry_after(&m)
+        };
+        assert_eq!(h("7"), Some(Duration::from_secs(7)));
+        assert_eq!(h(" 30 "), Some(Duration::from_secs(30)));
+        assert_eq!(h("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(h("99999999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(h("-1"), None);
+        assert_eq!(h("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -262,7 +262,7 @@ impl Inner {
                             .retry_after
                             .unwrap_or_else(|| retry_delay(ticket, attempt));
                         let now = crate::gateway::unix_now();
-                        if now + delay.as_secs() > retry_until {
+                        if now.saturating_add(delay.as_secs()) > retry_until {
                             tracing::warn!(%account, ticket, attempts = attempt + 1, error = %e, "giving up: the retry deadline has passed");
                             let mut e = e;
                             e.message = format!("{} (tried {} times)", e.message, attempt + 1);
