@@ -232,7 +232,7 @@ impl PhoneConfig {
 }
 
 /// `[providers.NAME]`: `type` picks the provider; the other keys are its own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct ProviderConfig {
     /// The provider type, e.g. `twilio` or `sandbox`.
     #[serde(rename = "type")]
@@ -244,6 +244,18 @@ pub struct ProviderConfig {
     /// The provider's own settings (credentials among them: never log these).
     #[serde(flatten)]
     settings: BTreeMap<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    /// The provider's own keys hold its credentials, and core cannot know
+    /// which: their names are shown, never their values (invariant 4).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("split_long", &self.split_long)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// `[[users]]`
@@ -303,7 +315,7 @@ impl Config {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        Self::from_figment(Figment::from(Toml::string(&text)).merge(env_overrides()))
+        Self::from_figment(env_overrides(Figment::from(Toml::string(&text))))
     }
 
     /// Parses TOML text alone (no environment), for tests and embedders.
@@ -312,9 +324,49 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        // Lossy: a number or a flag given as a string (as every environment
+        // override is) is read as one; a string stays exactly as written.
         figment
-            .extract::<Config>()
+            .extract_lossy::<Config>()
             .map_err(|e| ConfigError::Parse(figment_error(e)))
+    }
+
+    /// What is allowed but unsafe, in sentences naming the key: plain
+    /// `http://` for the URL carriers call or for a carrier's API (secrets
+    /// and texts in clear), and an XEP-0114 link to another host (the
+    /// protocol has no TLS: the secret's hash and every text cross the
+    /// network in clear). `check` prints them; `run` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let plain = |url: &str| {
+            url.parse::<axum::http::Uri>()
+                .ok()
+                .filter(|u| u.scheme_str() == Some("http"))
+                .and_then(|u| u.host().map(str::to_owned))
+        };
+        if let Some(host) = plain(&self.http.public_url) {
+            if !is_loopback_host(&host) {
+                out.push(format!("`http.public_url` is plain http://: carriers will send texts and signatures to {host} unencrypted; use https:// behind a TLS proxy"));
+            }
+        }
+        for (name, p) in &self.providers {
+            if let Some(serde_json::Value::String(base)) = p.settings.get("api_base") {
+                if let Some(host) = plain(base) {
+                    if !is_loopback_host(&host) {
+                        out.push(format!("`providers.{name}.api_base` is plain http://: credentials and texts would go to {host} unencrypted"));
+                    }
+                }
+            }
+        }
+        let host = self
+            .xmpp
+            .server
+            .rsplit_once(':')
+            .map_or(self.xmpp.server.as_str(), |(h, _)| h);
+        if !is_loopback_host(host.trim_start_matches('[').trim_end_matches(']')) {
+            out.push(format!("`xmpp.server` = {:?} is not on this machine: XEP-0114 links are unencrypted, so keep the server's component port on loopback or a private network", self.xmpp.server));
+        }
+        out
     }
 
     /// Checks everything that can be checked without connecting, and builds
@@ -542,9 +594,25 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-fn env_overrides() -> Env {
+/// `figment` with every `SMS_OVER_XMPP_<SECTION>__<KEY>` variable on top,
+/// each as the exact string it holds. figment's own `Env` reads values as
+/// TOML, which rewrote secrets: `"0123"` became the number 123 and `"true"`
+/// a flag no secret field accepts. Numbers and flags are still read, by
+/// [`Config::from_figment`]'s lossy extraction.
+fn env_overrides(figment: Figment) -> Figment {
     // `SMS_OVER_XMPP_CONFIG` names the file; it is not a key.
-    Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])
+    let vars = Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]);
+    vars.iter().fold(figment, |f, (key, value)| {
+        f.merge((key.as_str().to_owned(), value))
+    })
+}
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn figment_error(e: figment::Error) -> String {
@@ -552,7 +620,8 @@ fn figment_error(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let kind = e.kind.to_string();
+            // A value of the wrong type may be a secret: name it, not quote it.
+            let kind = crate::text::redact_quoted(&e.kind.to_string());
             if key.is_empty() {
                 kind
             } else {
@@ -592,6 +661,90 @@ provider = "main"
 
     fn check(text: &str) -> Result<Providers, ConfigError> {
         Config::from_toml(text)?.validate(&ProviderRegistry::new())
+    }
+
+    /// Environment overrides reach the key as the exact string given
+    /// (figment's own reading made "0123" the number 123 and refused
+    /// "true"); numbers given there are still read as numbers. The only
+    /// test in this crate that sets variables, and they name this test.
+    #[test]
+    fn environment_overrides_keep_strings_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let vars = [
+            ("SMS_OVER_XMPP_XMPP__SECRET", "0123"),
+            ("SMS_OVER_XMPP_PROVIDERS__MAIN__TOKEN", "true"),
+            ("SMS_OVER_XMPP_XMPP__KEEPALIVE_SECS", "45"),
+            ("SMS_OVER_XMPP_PHONE__DEFAULT_PREFIX", "+44"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let cfg = Config::load(&path);
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.xmpp.secret.expose(), "0123");
+        assert_eq!(cfg.xmpp.keepalive_secs, 45);
+        assert_eq!(cfg.phone.default_prefix.as_deref(), Some("+44"));
+        assert_eq!(cfg.providers["main"].settings["token"], "true");
+    }
+
+    /// `Debug` of a whole config shows no credential, whichever provider
+    /// key holds it.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let text = GOOD.replace(
+            "token = \"sandbox-test-token\"",
+            "token = \"sandbox-test-token\"\nanything = \"provider-specific-secret\"",
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let shown = format!("{cfg:?}");
+        for secret in ["s3cret", "sandbox-test-token", "provider-specific-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("anything"), "{shown}");
+    }
+
+    /// A value of the wrong type is named by its key, never quoted: it may
+    /// be a secret.
+    #[test]
+    fn type_errors_do_not_quote_values() {
+        let text = GOOD.replace(
+            "secret = \"s3cret\"",
+            "secret = \"s\"\nkeepalive_secs = \"s3cret-pasted-here\"",
+        );
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("xmpp.keepalive_secs"), "{err}");
+    }
+
+    #[test]
+    fn plain_links_off_this_machine_are_warned_about() {
+        let cfg = Config::from_toml(GOOD).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        let text = GOOD
+            .replace(
+                "https://sms.example.com/hooks/",
+                "http://sms.example.com/hooks/",
+            )
+            .replace("127.0.0.1:5347", "xmpp.example.com:5347")
+            .replace(
+                "token = \"sandbox-test-token\"",
+                "token = \"sandbox-test-token\"\napi_base = \"http://api.example.com\"",
+            );
+        let warnings = Config::from_toml(&text).unwrap().warnings();
+        let all = warnings.join("\n");
+        for key in ["http.public_url", "providers.main.api_base", "xmpp.server"] {
+            assert!(all.contains(key), "{key} not in {all}");
+        }
+        let local = GOOD.replace(
+            "https://sms.example.com/hooks/",
+            "http://127.0.0.1:9677/hooks",
+        );
+        assert!(Config::from_toml(&local).unwrap().warnings().is_empty());
     }
 
     #[test]

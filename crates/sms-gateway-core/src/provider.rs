@@ -195,6 +195,15 @@ impl WebhookRequest {
     }
 }
 
+/// A 400 for a JSON body that could not be read, naming where and why but
+/// never quoting the values (a message's text) serde quotes.
+pub fn json_error(what: &str, e: &serde_json::Error) -> WebhookError {
+    WebhookError::BadRequest(format!(
+        "{what}: {}",
+        crate::text::redact_quoted(&e.to_string())
+    ))
+}
+
 /// The media type of form-encoded bodies.
 pub const FORM_MEDIA_TYPE: &str = "application/x-www-form-urlencoded";
 

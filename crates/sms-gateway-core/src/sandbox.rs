@@ -12,8 +12,8 @@
 use crate::message::{DeliveryStatus, InboundSms, Media, OutboundSms, StatusReport};
 use crate::phone::PhoneNumber;
 use crate::provider::{
-    provider_settings, ProviderContext, ProviderError, PstnProvider, WebhookError, WebhookEvent,
-    WebhookReply, WebhookRequest,
+    json_error, provider_settings, ProviderContext, ProviderError, PstnProvider, WebhookError,
+    WebhookEvent, WebhookReply, WebhookRequest,
 };
 use crate::secret::Secret;
 use crate::text::{BodyLimit, Limits};
@@ -218,7 +218,7 @@ impl PstnProvider for SandboxProvider {
                 expect_method("POST")?;
                 self.authorize(req)?;
                 let m: InjectMessage = serde_json::from_slice(&req.body)
-                    .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+                    .map_err(|e| json_error("not a sandbox message", &e))?;
                 let id = m.id.unwrap_or_else(|| self.new_id("SBIN"));
                 let sms = InboundSms {
                     id,
@@ -245,7 +245,7 @@ impl PstnProvider for SandboxProvider {
                 expect_method("POST")?;
                 self.authorize(req)?;
                 let s: InjectStatus = serde_json::from_slice(&req.body)
-                    .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+                    .map_err(|e| json_error("not a sandbox status", &e))?;
                 let status = match s.status.as_str() {
                     "delivered" => DeliveryStatus::Delivered,
                     "failed" => DeliveryStatus::Failed(s.error.unwrap_or_else(|| "failed".into())),

@@ -10,6 +10,29 @@
 
 use unicode_segmentation::UnicodeSegmentation;
 
+/// `message` with every `"…"`-quoted part replaced by `"…"`: serde's errors
+/// quote the value they could not read (`invalid type: string "the text of
+/// a message", expected u64`), and neither a message's text nor a secret
+/// belongs in a log or in an answer to a stranger. Names, which serde
+/// quotes with backticks, stay.
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
 /// At most `max` characters of `s`, control characters escaped, with `…`
 /// when cut: for quoting outside input in an error or a log line without
 /// letting it grow the line or forge another.
@@ -281,5 +304,20 @@ mod tests {
             vec!["short".to_owned()]
         );
         assert_eq!(split(&text, BodyLimit::Unlimited), vec![text.clone()]);
+    }
+
+    #[test]
+    fn quoted_values_are_redacted_and_names_kept() {
+        assert_eq!(
+            redact_quoted(
+                r#"invalid type: string "call me at 5", expected u64 at line 1 column 20"#
+            ),
+            r#"invalid type: string "…", expected u64 at line 1 column 20"#
+        );
+        assert_eq!(
+            redact_quoted("unknown field `bdy`, expected `body`"),
+            "unknown field `bdy`, expected `body`"
+        );
+        assert_eq!(excerpt("a\u{c}bcdef", 3), "a\\u{c}b…");
     }
 }

@@ -80,6 +80,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in config.warnings() {
+        match cli.command {
+            Command::Check => eprintln!("warning: {warning}"),
+            Command::Run => tracing::warn!("{warning}"),
+        }
+    }
     match cli.command {
         Command::Check => {
             println!(

@@ -224,8 +224,12 @@ fn describe(errors: &[ApiError]) -> Option<String> {
 
 /// Reads a verified Telnyx webhook body into events.
 pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
-    let env: Envelope =
-        serde_json::from_slice(body).map_err(|e| bad(format!("not a Telnyx event: {e}")))?;
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "not a Telnyx event: {}",
+            sms_gateway_core::text::redact_quoted(&e.to_string())
+        ))
+    })?;
     let d = env.data;
     match d.event_type.as_str() {
         "message.received" => {
