@@ -248,6 +248,24 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema
     /// up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // The store holds message texts and numbers: a new file is readable
+        // by its owner only, whatever the umask (SQLite gives the WAL and
+        // shared-memory files the same mode). An existing file is left as
+        // its operator set it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+            }
+        }
         let mut conn =
             Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
         // One gateway per store, and no file locks per transaction: the
@@ -676,6 +694,23 @@ mod tests {
             to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
             body: body.into(),
             media: vec![],
+        }
+    }
+
+    /// A new store is its owner's alone, whatever the umask; so are the
+    /// files SQLite makes beside it.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path).unwrap();
+        drop(store);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?}", entry.path());
         }
     }
 
