@@ -2,28 +2,55 @@
 //! and, for the rest, from an optional `lookup` command.
 //!
 //! The command runs with `FROM` (the contact's number) and `TO` (the user's
-//! number) in its environment, no arguments and no standard input; the first
-//! line of its standard output is the name (empty: no name). It gets
+//! number) in an otherwise empty environment (but for a plain `PATH`: the
+//! gateway's own environment may hold its secrets), no arguments and no
+//! standard input; the first line of its standard output is the name (empty:
+//! no name), of which at most [`MAX_OUTPUT`] bytes are read. It gets
 //! [`LOOKUP_TIMEOUT`] and is killed after that. Results, names and
-//! non-names alike, are cached so a number is looked up once.
+//! non-names alike, are cached per (contact, user) pair, since the command
+//! may answer differently for different users; a pair is looked up once.
+//!
+//! [`CallerId::name_now`] never waits for the command: the XMPP process
+//! asks it on its read and write paths, where a 3 s lookup would stall every
+//! user. It answers from the table or the cache, or starts the lookup in the
+//! background (at most [`MAX_LOOKUPS`] at once) and answers "not yet".
 
 use crate::phone::PhoneNumber;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// How long the lookup command may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many lookups run at once.
+pub const MAX_LOOKUPS: usize = 4;
+/// How much of the command's output is read.
+pub const MAX_OUTPUT: usize = 4096;
 /// How many looked-up results are remembered.
 const CACHE_SIZE: usize = 10_000;
+/// How many lookups may wait for their turn; past that, none is started.
+const MAX_WAITING: usize = 1_000;
+
+/// (contact, user)
+type Pair = (PhoneNumber, PhoneNumber);
 
 /// Names for numbers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CallerId {
     names: HashMap<PhoneNumber, String>,
     lookup: Option<PathBuf>,
-    cache: Mutex<HashMap<PhoneNumber, Option<String>>>,
+    cache: Mutex<HashMap<Pair, Option<String>>>,
+    /// Pairs whose lookup has been started and has not finished.
+    pending: Mutex<HashSet<Pair>>,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for CallerId {
+    fn default() -> Self {
+        CallerId::from_table(&BTreeMap::new())
+    }
 }
 
 impl CallerId {
@@ -43,30 +70,76 @@ impl CallerId {
             names,
             lookup,
             cache: Mutex::default(),
+            pending: Mutex::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         }
     }
 
-    /// The name for `contact`, as seen by the user whose number is `user`.
-    pub async fn name(&self, contact: &PhoneNumber, user: &PhoneNumber) -> Option<String> {
+    /// What is known now without running anything: `Some(name or no
+    /// name)` from the table or the cache, `None` when only the command
+    /// can tell.
+    fn known(&self, contact: &PhoneNumber, user: &PhoneNumber) -> Option<Option<String>> {
         if let Some(n) = self.names.get(contact) {
-            return Some(n.clone());
+            return Some(Some(n.clone()));
         }
-        let program = self.lookup.as_ref()?;
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(contact)
-        {
-            return hit.clone();
+        if self.lookup.is_none() {
+            return Some(None);
         }
-        let found = run_lookup(program, contact, user).await;
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(&(contact.clone(), user.clone())).cloned()
+    }
+
+    fn remember(&self, pair: Pair, found: Option<String>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_SIZE {
             cache.clear();
         }
-        cache.insert(contact.clone(), found.clone());
+        cache.insert(pair, found);
+    }
+
+    /// The name for `contact`, as seen by the user whose number is `user`,
+    /// waiting for the lookup command if it must run (in turn with the
+    /// other lookups).
+    pub async fn name(&self, contact: &PhoneNumber, user: &PhoneNumber) -> Option<String> {
+        if let Some(known) = self.known(contact, user) {
+            return known;
+        }
+        let program = self.lookup.as_ref()?;
+        let _turn = self.running.acquire().await.expect("never closed");
+        let found = run_lookup(program, contact, user).await;
+        self.remember((contact.clone(), user.clone()), found.clone());
         found
+    }
+
+    /// The name if it is known now (`Some(None)`: known to have none).
+    /// Otherwise `None`, and the lookup runs in the background, once per
+    /// pair, so a later call knows. Never waits; needs a tokio runtime.
+    pub fn name_now(
+        self: &Arc<Self>,
+        contact: &PhoneNumber,
+        user: &PhoneNumber,
+    ) -> Option<Option<String>> {
+        if let Some(known) = self.known(contact, user) {
+            return Some(known);
+        }
+        let pair = (contact.clone(), user.clone());
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.contains(&pair) || pending.len() >= MAX_WAITING {
+                return None;
+            }
+            pending.insert(pair.clone());
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let found = me.name(&pair.0, &pair.1).await;
+            me.remember(pair.clone(), found);
+            me.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pair);
+        });
+        None
     }
 }
 
@@ -76,6 +149,8 @@ async fn run_lookup(
     user: &PhoneNumber,
 ) -> Option<String> {
     let child = tokio::process::Command::new(program)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("FROM", contact.as_str())
         .env("TO", user.as_str())
         .stdin(std::process::Stdio::null())
@@ -83,30 +158,41 @@ async fn run_lookup(
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn();
-    let child = match child {
+    let mut child = match child {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(program = %program.display(), error = %e, "caller ID lookup cannot start");
             return None;
         }
     };
-    match tokio::time::timeout(LOOKUP_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let name = text.lines().next().unwrap_or("").trim();
-            // A name is for display: keep it short and printable.
-            let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
-            (!name.is_empty()).then_some(name)
-        }
+    let stdout = child.stdout.take()?;
+    let read = async move {
+        let mut out = Vec::with_capacity(256);
+        stdout
+            .take(MAX_OUTPUT as u64)
+            .read_to_end(&mut out)
+            .await
+            .map(|_| out)
+    };
+    let out = match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
+        Ok(Ok(out)) => out,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "caller ID lookup failed");
-            None
+            return None;
         }
         Err(_) => {
             tracing::warn!(program = %program.display(), "caller ID lookup timed out");
-            None
+            return None;
         }
-    }
+    };
+    // Whatever it still has to say is not read; it is done.
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+    let text = String::from_utf8_lossy(&out);
+    let name = text.lines().next().unwrap_or("").trim();
+    // A name is for display: keep it short and printable.
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -187,5 +273,64 @@ mod tests {
         table.insert("lookup".to_owned(), script(&dir, "sleep 30; echo late"));
         let c = CallerId::from_table(&table);
         assert_eq!(c.name(&n("+15559998888"), &n("+15550001111")).await, None);
+    }
+
+    /// The lookup sees only FROM, TO and PATH (the gateway's environment
+    /// may hold its secrets); its output is read up to 4 KiB; names are
+    /// per (contact, user) pair.
+    #[tokio::test]
+    async fn the_command_sees_no_secrets_its_output_is_bounded_and_names_are_per_user() {
+        std::env::set_var("SMS_OVER_XMPP_XMPP__SECRET_CALLERID_TEST", "leaked");
+        let dir = tempfile::tempdir().unwrap();
+        let program = script(
+            &dir,
+            "if env | grep -q leaked; then echo leaked; exit; fi\n\
+             if [ \"$TO\" = +15550002222 ]; then head -c 1000000 /dev/zero | tr '\\0' x; exit; fi\n\
+             echo \"For $TO\"",
+        );
+        let mut table = BTreeMap::new();
+        table.insert("lookup".to_owned(), program);
+        let c = CallerId::from_table(&table);
+        let contact = n("+15559998888");
+        assert_eq!(
+            c.name(&contact, &n("+15550001111")).await.as_deref(),
+            Some("For +15550001111")
+        );
+        // A megabyte on one line: read 4 KiB of it, keep 64 characters.
+        let long = c.name(&contact, &n("+15550002222")).await.unwrap();
+        assert_eq!(long, "x".repeat(64));
+        assert_eq!(
+            c.name(&contact, &n("+15550001111")).await.as_deref(),
+            Some("For +15550001111"),
+            "user B's answer is not user A's"
+        );
+    }
+
+    /// `name_now` never waits: the first call starts the lookup and says
+    /// "not yet"; once it has run, the name is known.
+    #[tokio::test]
+    async fn name_now_answers_at_once_and_looks_up_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = BTreeMap::new();
+        table.insert("lookup".to_owned(), script(&dir, "sleep 0.2; echo Later"));
+        table.insert("+15557654321".to_owned(), "Jane".to_owned());
+        let c = Arc::new(CallerId::from_table(&table));
+        let (contact, user) = (n("+15559998888"), n("+15550001111"));
+        assert_eq!(
+            c.name_now(&n("+15557654321"), &user),
+            Some(Some("Jane".into()))
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(c.name_now(&contact, &user), None);
+        assert_eq!(c.name_now(&contact, &user), None, "one lookup per pair");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        for _ in 0..50 {
+            if let Some(found) = c.name_now(&contact, &user) {
+                assert_eq!(found.as_deref(), Some("Later"));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the background lookup never finished");
     }
 }

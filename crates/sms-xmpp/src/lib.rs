@@ -60,7 +60,7 @@ pub struct XmppProcess {
     phone: PhoneConfig,
     /// Configured users' bare JIDs (lower-cased) and numbers.
     users: HashMap<String, PhoneNumber>,
-    caller_id: CallerId,
+    caller_id: std::sync::Arc<CallerId>,
     nicks_sent: Mutex<HashSet<(String, String)>>,
     next_id: AtomicU64,
     /// Chats the server sent while the link was closing at shutdown.
@@ -96,7 +96,7 @@ impl XmppProcess {
             keepalive: Duration::from_secs(config.xmpp.keepalive_secs),
             phone: config.phone.clone(),
             users,
-            caller_id: CallerId::from_table(&config.caller_id),
+            caller_id: std::sync::Arc::new(CallerId::from_table(&config.caller_id)),
             nicks_sent: Mutex::default(),
             next_id: AtomicU64::new(1),
             dropped_at_close: Default::default(),
@@ -226,7 +226,7 @@ impl XmppProcess {
             // The contact's name goes with the first chat from it (XEP-0172).
             if let (OutgoingStanza::Chat { from, to, .. }, Stanza::Message(m)) = (out, &mut stanza)
             {
-                if let Some(name) = self.first_nick(from, to).await {
+                if let Some(name) = self.first_nick(from, to) {
                     m.payloads.push(translate::nick(&name));
                 }
             }
@@ -259,8 +259,10 @@ impl XmppProcess {
         Ok(())
     }
 
-    /// The contact's name, the first time `contact` writes to `user`.
-    async fn first_nick(&self, contact: &str, user: &str) -> Option<String> {
+    /// The contact's name, the first time `contact` writes to `user` once
+    /// the name is known. Never waits for the lookup command: until it has
+    /// answered, chats go without a name and a later one carries it.
+    fn first_nick(&self, contact: &str, user: &str) -> Option<String> {
         let key = (user.to_lowercase(), contact.to_lowercase());
         if self
             .nicks_sent
@@ -272,7 +274,7 @@ impl XmppProcess {
         }
         let contact_number = self.contact_number(&jid(contact)?)?;
         let user_number = self.user_number(&jid(user)?)?.clone();
-        let name = self.caller_id.name(&contact_number, &user_number).await;
+        let name = self.caller_id.name_now(&contact_number, &user_number)?;
         let mut sent = self.nicks_sent.lock().unwrap_or_else(|p| p.into_inner());
         if sent.len() >= NICKS_SENT {
             sent.clear();
@@ -406,8 +408,9 @@ impl XmppProcess {
             let Some(contact) = self.contact_number(to) else {
                 return Some(reply(iq, Ok(Some(vcard_for_domain()))));
             };
+            // Not waited for: a vCard asked for again later has the name.
             let name = match iq.from().and_then(|f| self.user_number(f)) {
-                Some(user) => self.caller_id.name(&contact, &user.clone()).await,
+                Some(user) => self.caller_id.name_now(&contact, user).flatten(),
                 None => None,
             };
             return Some(reply(
@@ -455,7 +458,7 @@ impl XmppProcess {
                     let mut ask = Presence::subscribe()
                         .with_from(me.clone())
                         .with_to(user.clone());
-                    if let Some(name) = self.caller_id.name(&contact, &user_number).await {
+                    if let Some(name) = self.caller_id.name_now(&contact, &user_number).flatten() {
                         ask.payloads.push(translate::nick(&name));
                     }
                     out.push(ask);
