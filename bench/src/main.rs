@@ -675,6 +675,7 @@ async fn run(args: RunArgs) -> bool {
         "[xmpp]\nserver = \"127.0.0.1:{}\"\ndomain = \"sms.localhost\"\nsecret = \"{SECRET}\"\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"{PUBLIC}\"\n\
          [store]\npath = \"bench.db\"\n\
+         [limits]\ntexts_per_minute = 100000000\ntexts_burst = 100000000\n\
          [providers.main]\ntype = \"twilio\"\naccount_sid = \"{SID}\"\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:{mock_port}\"\n{users}",
         prosody.component
     );

@@ -128,8 +128,22 @@ async fn injected_texts_after_a_restart_are_delivered() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let m = alice.expect_message().await;
-        assert_eq!(m.body().as_deref(), Some(format!("run {run}").as_str()));
+        // A text of the previous run may come again first: stopped right
+        // after its stanza was written, the gateway may not have recorded
+        // it as handed over (a duplicate, never a loss; see #12).
+        let want = format!("run {run}");
+        loop {
+            let m = alice.expect_message().await;
+            let body = m.body().unwrap_or_default();
+            if body == want {
+                break;
+            }
+            assert!(
+                body.starts_with("run ") && body < want,
+                "unexpected {body:?} while waiting for {want:?}"
+            );
+            println!("a duplicate of {body:?} after the restart");
+        }
         gateway.stop().await;
     }
 }

@@ -280,7 +280,7 @@ mod tests {
     /// per (contact, user) pair.
     #[tokio::test]
     async fn the_command_sees_no_secrets_its_output_is_bounded_and_names_are_per_user() {
-        std::env::set_var("SMS_OVER_XMPP_XMPP__SECRET_CALLERID_TEST", "leaked");
+        std::env::set_var("SOX_CALLERID_TEST_SECRET", "leaked");
         let dir = tempfile::tempdir().unwrap();
         let program = script(
             &dir,

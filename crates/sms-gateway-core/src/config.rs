@@ -47,6 +47,47 @@ pub struct Config {
     /// Retries of temporary carrier failures.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// What one user may make the gateway send.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what one user may make the gateway send, so that one
+/// account (or whoever has its password) cannot run up the carrier bill.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// SMS sends (parts of texts) per user per minute, on average.
+    #[serde(default = "default_texts_per_minute")]
+    pub texts_per_minute: u32,
+    /// How many sends a user may make at once before the rate applies.
+    #[serde(default = "default_texts_burst")]
+    pub texts_burst: u32,
+    /// The most parts one chat may be split into.
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            texts_per_minute: default_texts_per_minute(),
+            texts_burst: default_texts_burst(),
+            max_parts: default_max_parts(),
+        }
+    }
+}
+
+fn default_texts_per_minute() -> u32 {
+    30
+}
+
+fn default_texts_burst() -> u32 {
+    20
+}
+
+fn default_max_parts() -> usize {
+    10
 }
 
 /// `[store]`
@@ -401,6 +442,12 @@ impl Config {
             return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
         }
         for (key, value) in [
+            (
+                "limits.texts_per_minute",
+                u64::from(self.limits.texts_per_minute),
+            ),
+            ("limits.texts_burst", u64::from(self.limits.texts_burst)),
+            ("limits.max_parts", self.limits.max_parts as u64),
             ("http.max_connections", self.http.max_connections as u64),
             ("http.header_timeout_secs", self.http.header_timeout_secs),
             ("http.body_timeout_secs", self.http.body_timeout_secs),
@@ -411,6 +458,16 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "0", "must be at least 1"));
             }
+        }
+        if (self.limits.texts_burst as usize) < self.limits.max_parts {
+            return Err(invalid(
+                "limits.texts_burst",
+                self.limits.texts_burst.to_string(),
+                format!(
+                    "must be at least limits.max_parts ({}), or a text of that many parts could never be sent",
+                    self.limits.max_parts
+                ),
+            ));
         }
         let url = &self.http.public_url;
         let parsed = url.parse::<axum::http::Uri>();

@@ -58,6 +58,7 @@ pub struct Routing {
     by_jid: HashMap<String, User>,
     by_number: HashMap<(String, PhoneNumber), String>,
     accounts: HashMap<String, AccountPolicy>,
+    limits: crate::config::LimitsConfig,
 }
 
 impl Routing {
@@ -106,6 +107,7 @@ impl Routing {
             by_jid,
             by_number,
             accounts: HashMap::new(),
+            limits: config.limits.clone(),
         }
     }
 
@@ -145,6 +147,8 @@ pub struct GatewayState {
     /// call back before its API answer is read); applied when it arrives.
     early: HashMap<(String, String), DeliveryStatus>,
     early_order: VecDeque<(String, String)>,
+    /// Each user's send allowance (`[limits]`); made at the first chat.
+    rates: Option<crate::rate::Buckets>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -514,6 +518,36 @@ impl Gateway {
                 ),
             );
         };
+        let limits = &self.routing.limits;
+        if texts.len() > limits.max_parts {
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "The text is too long: it would be {} SMS, and this gateway sends at most {} per message (limits.max_parts). Send it in shorter pieces.",
+                    texts.len(),
+                    limits.max_parts
+                ),
+            );
+        }
+        let cost = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+        let allowed = {
+            let mut state = self.state();
+            let rates = state.rates.get_or_insert_with(|| {
+                crate::rate::Buckets::new(limits.texts_per_minute, limits.texts_burst)
+            });
+            rates.take(&user.jid, cost, std::time::Instant::now())
+        };
+        if let Err(wait) = allowed {
+            return error(
+                ErrorCondition::ResourceConstraint,
+                format!(
+                    "Not sent: you are over this gateway's limit of {} SMS a minute (limits.texts_per_minute, bursts of {}). Try again in {} s.",
+                    limits.texts_per_minute,
+                    limits.texts_burst,
+                    wait.as_secs().max(1)
+                ),
+            );
+        }
         let parts: Vec<OutboundSms> = texts
             .into_iter()
             .enumerate()
@@ -825,7 +859,12 @@ mod tests {
     use crate::message::Media;
 
     fn gateway() -> Gateway {
-        let cfg = Config::from_toml(
+        gateway_with("")
+    }
+
+    /// [`gateway`] with more TOML (a `[limits]` section) at the end.
+    fn gateway_with(extra: &str) -> Gateway {
+        let cfg = Config::from_toml(&format!(
             r#"
 [xmpp]
 server = "127.0.0.1:5347"
@@ -861,8 +900,9 @@ provider = "other"
 jid = "carol@example.com"
 number = "+15550003333"
 provider = "strict"
+{extra}
 "#,
-        )
+        ))
         .unwrap();
         let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();
         Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
@@ -897,6 +937,38 @@ provider = "strict"
             [Action::Pstn(PstnCommand::Send { ticket, .. })] => *ticket,
             other => panic!("expected one send, got {other:?}"),
         }
+    }
+
+    /// Past the per-user rate: `resource-constraint` naming the limit;
+    /// other users are not held up. Past the parts cap: `not-acceptable`
+    /// naming `limits.max_parts`, and no tokens are spent.
+    #[test]
+    fn over_the_rate_or_the_parts_cap_gets_an_error_naming_the_limit() {
+        let g = gateway_with("[limits]\ntexts_per_minute = 6\ntexts_burst = 3\nmax_parts = 2\n");
+        let to = "+15557654321@sms.example.com";
+        let long = "x".repeat(50); // bob's account: 20 characters a part, so 3 parts
+        let text = expect_error(
+            g.on_chat(chat("bob@example.com/pc", to, &long)),
+            ErrorCondition::NotAcceptable,
+        );
+        assert!(
+            text.contains("limits.max_parts") && text.contains("3 SMS"),
+            "{text}"
+        );
+        for i in 0..3 {
+            let a = g.on_chat(chat("alice@example.com/phone", to, &format!("hi {i}")));
+            assert!(matches!(&a[..], [Action::Pstn(_)]), "{i}: {a:?}");
+        }
+        let text = expect_error(
+            g.on_chat(chat("alice@example.com/phone", to, "one too many")),
+            ErrorCondition::ResourceConstraint,
+        );
+        assert!(
+            text.contains("limits.texts_per_minute") && text.contains("6 SMS a minute"),
+            "{text}"
+        );
+        let a = g.on_chat(chat("bob@example.com/pc", to, "bob is not held up"));
+        assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
     }
 
     #[test]

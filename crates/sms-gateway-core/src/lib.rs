@@ -27,6 +27,7 @@ pub mod message;
 pub mod phone;
 pub mod provider;
 pub mod pstn;
+mod rate;
 pub mod sandbox;
 pub mod secret;
 pub mod store;

@@ -53,6 +53,9 @@ pub enum ErrorCondition {
     RecipientUnavailable,
     /// `modify`/`bad-request`: something else wrong with the chat.
     BadRequest,
+    /// `wait`/`resource-constraint`: the user is over a limit (the rate of
+    /// texts); trying later works.
+    ResourceConstraint,
     /// `cancel`/`internal-server-error`: our fault.
     InternalServerError,
 }

@@ -173,6 +173,9 @@ fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
         ErrorCondition::InternalServerError => {
             (ErrorType::Cancel, DefinedCondition::InternalServerError)
         }
+        ErrorCondition::ResourceConstraint => {
+            (ErrorType::Wait, DefinedCondition::ResourceConstraint)
+        }
     }
 }
 

@@ -1,0 +1,72 @@
+//! Per-user send limits: a token bucket per user, so that one account (or
+//! whoever has its password) cannot run up the carrier bill. Each SMS part
+//! costs one token; tokens come back at `texts_per_minute` up to
+//! `texts_burst`. The clock is an argument, so tests need no waiting.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One bucket per key (a user's bare JID). Keys are configured users only,
+/// so the map is bounded by the config.
+#[derive(Debug)]
+pub(crate) struct Buckets {
+    per_second: f64,
+    burst: f64,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl Buckets {
+    pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
+        Buckets {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket at `now`, or says how long
+    /// until there would be enough (taking nothing).
+    pub(crate) fn take(&mut self, key: &str, cost: u32, now: Instant) -> Result<(), Duration> {
+        let (per_second, burst) = (self.per_second, self.burst);
+        let (tokens, at) = self.buckets.entry(key.to_owned()).or_insert((burst, now));
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *tokens = (*tokens + elapsed * per_second).min(burst);
+        *at = now;
+        let cost = f64::from(cost);
+        if *tokens >= cost {
+            *tokens -= cost;
+            Ok(())
+        } else {
+            let missing = cost - *tokens;
+            Err(Duration::from_secs_f64(
+                (missing / per_second).min(86_400.0),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let mut b = Buckets::new(60, 5); // one a second, five at once
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            b.take("a", 1, t0).unwrap();
+        }
+        let wait = b.take("a", 1, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 1.0).abs() < 0.01, "{wait:?}");
+        assert!(b.take("b", 5, t0).is_ok(), "each user has a bucket");
+        assert!(b.take("a", 1, t0 + Duration::from_millis(1001)).is_ok());
+        assert!(b.take("a", 1, t0 + Duration::from_millis(1002)).is_err());
+        // A long pause refills up to the burst, no more.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(b.take("a", 5, later).is_ok());
+        assert!(b.take("a", 1, later).is_err());
+        // A cost above what is held waits for the difference only.
+        let wait = b.take("a", 3, later + Duration::from_secs(1)).unwrap_err();
+        assert!((wait.as_secs_f64() - 2.0).abs() < 0.01, "{wait:?}");
+    }
+}
