@@ -8,10 +8,14 @@ scripts/install-test-deps.sh
 
 echo "== format and lints"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit, provider, CLI and end-to-end tests (Prosody on loopback)"
 cargo test --workspace --locked
+
+echo "== fuzzing every parser of outside input, 20 s a target (scripts/fuzz.sh SECONDS to run longer)"
+scripts/fuzz.sh 20
 
 echo "== a build without any carrier still runs with the sandbox"
 cargo build -p sms-over-xmpp-bin --no-default-features --locked

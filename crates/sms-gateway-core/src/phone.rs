@@ -132,6 +132,31 @@ impl PhoneNumber {
         default_region: Option<&str>,
         default_prefix: Option<&str>,
     ) -> Result<Self, PhoneError> {
+        let n = Self::parse_once(input, default_region, default_prefix)?;
+        // A number is kept, and later read back, in its E.164 form (a
+        // contact JID, the store): that form must read as itself. For a
+        // few inputs libphonenumber strips a trunk prefix that its E.164
+        // output then lacks (`+3750020132` gives `+375020132`, which reads
+        // as `+37520132`); such an input is refused, not half-understood.
+        if !n.is_short_code()
+            && n.0 != input
+            && Self::parse_once(&n.0, None, None).as_ref() != Ok(&n)
+        {
+            return Err(PhoneError::Invalid {
+                input: input.trim().to_owned(),
+                reason: format!(
+                    "it reads as {n}, which reads as another number; write it in full as +<country code><number>"
+                ),
+            });
+        }
+        Ok(n)
+    }
+
+    fn parse_once(
+        input: &str,
+        default_region: Option<&str>,
+        default_prefix: Option<&str>,
+    ) -> Result<Self, PhoneError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
@@ -191,15 +216,24 @@ impl PhoneNumber {
     fn check_possible(input: &str, parsed: &phonenumber::PhoneNumber) -> Result<(), PhoneError> {
         let cc = parsed.code().value();
         let len = parsed.national().to_string().len();
+        let digits = cc.to_string().len() + len;
+        if digits > 15 {
+            // libphonenumber lists a few national lengths (Japan's up to 17
+            // digits) that no E.164 number can have.
+            return Err(PhoneError::Invalid {
+                input: input.to_owned(),
+                reason: format!("{digits} digits; an international number has at most 15"),
+            });
+        }
         if possible_length(cc, len) {
             return Ok(());
         }
         let i = COUNTRY_CODES.binary_search(&cc).ok();
         let lengths = i.map(|i| POSSIBLE_LENGTHS[i]).unwrap_or(0);
         let fewest = lengths.trailing_zeros() as usize;
-        let most = 31 - lengths.leading_zeros() as usize;
+        let most = 31usize.saturating_sub(lengths.leading_zeros() as usize);
         let reason = if lengths == 0 {
-            format!("+{cc} is not a country code")
+            format!("libphonenumber lists no numbers for +{cc}")
         } else if len < fewest {
             format!("too short for +{cc} ({len} digits after the country code; at least {fewest})")
         } else if len > most {
@@ -566,6 +600,24 @@ mod tests {
             "+33612345678",
         ] {
             assert_eq!(PhoneNumber::parse(ok, None).unwrap().as_str(), ok);
+        }
+    }
+
+    /// Found by the phone_number fuzz target: a country code with no
+    /// lengths listed made the error message's arithmetic overflow, and a
+    /// Japanese national length gave 17 digits, more than E.164 allows, and
+    /// a Belarusian trunk prefix gave an E.164 form that reads as another
+    /// number.
+    #[test]
+    fn a_code_without_listed_lengths_is_refused_without_a_panic() {
+        for input in [
+            "+888549889447945",
+            "+8885",
+            "+81 81 0940945819413",
+            "+3750020132",
+        ] {
+            let r = PhoneNumber::parse(input, None);
+            assert!(r.is_err(), "{input}: {r:?}");
         }
     }
 
