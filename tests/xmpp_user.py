@@ -74,7 +74,8 @@ class User(slixmpp.ClientXMPP):
 
     async def _read_commands(self):
         loop = asyncio.get_event_loop()
-        reader = asyncio.StreamReader()
+        # Hostile tests send stanzas of megabytes on one line.
+        reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while True:
             line = await reader.readline()

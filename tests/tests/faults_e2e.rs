@@ -3,6 +3,9 @@
 //! delivered, duplicated, lost) and asserts that nothing is lost.
 
 use sms_over_xmpp_tests::*;
+
+/// The gateway binary built from this checkout.
+const EXE: &str = env!("CARGO_BIN_EXE_sms-over-xmpp-under-test");
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
@@ -401,41 +404,6 @@ async fn garbage_and_truncated_xml_from_the_server_make_the_link_reconnect() {
     }
 }
 
-/// The real binary as a child process, killed with SIGKILL when dropped.
-struct Binary {
-    child: std::process::Child,
-}
-
-impl Binary {
-    fn start(config: &std::path::Path, log: &std::path::Path) -> Binary {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sms-over-xmpp-under-test"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the gateway binary");
-        Binary { child }
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_traffic_then_restart() {
     const N: usize = 500;
@@ -452,7 +420,7 @@ async fn kill_9_under_traffic_then_restart() {
     let cfg_path = dir.path().join("gateway.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let log = dir.path().join("gateway.log");
-    let mut gateway = Binary::start(&cfg_path, &log);
+    let mut gateway = Binary::start(EXE, &cfg_path, &log);
     wait_for_port(http_port, Duration::from_secs(20)).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
@@ -518,7 +486,7 @@ async fn kill_9_under_traffic_then_restart() {
     gateway.kill_9();
     println!("killed after {texted_before} texts reached the carrier");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _gateway = Binary::start(&cfg_path, &log);
+    let _gateway = Binary::start(EXE, &cfg_path, &log);
     prosody
         .wait_component_logins(2, Duration::from_secs(20))
         .await;
@@ -632,14 +600,14 @@ async fn sigterm_answers_503_closes_the_stream_and_exits_0() {
     )
     .unwrap();
     let log = dir.path().join("gateway.log");
-    let mut gateway = Binary::start(&cfg_path, &log);
+    let mut gateway = Binary::start(EXE, &cfg_path, &log);
     wait_for_port(http_port, Duration::from_secs(20)).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
         .await;
 
     let started = Instant::now();
-    let pid = gateway.child.id().to_string();
+    let pid = gateway.pid().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -663,7 +631,7 @@ async fn sigterm_answers_503_closes_the_stream_and_exits_0() {
         }
     }
     let status = loop {
-        if let Some(s) = gateway.child.try_wait().unwrap() {
+        if let Some(s) = gateway.try_wait() {
             break s;
         }
         assert!(

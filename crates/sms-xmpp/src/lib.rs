@@ -12,6 +12,7 @@
 //! domain; the server routes it back to us, so a healthy link always has
 //! traffic. A link still silent `keepalive_secs` later is dead and replaced.
 
+mod depth;
 pub mod link;
 mod translate;
 

@@ -21,8 +21,11 @@ use tokio_xmpp::xmlstream::{
 };
 use tokio_xmpp::Stanza;
 
-/// A logged-in component stream.
-pub type Link = XmppStream<BufStream<TcpStream>>;
+use crate::depth::DepthLimited;
+
+/// A logged-in component stream. Reads pass [`DepthLimited`], which leaves
+/// out XML nested deeper than the parser's recursion can take.
+pub type Link = XmppStream<BufStream<DepthLimited<TcpStream>>>;
 
 /// What reading the link gave.
 pub enum Incoming {
@@ -68,9 +71,14 @@ pub async fn login(
         from: None,
         id: None,
     };
-    let mut pending = initiate_stream(BufStream::new(tcp), ns::COMPONENT, header, timeouts)
-        .await
-        .map_err(|e| format!("stream start failed: {e}"))?;
+    let mut pending = initiate_stream(
+        BufStream::new(DepthLimited::new(tcp)),
+        ns::COMPONENT,
+        header,
+        timeouts,
+    )
+    .await
+    .map_err(|e| format!("stream start failed: {e}"))?;
     let stream_id = pending
         .take_header()
         .id
