@@ -15,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // Inbound: parse as a stanza in the component namespace.
-    if let Ok(el) = text.parse::<Element>() {
+    // Inbound: what the link's depth bound lets through, parsed as a
+    // stanza in the component namespace.
+    let bounded = sms_xmpp::limit_depth(data);
+    let inbound = std::str::from_utf8(&bounded).unwrap_or("");
+    if let Ok(el) = inbound.parse::<Element>() {
         if let Ok(m) = Message::try_from(el.clone()) {
             let _ = sms_xmpp::message_to_event(&m);
         } else if let Ok(iq) = Iq::try_from(el) {

@@ -7,15 +7,31 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sms-over-xmpp-under-test");
 
-/// The binary with `extra` TOML (providers, users, limits), its config and
-/// log in `dir`, logged in to `prosody`.
+/// The binary with `extra` TOML (providers, users), its config and log in
+/// `dir`, logged in to `prosody`.
 async fn binary(prosody: &Prosody, dir: &std::path::Path, http_port: u16, extra: &str) -> Binary {
+    binary_with(prosody, dir, http_port, extra, &[]).await
+}
+
+/// [`binary`], with each `(from, to)` of `replace` replaced in the config
+/// (the test config's [limits] and [http] lines, say).
+async fn binary_with(
+    prosody: &Prosody,
+    dir: &std::path::Path,
+    http_port: u16,
+    extra: &str,
+    replace: &[(&str, &str)],
+) -> Binary {
     let config = dir.join("gateway.toml");
-    let text = format!(
+    let mut text = format!(
         "{}\n[store]\npath = \"{}\"\n",
         gateway_config(prosody, http_port, extra),
         dir.join("store.db").display()
     );
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from:?} is not in the config");
+        text = text.replace(from, to);
+    }
     std::fs::write(&config, text).unwrap();
     let gateway = Binary::start(EXE, &config, &dir.join("gateway.log"));
     wait_for_port(http_port, Duration::from_secs(10)).await;
@@ -112,4 +128,387 @@ fn cpu_ms(pid: u32) -> u64 {
     let f: Vec<&str> = after.split(' ').collect();
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     ticks * 1000 / 100
+}
+
+/// Every character XML cannot carry, as an SMS may hold them.
+const HOSTILE: &str = "form\u{c}feed \u{1}\u{8}\u{b}\u{1f} bom\u{fffe}\u{ffff} end";
+/// What the user sees of it.
+const CLEANED: &str = "form\u{fffd}feed \u{fffd}\u{fffd}\u{fffd}\u{fffd} bom\u{fffd}\u{fffd} end";
+
+/// A text with control characters, through the sandbox, Twilio and Telnyx:
+/// before the fix, one form feed put the gateway into a reconnect loop
+/// (46,000 logins in 15 s, nothing delivered after it). Now it arrives with
+/// U+FFFD in their place, the next text follows, on one component login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_every_carrier_arrive_cleaned_on_one_login() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        r#"{SANDBOX_ALICE}
+[providers.main]
+type = "twilio"
+account_sid = "{TWILIO_SID}"
+auth_token = "twilio-token"
+api_base = "http://127.0.0.1:1"
+
+[providers.tx]
+type = "telnyx"
+api_key = "KEY"
+public_key = "{pk}"
+api_base = "http://127.0.0.1:1"
+
+[[users]]
+jid = "bob@localhost"
+number = "+15550002222"
+provider = "main"
+
+[[users]]
+jid = "carol@localhost"
+number = "+15550003333"
+provider = "tx"
+"#,
+        pk = telnyx_public_key()
+    );
+    let gateway = binary(&prosody, dir.path(), port, &extra).await;
+    let base = format!("http://127.0.0.1:{port}/hooks");
+    let (mut alice, mut bob, mut carol) = (
+        User::login(&prosody, "alice").await,
+        User::login(&prosody, "bob").await,
+        User::login(&prosody, "carol").await,
+    );
+    let started = Instant::now();
+    for (i, body) in [HOSTILE, "after the hostile one"].into_iter().enumerate() {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/sandbox/message"))
+            .header("authorization", SANDBOX_AUTH)
+            .body(
+                serde_json::json!({"from": "+15557654321", "to": "+15550001111", "body": body})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let sid = format!("SM{i:032}");
+        let media = format!("https://api.twilio.com/media/{i}\u{c}x");
+        let params = [
+            ("MessageSid", sid.as_str()),
+            ("AccountSid", TWILIO_SID),
+            ("From", "+15557654321"),
+            ("To", "+15550002222"),
+            ("Body", body),
+            ("NumMedia", if i == 0 { "1" } else { "0" }),
+            ("MediaUrl0", media.as_str()),
+        ];
+        let params = &params[..if i == 0 { 7 } else { 6 }];
+        let url = format!("{PUBLIC}/main/message");
+        let sig = twilio_sign("twilio-token", &url, params);
+        let r = post_form(&format!("{base}/main/message"), params, Some(&sig)).await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let event = serde_json::json!({"data": {"event_type": "message.received", "id": format!("ev-{i}"),
+            "occurred_at": "2026-11-28T00:00:00Z", "payload": {"id": format!("msg-{i}"),
+            "from": {"phone_number": "+15557654321"}, "to": [{"phone_number": "+15550003333"}],
+            "text": body, "media": []}}, "meta": {"attempt": 1}});
+        let r = post_telnyx(&format!("{base}/tx/message"), &event).await;
+        assert_eq!(r.status(), 200);
+    }
+    for (name, user) in [
+        ("sandbox", &mut alice),
+        ("twilio", &mut bob),
+        ("telnyx", &mut carol),
+    ] {
+        let first = user.expect_message().await;
+        assert_eq!(first.body().as_deref(), Some(CLEANED), "{name}");
+        if name == "twilio" {
+            let pic = user.expect_message().await;
+            assert_eq!(
+                pic.body().as_deref(),
+                Some("https://api.twilio.com/media/0\u{fffd}x"),
+                "{name}"
+            );
+        }
+        let next = user.expect_message().await;
+        assert_eq!(
+            next.body().as_deref(),
+            Some("after the hostile one"),
+            "{name}"
+        );
+    }
+    println!(
+        "control characters: 3 carriers, cleaned text and the next one delivered in {:?}, component logins {}",
+        started.elapsed(),
+        prosody.component_logins()
+    );
+    assert_eq!(prosody.component_logins(), 1);
+    drop(gateway);
+}
+
+/// XEP-0100 prompts of 60 KB: 300 from a stranger, 50 from a user. Before
+/// the fix the gateway parsed them all and cached each error with its
+/// input (34 MiB more after 300). Now strangers get registration-required
+/// without a parse, a user's long prompt not-acceptable, and the
+/// gateway's peak memory hardly moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_floods_leave_memory_flat() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gateway = binary(&prosody, dir.path(), port, SANDBOX_ALICE).await;
+    let mut mallory = User::login(&prosody, "mallory").await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let prompt = |i: usize| {
+        format!(
+            "<query xmlns='jabber:iq:gateway'><prompt>{i}{}</prompt></query>",
+            "5".repeat(60_000)
+        )
+    };
+    // Warm up (the first prompt loads what any prompt needs), then measure.
+    let _ = alice.iq("set", "sms.localhost", "warm", &prompt(0)).await;
+    let before = gateway.status_kib("VmHWM:");
+    let started = Instant::now();
+    let mut conditions = std::collections::BTreeMap::new();
+    for i in 0..350 {
+        let user = if i < 300 { &mut mallory } else { &mut alice };
+        let answer = user
+            .iq("set", "sms.localhost", &format!("p{i}"), &prompt(i))
+            .await;
+        let condition = answer
+            .children()
+            .find(|c| c.name() == "error")
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.name() != "text")
+                    .map(|c| c.name().to_owned())
+            })
+            .unwrap_or_else(|| "result".into());
+        *conditions.entry(((i < 300), condition)).or_insert(0) += 1;
+    }
+    let after = gateway.status_kib("VmHWM:");
+    println!(
+        "prompt flood: 350 prompts of 60 KB in {:?}, answers (from a stranger?, condition): {conditions:?}, gateway peak RSS {before} KiB before, {after} KiB after (+{} KiB)",
+        started.elapsed(),
+        after - before
+    );
+    assert_eq!(
+        conditions.get(&(true, "registration-required".to_owned())),
+        Some(&300)
+    );
+    assert_eq!(
+        conditions.get(&(false, "not-acceptable".to_owned())),
+        Some(&50)
+    );
+    assert!(
+        after - before < 8 * 1024,
+        "peak RSS grew by {} KiB",
+        after - before
+    );
+}
+
+/// Connections that send their headers a byte at a time (or not at all):
+/// each is cut off after `http.header_timeout_secs`, and a carrier's
+/// webhook still gets through while they hold every connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_connections_are_cut_off_and_webhooks_get_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!("{SANDBOX_ALICE}\n");
+    let _gateway = binary_with(
+        &prosody,
+        dir.path(),
+        port,
+        &extra,
+        &[(
+            "public_url = \"https://sms.example.com/hooks\"",
+            "public_url = \"https://sms.example.com/hooks\"\nheader_timeout_secs = 2\nmax_connections = 16",
+        )],
+    )
+    .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let addr = format!("127.0.0.1:{port}");
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST /hooks/sandbox/message HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    let started = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/hooks/sandbox/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"through the crowd"}"#)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        alice.expect_message().await.body().as_deref(),
+        Some("through the crowd")
+    );
+    let mut closed = 0;
+    for c in &mut slow {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(8), c.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    println!(
+        "slow headers: 40 slow connections against 16 slots; a webhook answered after {waited:?}; {closed}/40 slow connections closed by the gateway within {:?}",
+        started.elapsed()
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(closed, 40);
+}
+
+/// Form webhooks with a repeated field, and a JSON body at a LaML hook:
+/// refused with 400 and 415 over HTTP, nothing delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_form_fields_and_other_framings_are_refused() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = r#"
+[providers.sw]
+type = "signalwire"
+space = "example.signalwire.com"
+project_id = "sw-project"
+api_token = "PT"
+signing_key = "PSK-hostile"
+api_base = "http://127.0.0.1:1"
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "sw"
+"#;
+    let _gateway = binary(&prosody, dir.path(), port, extra).await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let url = format!("http://127.0.0.1:{port}/hooks/sw/message");
+    let public = format!("{PUBLIC}/sw/message");
+    let params = [
+        ("MessageSid", "sw-1"),
+        ("From", "+15557654321"),
+        ("To", "+15550001111"),
+        ("Body", "first"),
+        ("Body", "second"),
+    ];
+    let r = post_signalwire(&url, &public, "PSK-hostile", &params).await;
+    assert_eq!(r.status(), 400);
+    let why = r.text().await.unwrap();
+    assert!(why.contains("`Body` is repeated"), "{why}");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-signalwire-signature", "0000")
+        .body(r#"{"MessageSid":"sw-2","Body":"json"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "an unsigned JSON body is refused as unsigned"
+    );
+    let r = post_signalwire(&url, &public, "PSK-hostile", &params[..4]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        alice.expect_message().await.body().as_deref(),
+        Some("first")
+    );
+    assert!(alice
+        .next_message(Duration::from_millis(300))
+        .await
+        .is_none());
+    println!("framing: repeated field 400, unsigned JSON 403, the same form without the repeat 200 and delivered");
+}
+
+/// A carrier (or whatever answers in its place) saying
+/// `Retry-After: 18446744073709551615`: the gateway neither panics nor
+/// waits for ever; the user hears at once that the carrier cannot take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_is_capped_and_reported() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "18446744073709551615")
+                .set_body_json(serde_json::json!({"code": 20429, "message": "Too Many Requests", "status": 429})),
+        )
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        "{}\n[retry]\ndeadline_secs = 60\n",
+        twilio_alice(&twilio.uri(), "t", "")
+    );
+    let mut gateway = binary(&prosody, dir.path(), port, &extra).await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let started = Instant::now();
+    alice.send_chat(CONTACT, "ra", "hello").await;
+    let m = alice.expect_message().await;
+    let (condition, text) = m.error().expect("an error");
+    println!(
+        "Retry-After u64::MAX: reported after {:?}: {condition}: {text}",
+        started.elapsed()
+    );
+    assert_eq!(condition, "remote-server-timeout", "{text}");
+    assert!(gateway.try_wait().is_none(), "the gateway died");
+}
+
+/// Over the per-user rate and over the parts cap, each refusal an XMPP
+/// error naming its limit; nothing reaches the carrier for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_over_the_rate_or_the_parts_cap_is_told_which_limit() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = SANDBOX_ALICE.replace(
+        "token = \"quickstart-sandbox-token\"",
+        "token = \"quickstart-sandbox-token\"\nmax_chars = 10",
+    );
+    let _gateway = binary_with(
+        &prosody,
+        dir.path(),
+        port,
+        &extra,
+        &[
+            ("texts_per_minute = 1000000", "texts_per_minute = 2"),
+            ("texts_burst = 1000000", "texts_burst = 3"),
+            ("[limits]", "[limits]\nmax_parts = 3"),
+        ],
+    )
+    .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    alice.send_chat(CONTACT, "long", &"x".repeat(40)).await; // 4 parts of 10
+    let (condition, text) = alice.expect_message().await.error().expect("an error");
+    assert_eq!(condition, "not-acceptable", "{text}");
+    assert!(text.contains("limits.max_parts"), "{text}");
+    let mut answers = vec![];
+    for i in 0..4 {
+        alice.send_chat(CONTACT, &format!("r{i}"), "short").await;
+    }
+    // Three fit the burst; the fourth is over the rate.
+    let m = alice.expect_message().await;
+    let (condition, text) = m.error().expect("an error");
+    answers.push(condition.clone());
+    assert_eq!(
+        (condition.as_str(), m.id()),
+        ("resource-constraint", Some("r3")),
+        "{text}"
+    );
+    assert!(text.contains("limits.texts_per_minute"), "{text}");
+    let hooks = format!("http://127.0.0.1:{port}/hooks/sandbox");
+    let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await;
+    assert_eq!(outbox.as_array().unwrap().len(), 3, "{outbox}");
+    println!("limits: 4 parts against max_parts 3 refused; 4 chats against a burst of 3: 3 sent, the 4th {answers:?}: {text}");
 }

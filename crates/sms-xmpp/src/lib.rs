@@ -14,6 +14,8 @@
 
 mod depth;
 pub mod link;
+#[doc(hidden)]
+pub use depth::limit_depth;
 mod translate;
 
 pub use translate::{
