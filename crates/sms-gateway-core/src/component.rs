@@ -281,7 +281,12 @@ impl GatewayIo {
     }
 }
 
-async fn run_gateway(gateway: Gateway, io: GatewayIo, shutdown: CancellationToken, keep: Duration) {
+async fn run_gateway(
+    gateway: Gateway,
+    io: GatewayIo,
+    shutdown: CancellationToken,
+    keep: crate::store::Retention,
+) {
     let mut xmpp_events = io.xmpp_events.lock().await;
     let mut pstn_events = io.pstn_events.lock().await;
     let mut expiry = tokio::time::interval_at(
@@ -523,7 +528,10 @@ mod tests {
             gateway,
             io,
             shutdown.clone(),
-            Duration::from_secs(3600),
+            crate::store::Retention {
+                texts: Duration::from_secs(3600),
+                seen: Duration::from_secs(3600),
+            },
         ));
         let settle = || async {
             for _ in 0..20 {

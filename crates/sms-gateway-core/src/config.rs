@@ -98,9 +98,18 @@ pub struct StoreConfig {
     /// `sms-over-xmpp.db` next to the config file.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Days the receipt map and the memory of seen carrier ids are kept.
+    /// Days the receipt map and delivered inbound texts are kept.
     #[serde(default = "default_keep_days")]
     pub keep_days: u64,
+    /// Days the carrier ids of inbound texts are remembered, so that a
+    /// webhook replayed after its text has expired is still a repeat (at
+    /// least `keep_days`).
+    #[serde(default = "default_seen_days")]
+    pub seen_days: u64,
+}
+
+fn default_seen_days() -> u64 {
+    400
 }
 
 impl Default for StoreConfig {
@@ -108,6 +117,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: None,
             keep_days: default_keep_days(),
+            seen_days: default_seen_days(),
         }
     }
 }
@@ -131,8 +141,12 @@ impl StoreConfig {
     }
 
     /// How long entries are kept.
-    pub fn keep(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.keep_days * 86_400)
+    pub fn keep(&self) -> crate::store::Retention {
+        let days = |d: u64| std::time::Duration::from_secs(d.saturating_mul(86_400));
+        crate::store::Retention {
+            texts: days(self.keep_days),
+            seen: days(self.seen_days),
+        }
     }
 }
 
@@ -437,6 +451,16 @@ impl Config {
         }
         if self.store.keep_days == 0 {
             return Err(invalid("store.keep_days", "0", "must be at least 1"));
+        }
+        if self.store.seen_days < self.store.keep_days {
+            return Err(invalid(
+                "store.seen_days",
+                self.store.seen_days.to_string(),
+                format!(
+                    "must be at least store.keep_days ({}): carrier ids outlive their texts",
+                    self.store.keep_days
+                ),
+            ));
         }
         if self.xmpp.keepalive_secs == 0 {
             return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
@@ -776,6 +800,15 @@ provider = "main"
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("xmpp.keepalive_secs"), "{err}");
+    }
+
+    #[test]
+    fn seen_ids_may_not_be_forgotten_before_their_texts() {
+        let text = format!("{GOOD}\n[store]\nkeep_days = 30\nseen_days = 7\n");
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("store.seen_days"), "{err}");
+        let text = format!("{GOOD}\n[store]\nkeep_days = 30\nseen_days = 30\n");
+        assert!(check(&text).is_ok());
     }
 
     #[test]

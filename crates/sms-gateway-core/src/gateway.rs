@@ -285,10 +285,9 @@ impl Gateway {
     /// in flight when the program died may go out twice); inbound texts not
     /// yet taken by the XMPP server are delivered, in order. Old entries are
     /// expired first.
-    pub fn recover(&self, keep: Duration) -> Result<Vec<Action>, StoreError> {
-        let removed = self
-            .store
-            .expire(unix_now().saturating_sub(keep.as_secs()))?;
+    pub fn recover(&self, keep: crate::store::Retention) -> Result<Vec<Action>, StoreError> {
+        let (before, seen_before) = keep.cutoffs(unix_now());
+        let removed = self.store.expire(before, seen_before)?;
         if removed > 0 {
             tracing::info!(removed, "expired old entries from the store");
         }
@@ -414,9 +413,10 @@ impl Gateway {
         self.store.commit()
     }
 
-    /// Forgets store entries older than `keep`.
-    pub fn expire(&self, keep: Duration) {
-        match self.store.expire(unix_now().saturating_sub(keep.as_secs())) {
+    /// Forgets store entries older than `keep` allows.
+    pub fn expire(&self, keep: crate::store::Retention) {
+        let (before, seen_before) = keep.cutoffs(unix_now());
+        match self.store.expire(before, seen_before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired old entries from the store"),
             Err(e) => tracing::error!(error = %e, "cannot expire old entries"),
@@ -1361,7 +1361,12 @@ provider = "strict"
 
         // The program dies; a new gateway starts on the same store.
         let after = make();
-        let actions = after.recover(Duration::from_secs(86_400)).unwrap();
+        let actions = after
+            .recover(crate::store::Retention {
+                texts: Duration::from_secs(86_400),
+                seen: Duration::from_secs(86_400),
+            })
+            .unwrap();
         assert!(actions.iter().any(|a| matches!(a, Action::Pstn(PstnCommand::Send { ticket, parts, .. }) if *ticket == t2 && parts[0].body == "pending")), "{actions:?}");
         assert!(
             !actions.iter().any(

@@ -136,8 +136,11 @@ pub trait Store: Send + Sync + 'static {
     /// Inbound texts not yet taken by the XMPP server, oldest first.
     fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError>;
     /// Forgets sent chats and delivered inbound texts from before `before`
-    /// (Unix seconds); returns how many.
-    fn expire(&self, before: u64) -> Result<usize, StoreError>;
+    /// (Unix seconds); returns how many. The `(account, carrier id)` of an
+    /// inbound text is remembered until `seen_before` (no later than
+    /// `before`): a webhook replayed after its text is gone must still be
+    /// a repeat, and Twilio's and SignalWire's signatures carry no time.
+    fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError>;
 
     /// Drops one carrier id from the receipt map (that part was reported
     /// delivered: a repeat of its report then finds nothing). The chat
@@ -177,6 +180,8 @@ struct Memory {
     inbound: BTreeMap<u64, (String, InboundSms, u64, bool)>,
     /// (account, carrier id) → inbound id.
     seen: HashMap<(String, String), u64>,
+    /// Pairs whose text has expired, with its arrival time.
+    seen_expired: HashMap<(String, String), u64>,
     last: BTreeMap<String, LastChat>,
     meta: HashMap<String, u64>,
     /// Batches committed (nothing to make durable; counted for tests).
@@ -298,7 +303,7 @@ impl Store for MemoryStore {
     ) -> Result<Option<u64>, StoreError> {
         let mut m = self.lock();
         let key = (account.to_owned(), sms.id.clone());
-        if m.seen.contains_key(&key) {
+        if m.seen.contains_key(&key) || m.seen_expired.contains_key(&key) {
             return Ok(None);
         }
         m.next += 1;
@@ -332,8 +337,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn expire(&self, before: u64) -> Result<usize, StoreError> {
+    fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
         let mut m = self.lock();
+        m.seen_expired.retain(|_, at| *at >= seen_before);
         let old_chats: Vec<u64> = m
             .chats
             .iter()
@@ -351,11 +357,35 @@ impl Store for MemoryStore {
             .map(|(id, _)| *id)
             .collect();
         for id in &old_inbound {
-            if let Some((account, sms, _, _)) = m.inbound.remove(id) {
-                m.seen.remove(&(account, sms.id));
+            if let Some((account, sms, received, _)) = m.inbound.remove(id) {
+                let key = (account, sms.id);
+                m.seen.remove(&key);
+                if received >= seen_before {
+                    m.seen_expired.insert(key, received);
+                }
             }
         }
         Ok(old_chats.len() + old_inbound.len())
+    }
+}
+
+/// How long the store keeps things: texts and receipts for `texts`, the
+/// carrier ids of inbound texts (to recognise replays) for `seen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Sent chats (the receipt map) and delivered inbound texts.
+    pub texts: std::time::Duration,
+    /// Inbound texts' `(account, carrier id)`, at least as long as `texts`.
+    pub seen: std::time::Duration,
+}
+
+impl Retention {
+    /// The `before` and `seen_before` of [`Store::expire`] at `now`.
+    pub fn cutoffs(&self, now: u64) -> (u64, u64) {
+        (
+            now.saturating_sub(self.texts.as_secs()),
+            now.saturating_sub(self.seen.as_secs().max(self.texts.as_secs())),
+        )
     }
 }
 
@@ -507,8 +537,8 @@ pub fn check_store(store: &dyn Store) {
     );
 
     // Expiry forgets old sent chats and old delivered texts, nothing pending.
-    assert_eq!(store.expire(50).expect("expire"), 0);
-    let removed = store.expire(1000).expect("expire");
+    assert_eq!(store.expire(50, 0).expect("expire"), 0);
+    let removed = store.expire(1000, 0).expect("expire");
     assert_eq!(removed, 2, "the sent chat and the delivered text");
     assert!(store.chats().expect("chats").is_empty());
     assert_eq!(
@@ -521,12 +551,18 @@ pub fn check_store(store: &dyn Store) {
         1,
         "the undelivered one stays"
     );
+    assert_eq!(
+        store.insert_inbound("main", &sms, 2000).expect("replayed"),
+        None,
+        "a webhook replayed after its text expired is still a repeat"
+    );
+    store.expire(1000, 1000).expect("expire seen");
     assert!(
         store
             .insert_inbound("main", &sms, 2000)
             .expect("after expiry")
             .is_some(),
-        "forgotten after expiry"
+        "forgotten once the seen window has passed too"
     );
 }
 

@@ -77,6 +77,17 @@ const MIGRATIONS: &[&str] = &[
     UPDATE sqlite_sequence SET name = 'inbound5' WHERE name = 'inbound';
     DROP TABLE inbound;
     ALTER TABLE inbound5 RENAME TO inbound;",
+    // 6: the carrier ids of expired inbound texts, kept for
+    // `store.seen_days` so a webhook replayed after its text has gone is
+    // still a repeat (Twilio's and SignalWire's signatures carry no time).
+    // Read only when the in-memory set misses; written at expiry.
+    "CREATE TABLE seen_expired (
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        PRIMARY KEY (account, carrier_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_expired_received ON seen_expired (received);",
 ];
 
 /// A store in a SQLite file.
@@ -571,6 +582,13 @@ impl Store for SqliteStore {
         if seen.keys.contains(&key) {
             return Ok(None);
         }
+        let replayed = c
+            .prepare_cached("SELECT 1 FROM seen_expired WHERE account = ?1 AND carrier_id = ?2")
+            .and_then(|mut q| q.exists(params![account, sms.id]))
+            .map_err(err)?;
+        if replayed {
+            return Ok(None);
+        }
         let data = serde_json::to_string(sms).map_err(err)?;
         c.prepare_cached(
             "INSERT INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
@@ -655,8 +673,20 @@ impl Store for SqliteStore {
         done
     }
 
-    fn expire(&self, before: u64) -> Result<usize, StoreError> {
+    fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
         let c = self.write();
+        c.execute(
+            "DELETE FROM seen_expired WHERE received < ?1",
+            params![seen_before as i64],
+        )
+        .map_err(err)?;
+        c.execute(
+            "INSERT OR IGNORE INTO seen_expired (account, carrier_id, received)
+             SELECT account, carrier_id, received FROM inbound
+             WHERE delivered = 1 AND received < ?1 AND received >= ?2",
+            params![before as i64, seen_before as i64],
+        )
+        .map_err(err)?;
         c.execute(
             forget_sent_ids!("WHERE c.sent = 1 AND c.created < ?1"),
             params![before as i64],
@@ -890,9 +920,15 @@ mod tests {
             s.insert_inbound("main", &sms, 1).unwrap().is_none(),
             "still a repeat after reopening"
         );
-        // Once expired, the pair is forgotten with the text.
+        // Once the text has expired, its pair is still a repeat (from the
+        // seen_expired table, across a reopen) until the seen window ends.
         s.inbound_delivered(id.unwrap()).unwrap();
-        assert_eq!(s.expire(2).unwrap(), 1);
+        assert_eq!(s.expire(2, 0).unwrap(), 1);
+        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_none());
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_none());
+        s.expire(2, 2).unwrap();
         assert!(s.insert_inbound("main", &sms, 3).unwrap().is_some());
     }
 
