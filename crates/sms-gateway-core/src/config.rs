@@ -465,6 +465,46 @@ impl Config {
         if self.xmpp.keepalive_secs == 0 {
             return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
         }
+        // Upper bounds: past them a value is a typo, and some would overflow
+        // a clock's arithmetic at run time rather than fail here.
+        const HOUR: u64 = 3600;
+        for (key, value, most) in [
+            ("xmpp.keepalive_secs", self.xmpp.keepalive_secs, HOUR),
+            (
+                "http.header_timeout_secs",
+                self.http.header_timeout_secs,
+                HOUR,
+            ),
+            ("http.body_timeout_secs", self.http.body_timeout_secs, HOUR),
+            ("http.ack_timeout_secs", self.http.ack_timeout_secs, HOUR),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                65_536,
+            ),
+            (
+                "http.max_form_body",
+                self.http.max_form_body as u64,
+                64 << 20,
+            ),
+            ("http.max_body", self.http.max_body as u64, 64 << 20),
+            (
+                "retry.deadline_secs",
+                self.retry.deadline_secs,
+                30 * 24 * HOUR,
+            ),
+            ("store.keep_days", self.store.keep_days, 36_500),
+            ("store.seen_days", self.store.seen_days, 36_500),
+            ("limits.max_parts", self.limits.max_parts as u64, 1_000),
+        ] {
+            if value > most {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    format!("must be at most {most}"),
+                ));
+            }
+        }
         for (key, value) in [
             (
                 "limits.texts_per_minute",
@@ -800,6 +840,33 @@ provider = "main"
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("xmpp.keepalive_secs"), "{err}");
+    }
+
+    /// Values that would overflow a clock at run time are refused here,
+    /// naming the key.
+    #[test]
+    fn absurdly_large_values_are_refused_naming_the_key() {
+        for (section, line, key) in [
+            (
+                "[xmpp]",
+                "keepalive_secs = 9223372036854775807",
+                "xmpp.keepalive_secs",
+            ),
+            (
+                "[http]",
+                "header_timeout_secs = 99999999999",
+                "http.header_timeout_secs",
+            ),
+            (
+                "[http]",
+                "max_connections = 99999999999",
+                "http.max_connections",
+            ),
+        ] {
+            let text = GOOD.replacen(section, &format!("{section}\n{line}"), 1);
+            let err = check(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]
