@@ -945,6 +945,12 @@ provider = "main"
                 "555-0001",
             ),
             (
+                "number = \"+15550001111\"",
+                "number = \"+1555\"",
+                "users[0].number",
+                "+1555",
+            ),
+            (
                 "provider = \"main\"",
                 "provider = \"other\"",
                 "users[0].provider",

@@ -1042,6 +1042,21 @@ provider = "strict"
             ErrorCondition::JidMalformed,
         );
         assert!(text.contains("pizza"), "{text}");
+        // Numbers no country has, typed or as E.164 (#11: they were texted).
+        for to in [
+            "+1555@sms.example.com",
+            "1555@sms.example.com",
+            "1234567@sms.example.com",
+        ] {
+            let text = expect_error(
+                g.on_chat(chat("alice@example.com/x", to, "hi")),
+                ErrorCondition::JidMalformed,
+            );
+            assert!(
+                text.contains("too short") || text.contains("digits"),
+                "{to}: {text}"
+            );
+        }
         expect_error(
             g.on_chat(chat("alice@example.com/x", "sms.example.com", "hi")),
             ErrorCondition::BadRequest,

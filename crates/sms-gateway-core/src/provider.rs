@@ -399,6 +399,43 @@ pub fn provider_settings<T: serde::de::DeserializeOwned>(
 mod tests {
     use super::*;
 
+    fn form(body: &str) -> Result<Vec<(String, String)>, WebhookError> {
+        let mut headers = BTreeMap::new();
+        headers.insert(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded; charset=UTF-8".to_owned(),
+        );
+        WebhookRequest {
+            method: "POST".into(),
+            hook: "message".into(),
+            url: String::new(),
+            headers,
+            body: body.to_owned().into(),
+        }
+        .form()
+    }
+
+    /// Fields in order; a name given twice (even encoded differently) and
+    /// more than MAX_FORM_FIELDS fields are 400.
+    #[test]
+    fn form_bodies_are_read_strictly() {
+        assert_eq!(
+            form("A=1&B=%2B2&C=").unwrap(),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "+2".into()),
+                ("C".into(), String::new())
+            ]
+        );
+        for repeated in ["A=1&A=2", "Body=x&B%6Fdy=y"] {
+            assert_eq!(form(repeated).unwrap_err().http_status(), 400, "{repeated}");
+        }
+        let many: Vec<String> = (0..=MAX_FORM_FIELDS).map(|i| format!("f{i}=x")).collect();
+        let e = form(&many.join("&")).unwrap_err();
+        assert!(e.to_string().contains("more than 200"), "{e}");
+        assert!(form(&many[..MAX_FORM_FIELDS].join("&")).is_ok());
+    }
+
     #[test]
     fn http_status_classification() {
         assert!(ProviderError::from_http_status(429, "x").is_temporary());

@@ -355,6 +355,19 @@ mod tests {
             ))
             .unwrap_err();
         assert_eq!(err.http_status(), 400);
+        // serde quotes the value it could not read: a message's text must
+        // not reach the answer or the log.
+        let err = sb
+            .webhook(&req(
+                "POST",
+                "message",
+                Some("Bearer t"),
+                r#"{"from":"+15557654321","to":"+15550001111","body":"private words","media":"private words"}"#,
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("private"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
         assert_eq!(
             sb.webhook(&req("GET", "message", Some("Bearer t"), ""))
                 .unwrap_err()
