@@ -196,6 +196,30 @@ Component "{DOMAIN}"
         }
     }
 
+    /// Freezes Prosody (SIGSTOP): it reads nothing more, and what is sent
+    /// to it waits in its sockets' kernel buffers, as with a hung server.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Kills Prosody with SIGKILL (no chance to flush or close anything).
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Prosody again (after [`Prosody::kill_9`] or
+    /// [`Prosody::stop`]) on the same ports with the same data.
+    pub async fn start_again(&mut self) {
+        self.launch().await;
+    }
+
     /// Starts Prosody again on the same ports with the same data.
     pub async fn restart(&mut self) {
         self.stop();

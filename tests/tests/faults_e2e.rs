@@ -754,9 +754,129 @@ async fn each_process_killed_under_traffic_is_restarted_and_nothing_is_lost() {
         "the event fault tripped"
     );
     assert!(in_lost.is_empty(), "inbound lost: {in_lost:?}");
-    assert_eq!(
-        (out_dups, in_dups),
-        (0, 0),
-        "a restart duplicated something"
+    assert_eq!(out_dups, 0, "a restart duplicated a chat");
+    // What the XMPP process had written but the server had not yet
+    // acknowledged when it panicked is written again by the next
+    // incarnation (#12): a duplicate the user may see, never a loss. One
+    // write batch at most.
+    assert!(in_dups <= 64, "{in_dups} texts duplicated");
+}
+
+/// #12: Prosody killed with `kill -9` while 400 signed inbound webhooks
+/// stream in, 8 at a time, and started again 2 s later. Every text
+/// answered 2xx must reach the user: a batch of stanzas counts as taken
+/// only once the server has routed back the ping written after it, so what
+/// the dying server had not processed is written again on the next link.
+/// Duplicates (written again, but the server had taken them) are counted.
+async fn prosody_killed_under_inbound_traffic(online: bool) {
+    const N: usize = 400;
+    let mut prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let gateway = std::sync::Arc::new(
+        Gateway::start(&gateway_config(
+            &prosody,
+            free_port(),
+            &twilio_extra(&twilio.uri(), ""),
+        ))
+        .await,
     );
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = if online {
+        Some(User::login(&prosody, "alice").await)
+    } else {
+        None
+    };
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (gateway, accepted, next) = (gateway.clone(), accepted.clone(), next.clone());
+        senders.spawn(async move {
+            let mut retries = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= N {
+                    return retries;
+                }
+                // The carrier retries what is not answered 2xx.
+                loop {
+                    let r = post_inbound(&gateway, &format!("SMkill{i:028}"), &format!("k-{i:03}"))
+                        .await;
+                    if r.status() == 200 {
+                        break;
+                    }
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < N / 3 {
+        assert!(Instant::now() < deadline, "webhooks stalled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Hung first, then killed: what the gateway writes meanwhile sits in
+    // the socket's buffers and dies with the server, unread. (Killed
+    // outright, a server that keeps up leaves little unread; the issue's
+    // release build lost 57 of 400 that way.)
+    prosody.freeze();
+    let frozen_at = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    prosody.kill_9();
+    let killed_at = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    prosody.start_again().await;
+    let mut retries = 0;
+    while let Some(r) = senders.join_next().await {
+        retries += r.unwrap();
+    }
+    let mut got: Vec<String> = vec![];
+    // What reached the online session before the kill.
+    if let Some(mut a) = alice.take() {
+        while let Some(m) = a.next_message(Duration::from_millis(500)).await {
+            got.extend(m.body());
+        }
+    }
+    prosody
+        .wait_component_logins(2, Duration::from_secs(60))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    while let Some(m) = alice.next_message(Duration::from_secs(5)).await {
+        got.extend(m.body());
+    }
+    let mut count: std::collections::HashMap<&str, usize> = Default::default();
+    for b in &got {
+        *count.entry(b.as_str()).or_default() += 1;
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("k-{i:03}")).collect();
+    let lost: Vec<&String> = want
+        .iter()
+        .filter(|w| !count.contains_key(w.as_str()))
+        .collect();
+    let dups: usize = count.values().map(|n| n - 1).sum();
+    let label = if online {
+        "user online"
+    } else {
+        "user offline"
+    };
+    println!(
+        "Prosody frozen after {frozen_at} webhooks accepted, kill -9 after {killed_at} ({label}): sent {N} (retried {retries}), delivered {}, duplicated {dups}, lost {}",
+        N - lost.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "texts answered 2xx and lost: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_killed_under_inbound_traffic_user_offline() {
+    prosody_killed_under_inbound_traffic(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_killed_under_inbound_traffic_user_online() {
+    prosody_killed_under_inbound_traffic(true).await;
 }

@@ -11,6 +11,15 @@
 //! stream reports a soft timeout and we send an XEP-0199 ping to our own
 //! domain; the server routes it back to us, so a healthy link always has
 //! traffic. A link still silent `keepalive_secs` later is dead and replaced.
+//!
+//! Acknowledged delivery: "written to the socket" is not "taken by the
+//! server" (a server killed with bytes unread loses them), and XEP-0114 has
+//! no acknowledgements. But a server handles one stream in order, so after
+//! each batch of stanzas we write a ping to our own domain, and the batch
+//! counts as taken only when the server routes that ping back to us. Until
+//! then it is kept: if the link drops, the batch is written again (the same
+//! stanzas, the same ids, each with an XEP-0359 origin-id) on the next one,
+//! and a stored inbound text leaves the store only once acknowledged.
 
 mod depth;
 pub mod link;
@@ -31,7 +40,7 @@ use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
 use sms_gateway_core::{
     CancellationToken, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels, XmppEvent, XmppLink,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -42,6 +51,7 @@ use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType};
+use tokio_xmpp::parsers::stanza_id::OriginId;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::Stanza;
 
@@ -53,6 +63,63 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const NICKS_SENT: usize = 100_000;
 /// The most stanzas from the Gateway written with one flush.
 const WRITE_BATCH: usize = 64;
+/// How long a clean stop waits for the server to acknowledge what was written.
+const ACK_AT_STOP: Duration = Duration::from_secs(2);
+
+/// What the Gateway asked for, with what makes its stanza: kept until the
+/// server has taken it, so that writing it again (on a new link) writes
+/// the same stanza, with the same id.
+struct Built {
+    out: OutgoingStanza,
+    /// The stanza's id (an error's is the user's chat's, so unused).
+    id: String,
+    /// The contact's name, for the first chat from it.
+    nick: Option<String>,
+}
+
+impl Built {
+    /// The stored inbound text this stanza completes, if any.
+    fn inbound_id(&self) -> Option<u64> {
+        match &self.out {
+            OutgoingStanza::Chat { inbound_id, .. } => *inbound_id,
+            _ => None,
+        }
+    }
+
+    /// The stanza, the same every time.
+    fn stanza(&self) -> Result<Stanza, String> {
+        let mut stanza = outgoing_to_stanza(&self.out, || self.id.clone())?;
+        if let (OutgoingStanza::Chat { .. }, Stanza::Message(m)) = (&self.out, &mut stanza) {
+            if let Some(name) = &self.nick {
+                m.payloads.push(translate::nick(name));
+            }
+            // A chat written again after a lost link is the same stanza:
+            // XEP-0359 lets a client that de-duplicates see it.
+            m.payloads.push(
+                OriginId {
+                    id: self.id.clone(),
+                }
+                .into(),
+            );
+        }
+        Ok(stanza)
+    }
+}
+
+/// Stanzas written with one flush, and the id of the ping that followed them.
+struct Batch {
+    ping_id: String,
+    stanzas: Vec<Built>,
+}
+
+/// What the link holds for the Gateway across reconnects.
+#[derive(Default)]
+struct Outbox {
+    /// Built, not yet written (or written on a link that failed mid-write).
+    unsent: Vec<Built>,
+    /// Written, waiting for the server to route the batch's ping back.
+    unacked: VecDeque<Batch>,
+}
 
 /// The XMPP process. One value serves every incarnation the supervisor starts.
 pub struct XmppProcess {
@@ -66,8 +133,13 @@ pub struct XmppProcess {
     caller_id: std::sync::Arc<CallerId>,
     nicks_sent: Mutex<HashSet<(String, String)>>,
     next_id: AtomicU64,
+    /// Tells this run's stanza ids from other runs'.
+    run: String,
     /// Chats the server sent while the link was closing at shutdown.
     dropped_at_close: std::sync::atomic::AtomicUsize,
+    /// What the server has not taken yet. It outlives an incarnation that
+    /// panics (a tokio mutex is not poisoned): the next one writes it.
+    outbox: tokio::sync::Mutex<Outbox>,
 }
 
 enum SessionEnd {
@@ -102,12 +174,15 @@ impl XmppProcess {
             caller_id: std::sync::Arc::new(CallerId::from_table(&config.caller_id)),
             nicks_sent: Mutex::default(),
             next_id: AtomicU64::new(1),
+            run: run_tag(),
             dropped_at_close: Default::default(),
+            outbox: Default::default(),
         }
     }
 
     fn new_id(&self) -> String {
-        format!("sox-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("sox-{}-{n}", self.run)
     }
 
     /// The number of the configured user `jid` (full or bare), if any.
@@ -138,22 +213,31 @@ impl XmppProcess {
         from_gateway: &mut mpsc::Receiver<OutgoingStanza>,
         to_gateway: &mpsc::Sender<XmppEvent>,
         shutdown: &CancellationToken,
-        unsent: &mut Vec<OutgoingStanza>,
+        outbox: &mut Outbox,
     ) -> SessionEnd {
+        // What the last link wrote but the server never acknowledged goes
+        // first, in order, ahead of what was never written.
+        if !outbox.unacked.is_empty() {
+            let mut again: Vec<Built> = outbox.unacked.drain(..).flat_map(|b| b.stanzas).collect();
+            tracing::info!(
+                stanzas = again.len(),
+                "writing again what the last link did not acknowledge"
+            );
+            again.append(&mut outbox.unsent);
+            outbox.unsent = again;
+        }
         loop {
             #[cfg(feature = "fault-injection")]
             sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
-            // Stanzas whose write failed on the last link go first.
-            if !unsent.is_empty() {
-                if let Err(e) = self.write_outgoing(link, unsent, to_gateway).await {
+            if !outbox.unsent.is_empty() {
+                if let Err(e) = self.write_batch(link, outbox, to_gateway).await {
                     return SessionEnd::Lost(e);
                 }
-                unsent.clear();
             }
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 incoming = link::read(link) => match incoming {
-                    Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, to_gateway).await,
+                    Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, to_gateway, outbox).await,
                     Incoming::Invalid { kind, from, to, id, type_, error } => {
                         self.on_invalid(link, kind, from, to, id, type_, error).await
                     }
@@ -164,18 +248,14 @@ impl XmppProcess {
                 out = from_gateway.recv() => match out {
                     Some(out) => {
                         // What else is waiting goes in the same write.
-                        unsent.push(out);
-                        while unsent.len() < WRITE_BATCH {
+                        self.build(out, outbox);
+                        while outbox.unsent.len() < WRITE_BATCH {
                             match from_gateway.try_recv() {
-                                Ok(out) => unsent.push(out),
+                                Ok(out) => self.build(out, outbox),
                                 Err(_) => break,
                             }
                         }
-                        let r = self.write_outgoing(link, unsent, to_gateway).await;
-                        if r.is_ok() {
-                            unsent.clear();
-                        }
-                        r
+                        Ok(())
                     }
                     // The component owns the sender: closed means it is going away.
                     None => return SessionEnd::Shutdown,
@@ -185,6 +265,21 @@ impl XmppProcess {
                 return SessionEnd::Lost(e);
             }
         }
+    }
+
+    /// Queues `out` in the outbox, with its id and (for the first chat
+    /// from a contact) the contact's name.
+    fn build(&self, out: OutgoingStanza, outbox: &mut Outbox) {
+        let nick = match &out {
+            // The contact's name goes with the first chat from it (XEP-0172).
+            OutgoingStanza::Chat { from, to, .. } => self.first_nick(from, to),
+            _ => None,
+        };
+        outbox.unsent.push(Built {
+            out,
+            id: self.new_id(),
+            nick,
+        });
     }
 
     async fn send(&self, link: &mut Link, stanza: impl Into<Stanza>) -> Result<(), String> {
@@ -203,63 +298,88 @@ impl XmppProcess {
         self.send(link, ping).await
     }
 
-    /// Writes `outs` in one go (one flush, so usually one system call).
-    /// On an I/O failure none of them counts as written: the caller keeps
-    /// them for the next link, and some may then reach the server twice.
+    /// Writes what is unsent in one go, followed by a ping to our own
+    /// domain, with one flush (so usually one system call); the batch then
+    /// waits in `outbox.unacked` for the ping to come back. On an I/O
+    /// failure it stays unsent, for the next link.
     ///
-    /// A stanza that cannot be built or that the XML writer refuses is
-    /// dropped, logged, and (for a stored inbound text) marked done: it
-    /// would be refused again on every link, and a link replaced for it
-    /// would loop for ever (invariant 6). Everything reaching here has been
-    /// through [`translate::xml_safe`], so this is a bug's safety net.
-    async fn write_outgoing(
+    /// A stanza the XML writer refuses is dropped and logged (tokio-xmpp
+    /// rewinds its buffer, so the stream is intact): it would be refused
+    /// again on every link, and a link replaced for it would loop for ever
+    /// (invariant 6). Everything reaching here has been through
+    /// [`translate::xml_safe`], so this is a bug's safety net.
+    async fn write_batch(
         &self,
         link: &mut Link,
-        outs: &[OutgoingStanza],
+        outbox: &mut Outbox,
         to_gateway: &mpsc::Sender<XmppEvent>,
     ) -> Result<(), String> {
-        for out in outs {
-            let mut stanza = match outgoing_to_stanza(out, || self.new_id()) {
+        let mut refused = vec![];
+        for (i, built) in outbox.unsent.iter().enumerate() {
+            let stanza = match built.stanza() {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %e, what = kind(out), "dropping a stanza that cannot be built");
+                    // Built from our own routing tables: a bug, not a link problem.
+                    tracing::error!(error = %e, what = kind(&built.out), "dropping a stanza that cannot be built");
+                    refused.push(i);
                     continue;
                 }
             };
-            // The contact's name goes with the first chat from it (XEP-0172).
-            if let (OutgoingStanza::Chat { from, to, .. }, Stanza::Message(m)) = (out, &mut stanza)
-            {
-                if let Some(name) = self.first_nick(from, to) {
-                    m.payloads.push(translate::nick(&name));
-                }
-            }
             match link::feed(link, stanza).await {
                 Ok(()) => {}
-                // tokio-xmpp rewinds its buffer when an element cannot be
-                // serialised: the stream is intact, only this stanza is lost.
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    tracing::error!(error = %e, what = kind(out), "the XML writer refused a stanza; dropped");
+                    tracing::error!(error = %e, what = kind(&built.out), "the XML writer refused a stanza; dropped");
+                    refused.push(i);
                 }
                 Err(e) => return Err(format!("write failed: {e}")),
             }
         }
+        let ping_id = self.new_id();
+        if let Some(me) = jid(&self.domain) {
+            let ping = Iq::from_get(ping_id.clone(), Ping)
+                .with_to(me.clone())
+                .with_from(me);
+            link::feed(link, ping.into())
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+        }
         link::flush(link)
             .await
             .map_err(|e| format!("write failed: {e}"))?;
-        // The server has them: stored inbound texts can leave the store.
-        for out in outs {
-            if let OutgoingStanza::Chat {
-                inbound_id: Some(id),
-                ..
-            } = out
-            {
-                // Closed only when the component is going away; the text then
-                // stays pending in the store and is delivered again after the
-                // restart (a duplicate the user may see, never a loss).
-                let _ = to_gateway.send(XmppEvent::Delivered(*id)).await;
+        let mut stanzas = std::mem::take(&mut outbox.unsent);
+        // Dropped for good: a stored text they complete is done with, or
+        // it would fail again at every start.
+        for i in refused.into_iter().rev() {
+            if let Some(id) = stanzas.remove(i).inbound_id() {
+                let _ = to_gateway.send(XmppEvent::Delivered(id)).await;
             }
         }
+        outbox.unacked.push_back(Batch { ping_id, stanzas });
         Ok(())
+    }
+
+    /// The server routed back the ping written after a batch: it has taken
+    /// that batch and every one before it. Returns whether `id` was one.
+    async fn acknowledged(
+        &self,
+        id: &str,
+        outbox: &mut Outbox,
+        to_gateway: &mpsc::Sender<XmppEvent>,
+    ) -> bool {
+        let Some(n) = outbox.unacked.iter().position(|b| b.ping_id == id) else {
+            return false;
+        };
+        for batch in outbox.unacked.drain(..=n) {
+            for built in batch.stanzas {
+                if let Some(id) = built.inbound_id() {
+                    // Closed only when the component is going away; the text
+                    // then stays pending in the store and is delivered again
+                    // after the restart (a duplicate the user may see).
+                    let _ = to_gateway.send(XmppEvent::Delivered(id)).await;
+                }
+            }
+        }
+        true
     }
 
     /// The contact's name, the first time `contact` writes to `user` once
@@ -337,6 +457,7 @@ impl XmppProcess {
         link: &mut Link,
         stanza: Stanza,
         to_gateway: &mpsc::Sender<XmppEvent>,
+        outbox: &mut Outbox,
     ) -> Result<(), String> {
         match stanza {
             Stanza::Message(m) => {
@@ -351,6 +472,22 @@ impl XmppProcess {
                 Ok(())
             }
             Stanza::Iq(iq) => {
+                // Our own ping, routed back: an acknowledgement, not a
+                // question (nobody waits for its answer).
+                if let Iq::Get {
+                    from: Some(from),
+                    id,
+                    payload,
+                    ..
+                } = &iq
+                {
+                    if payload.is("ping", tokio_xmpp::parsers::ns::PING)
+                        && from.to_string() == self.domain
+                        && self.acknowledged(id, outbox, to_gateway).await
+                    {
+                        return Ok(());
+                    }
+                }
                 let answer = match self.answer_own_iq(&iq).await {
                     Some(a) => Some(a),
                     None => answer_iq(&iq, &self.domain),
@@ -479,6 +616,53 @@ impl XmppProcess {
     }
 }
 
+impl XmppProcess {
+    /// At a clean stop: waits (at most [`ACK_AT_STOP`]) for the server to
+    /// acknowledge what was written. What it does not acknowledge stays
+    /// pending in the store and is delivered again at the next start.
+    async fn await_acks(
+        &self,
+        link: &mut Link,
+        outbox: &mut Outbox,
+        to_gateway: &mpsc::Sender<XmppEvent>,
+    ) {
+        let wait = async {
+            while !outbox.unacked.is_empty() {
+                match link::read(link).await {
+                    Incoming::Stanza(stanza) => {
+                        if let Stanza::Iq(Iq::Get {
+                            from: Some(from),
+                            id,
+                            ..
+                        }) = *stanza
+                        {
+                            if from.to_string() == self.domain {
+                                self.acknowledged(&id, outbox, to_gateway).await;
+                            }
+                        }
+                    }
+                    Incoming::Closed(_) => return,
+                    _ => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(ACK_AT_STOP, wait).await;
+        if !outbox.unacked.is_empty() {
+            let n: usize = outbox.unacked.iter().map(|b| b.stanzas.len()).sum();
+            tracing::warn!(stanzas = n, "stopping with stanzas the server has not acknowledged; stored texts among them are delivered again at the next start");
+        }
+    }
+}
+
+/// A tag for this run (start time and process id, in hex), so stanza ids
+/// never repeat an earlier run's.
+fn run_tag() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    format!("{:x}", micros ^ (u64::from(std::process::id()) << 48))
+}
+
 /// What an outgoing stanza is, for logs (never its content).
 fn kind(out: &OutgoingStanza) -> &'static str {
     match out {
@@ -508,7 +692,7 @@ impl XmppLink for XmppProcess {
         shutdown: CancellationToken,
     ) -> Result<(), ProcessError> {
         let mut from_gateway = channels.from_gateway.lock().await;
-        let mut unsent = Vec::new();
+        let mut outbox = self.outbox.lock().await;
         let mut failures = 0u32;
         loop {
             let attempt = tokio::select! {
@@ -537,11 +721,13 @@ impl XmppLink for XmppProcess {
                     &mut from_gateway,
                     &channels.to_gateway,
                     &shutdown,
-                    &mut unsent,
+                    &mut outbox,
                 )
                 .await
             {
                 SessionEnd::Shutdown => {
+                    self.await_acks(&mut link, &mut outbox, &channels.to_gateway)
+                        .await;
                     let dropped = link::close(&mut link, CLOSE_TIMEOUT).await;
                     if dropped > 0 {
                         tracing::warn!(dropped, "chats arrived while the stream was closing; their senders will be told at the next start");
@@ -555,5 +741,132 @@ impl XmppLink for XmppProcess {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Accepts one component login and returns the stream and what was read.
+    async fn accept_login(listener: &TcpListener) -> (TcpStream, String) {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = String::new();
+        read_until(&mut s, &mut buf, ">").await;
+        s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
+        read_until(&mut s, &mut buf, "</handshake>").await;
+        s.write_all(b"<handshake/>").await.unwrap();
+        buf.clear();
+        (s, buf)
+    }
+
+    async fn read_until(s: &mut TcpStream, buf: &mut String, pat: &str) {
+        let mut chunk = [0u8; 4096];
+        while !buf.contains(pat) {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before {pat:?}; got {buf:?}");
+            buf.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        }
+    }
+
+    /// The id of the last ping in `written`.
+    fn ping_id(written: &str) -> String {
+        let at = written.rfind("<iq").expect("a ping");
+        let rest = &written[at..];
+        let id = rest
+            .split("id='")
+            .nth(1)
+            .or_else(|| rest.split("id=\"").nth(1))
+            .unwrap();
+        id.split(['\'', '"']).next().unwrap().to_owned()
+    }
+
+    fn chat(inbound_id: u64, body: &str) -> OutgoingStanza {
+        OutgoingStanza::Chat {
+            from: "+15557654321@sms.example.com".into(),
+            to: "alice@example.com".into(),
+            body: body.into(),
+            media_url: None,
+            inbound_id: Some(inbound_id),
+        }
+    }
+
+    /// A server that reads the stanzas and never routes the ping back:
+    /// nothing counts as taken; the link is replaced and the same stanzas
+    /// (same ids) are written again; only when the ping comes back are the
+    /// stored texts reported delivered.
+    #[tokio::test]
+    async fn nothing_counts_as_taken_until_the_server_routes_the_ping_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = Config::from_toml(&format!(
+            "[xmpp]\nserver = \"{}\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let process = std::sync::Arc::new(XmppProcess::new(&config));
+        let (to_gateway, mut events) = mpsc::channel(16);
+        let (gateway_tx, from_gateway) = mpsc::channel(16);
+        let channels = XmppChannels {
+            to_gateway,
+            from_gateway: std::sync::Arc::new(tokio::sync::Mutex::new(from_gateway)),
+        };
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (p, stop) = (process.clone(), shutdown.clone());
+            async move { p.run(channels, stop).await }
+        });
+
+        // Link 1: two texts written, the ping never answered, then cut.
+        let (mut s, mut buf) = accept_login(&listener).await;
+        gateway_tx.send(chat(1, "one")).await.unwrap();
+        gateway_tx.send(chat(2, "two")).await.unwrap();
+        read_until(&mut s, &mut buf, "two</body>").await;
+        read_until(&mut s, &mut buf, "urn:xmpp:ping").await;
+        let first = buf.clone();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            events.try_recv().is_err(),
+            "nothing is taken before the ping returns"
+        );
+        drop(s);
+
+        // Link 2: the same stanzas come again, with the same ids.
+        let (mut s, mut buf) = accept_login(&listener).await;
+        read_until(&mut s, &mut buf, "two</body>").await;
+        read_until(&mut s, &mut buf, "urn:xmpp:ping").await;
+        let id_of = |w: &str, body: &str| {
+            let at = w.find(body).unwrap();
+            let m = w[..at].rfind("<message").unwrap();
+            w[m..at]
+                .split("id='")
+                .nth(1)
+                .unwrap()
+                .split('\'')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(id_of(&first, "one</body>"), id_of(&buf, "one</body>"));
+        assert_eq!(id_of(&first, "two</body>"), id_of(&buf, "two</body>"));
+        assert!(buf.contains("urn:xmpp:sid:0"), "an origin-id: {buf}");
+        assert!(events.try_recv().is_err());
+
+        // The server routes the ping back: both texts are taken.
+        let id = ping_id(&buf);
+        s.write_all(format!("<iq type='get' id='{id}' from='sms.example.com' to='sms.example.com'><ping xmlns='urn:xmpp:ping'/></iq>").as_bytes()).await.unwrap();
+        let mut delivered = vec![];
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+                Ok(Some(XmppEvent::Delivered(id))) => delivered.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(delivered, [1, 2]);
+        shutdown.cancel();
+        s.write_all(b"</stream:stream>").await.unwrap();
+        run.await.unwrap().unwrap();
     }
 }
