@@ -106,9 +106,10 @@ impl Built {
     }
 }
 
-/// Stanzas written with one flush, and the id of the ping that followed them.
+/// Stanzas written with one flush, and the id of the ping that followed
+/// them (`None`: a ping was out already; a later one covers this batch).
 struct Batch {
-    ping_id: String,
+    ping_id: Option<String>,
     stanzas: Vec<Built>,
 }
 
@@ -119,6 +120,20 @@ struct Outbox {
     unsent: Vec<Built>,
     /// Written, waiting for the server to route the batch's ping back.
     unacked: VecDeque<Batch>,
+}
+
+impl Outbox {
+    /// Whether a ping is out on this link. At most one is: batches written
+    /// meanwhile wait for the next, so under load many batches share one
+    /// round trip (and the server routes one ping, not one per batch).
+    fn ping_out(&self) -> bool {
+        self.unacked.iter().any(|b| b.ping_id.is_some())
+    }
+
+    /// Whether batches wait with no ping out to cover them.
+    fn ping_due(&self) -> bool {
+        !self.unacked.is_empty() && !self.ping_out()
+    }
 }
 
 /// The XMPP process. One value serves every incarnation the supervisor starts.
@@ -233,6 +248,10 @@ impl XmppProcess {
                 if let Err(e) = self.write_batch(link, outbox, to_gateway).await {
                     return SessionEnd::Lost(e);
                 }
+            } else if outbox.ping_due() {
+                if let Err(e) = self.write_ping(link, outbox).await {
+                    return SessionEnd::Lost(e);
+                }
             }
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -334,15 +353,13 @@ impl XmppProcess {
                 Err(e) => return Err(format!("write failed: {e}")),
             }
         }
-        let ping_id = self.new_id();
-        if let Some(me) = jid(&self.domain) {
-            let ping = Iq::from_get(ping_id.clone(), Ping)
-                .with_to(me.clone())
-                .with_from(me);
-            link::feed(link, ping.into())
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
-        }
+        let ping_id = if outbox.ping_out() {
+            None
+        } else {
+            let id = self.new_id();
+            self.feed_ping(link, &id).await?;
+            Some(id)
+        };
         link::flush(link)
             .await
             .map_err(|e| format!("write failed: {e}"))?;
@@ -358,6 +375,32 @@ impl XmppProcess {
         Ok(())
     }
 
+    /// Queues a ping to our own domain, with id `id`.
+    async fn feed_ping(&self, link: &mut Link, id: &str) -> Result<(), String> {
+        let Some(me) = jid(&self.domain) else {
+            return Ok(());
+        };
+        let ping = Iq::from_get(id.to_owned(), Ping)
+            .with_to(me.clone())
+            .with_from(me);
+        link::feed(link, ping.into())
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// Writes a ping for the batches written while the last one was out.
+    async fn write_ping(&self, link: &mut Link, outbox: &mut Outbox) -> Result<(), String> {
+        let id = self.new_id();
+        self.feed_ping(link, &id).await?;
+        link::flush(link)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        if let Some(last) = outbox.unacked.back_mut() {
+            last.ping_id = Some(id);
+        }
+        Ok(())
+    }
+
     /// The server routed back the ping written after a batch: it has taken
     /// that batch and every one before it. Returns whether `id` was one.
     async fn acknowledged(
@@ -366,7 +409,11 @@ impl XmppProcess {
         outbox: &mut Outbox,
         to_gateway: &mpsc::Sender<XmppEvent>,
     ) -> bool {
-        let Some(n) = outbox.unacked.iter().position(|b| b.ping_id == id) else {
+        let Some(n) = outbox
+            .unacked
+            .iter()
+            .position(|b| b.ping_id.as_deref() == Some(id))
+        else {
             return false;
         };
         for batch in outbox.unacked.drain(..=n) {
@@ -626,6 +673,9 @@ impl XmppProcess {
         outbox: &mut Outbox,
         to_gateway: &mpsc::Sender<XmppEvent>,
     ) {
+        if outbox.ping_due() && self.write_ping(link, outbox).await.is_err() {
+            return;
+        }
         let wait = async {
             while !outbox.unacked.is_empty() {
                 match link::read(link).await {
