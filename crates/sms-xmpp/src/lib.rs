@@ -65,6 +65,9 @@ const NICKS_SENT: usize = 100_000;
 const WRITE_BATCH: usize = 64;
 /// How long a clean stop waits for the server to acknowledge what was written.
 const ACK_AT_STOP: Duration = Duration::from_secs(2);
+/// The most stanzas written and not yet acknowledged: past it, nothing more
+/// is taken from the Gateway until the server catches up.
+const MAX_UNACKED: usize = 4096;
 
 /// What the Gateway asked for, with what makes its stanza: kept until the
 /// server has taken it, so that writing it again (on a new link) writes
@@ -120,6 +123,8 @@ struct Outbox {
     unsent: Vec<Built>,
     /// Written, waiting for the server to route the batch's ping back.
     unacked: VecDeque<Batch>,
+    /// When the ping now out was written.
+    ping_written: Option<tokio::time::Instant>,
 }
 
 impl Outbox {
@@ -133,6 +138,11 @@ impl Outbox {
     /// Whether batches wait with no ping out to cover them.
     fn ping_due(&self) -> bool {
         !self.unacked.is_empty() && !self.ping_out()
+    }
+
+    /// Stanzas written and not acknowledged.
+    fn unacked_stanzas(&self) -> usize {
+        self.unacked.iter().map(|b| b.stanzas.len()).sum()
     }
 }
 
@@ -232,6 +242,7 @@ impl XmppProcess {
     ) -> SessionEnd {
         // What the last link wrote but the server never acknowledged goes
         // first, in order, ahead of what was never written.
+        outbox.ping_written = None;
         if !outbox.unacked.is_empty() {
             let mut again: Vec<Built> = outbox.unacked.drain(..).flat_map(|b| b.stanzas).collect();
             tracing::info!(
@@ -253,6 +264,16 @@ impl XmppProcess {
                     return SessionEnd::Lost(e);
                 }
             }
+            // A server that takes stanzas but never routes the ping back is
+            // as good as gone: what it took is not known to be taken.
+            let ack_deadline = outbox.ping_written.map(|at| at + self.keepalive * 2);
+            if ack_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return SessionEnd::Lost(format!(
+                    "the server did not acknowledge what was written within {:?}",
+                    self.keepalive * 2
+                ));
+            }
+            let room = outbox.unacked_stanzas() + outbox.unsent.len() < MAX_UNACKED;
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 incoming = link::read(link) => match incoming {
@@ -264,7 +285,13 @@ impl XmppProcess {
                     Incoming::Nothing => Ok(()),
                     Incoming::Closed(reason) => Err(reason),
                 },
-                out = from_gateway.recv() => match out {
+                () = async {
+                    match ack_deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => Ok(()),
+                out = from_gateway.recv(), if room => match out {
                     Some(out) => {
                         // What else is waiting goes in the same write.
                         self.build(out, outbox);
@@ -358,6 +385,7 @@ impl XmppProcess {
         } else {
             let id = self.new_id();
             self.feed_ping(link, &id).await?;
+            outbox.ping_written = Some(tokio::time::Instant::now());
             Some(id)
         };
         link::flush(link)
@@ -398,6 +426,7 @@ impl XmppProcess {
         if let Some(last) = outbox.unacked.back_mut() {
             last.ping_id = Some(id);
         }
+        outbox.ping_written = Some(tokio::time::Instant::now());
         Ok(())
     }
 
@@ -416,6 +445,7 @@ impl XmppProcess {
         else {
             return false;
         };
+        outbox.ping_written = None;
         for batch in outbox.unacked.drain(..=n) {
             for built in batch.stanzas {
                 if let Some(id) = built.inbound_id() {
@@ -918,5 +948,72 @@ mod tests {
         shutdown.cancel();
         s.write_all(b"</stream:stream>").await.unwrap();
         run.await.unwrap().unwrap();
+    }
+
+    /// A server that keeps the link up but never routes the ping back: after
+    /// twice the keep-alive interval the link is replaced, and what was
+    /// written is written again on the new one.
+    #[tokio::test]
+    async fn a_server_that_never_acknowledges_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = Config::from_toml(&format!(
+            "[xmpp]\nserver = \"{}\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\nkeepalive_secs = 1\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let process = std::sync::Arc::new(XmppProcess::new(&config));
+        let (to_gateway, mut events) = mpsc::channel(16);
+        let (gateway_tx, from_gateway) = mpsc::channel(16);
+        let channels = XmppChannels {
+            to_gateway,
+            from_gateway: std::sync::Arc::new(tokio::sync::Mutex::new(from_gateway)),
+        };
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (p, stop) = (process.clone(), shutdown.clone());
+            async move { p.run(channels, stop).await }
+        });
+        let (mut first, mut buf) = accept_login(&listener).await;
+        gateway_tx.send(chat(7, "seven")).await.unwrap();
+        read_until(&mut first, &mut buf, "seven</body>").await;
+        let started = std::time::Instant::now();
+        // Reads everything (pings included) and answers none, but keeps
+        // the link busy (so read timeouts never fire): only the missing
+        // acknowledgement can make the process give up on it.
+        let hold = tokio::spawn(async move {
+            let (mut r, mut w) = first.into_split();
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = r.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+            loop {
+                let busy =
+                    b"<message type='headline' from='news@example.com' to='sms.example.com'/>";
+                if w.write_all(busy).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let (mut second, mut buf) =
+            tokio::time::timeout(Duration::from_secs(10), accept_login(&listener))
+                .await
+                .expect("the link is replaced");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500),
+            "replaced after {waited:?}"
+        );
+        read_until(&mut second, &mut buf, "seven</body>").await;
+        assert!(events.try_recv().is_err(), "nothing was acknowledged");
+        shutdown.cancel();
+        second.write_all(b"</stream:stream>").await.unwrap();
+        run.await.unwrap().unwrap();
+        hold.abort();
     }
 }
