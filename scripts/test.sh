@@ -9,6 +9,9 @@ scripts/install-test-deps.sh
 echo "== format and lints"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
+# The fuzz crate has its own lock file: a dependency added to a crate it
+# uses must be added there too (fails here, early, rather than after the tests).
+cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit, provider, CLI and end-to-end tests (Prosody on loopback)"
