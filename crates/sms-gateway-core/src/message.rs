@@ -218,3 +218,20 @@ pub enum PstnCommand {
         retry_until: u64,
     },
 }
+
+/// A tag unique to this run of the program (its start time in microseconds
+/// and its process id, in base 36), for ids that must never repeat an
+/// earlier run's: the sandbox's message ids, the XMPP process's stanza ids.
+pub fn run_tag() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut n = micros ^ (u64::from(std::process::id()) << 48);
+    let mut tag = Vec::new();
+    while n > 0 {
+        tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    tag.reverse();
+    String::from_utf8(tag).expect("ASCII")
+}

@@ -151,12 +151,7 @@ impl WebhookRequest {
     /// (`application/x-www-form-urlencoded; charset=UTF-8` gives
     /// `application/x-www-form-urlencoded`); empty when none was given.
     pub fn media_type(&self) -> String {
-        let ct = self.header("content-type").unwrap_or("");
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
+        media_type(self.header("content-type").unwrap_or(""))
     }
 
     /// Whether the body is form-encoded.
@@ -202,6 +197,13 @@ pub fn json_error(what: &str, e: &serde_json::Error) -> WebhookError {
         "{what}: {}",
         crate::text::redact_quoted(&e.to_string())
     ))
+}
+
+/// The media type of a `Content-Type` value, lower-cased, without
+/// parameters.
+pub(crate) fn media_type(content_type: &str) -> String {
+    let t = content_type.split(';').next().unwrap_or("");
+    t.trim().to_ascii_lowercase()
 }
 
 /// The media type of form-encoded bodies.

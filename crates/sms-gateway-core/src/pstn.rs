@@ -315,14 +315,11 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, Response> {
-    let is_form = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case(crate::provider::FORM_MEDIA_TYPE)
-        });
+        .and_then(|v| v.to_str().ok());
+    let is_form =
+        crate::provider::media_type(content_type.unwrap_or("")) == crate::provider::FORM_MEDIA_TYPE;
     let limit = if is_form {
         limits.form_body
     } else {

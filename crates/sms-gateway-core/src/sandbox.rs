@@ -98,7 +98,7 @@ impl SandboxProvider {
             token,
             limits: Limits::default(),
             outbox: Arc::default(),
-            run: run_tag(),
+            run: crate::message::run_tag(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -152,22 +152,6 @@ impl SandboxProvider {
             Err(WebhookError::Unauthorized("wrong token".into()))
         }
     }
-}
-
-/// A tag for this run: the start time in microseconds and the process id,
-/// in base 36, so no two runs share one.
-fn run_tag() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let mut n = micros ^ (u64::from(std::process::id()) << 48);
-    let mut tag = Vec::new();
-    while n > 0 {
-        tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
-        n /= 36;
-    }
-    tag.reverse();
-    String::from_utf8(tag).expect("ASCII")
 }
 
 fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {

@@ -199,7 +199,7 @@ impl XmppProcess {
             caller_id: std::sync::Arc::new(CallerId::from_table(&config.caller_id)),
             nicks_sent: Mutex::default(),
             next_id: AtomicU64::new(1),
-            run: run_tag(),
+            run: sms_gateway_core::run_tag(),
             dropped_at_close: Default::default(),
             outbox: Default::default(),
         }
@@ -734,15 +734,6 @@ impl XmppProcess {
     }
 }
 
-/// A tag for this run (start time and process id, in hex), so stanza ids
-/// never repeat an earlier run's.
-fn run_tag() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    format!("{:x}", micros ^ (u64::from(std::process::id()) << 48))
-}
-
 /// What an outgoing stanza is, for logs (never its content).
 fn kind(out: &OutgoingStanza) -> &'static str {
     match out {
@@ -827,28 +818,39 @@ impl XmppLink for XmppProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::testing::{accept_login, read_until};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
-    /// Accepts one component login and returns the stream and what was read.
-    async fn accept_login(listener: &TcpListener) -> (TcpStream, String) {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = String::new();
-        read_until(&mut s, &mut buf, ">").await;
-        s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
-        read_until(&mut s, &mut buf, "</handshake>").await;
-        s.write_all(b"<handshake/>").await.unwrap();
-        buf.clear();
-        (s, buf)
-    }
+    /// What [`start`] gives: the process's events, the Gateway's sender,
+    /// the stop, and the running process.
+    type Started = (
+        mpsc::Receiver<XmppEvent>,
+        mpsc::Sender<OutgoingStanza>,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), ProcessError>>,
+    );
 
-    async fn read_until(s: &mut TcpStream, buf: &mut String, pat: &str) {
-        let mut chunk = [0u8; 4096];
-        while !buf.contains(pat) {
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before {pat:?}; got {buf:?}");
-            buf.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
-        }
+    /// The XMPP process against a fake server on `listener`, with `extra`
+    /// lines in `[xmpp]`: its events, the Gateway's sender, and its stop.
+    fn start(listener: &TcpListener, extra: &str) -> Started {
+        let config = Config::from_toml(&format!(
+            "[xmpp]\nserver = \"{}\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n{extra}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let process = XmppProcess::new(&config);
+        let (to_gateway, events) = mpsc::channel(16);
+        let (gateway_tx, from_gateway) = mpsc::channel(16);
+        let channels = XmppChannels {
+            to_gateway,
+            from_gateway: std::sync::Arc::new(tokio::sync::Mutex::new(from_gateway)),
+        };
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let run = tokio::spawn(async move { process.run(channels, stop).await });
+        (events, gateway_tx, shutdown, run)
     }
 
     /// The id of the last ping in `written`.
@@ -880,24 +882,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_counts_as_taken_until_the_server_routes_the_ping_back() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = Config::from_toml(&format!(
-            "[xmpp]\nserver = \"{}\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n",
-            listener.local_addr().unwrap()
-        ))
-        .unwrap();
-        let process = std::sync::Arc::new(XmppProcess::new(&config));
-        let (to_gateway, mut events) = mpsc::channel(16);
-        let (gateway_tx, from_gateway) = mpsc::channel(16);
-        let channels = XmppChannels {
-            to_gateway,
-            from_gateway: std::sync::Arc::new(tokio::sync::Mutex::new(from_gateway)),
-        };
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn({
-            let (p, stop) = (process.clone(), shutdown.clone());
-            async move { p.run(channels, stop).await }
-        });
+        let (mut events, gateway_tx, shutdown, run) = start(&listener, "");
 
         // Link 1: two texts written, the ping never answered, then cut.
         let (mut s, mut buf) = accept_login(&listener).await;
@@ -956,24 +941,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_never_acknowledges_is_replaced() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = Config::from_toml(&format!(
-            "[xmpp]\nserver = \"{}\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\nkeepalive_secs = 1\n\
-             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n",
-            listener.local_addr().unwrap()
-        ))
-        .unwrap();
-        let process = std::sync::Arc::new(XmppProcess::new(&config));
-        let (to_gateway, mut events) = mpsc::channel(16);
-        let (gateway_tx, from_gateway) = mpsc::channel(16);
-        let channels = XmppChannels {
-            to_gateway,
-            from_gateway: std::sync::Arc::new(tokio::sync::Mutex::new(from_gateway)),
-        };
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn({
-            let (p, stop) = (process.clone(), shutdown.clone());
-            async move { p.run(channels, stop).await }
-        });
+        let (mut events, gateway_tx, shutdown, run) = start(&listener, "keepalive_secs = 1");
         let (mut first, mut buf) = accept_login(&listener).await;
         gateway_tx.send(chat(7, "seven")).await.unwrap();
         read_until(&mut first, &mut buf, "seven</body>").await;

@@ -280,12 +280,14 @@ pub async fn close(link: &mut Link, within: Duration) -> usize {
     dropped
 }
 
+/// A fake XMPP server's side of the component handshake, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn read_until(s: &mut TcpStream, buf: &mut String, pat: &str) {
+    /// Reads from `s` into `buf` until `buf` holds `pat`.
+    pub(crate) async fn read_until(s: &mut TcpStream, buf: &mut String, pat: &str) {
         let mut chunk = [0u8; 4096];
         while !buf.contains(pat) {
             let n = s.read(&mut chunk).await.unwrap();
@@ -294,6 +296,26 @@ mod tests {
         }
     }
 
+    /// Accepts one component login (stream header, handshake) and returns
+    /// the stream and an empty buffer for what comes next.
+    pub(crate) async fn accept_login(listener: &TcpListener) -> (TcpStream, String) {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = String::new();
+        read_until(&mut s, &mut buf, ">").await;
+        s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
+        read_until(&mut s, &mut buf, "</handshake>").await;
+        s.write_all(b"<handshake/>").await.unwrap();
+        buf.clear();
+        (s, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{accept_login, read_until};
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
     /// A server that sends a chat after our stream end, before its own:
     /// the chat cannot be handled, and `close` says so.
     #[tokio::test]
@@ -301,12 +323,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = String::new();
-            read_until(&mut s, &mut buf, ">").await;
-            s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
-            read_until(&mut s, &mut buf, "</handshake>").await;
-            s.write_all(b"<handshake/>").await.unwrap();
+            let (mut s, mut buf) = accept_login(&listener).await;
             read_until(&mut s, &mut buf, "</stream:stream>").await;
             s.write_all(b"<message type='chat' from='alice@example.com/a' to='+15557654321@sms.example.com' id='late'><body>too late</body></message><message from='alice@example.com/a' to='+15557654321@sms.example.com'><composing xmlns='http://jabber.org/protocol/chatstates'/></message></stream:stream>").await.unwrap();
         });
@@ -325,15 +342,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = String::new();
-            read_until(&mut s, &mut buf, ">").await;
-            s.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='sms.example.com'>").await.unwrap();
-            read_until(&mut s, &mut buf, "</handshake>").await;
-            s.write_all(b"<handshake/>").await.unwrap();
-            let start = buf.len();
+            let (mut s, mut buf) = accept_login(&listener).await;
             read_until(&mut s, &mut buf, "</message>").await;
-            buf.split_off(start)
+            buf
         });
         let mut link = login(&addr, "sms.example.com", "secret", Timeouts::tight())
             .await
