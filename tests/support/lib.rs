@@ -98,7 +98,12 @@ pub struct Prosody {
     pub c2s_port: u16,
     /// Component port.
     pub component_port: u16,
+    /// The HTTP port of `upload.localhost` ([`Prosody::start_with_upload`]).
+    pub http_port: Option<u16>,
 }
+
+/// The XEP-0363 upload service of [`Prosody::start_with_upload`].
+pub const UPLOAD_SERVICE: &str = "upload.localhost";
 
 impl Prosody {
     fn config_path(&self) -> PathBuf {
@@ -108,6 +113,17 @@ impl Prosody {
     /// Starts Prosody with users `alice`, `bob`, `carol` and `mallory` (password
     /// `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Prosody {
+        Self::start_configured(false).await
+    }
+
+    /// [`Prosody::start`] with `mod_http_file_share` as `upload.localhost`
+    /// (XEP-0363), its HTTP server on loopback, and the component allowed to
+    /// upload: the line the README tells operators to add.
+    pub async fn start_with_upload() -> Prosody {
+        Self::start_configured(true).await
+    }
+
+    async fn start_configured(upload: bool) -> Prosody {
         assert!(
             Command::new("prosody").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
             "prosody is not installed: run `apt-get install -y prosody` (the README's test command does)"
@@ -118,6 +134,14 @@ impl Prosody {
             child: None,
             c2s_port: free_port(),
             component_port: free_port(),
+            http_port: upload.then(free_port),
+        };
+        let (http_ports, upload_component) = match p.http_port {
+            Some(port) => (
+                format!("http_ports = {{ {port} }}\nhttp_interfaces = {{ \"127.0.0.1\" }}\nhttp_external_url = \"http://127.0.0.1:{port}/\"\nhttp_default_host = \"{UPLOAD_SERVICE}\"\n"),
+                format!("Component \"{UPLOAD_SERVICE}\" \"http_file_share\"\n  http_file_share_access = {{ \"{DOMAIN}\" }}\n"),
+            ),
+            None => ("http_ports = { }\n".to_owned(), String::new()),
         };
         let d = p.dir.path().display().to_string();
         std::fs::create_dir_all(p.dir.path().join("data")).unwrap();
@@ -131,8 +155,7 @@ c2s_ports = {{ {c2s} }}
 component_ports = {{ {comp} }}
 component_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
-http_ports = {{ }}
-https_ports = {{ }}
+{http_ports}https_ports = {{ }}
 modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_plain"
@@ -142,7 +165,7 @@ log = {{ info = "{d}/prosody.log" }}
 VirtualHost "localhost"
 Component "{DOMAIN}"
   component_secret = "{SECRET}"
-"#,
+{upload_component}"#,
             c2s = p.c2s_port,
             comp = p.component_port,
         );
@@ -175,6 +198,9 @@ Component "{DOMAIN}"
         self.child = Some(child);
         wait_for_port(self.c2s_port, Duration::from_secs(20)).await;
         wait_for_port(self.component_port, Duration::from_secs(20)).await;
+        if let Some(http) = self.http_port {
+            wait_for_port(http, Duration::from_secs(20)).await;
+        }
     }
 
     /// Stops Prosody (SIGTERM) and waits for it to exit.
@@ -272,6 +298,8 @@ pub struct Ejabberd {
     pub c2s_port: u16,
     /// Component port.
     pub component_port: u16,
+    /// The HTTP port of `upload.localhost` ([`Ejabberd::start_with_upload`]).
+    pub http_port: Option<u16>,
 }
 
 impl Ejabberd {
@@ -290,6 +318,17 @@ impl Ejabberd {
     /// Starts ejabberd with users `alice`, `bob`, `carol` and `mallory`
     /// (password `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Ejabberd {
+        Self::start_configured(false).await
+    }
+
+    /// [`Ejabberd::start`] with `mod_http_upload` as `upload.localhost`
+    /// (XEP-0363) on an HTTP listener on loopback, and the access rule the
+    /// README gives operators, letting the component upload.
+    pub async fn start_with_upload() -> Ejabberd {
+        Self::start_configured(true).await
+    }
+
+    async fn start_configured(upload: bool) -> Ejabberd {
         assert!(
             Command::new("ejabberdctl").arg("help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
             "ejabberd is not installed: run `apt-get install -y ejabberd` (the README's test command does)"
@@ -300,6 +339,7 @@ impl Ejabberd {
             .unwrap();
         let c2s_port = free_port();
         let component_port = free_port();
+        let http_port = upload.then(free_port);
         let node = format!("ejtest{c2s_port}@localhost");
         let d = dir.path();
         for sub in ["cfg", "logs", "spool"] {
@@ -321,6 +361,18 @@ impl Ejabberd {
             d.display()
         ));
         std::fs::write(d.join("cfg/ejabberdctl.cfg"), ctl_cfg).unwrap();
+        let (http_listener, upload_rules, upload_module) = match http_port {
+            Some(port) => (
+                format!("  - {{port: {port}, ip: \"127.0.0.1\", module: ejabberd_http, request_handlers: {{/upload: mod_http_upload}}}}\n"),
+                format!("acl: {{local: {{user_regexp: \"\"}}, sms_gateway: {{server: \"{DOMAIN}\"}}}}\naccess_rules: {{local: {{allow: local}}, c2s: {{allow: all}}, upload: [{{allow: local}}, {{allow: sms_gateway}}]}}\n"),
+                format!(", mod_http_upload: {{put_url: \"http://127.0.0.1:{port}/upload\", docroot: \"{}/upload\", access: upload}}", d.display()),
+            ),
+            None => (
+                String::new(),
+                "acl: {local: {user_regexp: \"\"}}\naccess_rules: {local: {allow: local}, c2s: {allow: all}}\n".to_owned(),
+                String::new(),
+            ),
+        };
         let yml = format!(
             r#"hosts: [localhost]
 loglevel: info
@@ -331,12 +383,10 @@ listen:
     module: ejabberd_service
     hosts:
       "{DOMAIN}": {{password: "{SECRET}"}}
-auth_method: internal
+{http_listener}auth_method: internal
 auth_password_format: plain
-acl: {{local: {{user_regexp: ""}}}}
-access_rules: {{local: {{allow: local}}, c2s: {{allow: all}}}}
-shaper_rules: {{c2s_shaper: none}}
-modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}}}
+{upload_rules}shaper_rules: {{c2s_shaper: none}}
+modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}{upload_module}}}
 "#
         );
         std::fs::write(d.join("cfg/ejabberd.yml"), yml).unwrap();
@@ -352,6 +402,7 @@ modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}},
             node,
             c2s_port,
             component_port,
+            http_port,
         };
         let child = e
             .ctl()
@@ -372,6 +423,9 @@ modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}},
         }
         wait_for_port(c2s_port, Duration::from_secs(20)).await;
         wait_for_port(component_port, Duration::from_secs(20)).await;
+        if let Some(http) = http_port {
+            wait_for_port(http, Duration::from_secs(20)).await;
+        }
         for user in ["alice", "bob", "carol", "mallory"] {
             let out = e
                 .ctl()
@@ -497,7 +551,14 @@ impl Gateway {
             Arc::new(sms_store_sqlite::SqliteStore::open(p).expect("store opens"))
                 as Arc<dyn sms_gateway_core::store::Store>
         });
-        let mut component = sms_gateway_core::Component::new(config, providers);
+        // Media files next to the store, as the binary keeps them; without
+        // a store, in a directory of this gateway's own.
+        let media_dir = match &config.store.path {
+            Some(p) => config.media.resolve_dir(p),
+            None => std::env::temp_dir().join(format!("sox-media-{}-{port}", std::process::id())),
+        };
+        let mut component =
+            sms_gateway_core::Component::new(config, providers).with_media_dir(media_dir);
         if let Some(store) = store {
             component = component.with_store(store);
         }
@@ -771,6 +832,161 @@ impl User {
         let _ = self.stdin.write_all(b"{\"op\": \"quit\"}\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
+}
+
+/// Twilio's Media resource as Twilio serves it, on the `api` mock: `GET
+/// /2010-04-01/Accounts/{sid}/Messages/{mm}/Media/{me}` answers 401 (Twilio's
+/// error 20003) without HTTP basic auth `{sid}:{token}`, and with it a 307
+/// to a short-lived CDN URL on `cdn`. The CDN serves `bytes` as `content_type`
+/// and, as presigned storage URLs do, answers 400 to a request that carries
+/// an `Authorization` header of its own. Returns the `MediaUrl{N}` value.
+pub async fn mount_twilio_media(
+    api: &wiremock::MockServer,
+    cdn: &wiremock::MockServer,
+    token: &str,
+    me: &str,
+    bytes: &[u8],
+    content_type: &str,
+) -> String {
+    use base64::Engine;
+    use wiremock::matchers::{header, header_exists, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let media_path = format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages/MM{me}/Media/{me}");
+    let cdn_path = format!("/v3/media/{me}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{token}"));
+    Mock::given(method("GET"))
+        .and(path(media_path.clone()))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header(
+                "location",
+                format!(
+                    "{}{cdn_path}?Expires=1798761600&Signature=c2lnbmVk",
+                    cdn.uri()
+                )
+                .as_str(),
+            ),
+        )
+        .with_priority(1)
+        .mount(api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(media_path.clone()))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "code": 20003, "message": "Authenticate",
+            "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401})))
+        .with_priority(2)
+        .mount(api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(cdn_path.clone()))
+        .and(header_exists("authorization"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(
+            "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>",
+        ))
+        .with_priority(1)
+        .mount(cdn)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(cdn_path))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", content_type)
+                .set_body_bytes(bytes.to_vec()),
+        )
+        .with_priority(2)
+        .mount(cdn)
+        .await;
+    format!("{}{media_path}", api.uri())
+}
+
+/// A Telnyx inbound media link on `cdn`: it works once, then answers 404,
+/// as Telnyx's short-lived links do once used or expired. Returns the URL.
+pub async fn mount_telnyx_media(
+    cdn: &wiremock::MockServer,
+    name: &str,
+    bytes: &[u8],
+    content_type: &str,
+) -> String {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let p = format!("/messaging/media/{name}");
+    Mock::given(method("GET"))
+        .and(path(p.clone()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", content_type)
+                .set_body_bytes(bytes.to_vec()),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(cdn)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(p.clone()))
+        .respond_with(ResponseTemplate::new(404))
+        .with_priority(2)
+        .mount(cdn)
+        .await;
+    format!("{}{p}", cdn.uri())
+}
+
+/// A SignalWire media URL with "Protect Message Media URLs" on, on the
+/// `api` mock: 401 without basic auth `{project}:{token}`. Returns the URL.
+pub async fn mount_signalwire_media(
+    api: &wiremock::MockServer,
+    project: &str,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+    content_type: &str,
+) -> String {
+    use base64::Engine;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let p = format!("/api/laml/2010-04-01/Accounts/{project}/Messages/{name}/Media/ME{name}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{project}:{token}"));
+    Mock::given(method("GET"))
+        .and(path(p.clone()))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", content_type)
+                .set_body_bytes(bytes.to_vec()),
+        )
+        .with_priority(1)
+        .mount(api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(p.clone()))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(2)
+        .mount(api)
+        .await;
+    format!("{}{p}", api.uri())
+}
+
+/// Downloads a URL the gateway gave a user, as the user's client would:
+/// no credentials. The gateway's `{PUBLIC}` is served by `http_base` (in
+/// production a reverse proxy maps one to the other).
+pub async fn download(gateway: &Gateway, url: &str) -> reqwest::Response {
+    let local = match url.strip_prefix(PUBLIC) {
+        Some(rest) => format!("{}/hooks{rest}", gateway.http_base),
+        None => url.to_owned(),
+    };
+    reqwest::Client::new()
+        .get(local)
+        .send()
+        .await
+        .expect("download")
+}
+
+/// Some bytes that are a PNG picture (its signature and header), `n` long.
+pub fn picture(n: usize) -> Vec<u8> {
+    let mut p = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    p.extend((0..n.saturating_sub(p.len())).map(|i| (i * 7 % 251) as u8));
+    p.truncate(n);
+    p
 }
 
 /// Twilio's signature, for webhooks the tests post.

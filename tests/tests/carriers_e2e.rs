@@ -257,7 +257,7 @@ async fn each_user_texts_through_their_own_carrier_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mms_both_ways_on_every_carrier() {
     let mut w = world().await;
-    let url = "https://upload.localhost/a/photo.jpg";
+    let url = "https://upload.example.com/a/photo.jpg";
     let oob = |id: &str| {
         format!("<message type='chat' to='{CONTACT}' id='{id}'><body>{url}</body><x xmlns='jabber:x:oob'><url>{url}</url></x></message>")
     };
@@ -279,8 +279,15 @@ async fn mms_both_ways_on_every_carrier() {
     let s = wait_requests(&w.signalwire, SW_PATH, 1).await;
     assert_eq!(get(&form(&s[0]), "MediaUrl"), Some(url));
 
-    // Inbound MMS: the text, then each picture as its own chat with XEP-0066 data.
-    let pics = ["https://media.example/1.jpg", "https://media.example/2.png"];
+    // Inbound MMS: the text, then each picture as its own chat with
+    // XEP-0066 data, at the gateway's own URL (media_e2e tests the rest).
+    let cdn = wiremock::MockServer::start().await;
+    let bytes = [picture(300), picture(400)];
+    let pics = [
+        mount_telnyx_media(&cdn, "1.jpg", &bytes[0], "image/jpeg").await,
+        mount_telnyx_media(&cdn, "2.png", &bytes[1], "image/png").await,
+    ];
+    let pics = [pics[0].as_str(), pics[1].as_str()];
     let r = post_telnyx(
         &format!("{}/hooks/tx/message", w.gateway.http_base),
         &telnyx_received("+15557654321", "+15550002222", "look", &pics),
@@ -288,12 +295,24 @@ async fn mms_both_ways_on_every_carrier() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(w.bob.expect_message().await.body().as_deref(), Some("look"));
-    for pic in pics {
+    for (pic, want) in pics.iter().zip(&bytes) {
         let m = w.bob.expect_message().await;
-        assert_eq!(m.body().as_deref(), Some(pic));
+        let url = m.body().expect("a link");
+        assert!(url.starts_with(PUBLIC), "{url} (was {pic})");
         let x = m.child("x", "jabber:x:oob").expect("oob");
-        assert_eq!(x.children().next().map(|u| u.text()).as_deref(), Some(pic));
+        assert_eq!(x.children().next().map(|u| u.text()), Some(url.clone()));
+        let got = download(&w.gateway, &url).await;
+        assert_eq!(&got.bytes().await.unwrap().to_vec(), want);
     }
+    let twilio_pic = mount_twilio_media(
+        &w.twilio,
+        &cdn,
+        "twilio-token",
+        "ME0123456789abcdef0123456789abcdef",
+        &bytes[0],
+        "image/jpeg",
+    )
+    .await;
     let twilio_params = [
         ("MessageSid", "MM0123456789abcdef0123456789abcdef"),
         ("AccountSid", TWILIO_SID),
@@ -301,7 +320,7 @@ async fn mms_both_ways_on_every_carrier() {
         ("To", "+15550001111"),
         ("Body", ""),
         ("NumMedia", "1"),
-        ("MediaUrl0", pics[0]),
+        ("MediaUrl0", twilio_pic.as_str()),
         ("MediaContentType0", "image/jpeg"),
     ];
     let sig = twilio_sign(
@@ -317,16 +336,17 @@ async fn mms_both_ways_on_every_carrier() {
     .await;
     assert_eq!(r.status(), 200);
     let m = w.alice.expect_message().await;
-    assert_eq!(
-        m.body().as_deref(),
-        Some(pics[0]),
-        "no empty text chat before the picture"
+    assert!(
+        m.body().unwrap_or_default().ends_with(".jpg"),
+        "no empty text chat before the picture: {m:?}"
     );
     assert!(m.child("x", "jabber:x:oob").is_some());
 
     // More media than SignalWire takes (8): an error naming the limit.
     let many: String = (0..9)
-        .map(|i| format!("<x xmlns='jabber:x:oob'><url>https://upload.localhost/{i}.jpg</url></x>"))
+        .map(|i| {
+            format!("<x xmlns='jabber:x:oob'><url>https://upload.example.com/{i}.jpg</url></x>")
+        })
         .collect();
     w.carol
         .send_raw(&format!(

@@ -221,10 +221,11 @@ provider = "tx"
         let first = user.expect_message().await;
         assert_eq!(first.body().as_deref(), Some(CLEANED), "{name}");
         if name == "twilio" {
+            // A link that is not a URL is not fetched; the user is told.
             let pic = user.expect_message().await;
             assert_eq!(
                 pic.body().as_deref(),
-                Some("https://api.twilio.com/media/0\u{fffd}x"),
+                Some("[An attachment could not be fetched: the carrier gave no usable address for it.]"),
                 "{name}"
             );
         }

@@ -51,11 +51,19 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         Some("q2")
     );
 
-    // A reply from the phone, with a picture.
+    // A reply from the phone, with a picture: fetched by the gateway and
+    // served from its own /media/, as with a carrier.
+    let cdn = wiremock::MockServer::start().await;
+    let cat = picture(2000);
+    let cat_url = mount_telnyx_media(&cdn, "cat", &cat, "image/png").await;
     let r = http
         .post(format!("{hooks}/message"))
         .header("authorization", SANDBOX_AUTH)
-        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"Hi Alice","media":["https://media.example/cat.jpg"]}"#)
+        .body(
+            serde_json::json!({"from": "+15557654321", "to": "+15550001111",
+                "body": "Hi Alice", "media": [cat_url]})
+            .to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -66,12 +74,14 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         (Some(CONTACT), Some("Hi Alice"))
     );
     let pic = alice.expect_message().await;
-    assert_eq!(pic.body().as_deref(), Some("https://media.example/cat.jpg"));
+    let url = pic.body().expect("a link");
+    assert!(url.starts_with(&format!("{PUBLIC}/media/")), "{url}");
+    assert!(url.ends_with("/cat.png"), "{url}");
     let oob = pic.child("x", "jabber:x:oob").expect("XEP-0066 data");
-    assert_eq!(
-        oob.children().next().map(|u| u.text()),
-        Some("https://media.example/cat.jpg".into())
-    );
+    assert_eq!(oob.children().next().map(|u| u.text()), Some(url.clone()));
+    let got = download(&gateway, &url).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), cat);
 
     // Without the token: 403, nothing delivered; to a number nobody has: 404.
     let r = http

@@ -71,11 +71,25 @@ pub trait XmppLink: Send + Sync + 'static {
     fn dropped_at_stop(&self) -> usize {
         0
     }
+
+    /// Where XEP-0363 upload slots come from, for `media.store = "upload"`
+    /// (the XMPP process asks the user's server). The default has none.
+    fn upload_slots(&self) -> Option<Arc<dyn crate::media::UploadSlots>> {
+        None
+    }
 }
 
 /// Why the component could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
+    /// The media directory could not be opened, or media cannot be fetched.
+    #[error("media ({key}): {reason}")]
+    Media {
+        /// The key to look at.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The webhook address could not be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
@@ -100,6 +114,7 @@ pub struct Component {
     xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
     to_xmpp: mpsc::Sender<OutgoingStanza>,
     xmpp_commands: Lent<mpsc::Receiver<OutgoingStanza>>,
+    media_dir: Option<std::path::PathBuf>,
 }
 
 fn lent<T>(rx: T) -> Lent<T> {
@@ -127,7 +142,82 @@ impl Component {
             xmpp_events: lent(xmpp_events),
             to_xmpp,
             xmpp_commands: lent(xmpp_commands),
+            media_dir: None,
         }
+    }
+
+    /// Keeps fetched media in `dir` (with `media.store = "local"`). The
+    /// default is `media.dir`, or `media` in the working directory; the
+    /// binary puts it next to the store.
+    pub fn with_media_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.media_dir = Some(dir.into());
+        self
+    }
+
+    /// The media service `media.store` asks for.
+    fn media(
+        &self,
+        xmpp: &dyn XmppLink,
+    ) -> Result<Option<Arc<crate::media::MediaService>>, ComponentError> {
+        use crate::config::MediaStoreKind;
+        use crate::media::{LocalMedia, MediaService, MediaSink, UploadSink};
+        let config = &self.config.media;
+        let local = || -> Result<Arc<LocalMedia>, ComponentError> {
+            let dir = self
+                .media_dir
+                .clone()
+                .or_else(|| config.dir.clone())
+                .unwrap_or_else(|| "media".into());
+            let local = LocalMedia::open(
+                &dir,
+                &format!("{}/media", self.config.http.public_base()),
+                Duration::from_secs(config.keep_days.saturating_mul(86_400)),
+                config.max_total_bytes,
+            )
+            .map_err(|e| ComponentError::Media {
+                key: "media.dir",
+                reason: format!("cannot open {}: {e}", dir.display()),
+            })?;
+            let (files, bytes) = local.usage();
+            tracing::info!(dir = %dir.display(), files, bytes, "media files kept here");
+            Ok(Arc::new(local))
+        };
+        let (sink, served): (Arc<dyn MediaSink>, Option<Arc<LocalMedia>>) = match config.store {
+            MediaStoreKind::Link => {
+                if !config.relay_private_urls {
+                    return Ok(None);
+                }
+                let l = local()?;
+                (l.clone(), Some(l))
+            }
+            MediaStoreKind::Local => {
+                let l = local()?;
+                (l.clone(), Some(l))
+            }
+            MediaStoreKind::Upload => {
+                let slots = xmpp.upload_slots().ok_or(ComponentError::Media {
+                    key: "media.store",
+                    reason: "\"upload\" needs an XMPP link that can ask for upload slots".into(),
+                })?;
+                let upload = UploadSink::new(slots, Duration::from_secs(config.timeout_secs))
+                    .map_err(|reason| ComponentError::Media {
+                        key: "media.store",
+                        reason,
+                    })?;
+                let served = if config.relay_private_urls {
+                    Some(local()?)
+                } else {
+                    None
+                };
+                (Arc::new(upload), served)
+            }
+        };
+        let service =
+            MediaService::new(config, sink, served).map_err(|reason| ComponentError::Media {
+                key: "media",
+                reason,
+            })?;
+        Ok(Some(Arc::new(service)))
     }
 
     /// Keeps what must survive a crash in `store` (the default keeps it in
@@ -155,12 +245,14 @@ impl Component {
             accounts = ?self.providers,
             "webhook server listening"
         );
+        let media = self.media(xmpp.as_ref())?;
         let pstn = PstnProcess::new(
             &self.config,
             self.providers.accounts.clone(),
             listener,
             self.to_gateway_pstn.clone(),
             self.pstn_commands.clone(),
+            media,
         );
         let routing = Arc::new(Routing::new(&self.config, &self.providers));
         let retry_deadline = Duration::from_secs(self.config.retry.deadline_secs);

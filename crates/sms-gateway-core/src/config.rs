@@ -50,6 +50,116 @@ pub struct Config {
     /// What one user may make the gateway send.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Pictures and other media of MMS.
+    #[serde(default)]
+    pub media: MediaConfig,
+}
+
+/// Where inbound media go once fetched (`media.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStoreKind {
+    /// Files under `media.dir`, served by the gateway's own HTTP server at
+    /// `{public_url}/media/…`.
+    #[default]
+    Local,
+    /// XEP-0363 HTTP upload to the user's server.
+    Upload,
+    /// Not fetched: the carrier's own URL goes to the user, as it is. It
+    /// breaks with Twilio (its media URLs need the account's credentials)
+    /// and Telnyx (its URLs expire); for tests and embedders.
+    Link,
+}
+
+/// `[media]`: inbound MMS media are fetched with the carrier account's
+/// credentials as they arrive and kept where the user can get them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `local` (default), `upload` or `link`.
+    #[serde(default)]
+    pub store: MediaStoreKind,
+    /// With `store = "local"`: the directory of the files. Default: `media`
+    /// next to the store file.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The most bytes fetched for one message, all its media together
+    /// (carriers' MMS limit is about 5 MB).
+    #[serde(default = "default_media_max_bytes")]
+    pub max_bytes: u64,
+    /// Seconds one fetch (or upload) may take, redirects included.
+    #[serde(default = "default_media_timeout")]
+    pub timeout_secs: u64,
+    /// With `store = "local"`: days a file is served, then deleted.
+    #[serde(default = "default_media_keep_days")]
+    pub keep_days: u64,
+    /// With `store = "local"`: the most bytes kept; past it the oldest files
+    /// are deleted first.
+    #[serde(default = "default_media_max_total")]
+    pub max_total_bytes: u64,
+    /// With `store = "upload"`: the upload service's JID. Default: found by
+    /// service discovery on each user's server.
+    #[serde(default)]
+    pub upload_service: Option<String>,
+    /// Delete each item at the carrier once fetched (Twilio keeps media
+    /// until deleted; the others expire them themselves).
+    #[serde(default)]
+    pub delete_at_carrier: bool,
+    /// Let users send media whose URL points at loopback, private or
+    /// link-local addresses (or `localhost`): the gateway then fetches
+    /// each one itself and hands the carrier its own `/media/` URL, which
+    /// it can reach. Off, such chats are refused: the gateway never
+    /// fetches from the operator's network for a user.
+    #[serde(default)]
+    pub relay_private_urls: bool,
+}
+
+fn default_media_max_bytes() -> u64 {
+    5_000_000
+}
+
+fn default_media_timeout() -> u64 {
+    60
+}
+
+fn default_media_keep_days() -> u64 {
+    30
+}
+
+fn default_media_max_total() -> u64 {
+    1 << 30
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            store: MediaStoreKind::default(),
+            dir: None,
+            max_bytes: default_media_max_bytes(),
+            timeout_secs: default_media_timeout(),
+            keep_days: default_media_keep_days(),
+            max_total_bytes: default_media_max_total(),
+            upload_service: None,
+            delete_at_carrier: false,
+            relay_private_urls: false,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The media directory for a store file at `store_path`: `media.dir`
+    /// (relative to the store file's directory), or `media` next to it.
+    pub fn resolve_dir(&self, store_path: &Path) -> PathBuf {
+        let dir = store_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match &self.dir {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => dir.join(p),
+            None => dir.join("media"),
+        }
+    }
 }
 
 /// `[limits]`: what one user may make the gateway send, so that one
@@ -399,6 +509,9 @@ impl Config {
                 .filter(|u| u.scheme_str() == Some("http"))
                 .and_then(|u| u.host().map(str::to_owned))
         };
+        if self.media.store == MediaStoreKind::Link {
+            out.push("`media.store` = \"link\": users get the carriers' own media URLs, which need Twilio's credentials and expire at Telnyx; \"local\" or \"upload\" fetch them for the users".into());
+        }
         if let Some(host) = plain(&self.http.public_url) {
             if !is_loopback_host(&host) {
                 out.push(format!("`http.public_url` is plain http://: carriers will send texts and signatures to {host} unencrypted; use https:// behind a TLS proxy"));
@@ -496,6 +609,10 @@ impl Config {
             ("store.keep_days", self.store.keep_days, 36_500),
             ("store.seen_days", self.store.seen_days, 36_500),
             ("limits.max_parts", self.limits.max_parts as u64, 1_000),
+            ("media.max_bytes", self.media.max_bytes, 1 << 30),
+            ("media.timeout_secs", self.media.timeout_secs, HOUR),
+            ("media.keep_days", self.media.keep_days, 36_500),
+            ("media.max_total_bytes", self.media.max_total_bytes, 1 << 50),
         ] {
             if value > most {
                 return Err(invalid(
@@ -518,6 +635,10 @@ impl Config {
             ("http.max_form_body", self.http.max_form_body as u64),
             ("http.max_body", self.http.max_body as u64),
             ("http.ack_timeout_secs", self.http.ack_timeout_secs),
+            ("media.max_bytes", self.media.max_bytes),
+            ("media.timeout_secs", self.media.timeout_secs),
+            ("media.keep_days", self.media.keep_days),
+            ("media.max_total_bytes", self.media.max_total_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "0", "must be at least 1"));
@@ -581,6 +702,22 @@ impl Config {
                     format!("the key must be a number in E.164 form: {e}"),
                 ));
             }
+        }
+        if let Some(service) = &self.media.upload_service {
+            if !is_domain(service) {
+                return Err(invalid(
+                    "media.upload_service",
+                    service,
+                    "expected the JID of an XEP-0363 upload service, such as upload.example.com",
+                ));
+            }
+        }
+        if self.providers.contains_key("media") {
+            return Err(invalid(
+                "providers.media",
+                "media",
+                "`media` is the path of the gateway's media files; name the account otherwise",
+            ));
         }
         let providers = self.build_providers(registry)?;
         let mut seen_jids = BTreeMap::new();
@@ -697,6 +834,18 @@ pub fn normalize_bare_jid(jid: &str) -> Option<String> {
         return None;
     }
     Some(jid.to_lowercase())
+}
+
+/// A domain name as XMPP addresses use them: `upload.example.com`.
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 fn looks_like_host_port(s: &str) -> bool {
@@ -867,6 +1016,36 @@ provider = "main"
             let err = check(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn media_settings_are_checked_naming_the_key() {
+        for (lines, key) in [
+            ("store = \"s3\"", "media.store"),
+            ("upload_service = \"not a jid\"", "media.upload_service"),
+            ("max_bytes = 0", "media.max_bytes"),
+            ("max_bytes = 99999999999999", "media.max_bytes"),
+            ("timeout_secs = 0", "media.timeout_secs"),
+            ("keep_days = 0", "media.keep_days"),
+            ("colour = \"blue\"", "colour"),
+        ] {
+            let err = check(&format!("{GOOD}\n[media]\n{lines}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(check(&format!(
+            "{GOOD}\n[media]\nstore = \"upload\"\nupload_service = \"upload.example.com\"\n"
+        ))
+        .is_ok());
+        let err = check(&GOOD.replace("[providers.main]", "[providers.media]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers.media"), "{err}");
+        let link = Config::from_toml(&format!("{GOOD}\n[media]\nstore = \"link\"\n")).unwrap();
+        assert!(link.warnings().join("\n").contains("media.store"));
+        let dir = MediaConfig::default().resolve_dir(Path::new("/var/lib/sox/store.db"));
+        assert_eq!(dir, Path::new("/var/lib/sox/media"));
     }
 
     #[test]

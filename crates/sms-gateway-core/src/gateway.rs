@@ -15,7 +15,7 @@
 
 use crate::config::{normalize_bare_jid, Config, Providers};
 use crate::message::{
-    ChatMessage, DeliveryStatus, ErrorCondition, InboundRejected, InboundSms, OutboundSms,
+    ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms, OutboundSms,
     OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
 };
 use crate::phone::PhoneNumber;
@@ -59,6 +59,10 @@ pub struct Routing {
     by_number: HashMap<(String, PhoneNumber), String>,
     accounts: HashMap<String, AccountPolicy>,
     limits: crate::config::LimitsConfig,
+    /// Whether inbound media are fetched (`media.store` is not `link`).
+    fetch_media: bool,
+    /// Whether chats may carry media URLs on private addresses.
+    relay_private_urls: bool,
 }
 
 impl Routing {
@@ -108,6 +112,8 @@ impl Routing {
             by_number,
             accounts: HashMap::new(),
             limits: config.limits.clone(),
+            fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
+            relay_private_urls: config.media.relay_private_urls,
         }
     }
 
@@ -305,6 +311,10 @@ impl Gateway {
         drop(state);
         let resent = actions.len();
         for p in pending {
+            if let Some(fetch) = self.fetch_command(&p.account, p.id, &p.sms) {
+                actions.push(fetch);
+                continue;
+            }
             match self.inbound_chats(&p.account, &p.sms, Some(p.id)) {
                 Ok(chats) => actions.extend(chats),
                 Err(e) => {
@@ -481,6 +491,15 @@ impl Gateway {
                     format!("Only http(s) media can be sent by MMS, not {url:?}."),
                 );
             }
+            if !self.routing.relay_private_urls && crate::media::is_private_url(url) {
+                return error(
+                    ErrorCondition::NotAcceptable,
+                    format!(
+                        "The media link {} points at a private or local address, which the carrier cannot fetch (and the gateway does not fetch for users unless the operator sets media.relay_private_urls).",
+                        text::excerpt(url, 80)
+                    ),
+                );
+            }
         }
         let policy = self.routing.policy(&user.account);
         if chat.media.len() > policy.limits.max_media {
@@ -595,6 +614,9 @@ impl Gateway {
                 (self.on_send_result(ticket, ids, error), None)
             }
             PstnEvent::Status { account, report } => (self.on_status(&account, report), None),
+            PstnEvent::MediaFetched { account, id, sms } => {
+                (self.on_media_fetched(&account, id, &sms), None)
+            }
             PstnEvent::Inbound { account, sms, ack } => match self.on_inbound(&account, &sms) {
                 Ok(actions) => (
                     actions,
@@ -628,7 +650,12 @@ impl Gateway {
         // Check the route before storing: a text nobody can get is refused.
         self.inbound_chats(account, sms, None)?;
         match self.store.insert_inbound(account, sms, unix_now()) {
-            Ok(Some(id)) => self.inbound_chats(account, sms, Some(id)),
+            Ok(Some(id)) => match self.fetch_command(account, id, sms) {
+                // The webhook is answered once the text is stored; its
+                // media are fetched after, and the chats follow them.
+                Some(fetch) => Ok(vec![fetch]),
+                None => self.inbound_chats(account, sms, Some(id)),
+            },
             Ok(None) => {
                 tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
                 Ok(vec![])
@@ -636,6 +663,44 @@ impl Gateway {
             Err(e) => {
                 tracing::error!(error = %e, "cannot store an inbound text");
                 Err(InboundRejected::Unavailable)
+            }
+        }
+    }
+
+    /// The command that fetches stored text `id`'s media, if it has media
+    /// not yet fetched (and media are fetched at all).
+    fn fetch_command(&self, account: &str, id: u64, sms: &InboundSms) -> Option<Action> {
+        if !self.routing.fetch_media || sms.media.iter().all(|m| m.fetched.is_some()) {
+            return None;
+        }
+        let user = self
+            .routing
+            .by_number
+            .get(&(account.to_owned(), sms.to.clone()))?;
+        Some(Action::Pstn(PstnCommand::FetchMedia {
+            account: account.to_owned(),
+            id,
+            user: user.clone(),
+            sms: sms.clone(),
+            retry_until: unix_now() + self.retry_deadline.as_secs(),
+        }))
+    }
+
+    /// Stored text `id`'s media have been fetched: kept so (a restart does
+    /// not fetch them again), and delivered.
+    fn on_media_fetched(&self, account: &str, id: u64, sms: &InboundSms) -> Vec<Action> {
+        if let Err(e) = self.store.update_inbound(id, sms) {
+            // Delivered all the same; after a restart, fetched again.
+            tracing::error!(error = %e, id, "cannot record fetched media in the store");
+        }
+        match self.inbound_chats(account, sms, Some(id)) {
+            Ok(actions) => actions,
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "an inbound text has nobody to go to now");
+                if let Err(e) = self.store.inbound_delivered(id) {
+                    tracing::error!(error = %e, id, "cannot drop an undeliverable inbound text");
+                }
+                vec![]
             }
         }
     }
@@ -664,12 +729,21 @@ impl Gateway {
                 inbound_id: None,
             });
         }
-        for m in &sms.media {
+        let count = sms.media.len();
+        for (i, m) in sms.media.iter().enumerate() {
+            let (body, media_url) = match &m.fetched {
+                Some(Fetched::Served { url }) => (url.clone(), Some(url.clone())),
+                Some(Fetched::Failed { reason }) => {
+                    (crate::media::failure_line(i, count, m, reason), None)
+                }
+                // `media.store = "link"`: the carrier's own URL.
+                None => (m.url.clone(), Some(m.url.clone())),
+            };
             actions.push(OutgoingStanza::Chat {
                 from: from.clone(),
                 to: user_jid.clone(),
-                body: m.url.clone(),
-                media_url: Some(m.url.clone()),
+                body,
+                media_url,
                 inbound_id: None,
             });
         }
@@ -1442,42 +1516,126 @@ provider = "strict"
             from: n("+15557654321"),
             to: n("+15550001111"),
             body: "hey".into(),
-            media: vec![Media {
-                url: "https://m.example/1.jpg".into(),
-                content_type: Some("image/jpeg".into()),
-            }],
+            media: vec![
+                Media::new("https://carrier.example/1", Some("image/jpeg".into())),
+                Media::new("https://carrier.example/2", Some("image/png".into())),
+            ],
         };
         let a = g.on_inbound("main", &sms).unwrap();
         let stored = g.store.pending_inbound().unwrap();
         assert_eq!(stored.len(), 1, "stored before it is answered");
+        let id = stored[0].id;
+        // Media are fetched first; the chats wait for them.
+        let [Action::Pstn(PstnCommand::FetchMedia {
+            account,
+            id: fetch_id,
+            user,
+            sms: to_fetch,
+            ..
+        })] = &a[..]
+        else {
+            panic!("{a:?}")
+        };
         assert_eq!(
-            a,
+            (account.as_str(), *fetch_id, user.as_str()),
+            ("main", id, "alice@example.com")
+        );
+        assert_eq!(to_fetch, &sms);
+        // A restart before the fetch ends fetches again.
+        let again = g
+            .recover(crate::config::StoreConfig::default().keep())
+            .unwrap();
+        assert!(
+            matches!(&again[..], [Action::Pstn(PstnCommand::FetchMedia { id: i, .. })] if *i == id),
+            "{again:?}"
+        );
+        let mut fetched = sms.clone();
+        fetched.media[0].fetched = Some(Fetched::Served {
+            url: "https://gw.example/media/0123/1.jpg".into(),
+        });
+        fetched.media[1].fetched = Some(Fetched::Failed {
+            reason: "the carrier no longer has it (HTTP 404)".into(),
+        });
+        let (chats, ack) = g.on_pstn(PstnEvent::MediaFetched {
+            account: "main".into(),
+            id,
+            sms: fetched.clone(),
+        });
+        assert!(ack.is_none());
+        let chat = |body: &str, media_url: Option<&str>, inbound_id| {
+            Action::Xmpp(OutgoingStanza::Chat {
+                from: "+15557654321@sms.example.com".into(),
+                to: "alice@example.com".into(),
+                body: body.into(),
+                media_url: media_url.map(Into::into),
+                inbound_id,
+            })
+        };
+        assert_eq!(
+            chats,
             vec![
-                Action::Xmpp(OutgoingStanza::Chat {
-                    from: "+15557654321@sms.example.com".into(),
-                    to: "alice@example.com".into(),
-                    body: "hey".into(),
-                    media_url: None,
-                    inbound_id: None,
-                }),
-                Action::Xmpp(OutgoingStanza::Chat {
-                    from: "+15557654321@sms.example.com".into(),
-                    to: "alice@example.com".into(),
-                    body: "https://m.example/1.jpg".into(),
-                    media_url: Some("https://m.example/1.jpg".into()),
-                    inbound_id: Some(stored[0].id),
-                }),
+                chat("hey", None, None),
+                chat(
+                    "https://gw.example/media/0123/1.jpg",
+                    Some("https://gw.example/media/0123/1.jpg"),
+                    None
+                ),
+                chat(
+                    "[Attachment 2 of 2 (image/png) could not be fetched: the carrier no longer has it (HTTP 404).]",
+                    None,
+                    Some(id)
+                ),
             ]
         );
+        // Kept so: a restart now delivers without fetching.
+        assert_eq!(g.store.pending_inbound().unwrap()[0].sms, fetched);
+        let again = g
+            .recover(crate::config::StoreConfig::default().keep())
+            .unwrap();
+        assert_eq!(again, chats);
         // The carrier's retry of the same webhook delivers nothing new.
         assert_eq!(g.on_inbound("main", &sms), Ok(vec![]));
         // Once written to the server, it leaves the store.
-        assert!(g.on_xmpp(XmppEvent::Delivered(stored[0].id)).is_empty());
+        assert!(g.on_xmpp(XmppEvent::Delivered(id)).is_empty());
         assert!(g.store.pending_inbound().unwrap().is_empty());
         // Alice's number on the wrong account is nobody's.
         assert_eq!(
             g.on_inbound("other", &sms),
             Err(InboundRejected::UnknownNumber("+15550001111".into()))
+        );
+    }
+
+    #[test]
+    fn with_media_store_link_the_carriers_urls_go_as_they_are() {
+        let g = gateway_with("[media]\nstore = \"link\"\n");
+        let sms = InboundSms {
+            id: "SMy".into(),
+            from: n("+15557654321"),
+            to: n("+15550001111"),
+            body: String::new(),
+            media: vec![Media::new("https://m.example/1.jpg", None)],
+        };
+        let a = g.on_inbound("main", &sms).unwrap();
+        assert!(
+            matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { media_url: Some(u), .. })] if u == "https://m.example/1.jpg"),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn media_links_on_private_addresses_are_refused_unless_relayed() {
+        let mut c = chat(
+            "alice@example.com/phone",
+            "+15557654321@sms.example.com",
+            "",
+        );
+        c.media = vec!["http://127.0.0.1:5280/upload/a.jpg".into()];
+        let text = expect_error(gateway().on_chat(c.clone()), ErrorCondition::NotAcceptable);
+        assert!(text.contains("media.relay_private_urls"), "{text}");
+        let relayed = gateway_with("[media]\nrelay_private_urls = true\n").on_chat(c);
+        assert!(
+            matches!(&relayed[..], [Action::Pstn(PstnCommand::Send { .. })]),
+            "{relayed:?}"
         );
     }
 

@@ -97,13 +97,145 @@ impl Client {
             .header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, USER_AGENT)
-            .body(Full::new(body.into()))
-            .map_err(|e| {
-                ProviderError::new(
-                    ProviderErrorKind::Rejected,
-                    format!("{carrier}: cannot build the request: {e}"),
-                )
+            .body(Full::new(body.into()));
+        self.exchange(carrier, request).await
+    }
+
+    /// DELETEs `url` with `authorization`; otherwise as [`Client::post`].
+    pub async fn delete(
+        &self,
+        carrier: &str,
+        url: &Uri,
+        authorization: &HeaderValue,
+    ) -> Result<Answer, ProviderError> {
+        let request = http::Request::delete(url.clone())
+            .header(http::header::AUTHORIZATION, authorization.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .body(Full::new(Bytes::new()));
+        self.exchange(carrier, request).await
+    }
+
+    /// GETs `url` (with `authorization`, if any), reading at most `limit`
+    /// bytes of the answer: for media, whose size the caller bounds. Any
+    /// answer is `Ok`, whatever its status (redirects are the caller's).
+    pub async fn get(
+        &self,
+        url: &Uri,
+        authorization: Option<&HeaderValue>,
+        limit: usize,
+    ) -> Result<Answer, GetError> {
+        let mut request =
+            http::Request::get(url.clone()).header(http::header::USER_AGENT, USER_AGENT);
+        if let Some(a) = authorization {
+            request = request.header(http::header::AUTHORIZATION, a.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| GetError::Failed(format!("cannot build the request: {e}")))?;
+        let exchange = async {
+            let response = self.inner.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    GetError::Connect(chain(&e))
+                } else {
+                    GetError::Failed(chain(&e))
+                }
             })?;
+            let (parts, body) = response.into_parts();
+            let declared = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if parts.status.is_success() && declared.is_some_and(|n| n > limit as u64) {
+                return Err(GetError::TooLarge);
+            }
+            // Only a success's body matters; an error page is read up to a
+            // few KiB.
+            let read = if parts.status.is_success() {
+                limit
+            } else {
+                4096
+            };
+            let body = match Limited::new(body, read).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    if parts.status.is_success() {
+                        return Err(GetError::TooLarge);
+                    }
+                    Bytes::new()
+                }
+                Err(e) => return Err(GetError::Failed(chain(&*e))),
+            };
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(GetError::Failed(format!(
+                    "no answer within {} s",
+                    self.timeout.as_secs_f64()
+                )))
+            })
+    }
+
+    /// PUTs `body` of `content_type` to `url` with `headers` (an upload
+    /// slot's): the answer's status, or why there was none.
+    pub async fn put(
+        &self,
+        url: &Uri,
+        headers: &[(String, String)],
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<u16, GetError> {
+        let mut request = http::Request::put(url.clone())
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len());
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| GetError::Failed(format!("cannot build the request: {e}")))?;
+        let exchange = async {
+            let response = self.inner.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    GetError::Connect(chain(&e))
+                } else {
+                    GetError::Failed(chain(&e))
+                }
+            })?;
+            let status = response.status().as_u16();
+            // Read (a little of) the answer so the connection can be reused.
+            let _ = Limited::new(response.into_body(), 4096).collect().await;
+            Ok(status)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(GetError::Failed(format!(
+                    "no answer within {} s",
+                    self.timeout.as_secs_f64()
+                )))
+            })
+    }
+
+    async fn exchange(
+        &self,
+        carrier: &str,
+        request: Result<http::Request<Full<Bytes>>, http::Error>,
+    ) -> Result<Answer, ProviderError> {
+        let request = request.map_err(|e| {
+            ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("{carrier}: cannot build the request: {e}"),
+            )
+        })?;
         let exchange = async {
             let response = self.inner.request(request).await.map_err(|e| {
                 let (kind, what) = if e.is_connect() {
@@ -147,6 +279,20 @@ impl Client {
                 ))
             })
     }
+}
+
+/// Why a [`Client::get`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// The server could not be reached.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The request failed on the way, or timed out.
+    #[error("request failed: {0}")]
+    Failed(String),
+    /// The answer was larger than the limit.
+    #[error("larger than the limit")]
+    TooLarge,
 }
 
 /// An error and its sources, `: `-separated.

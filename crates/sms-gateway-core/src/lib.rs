@@ -21,8 +21,8 @@ pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod gateway;
-#[cfg(feature = "http-client")]
 pub mod http;
+pub mod media;
 pub mod message;
 pub mod phone;
 pub mod provider;

@@ -117,10 +117,43 @@ pub struct OutboundSms {
 /// A media item in an inbound MMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Media {
-    /// Where to fetch it (carriers' URLs are often temporary).
+    /// Where to fetch it: the carrier's URL, often temporary or behind the
+    /// account's credentials. Never shown to the user when media are
+    /// fetched (`[media] store`).
     pub url: String,
     /// Its MIME type, when the carrier says.
     pub content_type: Option<String>,
+    /// What became of it once the gateway fetched it; `None` until then
+    /// (and always with `[media] store = "link"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<Fetched>,
+}
+
+impl Media {
+    /// A media item at `url`, not yet fetched.
+    pub fn new(url: impl Into<String>, content_type: Option<String>) -> Self {
+        Media {
+            url: url.into(),
+            content_type,
+            fetched: None,
+        }
+    }
+}
+
+/// What fetching an inbound media item came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Fetched {
+    /// The gateway (or the user's upload service) serves it at `url`.
+    Served {
+        /// Where the user gets it, without credentials.
+        url: String,
+    },
+    /// It could not be fetched, for good: why, in words for the user (no
+    /// carrier URL in them).
+    Failed {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A text that arrived from the phone network.
@@ -189,6 +222,16 @@ pub enum PstnEvent {
         /// The report.
         report: StatusReport,
     },
+    /// The media of stored inbound text `id` have been fetched (or failed
+    /// for good): `sms` is the text with each item's [`Media::fetched`] set.
+    MediaFetched {
+        /// The provider account it came through.
+        account: String,
+        /// The store's id of the text.
+        id: u64,
+        /// The text, its media fetched.
+        sms: InboundSms,
+    },
     /// The outcome of a [`PstnCommand::Send`].
     SendResult {
         /// The `ticket` of the command.
@@ -214,6 +257,22 @@ pub enum PstnCommand {
         parts: Vec<OutboundSms>,
         /// Chosen by the Gateway to match the result to the chat.
         ticket: u64,
+        /// Temporary failures are retried until this time (Unix seconds).
+        retry_until: u64,
+    },
+    /// Fetch the media of stored inbound text `id` (those not yet
+    /// [`Media::fetched`]) with the account's credentials, and put them
+    /// where the user can get them. The outcome comes back as
+    /// [`PstnEvent::MediaFetched`].
+    FetchMedia {
+        /// The provider account the text came through.
+        account: String,
+        /// The store's id of the text.
+        id: u64,
+        /// The user it goes to (bare JID): an upload service is theirs.
+        user: String,
+        /// The text.
+        sms: InboundSms,
         /// Temporary failures are retried until this time (Unix seconds).
         retry_until: u64,
     },

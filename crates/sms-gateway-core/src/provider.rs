@@ -6,7 +6,7 @@
 //! HTTP server, the channels and the retries; a provider owns only its API
 //! client and its wire formats.
 
-use crate::message::{InboundSms, OutboundSms, StatusReport};
+use crate::message::{InboundSms, Media, OutboundSms, StatusReport};
 use crate::text::Limits;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -327,6 +327,26 @@ pub trait PstnProvider: Send + Sync + 'static {
     /// with [`WebhookError::BadRequest`]; never panic on any input. The events
     /// returned are delivered before the reply is sent.
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError>;
+
+    /// The `Authorization` to fetch an inbound media item at `url` with, if
+    /// the carrier wants one there (Twilio: always; SignalWire: when media
+    /// are protected). Asked again at each hop of a redirect: it must be
+    /// `None` for any URL off the carrier's own API host, so a CDN (or
+    /// whoever a redirect names) never sees the credentials. The default
+    /// is `None`: the URL works as it is (Telnyx).
+    fn media_authorization(&self, url: &crate::http::Uri) -> Option<crate::http::HeaderValue> {
+        let _ = url;
+        None
+    }
+
+    /// Deletes an inbound media item at the carrier once it has been
+    /// fetched (`media.delete_at_carrier`); `Ok(false)` when the carrier
+    /// has nothing to delete (the default: its media expire by
+    /// themselves).
+    async fn delete_media(&self, media: &Media) -> Result<bool, ProviderError> {
+        let _ = media;
+        Ok(false)
+    }
 }
 
 /// What a provider is told when it is built from config.

@@ -47,6 +47,8 @@ struct Inner {
     draining: AtomicBool,
     /// What one client may take of the webhook server (`[http]`).
     webhook_limits: WebhookLimits,
+    /// Fetches inbound media, and serves them at `/media/` when local.
+    media: Option<Arc<crate::media::MediaService>>,
 }
 
 /// The bounds on what anyone reaching the webhook port can make the gateway
@@ -70,6 +72,7 @@ impl PstnProcess {
         listener: std::net::TcpListener,
         to_gateway: mpsc::Sender<PstnEvent>,
         commands: Lent<mpsc::Receiver<PstnCommand>>,
+        media: Option<Arc<crate::media::MediaService>>,
     ) -> Self {
         let limits = accounts
             .keys()
@@ -93,6 +96,7 @@ impl PstnProcess {
                     body: config.http.max_body,
                     ack_timeout: Duration::from_secs(config.http.ack_timeout_secs),
                 },
+                media,
             }),
         }
     }
@@ -111,10 +115,11 @@ impl PstnProcess {
             tokio::time::sleep(DRAIN_GRACE).await;
             done.cancel();
         };
-        let ((), (), ()) = tokio::join!(
+        let ((), (), (), ()) = tokio::join!(
             drained,
             self.serve(listener, stopped),
-            self.send_loop(shutdown)
+            self.send_loop(shutdown.clone()),
+            self.inner.prune_loop(shutdown)
         );
         Ok(())
     }
@@ -216,6 +221,49 @@ impl PstnProcess {
                             .await;
                     });
                 }
+                PstnCommand::FetchMedia {
+                    account,
+                    id,
+                    user,
+                    mut sms,
+                    retry_until,
+                } => {
+                    let inner = self.inner.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        let (Some(media), Some(provider)) =
+                            (inner.media.as_ref(), inner.accounts.get(&account))
+                        else {
+                            // Nothing to fetch with: the carrier's links go as they are.
+                            tracing::error!(%account, id, "media fetching is not set up; delivering the carrier's links");
+                            for m in sms.media.iter_mut().filter(|m| m.fetched.is_none()) {
+                                m.fetched = Some(crate::Fetched::Served { url: m.url.clone() });
+                            }
+                            let _ = inner
+                                .to_gateway
+                                .send(PstnEvent::MediaFetched { account, id, sms })
+                                .await;
+                            return;
+                        };
+                        let delay = |attempt| retry_delay(id, attempt);
+                        let done = media
+                            .fetch_all(
+                                provider.as_ref(),
+                                &user,
+                                &mut sms,
+                                retry_until,
+                                delay,
+                                &shutdown,
+                            )
+                            .await;
+                        if done.is_some() {
+                            let _ = inner
+                                .to_gateway
+                                .send(PstnEvent::MediaFetched { account, id, sms })
+                                .await;
+                        }
+                    });
+                }
             }
         }
     }
@@ -239,6 +287,21 @@ impl Inner {
                 format!("no provider account {account:?}"),
             );
             return (vec![], Some(e));
+        };
+        let relayed;
+        let parts = if parts
+            .iter()
+            .any(|p| p.media.iter().any(|m| crate::media::is_private_url(m)))
+        {
+            match self.relay_private(parts).await {
+                Ok(p) => {
+                    relayed = p;
+                    &relayed[..]
+                }
+                Err(e) => return (vec![], Some(e)),
+            }
+        } else {
+            parts
         };
         let mut ids = Vec::with_capacity(parts.len());
         for sms in parts {
@@ -277,6 +340,51 @@ impl Inner {
             }
         }
         (ids, None)
+    }
+}
+
+impl Inner {
+    /// `parts` with each media link on a private address replaced by the
+    /// gateway's own `/media/` copy (the Gateway lets such links through
+    /// only with `media.relay_private_urls`).
+    async fn relay_private(
+        &self,
+        parts: &[crate::OutboundSms],
+    ) -> Result<Vec<crate::OutboundSms>, crate::ProviderError> {
+        let refused = |why: String| {
+            crate::ProviderError::new(
+                crate::ProviderErrorKind::Rejected,
+                format!("the gateway could not relay a media link on a private address: {why}"),
+            )
+        };
+        let Some(media) = &self.media else {
+            return Err(refused("media are not set up".into()));
+        };
+        let mut out = parts.to_vec();
+        for part in &mut out {
+            for url in &mut part.media {
+                if crate::media::is_private_url(url) {
+                    *url = media.relay(url).await.map_err(|e| refused(e.to_string()))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes old media files, hourly.
+    async fn prune_loop(&self, shutdown: CancellationToken) {
+        let Some(local) = self.media.as_ref().and_then(|m| m.local()) else {
+            return;
+        };
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    local.prune(crate::gateway::unix_now());
+                }
+            }
+        }
     }
 }
 
@@ -368,6 +476,18 @@ fn retry_later(why: &str) -> Response {
 async fn hook(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     if inner.draining.load(Ordering::SeqCst) {
         return retry_later("shutting down");
+    }
+    if let Some(file) = request
+        .uri()
+        .path()
+        .strip_prefix(inner.base_path.as_str())
+        .and_then(|p| p.strip_prefix("/media/"))
+    {
+        let file = file.to_owned();
+        return match inner.media.as_ref().and_then(|m| m.local()) {
+            Some(local) => local.serve(&file, request).await,
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
     }
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
@@ -549,6 +669,7 @@ mod tests {
             listener,
             to_gateway,
             Arc::new(tokio::sync::Mutex::new(commands)),
+            None,
         );
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

@@ -212,10 +212,7 @@ impl PstnProvider for SandboxProvider {
                     media: m
                         .media
                         .into_iter()
-                        .map(|url| Media {
-                            url,
-                            content_type: None,
-                        })
+                        .map(|url| Media::new(url, None))
                         .collect(),
                 };
                 if sms.body.is_empty() && sms.media.is_empty() {

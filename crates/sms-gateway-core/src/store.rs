@@ -130,6 +130,9 @@ pub trait Store: Send + Sync + 'static {
         sms: &InboundSms,
         now: u64,
     ) -> Result<Option<u64>, StoreError>;
+    /// Replaces the content of inbound text `id`, not yet delivered (its
+    /// media once fetched: a restart then does not fetch them again).
+    fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError>;
     /// Marks inbound text `id` as taken by the XMPP server (it is then kept
     /// only to recognise repeats).
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError>;
@@ -312,6 +315,12 @@ impl Store for MemoryStore {
         m.inbound
             .insert(id, (account.to_owned(), sms.clone(), now, false));
         Ok(Some(id))
+    }
+    fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
+        if let Some(e) = self.lock().inbound.get_mut(&id).filter(|e| !e.3) {
+            e.1 = sms.clone();
+        }
+        Ok(())
     }
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
         if let Some(e) = self.lock().inbound.get_mut(&id) {
@@ -524,7 +533,22 @@ pub fn check_store(store: &dyn Store) {
             sms: sms.clone()
         }
     );
+    // Its media, once fetched, are kept with it; a delivered text is not
+    // changed any more.
+    let mut fetched = sms.clone();
+    fetched.media = vec![crate::message::Media {
+        url: "https://carrier.example/m/1".into(),
+        content_type: Some("image/png".into()),
+        fetched: Some(crate::message::Fetched::Served {
+            url: "https://gw.example/media/00/a.png".into(),
+        }),
+    }];
+    store.update_inbound(id, &fetched).expect("update inbound");
+    assert_eq!(store.pending_inbound().expect("pending")[0].sms, fetched);
     store.inbound_delivered(id).expect("delivered");
+    store
+        .update_inbound(id, &sms)
+        .expect("update a delivered text");
     assert!(store
         .pending_inbound()
         .expect("pending")

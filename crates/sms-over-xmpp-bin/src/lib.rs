@@ -130,7 +130,10 @@ pub fn main() -> ExitCode {
                 };
                 tracing::info!(path = %path.display(), "store opened");
                 let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config));
-                let component = Component::new(config, providers).with_store(store);
+                let media_dir = config.media.resolve_dir(&path);
+                let component = Component::new(config, providers)
+                    .with_store(store)
+                    .with_media_dir(media_dir);
                 match component.run(xmpp, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -151,6 +151,13 @@ impl PstnProvider for SignalWireProvider {
         self.client.limits()
     }
 
+    fn media_authorization(
+        &self,
+        url: &sms_gateway_core::http::Uri,
+    ) -> Option<sms_gateway_core::http::HeaderValue> {
+        self.client.media_authorization(url)
+    }
+
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |signed| self.verify(req, signed))
     }

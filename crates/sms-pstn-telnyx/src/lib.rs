@@ -248,10 +248,7 @@ pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
                 media: p
                     .media
                     .into_iter()
-                    .map(|m| Media {
-                        url: m.url,
-                        content_type: m.content_type,
-                    })
+                    .map(|m| Media::new(m.url, m.content_type))
                     .collect(),
             })])
         }

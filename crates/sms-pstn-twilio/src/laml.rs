@@ -79,6 +79,54 @@ impl LamlClient {
         }
     }
 
+    /// The account's basic auth, for a media URL on the API's own origin
+    /// only (never for a CDN a redirect names).
+    pub fn media_authorization(
+        &self,
+        url: &sms_gateway_core::http::Uri,
+    ) -> Option<sms_gateway_core::http::HeaderValue> {
+        sms_gateway_core::media::same_origin(url, &self.messages_url)
+            .then(|| self.authorization.clone())
+    }
+
+    /// Deletes an inbound media item: `DELETE {media URL}.json`, for a URL
+    /// on the API's origin naming a Media resource (`…/Media/ME…`).
+    /// `Ok(false)` for any other URL.
+    pub async fn delete_media(
+        &self,
+        media: &sms_gateway_core::Media,
+    ) -> Result<bool, ProviderError> {
+        let Ok(url) = sms_gateway_core::http::endpoint(&media.url) else {
+            return Ok(false);
+        };
+        let is_media = url
+            .path()
+            .rsplit_once("/Media/")
+            .is_some_and(|(_, sid)| sid.starts_with("ME") && !sid.contains('/'));
+        if !is_media || !sms_gateway_core::media::same_origin(&url, &self.messages_url) {
+            return Ok(false);
+        }
+        let json = sms_gateway_core::http::endpoint(&format!(
+            "{}.json",
+            media.url.split('?').next().unwrap_or_default()
+        ))
+        .map_err(|e| ProviderError::new(ProviderErrorKind::Rejected, e))?;
+        let answer = self
+            .http
+            .delete(self.carrier, &json, &self.authorization)
+            .await?;
+        match answer.status.as_u16() {
+            200..=299 | 404 => Ok(true),
+            s => Err(ProviderError::from_http_status(
+                s,
+                format!(
+                    "{} answered HTTP {s} to deleting a media item",
+                    self.carrier
+                ),
+            )),
+        }
+    }
+
     /// Sends one text; one API request.
     pub async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
         if sms.media.len() > self.max_media {
@@ -212,10 +260,10 @@ pub fn parse_webhook(
             let mut media = Vec::with_capacity(num_media);
             for i in 0..num_media {
                 let url = required(params, &format!("MediaUrl{i}"))?;
-                media.push(Media {
-                    url: url.to_owned(),
-                    content_type: field(params, &format!("MediaContentType{i}")).map(str::to_owned),
-                });
+                media.push(Media::new(
+                    url,
+                    field(params, &format!("MediaContentType{i}")).map(str::to_owned),
+                ));
             }
             let sms = InboundSms {
                 id: id.to_owned(),

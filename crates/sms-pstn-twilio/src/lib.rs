@@ -111,6 +111,17 @@ impl PstnProvider for TwilioProvider {
         self.client.limits()
     }
 
+    fn media_authorization(
+        &self,
+        url: &sms_gateway_core::http::Uri,
+    ) -> Option<sms_gateway_core::http::HeaderValue> {
+        self.client.media_authorization(url)
+    }
+
+    async fn delete_media(&self, media: &sms_gateway_core::Media) -> Result<bool, ProviderError> {
+        self.client.delete_media(media).await
+    }
+
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |signed| {
             laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)

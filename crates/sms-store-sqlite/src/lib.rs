@@ -602,6 +602,15 @@ impl Store for SqliteStore {
         Ok(Some(c.last_insert_rowid() as u64))
     }
 
+    fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
+        let data = serde_json::to_string(sms).map_err(err)?;
+        self.write()
+            .prepare_cached("UPDATE inbound SET data = ?2 WHERE id = ?1 AND delivered = 0")
+            .and_then(|mut q| q.execute(params![id as i64, data]))
+            .map_err(err)?;
+        Ok(())
+    }
+
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.write()
             .prepare_cached("UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1")

@@ -26,6 +26,7 @@ pub mod link;
 #[doc(hidden)]
 pub use depth::limit_depth;
 mod translate;
+pub mod upload;
 
 pub use translate::{
     answer_iq, gateway_answer, gateway_prompt, message_to_event, outgoing_to_stanza, reply, vcard,
@@ -165,7 +166,18 @@ pub struct XmppProcess {
     /// What the server has not taken yet. It outlives an incarnation that
     /// panics (a tokio mutex is not poisoned): the next one writes it.
     outbox: tokio::sync::Mutex<Outbox>,
+    /// XEP-0363 slots for `media.store = "upload"`.
+    uploads: std::sync::Arc<upload::Uploads>,
+    /// Queries (from `uploads`) for the link to send.
+    queries: tokio::sync::Mutex<mpsc::Receiver<upload::Query>>,
+    /// Queries sent, by id: whom they went to and where the answer goes.
+    pending: Mutex<HashMap<String, PendingQuery>>,
 }
+
+type PendingQuery = (
+    Jid,
+    tokio::sync::oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, String>>,
+);
 
 enum SessionEnd {
     Shutdown,
@@ -179,6 +191,7 @@ fn jid(s: &str) -> Option<Jid> {
 impl XmppProcess {
     /// A process for a validated config.
     pub fn new(config: &Config) -> Self {
+        let (queries_tx, queries) = mpsc::channel(64);
         let users = config
             .users
             .iter()
@@ -202,7 +215,57 @@ impl XmppProcess {
             run: sms_gateway_core::run_tag(),
             dropped_at_close: Default::default(),
             outbox: Default::default(),
+            uploads: std::sync::Arc::new(upload::Uploads::new(
+                config.media.upload_service.as_deref(),
+                queries_tx,
+            )),
+            queries: tokio::sync::Mutex::new(queries),
+            pending: Mutex::default(),
         }
+    }
+
+    /// Sends a query for [`upload::Uploads`], keeping where its answer goes.
+    async fn send_query(&self, link: &mut Link, q: upload::Query) -> Result<(), String> {
+        let id = self.new_id();
+        let iq = Iq::Get {
+            from: jid(&self.domain),
+            to: Some(q.to.clone()),
+            id: id.clone(),
+            payload: q.payload,
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (q.to, q.reply));
+        self.send(link, iq).await
+    }
+
+    /// The answer to a query we sent, if `iq` is one: handed on.
+    fn answered(&self, iq: &Iq) -> bool {
+        let (id, from) = match iq {
+            Iq::Result { id, from, .. } | Iq::Error { id, from, .. } => (id, from),
+            _ => return false,
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the entity asked may answer (or the server for it, when
+        // the entity does not exist).
+        let asked = pending.get(id).is_some_and(|(to, _)| {
+            from.as_ref()
+                .is_none_or(|f| f == to || f.domain() == to.domain())
+        });
+        if !asked {
+            return false;
+        }
+        let Some((_, reply)) = pending.remove(id) else {
+            return false;
+        };
+        let answer = match iq {
+            Iq::Result { payload, .. } => Ok(payload.clone()),
+            Iq::Error { error, .. } => Err(translate::describe_error(error)),
+            _ => unreachable!("matched above"),
+        };
+        let _ = reply.send(answer);
+        true
     }
 
     fn new_id(&self) -> String {
@@ -239,6 +302,7 @@ impl XmppProcess {
         to_gateway: &mpsc::Sender<XmppEvent>,
         shutdown: &CancellationToken,
         outbox: &mut Outbox,
+        queries: &mut mpsc::Receiver<upload::Query>,
     ) -> SessionEnd {
         // What the last link wrote but the server never acknowledged goes
         // first, in order, ahead of what was never written.
@@ -285,6 +349,7 @@ impl XmppProcess {
                     Incoming::Nothing => Ok(()),
                     Incoming::Closed(reason) => Err(reason),
                 },
+                Some(q) = queries.recv() => self.send_query(link, q).await,
                 () = async {
                     match ack_deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -549,6 +614,9 @@ impl XmppProcess {
                 Ok(())
             }
             Stanza::Iq(iq) => {
+                if self.answered(&iq) {
+                    return Ok(());
+                }
                 // Our own ping, routed back: an acknowledgement, not a
                 // question (nobody waits for its answer).
                 if let Iq::Get {
@@ -757,6 +825,10 @@ impl XmppLink for XmppProcess {
         self.dropped_at_close.load(Ordering::Relaxed)
     }
 
+    fn upload_slots(&self) -> Option<std::sync::Arc<dyn sms_gateway_core::media::UploadSlots>> {
+        Some(self.uploads.clone())
+    }
+
     async fn run(
         &self,
         channels: XmppChannels,
@@ -764,6 +836,7 @@ impl XmppLink for XmppProcess {
     ) -> Result<(), ProcessError> {
         let mut from_gateway = channels.from_gateway.lock().await;
         let mut outbox = self.outbox.lock().await;
+        let mut queries = self.queries.lock().await;
         let mut failures = 0u32;
         loop {
             let attempt = tokio::select! {
@@ -786,16 +859,23 @@ impl XmppLink for XmppProcess {
                     }
                 }
             };
-            match self
+            let end = self
                 .session(
                     &mut link,
                     &mut from_gateway,
                     &channels.to_gateway,
                     &shutdown,
                     &mut outbox,
+                    &mut queries,
                 )
-                .await
-            {
+                .await;
+            // Queries out on that link get no answer now: they fail, and
+            // are asked again.
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            match end {
                 SessionEnd::Shutdown => {
                     self.await_acks(&mut link, &mut outbox, &channels.to_gateway)
                         .await;

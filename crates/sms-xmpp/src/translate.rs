@@ -115,6 +115,19 @@ pub fn stanza_error(
     StanzaError::new(type_, cond, "en", clean(&text.into()))
 }
 
+/// A stanza error in words: its condition and text (cut short), for logs
+/// and for the user.
+pub(crate) fn describe_error(e: &StanzaError) -> String {
+    let condition = format!("{:?}", e.defined_condition);
+    match e.texts.values().next() {
+        Some(text) => format!(
+            "{condition}: {}",
+            sms_gateway_core::text::excerpt(text, 120)
+        ),
+        None => condition,
+    }
+}
+
 /// A chat message from a user, if `message` is one the Gateway should see:
 /// `chat` or `normal` type, with a sender. The body is the best one whatever
 /// its `xml:lang`; chat states and markers come through with an empty body.
