@@ -5,3 +5,9 @@ component_interfaces = { "127.0.0.1" }
 
 Component "sms.example.com"
     component_secret = "change me"   -- the same as [xmpp] secret
+
+-- Only with [media] store = "upload" (inbound pictures go to your users'
+-- own upload service, XEP-0363). Components of the same Prosody may upload
+-- by default; if your upload component has an access list, add the gateway:
+-- Component "upload.example.com" "http_file_share"
+--     http_file_share_access = { "sms.example.com" }

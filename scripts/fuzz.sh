@@ -17,7 +17,7 @@ secs=${1:-20}
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(laml_webhook telnyx_webhook sandbox_webhook stanza phone_number config)
+  targets=(laml_webhook telnyx_webhook sandbox_webhook stanza phone_number config media_names)
 fi
 export CARGO_TARGET_DIR="$PWD/target/fuzz"
 # What cargo-fuzz passes to rustc, less the sanitizer (which needs nightly).

@@ -112,6 +112,11 @@ Have the phone answer:
 
   curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Hi Alice"}' $HTTP/message
 
+Send yourself a picture: the gateway fetches it (as it fetches a carrier's)
+and serves it from its own /media/ (files in $QS_DIR/media):
+
+  curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Look","media":["https://www.debian.org/Pics/openlogo-50.png"]}' $HTTP/message
+
 and report your text delivered (with a receipt in the client), with the "id"
 the outbox shows for it:
 
