@@ -282,7 +282,10 @@ fn file_name(url: &Uri, index: usize, content_type: &str) -> String {
 #[doc(hidden)]
 pub fn check_names(carrier_type: &str, server_type: &str, url: &str, location: &str, bytes: &[u8]) {
     let t = content_type(Some(carrier_type), Some(server_type), bytes);
-    assert!(t == "application/octet-stream" || is_token_pair(&t), "{t:?}");
+    assert!(
+        t == "application/octet-stream" || is_token_pair(&t),
+        "{t:?}"
+    );
     if let Ok(u) = crate::http::endpoint(url) {
         let name = file_name(&u, 0, &t);
         assert!(
@@ -544,9 +547,9 @@ impl LocalMedia {
         removed
     }
 
-    /// Writes `item` and returns its id.
-    fn write(&self, item: &Item, now: u64) -> std::io::Result<String> {
-        use std::io::Write;
+    /// Writes `item` (on a blocking thread: up to `media.max_bytes` and
+    /// two fsyncs) and returns its id.
+    async fn write(&self, item: Item, now: u64) -> std::io::Result<String> {
         let id = new_id()?;
         let seq = {
             let mut index = self.lock();
@@ -560,22 +563,10 @@ impl LocalMedia {
             created: now,
             seq,
         };
-        let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
-            let part = path.with_extension("part");
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut f = options.open(&part)?;
-            f.write_all(bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&part, path)
-        };
-        write(&self.dir.join(&id), &item.bytes)?;
-        write(
-            &self.dir.join(format!("{id}.json")),
-            &serde_json::to_vec(&entry).map_err(std::io::Error::other)?,
-        )?;
+        let (dir, file_id, meta) = (self.dir.clone(), id.clone(), entry.clone());
+        tokio::task::spawn_blocking(move || write_files(&dir, &file_id, &item.bytes, &meta))
+            .await
+            .map_err(std::io::Error::other)??;
         let mut index = self.lock();
         index.total += entry.size;
         index.by_id.insert(id.clone(), entry);
@@ -667,13 +658,35 @@ impl MediaSink for LocalMedia {
     async fn put(&self, _user: &str, item: Item) -> Result<String, FetchError> {
         let now = crate::gateway::unix_now();
         let name = item.name.clone();
-        let id = tokio::task::block_in_place(|| self.write(&item, now)).map_err(|e| {
+        let id = self.write(item, now).await.map_err(|e| {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot write a media file");
             FetchError::Temporary("the gateway could not save it".into())
         })?;
         self.prune(now);
         Ok(format!("{}/{id}/{name}", self.public_base))
     }
+}
+
+/// Writes a file and its `.json` beside it, each through a `.part` renamed
+/// into place once synced (a crash leaves a `.part`, removed at start).
+fn write_files(dir: &Path, id: &str, bytes: &[u8], entry: &Entry) -> std::io::Result<()> {
+    use std::io::Write;
+    let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let part = path.with_extension("part");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&part)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&part, path)
+    };
+    write(&dir.join(id), bytes)?;
+    write(
+        &dir.join(format!("{id}.json")),
+        &serde_json::to_vec(entry).map_err(std::io::Error::other)?,
+    )
 }
 
 /// 128 random bits, in lower-case hex.
@@ -1048,7 +1061,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
+    #[tokio::test]
     async fn local_files_are_private_and_pruned_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("media");
