@@ -34,6 +34,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
+pub(crate) mod time;
 
 pub use component::{Component, ComponentError, ProcessError, XmppChannels, XmppLink};
 pub use config::{Config, ConfigError, Providers};

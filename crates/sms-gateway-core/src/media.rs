@@ -504,7 +504,7 @@ impl LocalMedia {
             max_total,
             index: Mutex::new(index),
         };
-        media.prune(crate::gateway::unix_now());
+        media.prune(crate::time::unix_now());
         Ok(media)
     }
 
@@ -656,7 +656,7 @@ impl LocalMedia {
 #[async_trait]
 impl MediaSink for LocalMedia {
     async fn put(&self, _user: &str, item: Item) -> Result<String, FetchError> {
-        let now = crate::gateway::unix_now();
+        let now = crate::time::unix_now();
         let name = item.name.clone();
         let id = self.write(item, now).await.map_err(|e| {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot write a media file");
@@ -809,7 +809,7 @@ impl MediaService {
                     }
                     Err(FetchError::Temporary(why)) => {
                         let wait = delay(attempt);
-                        let now = crate::gateway::unix_now();
+                        let now = crate::time::unix_now();
                         if now.saturating_add(wait.as_secs()) > retry_until {
                             tracing::warn!(index, attempts = attempt + 1, reason = %why, "giving up on an inbound media item");
                             break Fetched::Failed {
@@ -1107,7 +1107,7 @@ mod tests {
         .unwrap();
         assert_eq!(again.usage(), (1, 6));
         // Expired by age.
-        assert_eq!(again.prune(crate::gateway::unix_now() + 2 * 86_400), 1);
+        assert_eq!(again.prune(crate::time::unix_now() + 2 * 86_400), 1);
         assert_eq!(again.usage(), (0, 0));
         assert!(b.contains("/b.png"));
     }

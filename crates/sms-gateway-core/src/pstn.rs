@@ -324,7 +324,7 @@ impl Inner {
                         let delay = e
                             .retry_after
                             .unwrap_or_else(|| retry_delay(ticket, attempt));
-                        let now = crate::gateway::unix_now();
+                        let now = crate::time::unix_now();
                         if now.saturating_add(delay.as_secs()) > retry_until {
                             tracing::warn!(%account, ticket, attempts = attempt + 1, error = %e, "giving up: the retry deadline has passed");
                             let mut e = e;
@@ -381,7 +381,7 @@ impl Inner {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    local.prune(crate::gateway::unix_now());
+                    local.prune(crate::time::unix_now());
                 }
             }
         }

@@ -1,0 +1,125 @@
+//! Texts from the phone network become chats: stored before the webhook is
+//! answered, their media fetched, then delivered.
+
+use super::{Action, Gateway};
+use crate::message::{Fetched, InboundRejected, InboundSms, OutgoingStanza, PstnCommand};
+use crate::time::unix_now;
+
+impl Gateway {
+    /// Takes an inbound text: refused when nobody has its number; stored
+    /// (the webhook is answered 2xx only after this); a repeat of one already
+    /// taken (a carrier's retry) becomes nothing. The chats it becomes.
+    pub fn on_inbound(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+    ) -> Result<Vec<Action>, InboundRejected> {
+        // Check the route before storing: a text nobody can get is refused.
+        self.inbound_chats(account, sms, None)?;
+        match self.store.insert_inbound(account, sms, unix_now()) {
+            Ok(Some(id)) => match self.fetch_command(account, id, sms) {
+                // The webhook is answered once the text is stored; its
+                // media are fetched after, and the chats follow them.
+                Some(fetch) => Ok(vec![fetch]),
+                None => self.inbound_chats(account, sms, Some(id)),
+            },
+            Ok(None) => {
+                tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
+                Ok(vec![])
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store an inbound text");
+                Err(InboundRejected::Unavailable)
+            }
+        }
+    }
+
+    /// The command that fetches stored text `id`'s media, if it has media
+    /// not yet fetched (and media are fetched at all).
+    pub(super) fn fetch_command(&self, account: &str, id: u64, sms: &InboundSms) -> Option<Action> {
+        if !self.routing.fetch_media || sms.media.iter().all(|m| m.fetched.is_some()) {
+            return None;
+        }
+        let user = self
+            .routing
+            .by_number
+            .get(&(account.to_owned(), sms.to.clone()))?;
+        Some(Action::Pstn(PstnCommand::FetchMedia {
+            account: account.to_owned(),
+            id,
+            user: user.clone(),
+            sms: sms.clone(),
+            retry_until: unix_now() + self.retry_deadline.as_secs(),
+        }))
+    }
+
+    /// Stored text `id`'s media have been fetched: kept so (a restart does
+    /// not fetch them again), and delivered.
+    pub(super) fn on_media_fetched(&self, account: &str, id: u64, sms: &InboundSms) -> Vec<Action> {
+        if let Err(e) = self.store.update_inbound(id, sms) {
+            // Delivered all the same; after a restart, fetched again.
+            tracing::error!(error = %e, id, "cannot record fetched media in the store");
+        }
+        match self.inbound_chats(account, sms, Some(id)) {
+            Ok(actions) => actions,
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "an inbound text has nobody to go to now");
+                if let Err(e) = self.store.inbound_delivered(id) {
+                    tracing::error!(error = %e, id, "cannot drop an undeliverable inbound text");
+                }
+                vec![]
+            }
+        }
+    }
+
+    /// The chats an inbound text becomes (the last one carrying `inbound_id`),
+    /// or why it cannot be delivered.
+    pub(super) fn inbound_chats(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+        inbound_id: Option<u64>,
+    ) -> Result<Vec<Action>, InboundRejected> {
+        let user_jid = self
+            .routing
+            .by_number
+            .get(&(account.to_owned(), sms.to.clone()))
+            .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?;
+        let from = self.routing.contact_jid(&sms.from);
+        let mut actions = Vec::with_capacity(1 + sms.media.len());
+        if !sms.body.is_empty() {
+            actions.push(OutgoingStanza::Chat {
+                from: from.clone(),
+                to: user_jid.clone(),
+                body: sms.body.clone(),
+                media_url: None,
+                inbound_id: None,
+            });
+        }
+        let count = sms.media.len();
+        for (i, m) in sms.media.iter().enumerate() {
+            let (body, media_url) = match &m.fetched {
+                Some(Fetched::Served { url }) => (url.clone(), Some(url.clone())),
+                Some(Fetched::Failed { reason }) => {
+                    (crate::media::failure_line(i, count, m, reason), None)
+                }
+                // `media.store = "link"`: the carrier's own URL.
+                None => (m.url.clone(), Some(m.url.clone())),
+            };
+            actions.push(OutgoingStanza::Chat {
+                from: from.clone(),
+                to: user_jid.clone(),
+                body,
+                media_url,
+                inbound_id: None,
+            });
+        }
+        if let Some(OutgoingStanza::Chat {
+            inbound_id: last, ..
+        }) = actions.last_mut()
+        {
+            *last = inbound_id;
+        }
+        Ok(actions.into_iter().map(Action::Xmpp).collect())
+    }
+}

@@ -1,0 +1,244 @@
+//! Chats from users become texts: routing, checks, limits, splitting, and
+//! the carrier's answer to each send.
+
+use super::{Action, Gateway};
+use crate::message::{ChatMessage, ErrorCondition, OutboundSms, OutgoingStanza, PstnCommand};
+use crate::provider::{ProviderError, ProviderErrorKind};
+use crate::store::{ChatRecord, ChatState};
+use crate::text;
+use crate::time::unix_now;
+
+impl Gateway {
+    /// Handles a chat from a user.
+    pub fn on_chat(&self, chat: ChatMessage) -> Vec<Action> {
+        // Chat states, markers, receipts: nothing to text, nothing to answer.
+        if chat.body.trim().is_empty() && chat.media.is_empty() {
+            return vec![];
+        }
+        let error = |condition, text: String| {
+            vec![Action::Xmpp(OutgoingStanza::Error {
+                from: chat.to.clone(),
+                to: chat.from.clone(),
+                id: chat.id.clone(),
+                condition,
+                text,
+            })]
+        };
+        let Some(user) = self.routing.user(&chat.from) else {
+            return error(
+                ErrorCondition::RegistrationRequired,
+                "You are not a user of this SMS gateway.".into(),
+            );
+        };
+        let node = match chat.to.split_once('@') {
+            Some((node, _)) => node,
+            None => {
+                return error(
+                    ErrorCondition::BadRequest,
+                    format!(
+                        "Write to a phone number at this gateway, such as +15557654321@{}.",
+                        self.routing.domain
+                    ),
+                )
+            }
+        };
+        let to = match self.routing.phone.parse(node) {
+            Ok(n) => n,
+            Err(e) => return error(ErrorCondition::JidMalformed, format!("{e}.")),
+        };
+        for url in &chat.media {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return error(
+                    ErrorCondition::BadRequest,
+                    format!("Only http(s) media can be sent by MMS, not {url:?}."),
+                );
+            }
+            if !self.routing.relay_private_urls && crate::media::is_private_url(url) {
+                return error(
+                    ErrorCondition::NotAcceptable,
+                    format!(
+                        "The media link {} points at a private or local address, which the carrier cannot fetch (and the gateway does not fetch for users unless the operator sets media.relay_private_urls).",
+                        text::excerpt(url, 80)
+                    ),
+                );
+            }
+        }
+        let policy = self.routing.policy(&user.account);
+        if chat.media.len() > policy.limits.max_media {
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "At most {} media per message on this account; this message has {}.",
+                    policy.limits.max_media,
+                    chat.media.len()
+                ),
+            );
+        }
+        // A client that uploads a file puts its URL in the body too: send it once.
+        let body = if chat.media.iter().any(|m| m == chat.body.trim()) {
+            String::new()
+        } else {
+            chat.body.clone()
+        };
+        let texts = if text::fits(&body, policy.limits.body) {
+            vec![body]
+        } else if policy.split_long {
+            text::split(&body, policy.limits.body)
+        } else {
+            let limit = match policy.limits.body {
+                text::BodyLimit::Characters(n) => format!("{n} characters"),
+                text::BodyLimit::Segments(n) => format!("{n} SMS segments"),
+                text::BodyLimit::Unlimited => "no limit".into(),
+            };
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "The text is too long for one message ({} characters, {} SMS segments; this account takes at most {limit}) and the account is set not to split texts (split_long = false).",
+                    body.chars().count(),
+                    text::segments(&body)
+                ),
+            );
+        };
+        let limits = &self.routing.limits;
+        if texts.len() > limits.max_parts {
+            return error(
+                ErrorCondition::NotAcceptable,
+                format!(
+                    "The text is too long: it would be {} SMS, and this gateway sends at most {} per message (limits.max_parts). Send it in shorter pieces.",
+                    texts.len(),
+                    limits.max_parts
+                ),
+            );
+        }
+        let cost = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+        let allowed = {
+            let mut state = self.state();
+            let rates = state.rates.get_or_insert_with(|| {
+                crate::rate::Buckets::new(limits.texts_per_minute, limits.texts_burst)
+            });
+            rates.take(&user.jid, cost, std::time::Instant::now())
+        };
+        if let Err(wait) = allowed {
+            return error(
+                ErrorCondition::ResourceConstraint,
+                format!(
+                    "Not sent: you are over this gateway's limit of {} SMS a minute (limits.texts_per_minute, bursts of {}). Try again in {} s.",
+                    limits.texts_per_minute,
+                    limits.texts_burst,
+                    wait.as_secs().max(1)
+                ),
+            );
+        }
+        let parts: Vec<OutboundSms> = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| OutboundSms {
+                from: user.number.clone(),
+                to: to.clone(),
+                body,
+                // Media go with the first part.
+                media: if i == 0 { chat.media.clone() } else { vec![] },
+            })
+            .collect();
+        let chat = ChatRecord {
+            created: unix_now(),
+            account: user.account.clone(),
+            user_full_jid: chat.from.clone(),
+            contact_jid: self.routing.contact_jid(&to),
+            stanza_id: chat.id.clone(),
+            receipt: chat.receipt_requested,
+            parts,
+            state: ChatState::Sending,
+        };
+        // Stored before anything else happens: it survives a crash from here on.
+        let ticket = match self.store.insert_chat(&chat) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a chat");
+                return error(
+                    ErrorCondition::InternalServerError,
+                    "The gateway could not queue this text (its store failed); it was not sent."
+                        .into(),
+                );
+            }
+        };
+        let action = self.send_command(ticket, &chat);
+        self.state().sending.insert(ticket, chat);
+        vec![action]
+    }
+
+    pub(super) fn send_command(&self, ticket: u64, chat: &ChatRecord) -> Action {
+        Action::Pstn(PstnCommand::Send {
+            account: chat.account.clone(),
+            parts: chat.parts.clone(),
+            ticket,
+            retry_until: chat.created + self.retry_deadline.as_secs(),
+        })
+    }
+
+    pub(super) fn on_send_result(
+        &self,
+        ticket: u64,
+        ids: Vec<String>,
+        error: Option<ProviderError>,
+    ) -> Vec<Action> {
+        let mut state = self.state();
+        let Some(mut chat) = state.sending.remove(&ticket) else {
+            tracing::warn!(ticket, "send result for an unknown ticket");
+            return vec![];
+        };
+        let Some(e) = error else {
+            tracing::debug!(ids = ?ids, account = %chat.account, "text accepted by the carrier");
+            chat.state = ChatState::Sent {
+                ids: ids.clone(),
+                undelivered: ids.len(),
+            };
+            // The texts are gone; what is left is what a report needs.
+            chat.parts = Vec::new();
+            if let Err(e) = self.store.update_chat(ticket, &chat) {
+                // Its reports will find nothing: no receipt, no error.
+                tracing::error!(error = %e, "cannot store a sent chat");
+            }
+            let mut actions = vec![];
+            for id in ids {
+                let key = (chat.account.clone(), id);
+                if let Some(status) = state.early.remove(&key) {
+                    actions.extend(self.apply_status(&key, status, None));
+                }
+            }
+            return actions;
+        };
+        if let Err(e) = self.store.delete_chat(ticket) {
+            tracing::error!(error = %e, "cannot forget a chat");
+        }
+        tracing::warn!(account = %chat.account, error = %e, "text not sent");
+        let condition = match e.kind {
+            ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
+            ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,
+            ProviderErrorKind::RateLimited
+            | ProviderErrorKind::CarrierError
+            | ProviderErrorKind::Network
+            | ProviderErrorKind::Timeout => ErrorCondition::RemoteServerTimeout,
+        };
+        let parts = chat.parts.len();
+        let mut text = if parts > 1 && !ids.is_empty() {
+            format!(
+                "Only part of the text was sent: parts 1 to {} of {parts} went out, part {} did not: {e}.",
+                ids.len(),
+                ids.len() + 1
+            )
+        } else {
+            format!("Not sent: {e}.")
+        };
+        if e.kind == ProviderErrorKind::Timeout {
+            text.push_str(" It was not sent again, so that it cannot arrive twice.");
+        }
+        vec![Action::Xmpp(OutgoingStanza::Error {
+            from: chat.contact_jid,
+            to: chat.user_full_jid,
+            id: chat.stanza_id,
+            condition,
+            text,
+        })]
+    }
+}

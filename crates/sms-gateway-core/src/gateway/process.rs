@@ -1,0 +1,180 @@
+//! The Gateway process: its loop. Events from both sides are handled in
+//! batches, one store commit per batch, and nothing leaves (texts, stanzas,
+//! webhook answers) before the commit. A panic on one event is caught and
+//! answered; the rest of the batch goes on.
+
+use super::{Action, Gateway};
+use crate::message::{ErrorCondition, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
+use crate::Lent;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often old entries are expired from the store.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+#[derive(Clone)]
+pub(crate) struct GatewayIo {
+    pub(crate) xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
+    pub(crate) pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
+    pub(crate) to_xmpp: mpsc::Sender<OutgoingStanza>,
+    pub(crate) to_pstn: mpsc::Sender<PstnCommand>,
+}
+
+impl GatewayIo {
+    /// Hands `action` to the process that carries it out. False only when
+    /// the whole component is going away (it owns the receivers).
+    pub(crate) async fn dispatch(&self, action: Action) -> bool {
+        match action {
+            Action::Xmpp(st) => self.to_xmpp.send(st).await.is_ok(),
+            Action::Pstn(cmd) => self.to_pstn.send(cmd).await.is_ok(),
+        }
+    }
+}
+
+pub(crate) async fn run_gateway(
+    gateway: Gateway,
+    io: GatewayIo,
+    shutdown: CancellationToken,
+    keep: crate::store::Retention,
+) {
+    let mut xmpp_events = io.xmpp_events.lock().await;
+    let mut pstn_events = io.pstn_events.lock().await;
+    let mut expiry = tokio::time::interval_at(
+        tokio::time::Instant::now() + EXPIRY_INTERVAL,
+        EXPIRY_INTERVAL,
+    );
+    loop {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::trip(crate::fault::Process::Gateway);
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = expiry.tick() => {
+                gateway.expire(keep);
+                continue;
+            }
+            Some(ev) = xmpp_events.recv() => Event::Xmpp(ev),
+            Some(ev) = pstn_events.recv() => Event::Pstn(ev),
+        };
+        // A burst is handled as one batch: one store commit for all of it,
+        // and nothing leaves (texts, stanzas, webhook answers) before it.
+        let batched = match gateway.begin_batch() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a store batch; writing one by one");
+                false
+            }
+        };
+        let mut actions = Vec::new();
+        let mut acks = Vec::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(ev) = next.take() {
+            // A bug hit by one event must not take the rest of the batch
+            // (handled, not yet committed) down with it: it is caught here,
+            // and that event alone is answered with an error.
+            match ev {
+                Event::Xmpp(ev) => {
+                    let reply_to = match &ev {
+                        XmppEvent::Chat(c) => Some((c.to.clone(), c.from.clone(), c.id.clone())),
+                        XmppEvent::Delivered(_) => None,
+                    };
+                    match caught(|| gateway.on_xmpp(ev)) {
+                        Some(a) => actions.extend(a),
+                        None => actions.extend(reply_to.map(|(from, to, id)| {
+                            Action::Xmpp(OutgoingStanza::Error {
+                                from,
+                                to,
+                                id,
+                                condition: ErrorCondition::InternalServerError,
+                                text: "The gateway failed on this message (a bug, logged); it was not sent.".into(),
+                            })
+                        })),
+                    }
+                }
+                // Its webhook's answer is dropped: 503, and the carrier retries.
+                Event::Pstn(ev) => {
+                    if let Some((a, ack)) = caught(|| gateway.on_pstn(ev)) {
+                        actions.extend(a);
+                        acks.extend(ack);
+                    }
+                }
+            }
+            handled += 1;
+            if batched && handled < BATCH_MAX {
+                next = waiting(&mut xmpp_events, &mut pstn_events, handled);
+                if next.is_none() {
+                    // Before committing, the other processes' tasks that
+                    // are ready run once: under load they hand over more
+                    // events, which then share this batch's one commit
+                    // (one WAL write) instead of each starting another.
+                    // Idle, nothing else is ready and this returns at once.
+                    tokio::task::yield_now().await;
+                    next = waiting(&mut xmpp_events, &mut pstn_events, handled);
+                }
+            }
+        }
+        if batched {
+            if let Err(e) = gateway.commit_batch() {
+                // Nothing of the batch is durable. The webhooks are refused
+                // (their carriers retry: a text may then reach the user
+                // twice, never zero times); the chats still go out, with
+                // their state in memory only.
+                tracing::error!(error = %e, "cannot commit a store batch");
+                for ack in acks.drain(..) {
+                    ack.fail();
+                }
+            }
+        }
+        for action in actions {
+            if !io.dispatch(action).await {
+                return;
+            }
+        }
+        for ack in acks {
+            ack.send();
+        }
+    }
+}
+
+/// Runs `f`, turning a panic (already reported by the panic hook) into
+/// `None`.
+fn caught<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::trip(crate::fault::Process::GatewayEvent);
+        f()
+    }))
+    .map_err(|_| {
+        tracing::error!("the Gateway panicked on one event; the rest of its batch goes on")
+    })
+    .ok()
+}
+
+/// An event already waiting for the Gateway, taken from both sides in turn.
+fn waiting(
+    xmpp: &mut mpsc::Receiver<XmppEvent>,
+    pstn: &mut mpsc::Receiver<PstnEvent>,
+    turn: usize,
+) -> Option<Event> {
+    if turn % 2 == 0 {
+        xmpp.try_recv()
+            .ok()
+            .map(Event::Xmpp)
+            .or_else(|| pstn.try_recv().ok().map(Event::Pstn))
+    } else {
+        pstn.try_recv()
+            .ok()
+            .map(Event::Pstn)
+            .or_else(|| xmpp.try_recv().ok().map(Event::Xmpp))
+    }
+}
+
+/// An event for the Gateway, from either side.
+enum Event {
+    Xmpp(XmppEvent),
+    Pstn(PstnEvent),
+}
+
+/// The most events handled in one batch.
+const BATCH_MAX: usize = 64;

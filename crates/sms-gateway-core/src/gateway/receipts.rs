@@ -1,0 +1,112 @@
+//! Delivery reports become receipts, or errors naming why a text did not
+//! arrive.
+
+use super::{Action, Gateway, EARLY_MEMORY};
+use crate::message::{DeliveryStatus, ErrorCondition, OutgoingStanza, StatusReport};
+use crate::store::{ChatRecord, ChatState};
+
+impl Gateway {
+    pub(super) fn on_status(&self, account: &str, report: StatusReport) -> Vec<Action> {
+        if report.status == DeliveryStatus::InProgress {
+            return vec![];
+        }
+        let key = (account.to_owned(), report.message_id);
+        let found = match self.store.find_sent(&key.0, &key.1) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look a delivery report up");
+                return vec![];
+            }
+        };
+        if found.is_none() {
+            let mut state = self.state();
+            if state.sending.is_empty() {
+                tracing::debug!(message_id = %key.1, "delivery report for a message we do not remember");
+            } else {
+                // Its send's result may still be on the way: keep it for then.
+                if state.early.insert(key.clone(), report.status).is_none() {
+                    state.early_order.push_back(key);
+                }
+                while state.early_order.len() > EARLY_MEMORY {
+                    if let Some(old) = state.early_order.pop_front() {
+                        state.early.remove(&old);
+                    }
+                }
+            }
+            return vec![];
+        }
+        self.apply_status(&key, report.status, found)
+    }
+
+    /// A final report for one part of a sent chat (`found`: the chat, if
+    /// already looked up).
+    pub(super) fn apply_status(
+        &self,
+        key: &(String, String),
+        status: DeliveryStatus,
+        found: Option<(u64, ChatRecord)>,
+    ) -> Vec<Action> {
+        let found = match found {
+            Some(f) => Ok(Some(f)),
+            None => self.store.find_sent(&key.0, &key.1),
+        };
+        let (ticket, mut chat) = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => return vec![],
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look a delivery report up");
+                return vec![];
+            }
+        };
+        let ChatState::Sent { ids, undelivered } = &mut chat.state else {
+            return vec![];
+        };
+        let parts = ids.len();
+        match status {
+            DeliveryStatus::InProgress => return vec![],
+            DeliveryStatus::Delivered if *undelivered > 1 => {
+                // Another part still to come. This part's id leaves the
+                // receipt map, so a carrier repeating its report does not
+                // count it twice.
+                *undelivered -= 1;
+                if let Err(e) = self
+                    .store
+                    .update_chat(ticket, &chat)
+                    .and_then(|()| self.store.forget_sent_id(&key.0, &key.1))
+                {
+                    tracing::error!(error = %e, "cannot store a delivery report");
+                }
+                return vec![];
+            }
+            DeliveryStatus::Delivered | DeliveryStatus::Failed(_) => {}
+        }
+        if let Err(e) = self.store.delete_chat(ticket) {
+            tracing::error!(error = %e, "cannot forget a chat");
+        }
+        match status {
+            DeliveryStatus::Delivered => match (chat.receipt, chat.stanza_id) {
+                (true, Some(id)) => vec![Action::Xmpp(OutgoingStanza::Receipt {
+                    from: chat.contact_jid,
+                    to: chat.user_full_jid,
+                    id,
+                })],
+                _ => vec![],
+            },
+            DeliveryStatus::Failed(reason) => {
+                let text = if parts > 1 {
+                    format!("Part of the text was not delivered: {reason}.")
+                } else {
+                    format!("Not delivered: {reason}.")
+                };
+                vec![Action::Xmpp(OutgoingStanza::Error {
+                    from: chat.contact_jid,
+                    to: chat.user_full_jid,
+                    id: chat.stanza_id,
+                    condition: ErrorCondition::RecipientUnavailable,
+                    text,
+                })]
+            }
+            DeliveryStatus::InProgress => vec![],
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Starting and stopping: what the store holds is resumed, and users hear
+//! of an unclean stop.
+
+use super::{Action, Gateway, User};
+use crate::message::OutgoingStanza;
+use crate::store::{ChatState, StoreError};
+use crate::time::{unix_now, utc};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The store's run marker: 1 while a gateway runs, 0 after a clean stop.
+const RUNNING: &str = "running";
+/// When users were last told of an unclean stop (Unix seconds).
+const NOTIFIED: &str = "notified_unclean_stop";
+/// The shortest time between two such notices.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(3600);
+
+impl Gateway {
+    /// After a restart: the actions that finish what the store holds. Chats
+    /// not yet accepted by the carrier are sent (again: one whose request was
+    /// in flight when the program died may go out twice); inbound texts not
+    /// yet taken by the XMPP server are delivered, in order. Old entries are
+    /// expired first.
+    pub fn recover(&self, keep: crate::store::Retention) -> Result<Vec<Action>, StoreError> {
+        let (before, seen_before) = keep.cutoffs(unix_now());
+        let removed = self.store.expire(before, seen_before)?;
+        if removed > 0 {
+            tracing::info!(removed, "expired old entries from the store");
+        }
+        let mut actions = vec![];
+        let chats = self.store.chats()?;
+        let pending = self.store.pending_inbound()?;
+        let mut state = self.state();
+        for (ticket, chat) in chats {
+            // Sent chats stay in the store until their reports come.
+            if chat.state == ChatState::Sending {
+                actions.push(self.send_command(ticket, &chat));
+                state.sending.insert(ticket, chat);
+            }
+        }
+        drop(state);
+        let resent = actions.len();
+        for p in pending {
+            if let Some(fetch) = self.fetch_command(&p.account, p.id, &p.sms) {
+                actions.push(fetch);
+                continue;
+            }
+            match self.inbound_chats(&p.account, &p.sms, Some(p.id)) {
+                Ok(chats) => actions.extend(chats),
+                Err(e) => {
+                    tracing::warn!(account = %p.account, error = %e, "a stored inbound text has nobody to go to now");
+                    self.store.inbound_delivered(p.id)?;
+                }
+            }
+        }
+        if !actions.is_empty() {
+            tracing::info!(
+                chats = resent,
+                inbound = actions.len() - resent,
+                "resuming what was pending before the restart"
+            );
+        }
+        Ok(actions)
+    }
+
+    /// At the start of a run: marks the store as in use and, if the last
+    /// run never ended (the program was killed or crashed), tells each user
+    /// what the gateway last received from them. XEP-0114 has no
+    /// acknowledgements, so chats the server had handed over but the
+    /// gateway had not yet stored are gone without a trace; the notice
+    /// makes that loss visible, and names where it starts. Not repeated
+    /// within [`NOTICE_INTERVAL`] (a crash loop must not flood anyone).
+    pub fn start_run(&self) -> Vec<Action> {
+        let unclean = match self.store.meta(RUNNING) {
+            Ok(v) => v == Some(1),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the store's run marker");
+                false
+            }
+        };
+        if let Err(e) = self.store.set_meta(RUNNING, 1) {
+            tracing::error!(error = %e, "cannot mark the store in use");
+        }
+        if !unclean {
+            return vec![];
+        }
+        let now = unix_now();
+        let recent = self
+            .store
+            .meta(NOTIFIED)
+            .ok()
+            .flatten()
+            .is_some_and(|t| now < t + NOTICE_INTERVAL.as_secs());
+        tracing::warn!("the last run ended without a clean stop (killed or crashed)");
+        if recent {
+            tracing::warn!("users were told of an unclean stop less than an hour ago; not again");
+            return vec![];
+        }
+        let _ = self.store.set_meta(NOTIFIED, now);
+        let last: HashMap<String, crate::store::LastChat> = match self.store.last_chats() {
+            Ok(l) => l.into_iter().map(|l| (l.user.clone(), l)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the users' last chats");
+                HashMap::new()
+            }
+        };
+        let mut users: Vec<&User> = self.routing.by_jid.values().collect();
+        users.sort_by(|a, b| a.jid.cmp(&b.jid));
+        users
+            .into_iter()
+            .map(|u| {
+                let body = match last.get(&u.jid) {
+                    Some(l) => format!(
+                        "The SMS gateway restarted after an unexpected stop. The last chat it received from you was to {} at {} UTC: \"{}\". Anything you sent after that did not reach it: please send it again.",
+                        l.contact_jid.split('@').next().unwrap_or(&l.contact_jid),
+                        utc(l.created),
+                        l.preview
+                    ),
+                    None => "The SMS gateway restarted after an unexpected stop. It has no chat from you on record: anything you sent just before did not reach it; please send it again.".to_owned(),
+                };
+                Action::Xmpp(OutgoingStanza::Chat {
+                    from: self.routing.domain.clone(),
+                    to: u.jid.clone(),
+                    body,
+                    media_url: None,
+                    inbound_id: None,
+                })
+            })
+            .collect()
+    }
+
+    /// At a clean stop: the next start has nothing to report.
+    pub fn end_run(&self) {
+        if let Err(e) = self.store.set_meta(RUNNING, 0) {
+            tracing::error!(error = %e, "cannot mark a clean stop in the store");
+        }
+    }
+}

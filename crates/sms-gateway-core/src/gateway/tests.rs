@@ -1,0 +1,791 @@
+//! The Gateway's rules, fed events one by one.
+
+use super::*;
+use crate::config::Config;
+use crate::message::{
+    ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms, Media,
+    OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
+};
+use crate::phone::PhoneNumber;
+use crate::provider::{ProviderError, ProviderErrorKind};
+use crate::time::utc;
+
+fn gateway() -> Gateway {
+    gateway_with("")
+}
+
+/// [`gateway`] with more TOML (a `[limits]` section) at the end.
+fn gateway_with(extra: &str) -> Gateway {
+    let cfg = Config::from_toml(&format!(
+        r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "x"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1/"
+[phone]
+default_prefix = "+1"
+[providers.main]
+type = "sandbox"
+token = "sandbox-test-token"
+[providers.other]
+type = "sandbox"
+token = "sandbox-test-token"
+max_chars = 20
+max_media = 2
+[providers.strict]
+type = "sandbox"
+token = "sandbox-test-token"
+max_chars = 20
+split_long = false
+[[users]]
+jid = "alice@example.com"
+number = "+15550001111"
+provider = "main"
+[[users]]
+jid = "bob@example.com"
+number = "+15550002222"
+provider = "other"
+[[users]]
+jid = "carol@example.com"
+number = "+15550003333"
+provider = "strict"
+{extra}
+"#,
+    ))
+    .unwrap();
+    let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();
+    Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
+}
+
+fn chat(from: &str, to: &str, body: &str) -> ChatMessage {
+    ChatMessage {
+        from: from.into(),
+        to: to.into(),
+        id: Some("m1".into()),
+        body: body.into(),
+        media: vec![],
+        receipt_requested: true,
+    }
+}
+
+fn n(s: &str) -> PhoneNumber {
+    PhoneNumber::parse(s, None).unwrap()
+}
+
+/// The carrier's answer to chat `ticket`: its parts' `ids`, or `error`.
+fn send_result(ticket: u64, ids: &[&str], error: Option<ProviderError>) -> PstnEvent {
+    PstnEvent::SendResult {
+        ticket,
+        ids: ids.iter().map(|&id| id.into()).collect(),
+        error,
+    }
+}
+
+fn sent_ticket(actions: &[Action]) -> u64 {
+    match actions {
+        [Action::Pstn(PstnCommand::Send { ticket, .. })] => *ticket,
+        other => panic!("expected one send, got {other:?}"),
+    }
+}
+
+/// Past the per-user rate: `resource-constraint` naming the limit;
+/// other users are not held up. Past the parts cap: `not-acceptable`
+/// naming `limits.max_parts`, and no tokens are spent.
+#[test]
+fn over_the_rate_or_the_parts_cap_gets_an_error_naming_the_limit() {
+    let g = gateway_with("[limits]\ntexts_per_minute = 6\ntexts_burst = 3\nmax_parts = 2\n");
+    let to = "+15557654321@sms.example.com";
+    let long = "x".repeat(50); // bob's account: 20 characters a part, so 3 parts
+    let text = expect_error(
+        g.on_chat(chat("bob@example.com/pc", to, &long)),
+        ErrorCondition::NotAcceptable,
+    );
+    assert!(
+        text.contains("limits.max_parts") && text.contains("3 SMS"),
+        "{text}"
+    );
+    for i in 0..3 {
+        let a = g.on_chat(chat("alice@example.com/phone", to, &format!("hi {i}")));
+        assert!(matches!(&a[..], [Action::Pstn(_)]), "{i}: {a:?}");
+    }
+    let text = expect_error(
+        g.on_chat(chat("alice@example.com/phone", to, "one too many")),
+        ErrorCondition::ResourceConstraint,
+    );
+    assert!(
+        text.contains("limits.texts_per_minute") && text.contains("6 SMS a minute"),
+        "{text}"
+    );
+    let a = g.on_chat(chat("bob@example.com/pc", to, "bob is not held up"));
+    assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
+}
+
+#[test]
+fn chat_becomes_a_text_through_the_users_account() {
+    let g = gateway();
+    let a = g.on_chat(chat(
+        "Alice@example.com/phone",
+        "+15557654321@sms.example.com",
+        "hello",
+    ));
+    match &a[..] {
+        [Action::Pstn(PstnCommand::Send { account, parts, .. })] => {
+            let sms = &parts[0];
+            assert_eq!(account, "main");
+            assert_eq!(sms.from, n("+15550001111"));
+            assert_eq!(sms.to, n("+15557654321"));
+            assert_eq!(sms.body, "hello");
+        }
+        other => panic!("{other:?}"),
+    }
+    let b = g.on_chat(chat(
+        "bob@example.com/pc",
+        "5557654321@sms.example.com",
+        "hi",
+    ));
+    match &b[..] {
+        [Action::Pstn(PstnCommand::Send { account, parts, .. })] => {
+            let sms = &parts[0];
+            assert_eq!(account, "other");
+            assert_eq!(sms.to, n("+15557654321"), "default prefix applied");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn expect_error(actions: Vec<Action>, want: ErrorCondition) -> String {
+    match &actions[..] {
+        [Action::Xmpp(OutgoingStanza::Error {
+            condition,
+            text,
+            id,
+            ..
+        })] => {
+            assert_eq!(*condition, want, "{text}");
+            assert_eq!(id.as_deref(), Some("m1"));
+            text.clone()
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unconfigured_sender_gets_an_error() {
+    let g = gateway();
+    let text = expect_error(
+        g.on_chat(chat(
+            "mallory@example.com/x",
+            "+15557654321@sms.example.com",
+            "hi",
+        )),
+        ErrorCondition::RegistrationRequired,
+    );
+    assert!(text.contains("not a user"));
+}
+
+#[test]
+fn invalid_number_gets_an_error_naming_it() {
+    let g = gateway();
+    let text = expect_error(
+        g.on_chat(chat("alice@example.com/x", "pizza@sms.example.com", "hi")),
+        ErrorCondition::JidMalformed,
+    );
+    assert!(text.contains("pizza"), "{text}");
+    // Numbers no country has, typed or as E.164 (#11: they were texted).
+    for to in [
+        "+1555@sms.example.com",
+        "1555@sms.example.com",
+        "1234567@sms.example.com",
+    ] {
+        let text = expect_error(
+            g.on_chat(chat("alice@example.com/x", to, "hi")),
+            ErrorCondition::JidMalformed,
+        );
+        assert!(
+            text.contains("too short") || text.contains("digits"),
+            "{to}: {text}"
+        );
+    }
+    expect_error(
+        g.on_chat(chat("alice@example.com/x", "sms.example.com", "hi")),
+        ErrorCondition::BadRequest,
+    );
+}
+
+#[test]
+fn empty_and_whitespace_bodies_send_nothing() {
+    let g = gateway();
+    assert!(g
+        .on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            ""
+        ))
+        .is_empty());
+    assert!(g
+        .on_chat(chat(
+            "alice@example.com/x",
+            "+15557654321@sms.example.com",
+            " \n"
+        ))
+        .is_empty());
+}
+
+#[test]
+fn carrier_refusal_and_outage_come_back_as_errors() {
+    let g = gateway();
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    let refused =
+        ProviderError::from_http_status(400, "Invalid 'To' Phone Number").with_code("21211");
+    let text = expect_error(
+        g.on_pstn(send_result(t, &[], Some(refused))).0,
+        ErrorCondition::NotAcceptable,
+    );
+    assert!(
+        text.contains("21211") && text.contains("Invalid 'To'"),
+        "{text}"
+    );
+
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    let down = ProviderError::new(ProviderErrorKind::Network, "connection refused");
+    let text = expect_error(
+        g.on_pstn(send_result(t, &[], Some(down))).0,
+        ErrorCondition::RemoteServerTimeout,
+    );
+    assert!(text.contains("unreachable"), "{text}");
+}
+
+#[test]
+fn delivered_gives_a_receipt_and_failed_an_error() {
+    let g = gateway();
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    assert!(g.on_pstn(send_result(t, &["SM1"], None)).0.is_empty());
+    let status = |id: &str, status| PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: id.into(),
+            status,
+        },
+    };
+    assert!(g
+        .on_pstn(status("SM1", DeliveryStatus::InProgress))
+        .0
+        .is_empty());
+    assert_eq!(
+        g.on_pstn(status("SM1", DeliveryStatus::Delivered)).0,
+        vec![Action::Xmpp(OutgoingStanza::Receipt {
+            from: "+15557654321@sms.example.com".into(),
+            to: "alice@example.com/x".into(),
+            id: "m1".into(),
+        })]
+    );
+    // A repeated report finds nothing left to answer.
+    assert!(g
+        .on_pstn(status("SM1", DeliveryStatus::Delivered))
+        .0
+        .is_empty());
+
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    let _ = g.on_pstn(send_result(t, &["SM2"], None));
+    let text = expect_error(
+        g.on_pstn(status(
+            "SM2",
+            DeliveryStatus::Failed("error 30003: Unreachable destination handset".into()),
+        ))
+        .0,
+        ErrorCondition::RecipientUnavailable,
+    );
+    assert!(text.contains("30003"), "{text}");
+}
+
+fn parts_of(actions: &[Action]) -> Vec<OutboundSms> {
+    match actions {
+        [Action::Pstn(PstnCommand::Send { parts, .. })] => parts.clone(),
+        other => panic!("expected one send, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_long_text_is_split_in_order_with_media_on_the_first_part() {
+    let g = gateway();
+    let mut c = chat(
+        "bob@example.com/x",
+        "+15557654321@sms.example.com",
+        "one two three four five six seven eight",
+    );
+    c.media = vec!["https://up.example/a.jpg".into()];
+    let parts = parts_of(&g.on_chat(c));
+    assert!(parts.len() >= 2, "{parts:?}");
+    assert!(
+        parts.iter().all(|p| p.body.chars().count() <= 20),
+        "{parts:?}"
+    );
+    assert_eq!(
+        parts.iter().map(|p| p.body.as_str()).collect::<String>(),
+        "one two three four five six seven eight"
+    );
+    assert_eq!(parts[0].media, vec!["https://up.example/a.jpg".to_owned()]);
+    assert!(parts[1..].iter().all(|p| p.media.is_empty()));
+}
+
+#[test]
+fn split_long_false_refuses_and_media_beyond_the_limit_are_refused() {
+    let g = gateway();
+    let text = expect_error(
+        g.on_chat(chat(
+            "carol@example.com/x",
+            "+15557654321@sms.example.com",
+            "this text is longer than twenty",
+        )),
+        ErrorCondition::NotAcceptable,
+    );
+    assert!(
+        text.contains("split_long") && text.contains("20 characters"),
+        "{text}"
+    );
+    assert_eq!(
+        parts_of(&g.on_chat(chat(
+            "carol@example.com/x",
+            "+15557654321@sms.example.com",
+            "short"
+        )))
+        .len(),
+        1
+    );
+
+    let mut c = chat("bob@example.com/x", "+15557654321@sms.example.com", "");
+    c.media = (0..3)
+        .map(|i| format!("https://up.example/{i}.jpg"))
+        .collect();
+    let text = expect_error(g.on_chat(c), ErrorCondition::NotAcceptable);
+    assert!(text.contains("At most 2 media"), "{text}");
+
+    let mut c = chat("alice@example.com/x", "+15557654321@sms.example.com", "");
+    c.media = vec!["file:///etc/passwd".into()];
+    let text = expect_error(g.on_chat(c), ErrorCondition::BadRequest);
+    assert!(text.contains("http"), "{text}");
+}
+
+#[test]
+fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
+    let g = gateway();
+    let actions = g.on_chat(chat(
+        "bob@example.com/x",
+        "+15557654321@sms.example.com",
+        "one two three four five six seven eight",
+    ));
+    let t = sent_ticket(&actions);
+    let n = parts_of(&actions).len();
+    let ids: Vec<String> = (0..n).map(|i| format!("P{i}")).collect();
+    let _ = g.on_pstn(PstnEvent::SendResult {
+        ticket: t,
+        ids: ids.clone(),
+        error: None,
+    });
+    let delivered = |id: &str| PstnEvent::Status {
+        account: "other".into(),
+        report: StatusReport {
+            message_id: id.into(),
+            status: DeliveryStatus::Delivered,
+        },
+    };
+    for id in &ids[..n - 1] {
+        assert!(
+            g.on_pstn(delivered(id)).0.is_empty(),
+            "no receipt before the last part"
+        );
+        // Carriers repeat reports; a part is counted once.
+        assert!(
+            g.on_pstn(delivered(id)).0.is_empty(),
+            "a repeated report counts nothing"
+        );
+    }
+    assert!(matches!(
+        &g.on_pstn(delivered(&ids[n - 1])).0[..],
+        [Action::Xmpp(OutgoingStanza::Receipt { .. })]
+    ));
+
+    let t = sent_ticket(&g.on_chat(chat(
+        "bob@example.com/x",
+        "+15557654321@sms.example.com",
+        "one two three four five six seven eight",
+    )));
+    let e = ProviderError::new(ProviderErrorKind::CarrierError, "boom");
+    let text = expect_error(
+        g.on_pstn(send_result(t, &["Q0"], Some(e))).0,
+        ErrorCondition::RemoteServerTimeout,
+    );
+    assert!(
+        text.contains("parts 1 to 1 of") && text.contains("part 2 did not"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_part_reported_twice_counts_once_even_after_other_parts() {
+    let g = gateway();
+    let t = sent_ticket(&g.on_chat(chat(
+        "bob@example.com/x",
+        "+15557654321@sms.example.com",
+        "one two three four five six seven eight nine ten eleven twelve",
+    )));
+    let _ = g.on_pstn(send_result(t, &["R0", "R1", "R2"], None));
+    let delivered = |id: &str| PstnEvent::Status {
+        account: "other".into(),
+        report: StatusReport {
+            message_id: id.into(),
+            status: DeliveryStatus::Delivered,
+        },
+    };
+    assert!(g.on_pstn(delivered("R0")).0.is_empty());
+    assert!(g.on_pstn(delivered("R1")).0.is_empty());
+    // R0 again, after R1 was stored: still counted once.
+    assert!(
+        g.on_pstn(delivered("R0")).0.is_empty(),
+        "a repeat after another part's report counts nothing"
+    );
+    assert!(matches!(
+        &g.on_pstn(delivered("R2")).0[..],
+        [Action::Xmpp(OutgoingStanza::Receipt { .. })]
+    ));
+}
+
+#[test]
+fn a_report_that_overtakes_its_send_result_still_counts() {
+    let g = gateway();
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    let early = PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: "SM9".into(),
+            status: DeliveryStatus::Delivered,
+        },
+    };
+    assert!(g.on_pstn(early).0.is_empty());
+    let (actions, _) = g.on_pstn(send_result(t, &["SM9"], None));
+    assert!(
+        matches!(&actions[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let cfg_gateway = gateway();
+    let make = || {
+        Gateway::with_store(
+            cfg_gateway.routing.clone(),
+            Arc::default(),
+            store.clone(),
+            DEFAULT_RETRY_DEADLINE,
+        )
+    };
+    let before = make();
+    let t1 = sent_ticket(&before.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "sent",
+    )));
+    let _ = before.on_pstn(send_result(t1, &["SM1"], None));
+    let t2 = sent_ticket(&before.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "pending",
+    )));
+    let sms = InboundSms {
+        id: "SMin".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "in".into(),
+        media: vec![],
+    };
+    let _ = before.on_inbound("main", &sms).unwrap();
+    drop(before);
+
+    // The program dies; a new gateway starts on the same store.
+    let after = make();
+    let actions = after
+        .recover(crate::store::Retention {
+            texts: Duration::from_secs(86_400),
+            seen: Duration::from_secs(86_400),
+        })
+        .unwrap();
+    assert!(actions.iter().any(|a| matches!(a, Action::Pstn(PstnCommand::Send { ticket, parts, .. }) if *ticket == t2 && parts[0].body == "pending")), "{actions:?}");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Pstn(PstnCommand::Send { ticket, .. }) if *ticket == t1)),
+        "accepted chats are not resent"
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Chat { body, inbound_id: Some(_), .. }) if body == "in")), "{actions:?}");
+    // The delivery report of the chat sent before the restart still makes its receipt.
+    let (receipt, _) = after.on_pstn(PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: "SM1".into(),
+            status: DeliveryStatus::Delivered,
+        },
+    });
+    assert!(
+        matches!(&receipt[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
+        "{receipt:?}"
+    );
+    assert_eq!(
+        store.chats().unwrap().len(),
+        1,
+        "the delivered chat left the store; the pending one stays"
+    );
+    // And the carrier's retry of the inbound webhook is still recognised.
+    assert_eq!(after.on_inbound("main", &sms), Ok(vec![]));
+}
+
+#[test]
+fn a_timeout_is_reported_and_not_retried() {
+    let g = gateway();
+    let t = sent_ticket(&g.on_chat(chat(
+        "alice@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    let e = ProviderError::new(ProviderErrorKind::Timeout, "no answer within 30s");
+    let text = expect_error(
+        g.on_pstn(send_result(t, &[], Some(e))).0,
+        ErrorCondition::RemoteServerTimeout,
+    );
+    assert!(
+        text.contains("may or may not") && text.contains("not sent again"),
+        "{text}"
+    );
+    assert!(
+        g.store.chats().unwrap().is_empty(),
+        "reported, so it leaves the store"
+    );
+}
+
+#[test]
+fn inbound_text_and_media_become_chats() {
+    let g = gateway();
+    let sms = InboundSms {
+        id: "SMx".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "hey".into(),
+        media: vec![
+            Media::new("https://carrier.example/1", Some("image/jpeg".into())),
+            Media::new("https://carrier.example/2", Some("image/png".into())),
+        ],
+    };
+    let a = g.on_inbound("main", &sms).unwrap();
+    let stored = g.store.pending_inbound().unwrap();
+    assert_eq!(stored.len(), 1, "stored before it is answered");
+    let id = stored[0].id;
+    // Media are fetched first; the chats wait for them.
+    let [Action::Pstn(PstnCommand::FetchMedia {
+        account,
+        id: fetch_id,
+        user,
+        sms: to_fetch,
+        ..
+    })] = &a[..]
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        (account.as_str(), *fetch_id, user.as_str()),
+        ("main", id, "alice@example.com")
+    );
+    assert_eq!(to_fetch, &sms);
+    // A restart before the fetch ends fetches again.
+    let again = g
+        .recover(crate::config::StoreConfig::default().keep())
+        .unwrap();
+    assert!(
+        matches!(&again[..], [Action::Pstn(PstnCommand::FetchMedia { id: i, .. })] if *i == id),
+        "{again:?}"
+    );
+    let mut fetched = sms.clone();
+    fetched.media[0].fetched = Some(Fetched::Served {
+        url: "https://gw.example/media/0123/1.jpg".into(),
+    });
+    fetched.media[1].fetched = Some(Fetched::Failed {
+        reason: "the carrier no longer has it (HTTP 404)".into(),
+    });
+    let (chats, ack) = g.on_pstn(PstnEvent::MediaFetched {
+        account: "main".into(),
+        id,
+        sms: fetched.clone(),
+    });
+    assert!(ack.is_none());
+    let chat = |body: &str, media_url: Option<&str>, inbound_id| {
+        Action::Xmpp(OutgoingStanza::Chat {
+            from: "+15557654321@sms.example.com".into(),
+            to: "alice@example.com".into(),
+            body: body.into(),
+            media_url: media_url.map(Into::into),
+            inbound_id,
+        })
+    };
+    assert_eq!(
+        chats,
+        vec![
+            chat("hey", None, None),
+            chat(
+                "https://gw.example/media/0123/1.jpg",
+                Some("https://gw.example/media/0123/1.jpg"),
+                None
+            ),
+            chat(
+                "[Attachment 2 of 2 (image/png) could not be fetched: the carrier no longer has it (HTTP 404).]",
+                None,
+                Some(id)
+            ),
+        ]
+    );
+    // Kept so: a restart now delivers without fetching.
+    assert_eq!(g.store.pending_inbound().unwrap()[0].sms, fetched);
+    let again = g
+        .recover(crate::config::StoreConfig::default().keep())
+        .unwrap();
+    assert_eq!(again, chats);
+    // The carrier's retry of the same webhook delivers nothing new.
+    assert_eq!(g.on_inbound("main", &sms), Ok(vec![]));
+    // Once written to the server, it leaves the store.
+    assert!(g.on_xmpp(XmppEvent::Delivered(id)).is_empty());
+    assert!(g.store.pending_inbound().unwrap().is_empty());
+    // Alice's number on the wrong account is nobody's.
+    assert_eq!(
+        g.on_inbound("other", &sms),
+        Err(InboundRejected::UnknownNumber("+15550001111".into()))
+    );
+}
+
+#[test]
+fn with_media_store_link_the_carriers_urls_go_as_they_are() {
+    let g = gateway_with("[media]\nstore = \"link\"\n");
+    let sms = InboundSms {
+        id: "SMy".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: String::new(),
+        media: vec![Media::new("https://m.example/1.jpg", None)],
+    };
+    let a = g.on_inbound("main", &sms).unwrap();
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { media_url: Some(u), .. })] if u == "https://m.example/1.jpg"),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn media_links_on_private_addresses_are_refused_unless_relayed() {
+    let mut c = chat(
+        "alice@example.com/phone",
+        "+15557654321@sms.example.com",
+        "",
+    );
+    c.media = vec!["http://127.0.0.1:5280/upload/a.jpg".into()];
+    let text = expect_error(gateway().on_chat(c.clone()), ErrorCondition::NotAcceptable);
+    assert!(text.contains("media.relay_private_urls"), "{text}");
+    let relayed = gateway_with("[media]\nrelay_private_urls = true\n").on_chat(c);
+    assert!(
+        matches!(&relayed[..], [Action::Pstn(PstnCommand::Send { .. })]),
+        "{relayed:?}"
+    );
+}
+
+#[test]
+fn utc_matches_python() {
+    // python3: datetime.fromtimestamp(t, timezone.utc).strftime('%Y-%m-%d %H:%M:%S')
+    for (t, want) in [
+        (0, "1970-01-01 00:00:00"),
+        (951_782_400, "2000-02-29 00:00:00"),
+        (1_709_251_199, "2024-02-29 23:59:59"),
+        (1_795_762_352, "2026-11-27 06:52:32"),
+        (4_102_444_800, "2100-01-01 00:00:00"),
+        (253_402_300_799, "9999-12-31 23:59:59"),
+    ] {
+        assert_eq!(utc(t), want, "{t}");
+    }
+}
+
+fn notices(actions: &[Action]) -> Vec<(String, String, String)> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Chat { from, to, body, .. }) => {
+                (from.clone(), to.clone(), body.clone())
+            }
+            other => panic!("not a notice: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
+    let g = gateway();
+    assert!(g.start_run().is_empty(), "a new store: nothing to tell");
+    g.on_chat(chat(
+        "alice@example.com/phone",
+        "+15557654321@sms.example.com",
+        "first",
+    ));
+    g.on_chat(chat(
+        "Alice@example.com/laptop",
+        "+15557654322@sms.example.com",
+        "the last one, with more than forty characters in it",
+    ));
+    // The process dies here: no end_run. The next run shares the store.
+    let next = Gateway::with_store(
+        g.routing.clone(),
+        Arc::default(),
+        g.store.clone(),
+        DEFAULT_RETRY_DEADLINE,
+    );
+    let told = notices(&next.start_run());
+    assert_eq!(told.len(), 3, "every configured user: {told:?}");
+    let (from, to, body) = &told[0];
+    assert_eq!(
+        (from.as_str(), to.as_str()),
+        ("sms.example.com", "alice@example.com")
+    );
+    assert!(body.contains("unexpected stop"), "{body}");
+    assert!(body.contains("to +15557654322 at "), "{body}");
+    assert!(
+        body.contains("\"the last one, with more than forty chara…\""),
+        "{body}"
+    );
+    assert!(
+        told[1].2.contains("no chat from you on record"),
+        "{}",
+        told[1].2
+    );
+    // Killed again at once: not told twice within the hour.
+    assert!(next.start_run().is_empty());
+    // A clean stop leaves nothing to tell.
+    next.end_run();
+    assert!(next.start_run().is_empty());
+}
