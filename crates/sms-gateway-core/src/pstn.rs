@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 /// How long webhooks are answered 503 on shutdown before the server stops.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// How long requests already sent to a carrier get to be answered at
+/// shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// How many API requests one account may have in flight at once.
 const SENDS_PER_ACCOUNT: usize = 16;
 
@@ -187,7 +191,32 @@ impl PstnProcess {
         let _ = tokio::time::timeout(DRAIN_GRACE * 4, permits.acquire_many(all)).await;
     }
 
+    /// Takes the Gateway's commands until `shutdown`; each runs on a task
+    /// of its own. At shutdown, retries waiting for their time and fetches
+    /// stop at once (what they were doing stays in the store for the next
+    /// start), and requests already sent get [`STOP_GRACE`] to be
+    /// answered; then the rest is aborted, so nothing is sent once this
+    /// returns.
     async fn send_loop(&self, shutdown: CancellationToken) {
+        let tasks = tokio_util::task::TaskTracker::new();
+        self.take_commands(&tasks, &shutdown).await;
+        tasks.close();
+        if tokio::time::timeout(STOP_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "carrier requests still unanswered at shutdown; abandoned (their chats stay pending in the store)"
+            );
+        }
+    }
+
+    async fn take_commands(
+        &self,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
         let mut commands = self.inner.commands.lock().await;
         loop {
             #[cfg(feature = "fault-injection")]
@@ -207,13 +236,20 @@ impl PstnProcess {
                     retry_until,
                 } => {
                     let inner = self.inner.clone();
+                    let shutdown = shutdown.clone();
                     // Each chat is sent on its own task, limited per account, so
                     // a slow carrier account does not hold up the others; the
                     // parts of one chat go out in order.
-                    tokio::spawn(async move {
-                        let (ids, error) = inner
-                            .send_parts(ticket, &account, &parts, retry_until)
-                            .await;
+                    tasks.spawn(async move {
+                        let Some((ids, error)) = inner
+                            .send_parts(ticket, &account, &parts, retry_until, &shutdown)
+                            .await
+                        else {
+                            // Stopped while waiting to retry: the chat is
+                            // still pending in the store, and is sent by the
+                            // next start.
+                            return;
+                        };
                         // The channel is the component's: it outlives a Gateway restart.
                         let _ = inner
                             .to_gateway
@@ -230,7 +266,7 @@ impl PstnProcess {
                 } => {
                     let inner = self.inner.clone();
                     let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let (Some(media), Some(provider)) =
                             (inner.media.as_ref(), inner.accounts.get(&account))
                         else {
@@ -279,14 +315,15 @@ impl Inner {
         account: &str,
         parts: &[crate::OutboundSms],
         retry_until: u64,
-    ) -> (Vec<String>, Option<crate::ProviderError>) {
+        shutdown: &CancellationToken,
+    ) -> Option<(Vec<String>, Option<crate::ProviderError>)> {
         let (Some(provider), Some(limit)) = (self.accounts.get(account), self.limits.get(account))
         else {
             let e = crate::ProviderError::new(
                 crate::ProviderErrorKind::Rejected,
                 format!("no provider account {account:?}"),
             );
-            return (vec![], Some(e));
+            return Some((vec![], Some(e)));
         };
         let relayed;
         let parts = if parts
@@ -298,7 +335,7 @@ impl Inner {
                     relayed = p;
                     &relayed[..]
                 }
-                Err(e) => return (vec![], Some(e)),
+                Err(e) => return Some((vec![], Some(e))),
             }
         } else {
             parts
@@ -329,17 +366,20 @@ impl Inner {
                             tracing::warn!(%account, ticket, attempts = attempt + 1, error = %e, "giving up: the retry deadline has passed");
                             let mut e = e;
                             e.message = format!("{} (tried {} times)", e.message, attempt + 1);
-                            return (ids, Some(e));
+                            return Some((ids, Some(e)));
                         }
                         tracing::info!(%account, ticket, attempt = attempt + 1, retry_in = ?delay, error = %e, "temporary failure; retrying");
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(delay) => {}
+                        }
                         attempt += 1;
                     }
-                    Err(e) => return (ids, Some(e)),
+                    Err(e) => return Some((ids, Some(e))),
                 }
             }
         }
-        (ids, None)
+        Some((ids, None))
     }
 }
 
@@ -693,6 +733,86 @@ mod tests {
             body.len()
         )
         .into_bytes()
+    }
+
+    /// A carrier that always fails for now, counting the requests.
+    struct Failing(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl PstnProvider for Failing {
+        async fn send(&self, _: &crate::OutboundSms) -> Result<String, crate::ProviderError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let mut e = crate::ProviderError::new(crate::ProviderErrorKind::CarrierError, "503");
+            e.retry_after = Some(Duration::from_secs(1));
+            Err(e)
+        }
+        fn webhook(
+            &self,
+            _: &WebhookRequest,
+        ) -> Result<crate::provider::WebhookReply, crate::provider::WebhookError> {
+            Err(crate::provider::WebhookError::NotFound("none".into()))
+        }
+    }
+
+    /// A send waiting to retry stops with the process: nothing reaches the
+    /// carrier once `run` has returned (the chat stays in the store for the
+    /// next start), and no result goes to the Gateway.
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_with_the_process() {
+        let config = Config::from_toml(
+            "[xmpp]\nserver = \"127.0.0.1:1\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/hooks\"\n",
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let failing = Arc::new(Failing(Default::default()));
+        let mut accounts: BTreeMap<String, Arc<dyn PstnProvider>> = BTreeMap::new();
+        accounts.insert("f".into(), failing.clone());
+        let (to_gateway, mut from_pstn) = mpsc::channel(8);
+        let (commands_tx, commands) = mpsc::channel(1);
+        let pstn = PstnProcess::new(
+            &config,
+            accounts,
+            listener,
+            to_gateway,
+            Arc::new(tokio::sync::Mutex::new(commands)),
+            None,
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move { pstn.run(stop).await });
+        let n = crate::PhoneNumber::parse("+15557654321", None).unwrap();
+        commands_tx
+            .send(PstnCommand::Send {
+                account: "f".into(),
+                parts: vec![crate::OutboundSms {
+                    from: n.clone(),
+                    to: n,
+                    body: "hi".into(),
+                    media: vec![],
+                }],
+                ticket: 1,
+                retry_until: u64::MAX,
+            })
+            .await
+            .unwrap();
+        while failing.0.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let sent = failing.0.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            failing.0.load(Ordering::SeqCst),
+            sent,
+            "nothing sent after run returned"
+        );
+        assert!(
+            from_pstn.try_recv().is_err(),
+            "no result for an unfinished send"
+        );
     }
 
     /// A client that never finishes its headers is cut off after
