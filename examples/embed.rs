@@ -65,8 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "examples/embed.toml".into());
 
-    // The registry knows `sandbox`; add our own type beside it.
+    // The provider types this program offers: the built-in sandbox and
+    // our own.
     let mut registry = ProviderRegistry::new();
+    registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
     registry.register("echo", echo_factory);
 
     let config = Config::load(path.as_ref())?;

@@ -26,7 +26,11 @@ fn gateway() -> Gateway {
     )
     .unwrap();
     let providers = cfg
-        .validate(&sms_gateway_core::ProviderRegistry::new())
+        .validate(&{
+            let mut r = sms_gateway_core::ProviderRegistry::new();
+            r.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+            r
+        })
         .unwrap();
     Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
 }

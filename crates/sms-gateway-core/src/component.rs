@@ -11,7 +11,6 @@ use crate::gateway::{Gateway, GatewayState, Routing};
 use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
 use crate::pstn::PstnProcess;
 use crate::store::{MemoryStore, Store};
-use crate::Lent;
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -42,6 +41,10 @@ pub type ProcessError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The XMPP side's channels, lent by the component to each incarnation of
 /// the XMPP process.
+/// A resource the component owns and lends to each incarnation of a process:
+/// the process locks it while it runs; after a crash the next one takes it.
+pub type Lent<T> = Arc<tokio::sync::Mutex<T>>;
+
 #[derive(Clone)]
 pub struct XmppChannels {
     /// Chats for the Gateway.
@@ -430,7 +433,7 @@ mod tests {
              [providers.main]\ntype = \"sandbox\"\ntoken = \"sandbox-test-token\"\n",
         )
         .unwrap();
-        let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();
+        let providers = cfg.validate(&crate::sandbox::registry()).unwrap();
         let store = Arc::new(MemoryStore::default());
         let gateway = Gateway::with_store(
             Arc::new(Routing::new(&cfg, &providers)),

@@ -930,7 +930,7 @@ provider = "main"
 "#;
 
     fn check(text: &str) -> Result<Providers, ConfigError> {
-        Config::from_toml(text)?.validate(&ProviderRegistry::new())
+        Config::from_toml(text)?.validate(&crate::sandbox::registry())
     }
 
     /// Environment overrides reach the key as the exact string given
@@ -1086,7 +1086,7 @@ provider = "main"
     #[test]
     fn good_config_validates() {
         let cfg = Config::from_toml(GOOD).unwrap();
-        let p = cfg.validate(&ProviderRegistry::new()).unwrap();
+        let p = cfg.validate(&crate::sandbox::registry()).unwrap();
         assert_eq!(p.accounts.keys().collect::<Vec<_>>(), ["main"]);
         assert_eq!(cfg.http.public_base(), "https://sms.example.com/hooks");
         assert_eq!(cfg.http.base_path(), "/hooks");

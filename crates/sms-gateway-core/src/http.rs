@@ -9,7 +9,7 @@
 //! through reqwest and takes 31,000 this way (callgrind,
 //! `docs/benchmarks.md`).
 
-use crate::provider::{ProviderError, ProviderErrorKind};
+use crate::message::{ProviderError, ProviderErrorKind};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;

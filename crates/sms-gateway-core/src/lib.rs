@@ -36,7 +36,7 @@ pub mod testkit;
 pub mod text;
 pub(crate) mod time;
 
-pub use component::{Component, ComponentError, ProcessError, XmppChannels, XmppLink};
+pub use component::{Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink};
 pub use config::{Config, ConfigError, Providers};
 pub use gateway::{Action, Gateway, GatewayState, Routing};
 pub use message::*;
@@ -48,7 +48,3 @@ pub use provider::{
 pub use sandbox::SandboxProvider;
 pub use secret::Secret;
 pub use tokio_util::sync::CancellationToken;
-
-/// A resource the component owns and lends to each incarnation of a process:
-/// the process locks it while it runs; after a crash the next one takes it.
-pub type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;

@@ -7,104 +7,13 @@
 //! client and its wire formats.
 
 use crate::message::{InboundSms, Media, OutboundSms, StatusReport};
+pub use crate::message::{ProviderError, ProviderErrorKind};
 use crate::text::Limits;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-
-/// Why a send failed, in a form the retry logic can ask questions of.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.describe())]
-pub struct ProviderError {
-    /// What kind of failure.
-    pub kind: ProviderErrorKind,
-    /// The carrier's own error code (`21211`, `"10011"`), when it gave one.
-    pub code: Option<String>,
-    /// The carrier's message, or what went wrong on the way.
-    pub message: String,
-    /// How long the carrier asked us to wait (`Retry-After`), if it did.
-    pub retry_after: Option<std::time::Duration>,
-}
-
-/// The kinds of [`ProviderError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderErrorKind {
-    /// The carrier refused the message and will refuse it again (4xx other than 429).
-    Rejected,
-    /// The carrier asked us to slow down (429).
-    RateLimited,
-    /// The carrier failed (5xx).
-    CarrierError,
-    /// The carrier could not be reached: the request did not leave.
-    Network,
-    /// No answer: the request left but the answer did not come (a timeout,
-    /// a connection broken mid-way). The carrier may have taken the message,
-    /// so sending it again could make a duplicate: not retried.
-    Timeout,
-    /// Our credentials were refused (401/403): fix the config.
-    Unauthorized,
-}
-
-impl ProviderError {
-    /// A new error of `kind` with a message.
-    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
-        ProviderError {
-            kind,
-            code: None,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// Adds the carrier's error code.
-    pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
-        self
-    }
-
-    /// Classifies an HTTP status the carrier answered with.
-    pub fn from_http_status(status: u16, message: impl Into<String>) -> Self {
-        let kind = match status {
-            429 => ProviderErrorKind::RateLimited,
-            401 | 403 => ProviderErrorKind::Unauthorized,
-            400..=499 => ProviderErrorKind::Rejected,
-            _ => ProviderErrorKind::CarrierError,
-        };
-        ProviderError::new(kind, message)
-    }
-
-    /// Whether trying again later may succeed and cannot duplicate the text:
-    /// rate limits, carrier 5xx and failures to connect are temporary;
-    /// refusals are not, and neither is a request left unanswered
-    /// ([`ProviderErrorKind::Timeout`]), which may have been taken.
-    pub fn is_temporary(&self) -> bool {
-        matches!(
-            self.kind,
-            ProviderErrorKind::RateLimited
-                | ProviderErrorKind::CarrierError
-                | ProviderErrorKind::Network
-        )
-    }
-
-    fn describe(&self) -> String {
-        let what = match self.kind {
-            ProviderErrorKind::Rejected => "carrier refused the message",
-            ProviderErrorKind::RateLimited => "carrier rate limit",
-            ProviderErrorKind::CarrierError => "carrier error",
-            ProviderErrorKind::Network => "carrier unreachable",
-            ProviderErrorKind::Timeout => {
-                "carrier did not answer (the text may or may not have been sent)"
-            }
-            ProviderErrorKind::Unauthorized => "carrier refused our credentials",
-        };
-        match &self.code {
-            Some(code) => format!("{what}: error {code}: {}", self.message),
-            None => format!("{what}: {}", self.message),
-        }
-    }
-}
 
 /// A webhook request as the PSTN process received it.
 #[derive(Clone)]
@@ -377,13 +286,13 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    /// A registry that knows only the built-in `sandbox` provider.
+    /// A registry that knows no provider type yet: register each one a
+    /// program offers, the built-in sandbox included
+    /// (`r.register("sandbox", SandboxProvider::from_config)`).
     pub fn new() -> Self {
-        let mut r = ProviderRegistry {
+        ProviderRegistry {
             factories: BTreeMap::new(),
-        };
-        r.register("sandbox", crate::sandbox::SandboxProvider::from_config);
-        r
+        }
     }
 
     /// Makes `type = "{kind}"` build providers with `factory`.

@@ -9,7 +9,8 @@
 use crate::config::Config;
 use crate::message::{InboundRejected, PstnCommand, PstnEvent};
 use crate::provider::{PstnProvider, WebhookEvent, WebhookRequest};
-use crate::Lent;
+/// What the component lends a process (see `crate::component::Lent`).
+type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};

@@ -90,6 +90,14 @@ struct InjectStatus {
     error: Option<String>,
 }
 
+/// A registry with only the sandbox, for tests.
+#[cfg(test)]
+pub(crate) fn registry() -> crate::ProviderRegistry {
+    let mut r = crate::ProviderRegistry::new();
+    r.register("sandbox", SandboxProvider::from_config);
+    r
+}
+
 impl SandboxProvider {
     /// A sandbox for `account` that requires `token`.
     pub fn new(account: impl Into<String>, token: Secret) -> Self {

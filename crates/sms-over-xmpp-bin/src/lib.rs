@@ -37,9 +37,8 @@ pub enum Command {
 /// Every provider type this build knows: `sandbox` always, the others by
 /// cargo feature.
 pub fn registry() -> ProviderRegistry {
-    // Mutated only by the provider features.
-    #[allow(unused_mut)]
     let mut r = ProviderRegistry::new();
+    r.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
     #[cfg(feature = "twilio")]
     r.register("twilio", sms_pstn_twilio::TwilioProvider::from_config);
     #[cfg(feature = "telnyx")]

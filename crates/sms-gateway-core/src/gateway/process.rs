@@ -5,7 +5,8 @@
 
 use super::{Action, Gateway};
 use crate::message::{ErrorCondition, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
-use crate::Lent;
+/// What the component lends a process (see `crate::component::Lent`).
+type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -56,7 +56,7 @@ provider = "strict"
 "#,
     ))
     .unwrap();
-    let providers = cfg.validate(&crate::ProviderRegistry::new()).unwrap();
+    let providers = cfg.validate(&crate::sandbox::registry()).unwrap();
     Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
 }
 
