@@ -50,7 +50,7 @@ impl PstnProvider for EchoProvider {
 fn echo_factory(
     ctx: &ProviderContext,
     settings: serde_json::Value,
-) -> Result<Arc<dyn PstnProvider>, String> {
+) -> Result<Arc<dyn PstnProvider>, sms_gateway_core::ProviderConfigError> {
     let EchoConfig {} = provider_settings(settings)?;
     Ok(Arc::new(EchoProvider {
         account: ctx.account.clone(),

@@ -789,22 +789,13 @@ impl Config {
                 webhook_base: format!("{}/{name}", self.http.public_base()),
             };
             let settings = serde_json::Value::Object(p.settings.clone().into_iter().collect());
-            let provider = factory(&ctx, settings).map_err(|reason| {
-                // Name the key itself when the reason quotes one: `auth_token`.
-                let key = match reason.split('`').nth(1) {
-                    Some(k)
-                        if !k.is_empty()
-                            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-                    {
-                        format!("providers.{name}.{k}")
-                    }
-                    _ => format!("providers.{name}"),
-                };
-                ConfigError::Invalid {
-                    key,
-                    value: format!("type = {}", p.kind),
-                    reason,
-                }
+            let provider = factory(&ctx, settings).map_err(|e| ConfigError::Invalid {
+                key: match &e.key {
+                    Some(k) => format!("providers.{name}.{k}"),
+                    None => format!("providers.{name}"),
+                },
+                value: format!("type = {}", p.kind),
+                reason: e.reason,
             })?;
             accounts.insert(name.clone(), provider);
         }

@@ -42,8 +42,8 @@ pub use gateway::{Action, Gateway, GatewayState, Routing};
 pub use message::*;
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{
-    ProviderContext, ProviderError, ProviderErrorKind, ProviderFactory, ProviderRegistry,
-    PstnProvider, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
+    ProviderConfigError, ProviderContext, ProviderError, ProviderErrorKind, ProviderFactory,
+    ProviderRegistry, PstnProvider, WebhookError, WebhookEvent, WebhookReply, WebhookRequest,
 };
 pub use sandbox::SandboxProvider;
 pub use secret::Secret;

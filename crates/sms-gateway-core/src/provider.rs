@@ -277,7 +277,36 @@ impl ProviderContext {
 /// A function that builds a provider from its `[providers.NAME]` table
 /// (everything but `type`), or says which key is wrong.
 pub type ProviderFactory =
-    fn(&ProviderContext, serde_json::Value) -> Result<Arc<dyn PstnProvider>, String>;
+    fn(&ProviderContext, serde_json::Value) -> Result<Arc<dyn PstnProvider>, ProviderConfigError>;
+
+/// Why a provider account's settings were refused: the key at fault (within
+/// `[providers.NAME]`), when one is, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ProviderConfigError {
+    /// The key, e.g. `auth_token`; `None` when the table as a whole is wrong.
+    pub key: Option<String>,
+    /// Why, in words that never quote a secret.
+    pub reason: String,
+}
+
+impl ProviderConfigError {
+    /// `key`'s value is wrong.
+    pub fn key(key: &str, reason: impl Into<String>) -> Self {
+        ProviderConfigError {
+            key: Some(key.to_owned()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Something not tied to one key (TLS could not be set up, say).
+    pub fn whole(reason: impl Into<String>) -> Self {
+        ProviderConfigError {
+            key: None,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// The provider types a program knows, by their `type = "…"` name.
 #[derive(Clone, Default)]
@@ -318,12 +347,22 @@ impl fmt::Debug for ProviderRegistry {
     }
 }
 
-/// Deserialises a provider's settings table, naming the account in errors:
-/// `providers.main: missing field `auth_token``.
+/// Deserialises a provider's settings table. serde names the field it
+/// could not read between backticks (`missing field `auth_token``), and
+/// that is the key of the error.
 pub fn provider_settings<T: serde::de::DeserializeOwned>(
     settings: serde_json::Value,
-) -> Result<T, String> {
-    serde_json::from_value(settings).map_err(|e| e.to_string())
+) -> Result<T, ProviderConfigError> {
+    serde_json::from_value(settings).map_err(|e| {
+        let reason = crate::text::redact_quoted(&e.to_string());
+        let key = e
+            .to_string()
+            .split('`')
+            .nth(1)
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .map(str::to_owned);
+        ProviderConfigError { key, reason }
+    })
 }
 
 #[cfg(test)]

@@ -115,11 +115,12 @@ impl SandboxProvider {
     pub fn from_config(
         ctx: &ProviderContext,
         settings: serde_json::Value,
-    ) -> Result<Arc<dyn PstnProvider>, String> {
+    ) -> Result<Arc<dyn PstnProvider>, crate::provider::ProviderConfigError> {
         let cfg: SandboxConfig = provider_settings(settings)?;
         if cfg.token.expose().chars().count() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "`token` must be at least {MIN_TOKEN_LEN} characters long"
+            return Err(crate::provider::ProviderConfigError::key(
+                "token",
+                format!("`token` must be at least {MIN_TOKEN_LEN} characters long"),
             ));
         }
         let mut sandbox = SandboxProvider::new(ctx.account.clone(), cfg.token);
@@ -412,7 +413,8 @@ mod tests {
         let Err(e) = SandboxProvider::from_config(&ctx, serde_json::json!({"token": "t"})) else {
             panic!("a one-character token was accepted")
         };
-        assert!(e.contains("at least 16"), "{e}");
+        assert!(e.reason.contains("at least 16"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("token"));
         assert!(SandboxProvider::from_config(
             &ctx,
             serde_json::json!({"token": "sixteen-chars-ok"})

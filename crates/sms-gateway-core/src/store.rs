@@ -15,8 +15,45 @@ use std::sync::Mutex;
 /// A store failure. The Gateway treats it as "not stored": an inbound
 /// webhook is answered 5xx (the carrier retries), a chat gets an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+#[error("store: {message}")]
+pub struct StoreError {
+    /// What kind of failure.
+    pub kind: StoreErrorKind,
+    /// What happened, for the log (never a message's text).
+    pub message: String,
+}
+
+/// The kinds of [`StoreError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store is busy or in use elsewhere (another gateway on the same
+    /// file, a lock held): trying again may work.
+    Busy,
+    /// Reading or writing failed (disk full, I/O error, connection lost):
+    /// trying again may work.
+    Io,
+    /// What the store holds cannot be read (corrupt, or a schema newer than
+    /// this program).
+    Corrupt,
+    /// Anything else (a bug, a bad path).
+    Other,
+}
+
+impl StoreError {
+    /// A new error of `kind`.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self.kind, StoreErrorKind::Busy | StoreErrorKind::Io)
+    }
+}
 
 /// Where a chat stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use sms_gateway_core::provider::provider_settings;
+use sms_gateway_core::provider::{provider_settings, ProviderConfigError};
 use sms_gateway_core::{
     OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
     WebhookRequest,
@@ -64,27 +64,37 @@ pub struct SignalWireProvider {
 
 impl SignalWireProvider {
     /// A provider for `config`, whose webhooks live under `ctx`.
-    pub fn new(ctx: &ProviderContext, config: SignalWireConfig) -> Result<Self, String> {
+    pub fn new(
+        ctx: &ProviderContext,
+        config: SignalWireConfig,
+    ) -> Result<Self, ProviderConfigError> {
         if config.space.is_empty() || config.space.contains(['/', ':', ' ']) {
-            return Err(format!(
-                "`space` = {:?}: expected a host name such as example.signalwire.com",
-                config.space
+            return Err(ProviderConfigError::key(
+                "space",
+                format!(
+                    "`space` = {:?}: expected a host name such as example.signalwire.com",
+                    config.space
+                ),
             ));
         }
-        if config.project_id.is_empty() {
-            return Err("`project_id` must not be empty".into());
-        }
-        if config.api_token.is_empty() {
-            return Err("`api_token` must not be empty".into());
-        }
-        if config.signing_key.is_empty() {
-            return Err("`signing_key` must not be empty".into());
+        for (key, empty) in [
+            ("project_id", config.project_id.is_empty()),
+            ("api_token", config.api_token.is_empty()),
+            ("signing_key", config.signing_key.is_empty()),
+        ] {
+            if empty {
+                return Err(ProviderConfigError::key(
+                    key,
+                    format!("`{key}` must not be empty"),
+                ));
+            }
         }
         let base = laml::api_base(
             &config
                 .api_base
                 .unwrap_or_else(|| format!("https://{}", config.space)),
-        )?;
+        )
+        .map_err(|r| ProviderConfigError::key("api_base", r))?;
         let client = laml::LamlClient::new(
             "SignalWire",
             format!(
@@ -96,7 +106,8 @@ impl SignalWireProvider {
             ctx.hook_url("status"),
             MAX_MEDIA,
             std::time::Duration::from_secs(config.timeout_secs),
-        )?;
+        )
+        .map_err(ProviderConfigError::whole)?;
         Ok(SignalWireProvider {
             client,
             signing_key: config.signing_key,
@@ -107,7 +118,7 @@ impl SignalWireProvider {
     pub fn from_config(
         ctx: &ProviderContext,
         settings: serde_json::Value,
-    ) -> Result<Arc<dyn PstnProvider>, String> {
+    ) -> Result<Arc<dyn PstnProvider>, ProviderConfigError> {
         let config: SignalWireConfig = provider_settings(settings)?;
         Ok(Arc::new(SignalWireProvider::new(ctx, config)?))
     }

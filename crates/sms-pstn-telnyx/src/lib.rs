@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
-use sms_gateway_core::provider::provider_settings;
+use sms_gateway_core::provider::{provider_settings, ProviderConfigError};
 use sms_gateway_core::text::{BodyLimit, Limits};
 use sms_gateway_core::{
     DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderContext, ProviderError,
@@ -282,20 +282,28 @@ pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
 
 impl TelnyxProvider {
     /// A provider for `config`, whose webhooks live under `ctx`.
-    pub fn new(ctx: &ProviderContext, config: TelnyxConfig) -> Result<Self, String> {
+    pub fn new(ctx: &ProviderContext, config: TelnyxConfig) -> Result<Self, ProviderConfigError> {
         if config.api_key.is_empty() {
-            return Err("`api_key` must not be empty".into());
+            return Err(ProviderConfigError::key(
+                "api_key",
+                "`api_key` must not be empty",
+            ));
         }
-        let public_key = parse_public_key(&config.public_key)?;
-        let base = sms_gateway_core::http::api_base(&config.api_base)?;
-        let http = sms_gateway_core::http::Client::new(Duration::from_secs(config.timeout_secs))?;
+        let public_key = parse_public_key(&config.public_key)
+            .map_err(|r| ProviderConfigError::key("public_key", r))?;
+        let base = sms_gateway_core::http::api_base(&config.api_base)
+            .map_err(|r| ProviderConfigError::key("api_base", r))?;
+        let http = sms_gateway_core::http::Client::new(Duration::from_secs(config.timeout_secs))
+            .map_err(ProviderConfigError::whole)?;
         Ok(TelnyxProvider {
             http,
-            messages_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages"))?,
+            messages_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages"))
+                .map_err(|r| ProviderConfigError::key("api_base", r))?,
             authorization: sms_gateway_core::http::authorization(&format!(
                 "Bearer {}",
                 config.api_key.expose()
-            ))?,
+            ))
+            .map_err(|r| ProviderConfigError::key("api_key", r))?,
             public_key,
             messaging_profile_id: config.messaging_profile_id,
             webhook_url: ctx.hook_url("status"),
@@ -306,7 +314,7 @@ impl TelnyxProvider {
     pub fn from_config(
         ctx: &ProviderContext,
         settings: serde_json::Value,
-    ) -> Result<Arc<dyn PstnProvider>, String> {
+    ) -> Result<Arc<dyn PstnProvider>, ProviderConfigError> {
         let config: TelnyxConfig = provider_settings(settings)?;
         Ok(Arc::new(TelnyxProvider::new(ctx, config)?))
     }

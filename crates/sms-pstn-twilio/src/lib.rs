@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use sms_gateway_core::provider::provider_settings;
 use sms_gateway_core::{
-    OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
-    WebhookRequest,
+    OutboundSms, ProviderConfigError, ProviderContext, ProviderError, PstnProvider, Secret,
+    WebhookError, WebhookReply, WebhookRequest,
 };
 use std::sync::Arc;
 
@@ -62,17 +62,24 @@ pub struct TwilioProvider {
 
 impl TwilioProvider {
     /// A provider for `config`, whose webhooks live under `ctx`.
-    pub fn new(ctx: &ProviderContext, config: TwilioConfig) -> Result<Self, String> {
+    pub fn new(ctx: &ProviderContext, config: TwilioConfig) -> Result<Self, ProviderConfigError> {
         if !config.account_sid.starts_with("AC") {
-            return Err(format!(
-                "`account_sid` = {:?}: a Twilio account SID starts with AC",
-                config.account_sid
+            return Err(ProviderConfigError::key(
+                "account_sid",
+                format!(
+                    "`account_sid` = {:?}: a Twilio account SID starts with AC",
+                    config.account_sid
+                ),
             ));
         }
         if config.auth_token.is_empty() {
-            return Err("`auth_token` must not be empty".into());
+            return Err(ProviderConfigError::key(
+                "auth_token",
+                "`auth_token` must not be empty",
+            ));
         }
-        let base = laml::api_base(&config.api_base)?;
+        let base = laml::api_base(&config.api_base)
+            .map_err(|r| ProviderConfigError::key("api_base", r))?;
         let client = laml::LamlClient::new(
             "Twilio",
             format!(
@@ -84,7 +91,8 @@ impl TwilioProvider {
             ctx.hook_url("status"),
             MAX_MEDIA,
             std::time::Duration::from_secs(config.timeout_secs),
-        )?;
+        )
+        .map_err(ProviderConfigError::whole)?;
         Ok(TwilioProvider {
             client,
             auth_token: config.auth_token,
@@ -95,7 +103,7 @@ impl TwilioProvider {
     pub fn from_config(
         ctx: &ProviderContext,
         settings: serde_json::Value,
-    ) -> Result<Arc<dyn PstnProvider>, String> {
+    ) -> Result<Arc<dyn PstnProvider>, ProviderConfigError> {
         let config: TwilioConfig = provider_settings(settings)?;
         Ok(Arc::new(TwilioProvider::new(ctx, config)?))
     }

@@ -9,7 +9,9 @@
 //! message, which would cost far more than the risk.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError};
+use sms_gateway_core::store::{
+    ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError, StoreErrorKind,
+};
 use sms_gateway_core::InboundSms;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -240,18 +242,47 @@ fn checkpointer(
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl Into<Classified>) -> StoreError {
+    let Classified(kind, message) = e.into();
+    StoreError::new(kind, message)
+}
+
+/// An error with its [`StoreErrorKind`]: SQLite's codes say which.
+struct Classified(StoreErrorKind, String);
+
+impl From<rusqlite::Error> for Classified {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let kind = match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked) => StoreErrorKind::Busy,
+            Some(C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory) => {
+                StoreErrorKind::Io
+            }
+            Some(C::DatabaseCorrupt | C::NotADatabase) => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Other,
+        };
+        Classified(kind, e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Classified {
+    fn from(e: serde_json::Error) -> Self {
+        Classified(StoreErrorKind::Corrupt, e.to_string())
+    }
 }
 
 fn in_use(path: &Path, e: rusqlite::Error) -> StoreError {
     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
-        StoreError(format!(
-            "{}: in use by another process (is another sms-over-xmpp running on this store?)",
-            path.display()
-        ))
+        StoreError::new(
+            StoreErrorKind::Busy,
+            format!(
+                "{}: in use by another process (is another sms-over-xmpp running on this store?)",
+                path.display()
+            ),
+        )
     } else {
-        StoreError(format!("{}: {e}", path.display()))
+        let Classified(kind, message) = e.into();
+        StoreError::new(kind, format!("{}: {message}", path.display()))
     }
 }
 
@@ -274,11 +305,15 @@ impl SqliteStore {
             match created {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+                Err(e) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Io,
+                        format!("{}: {e}", path.display()),
+                    ))
+                }
             }
         }
-        let mut conn =
-            Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| in_use(path, e))?;
         // One gateway per store, and no file locks per transaction: the
         // lock is taken once, below, and held while the store is open (in
         // WAL mode this also keeps the WAL index in memory, not in a shared
@@ -301,11 +336,14 @@ impl SqliteStore {
             .map_err(err)?;
         let version = usize::try_from(version).unwrap_or(0);
         if version > MIGRATIONS.len() {
-            return Err(StoreError(format!(
-                "{}: written by a newer sms-over-xmpp (schema {version}, this one knows {})",
-                path.display(),
-                MIGRATIONS.len()
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!(
+                    "{}: written by a newer sms-over-xmpp (schema {version}, this one knows {})",
+                    path.display(),
+                    MIGRATIONS.len()
+                ),
+            ));
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.unchecked_transaction().map_err(err)?;
@@ -544,8 +582,12 @@ impl Store for SqliteStore {
         let Some((ticket, data)) = row else {
             return Ok(None);
         };
-        let chat = serde_json::from_str(&data)
-            .map_err(|e| StoreError(format!("chat {ticket} is unreadable: {e}")))?;
+        let chat = serde_json::from_str(&data).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("chat {ticket} is unreadable: {e}"),
+            )
+        })?;
         Ok(Some((ticket as u64, chat)))
     }
 
@@ -1000,6 +1042,8 @@ mod tests {
         let first = SqliteStore::open(&path).unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
         assert!(e.to_string().contains("in use by another process"), "{e}");
+        assert_eq!(e.kind, StoreErrorKind::Busy);
+        assert!(e.is_temporary());
         drop(first);
         SqliteStore::open(&path).expect("free again once the first is closed");
     }
@@ -1015,5 +1059,11 @@ mod tests {
             .unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
+        assert_eq!(e.kind, StoreErrorKind::Corrupt);
+        assert!(!e.is_temporary());
+        let garbage = dir.path().join("g.db");
+        std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+        let e = SqliteStore::open(&garbage).err().unwrap();
+        assert_eq!(e.kind, StoreErrorKind::Corrupt, "{e}");
     }
 }
