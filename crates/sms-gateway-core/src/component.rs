@@ -83,6 +83,7 @@ pub trait XmppLink: Send + Sync + 'static {
 
 /// Why the component could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ComponentError {
     /// The media directory could not be opened, or media cannot be fetched.
     #[error("media ({key}): {reason}")]

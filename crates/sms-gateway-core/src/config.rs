@@ -58,6 +58,7 @@ pub struct Config {
 /// Where inbound media go once fetched (`media.store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum MediaStoreKind {
     /// Files under `media.dir`, served by the gateway's own HTTP server at
     /// `{public_url}/media/…`.
@@ -437,6 +438,7 @@ pub struct UserConfig {
 
 /// A config that cannot be used, and why, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file is missing or unreadable.
     #[error("config file {path}: {reason}")]

@@ -283,6 +283,7 @@ impl Client {
 
 /// Why a [`Client::get`] got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GetError {
     /// The server could not be reached.
     #[error("could not connect: {0}")]

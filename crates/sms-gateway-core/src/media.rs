@@ -55,6 +55,7 @@ impl std::fmt::Debug for Item {
 
 /// Why an item could not be fetched or kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FetchError {
     /// Trying again later may work (the server could not be reached,
     /// answered 5xx or 429, or the transfer broke off).

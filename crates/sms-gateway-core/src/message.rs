@@ -29,6 +29,7 @@ pub struct ChatMessage {
 
 /// What the XMPP process hands the Gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum XmppEvent {
     /// A chat message addressed to a contact (or to the domain).
     Chat(ChatMessage),
@@ -39,6 +40,7 @@ pub enum XmppEvent {
 
 /// XMPP error conditions the Gateway uses (RFC 6120 §8.3.3), with their types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorCondition {
     /// `auth`/`registration-required`: the sender is not a user of this gateway.
     RegistrationRequired,
@@ -61,6 +63,7 @@ pub enum ErrorCondition {
 
 /// What the Gateway asks the XMPP process to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OutgoingStanza {
     /// A `type='chat'` message from a contact.
     Chat {
@@ -141,6 +144,7 @@ impl Media {
 
 /// What fetching an inbound media item came to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Fetched {
     /// The gateway (or the user's upload service) serves it at `url`.
     Served {
@@ -172,6 +176,7 @@ pub struct InboundSms {
 
 /// Where a sent message stands, as the carrier reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeliveryStatus {
     /// Accepted, on its way (queued, sending, sent): nothing to tell the user.
     InProgress,
@@ -192,6 +197,7 @@ pub struct StatusReport {
 
 /// Why the Gateway would not take an inbound text (the webhook answers 4xx/5xx).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InboundRejected {
     /// No configured user has that number on that account.
     #[error("no user of this gateway has the number {0} on this account")]
@@ -203,6 +209,7 @@ pub enum InboundRejected {
 
 /// What the PSTN process hands the Gateway.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PstnEvent {
     /// An inbound text. The Gateway answers on `ack` once it has handed the
     /// chat on, so the webhook is answered 2xx only then (invariant 2).
@@ -245,6 +252,7 @@ pub enum PstnEvent {
 
 /// What the Gateway asks the PSTN process to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PstnCommand {
     /// Send a text, in one or more parts, through an account; the parts go
     /// out one after the other, in order. The outcome comes back as
@@ -310,6 +318,7 @@ pub struct ProviderError {
 
 /// The kinds of [`ProviderError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProviderErrorKind {
     /// The carrier refused the message and will refuse it again (4xx other than 429).
     Rejected,

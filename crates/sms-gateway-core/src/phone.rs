@@ -16,6 +16,7 @@ pub struct PhoneNumber(String);
 
 /// Why a string is not a phone number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PhoneError {
     /// Nothing given.
     #[error("empty phone number")]

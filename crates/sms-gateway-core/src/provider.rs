@@ -136,6 +136,7 @@ impl fmt::Debug for WebhookRequest {
 
 /// What a webhook carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WebhookEvent {
     /// An inbound text or MMS.
     Inbound(InboundSms),
@@ -171,6 +172,7 @@ impl WebhookReply {
 
 /// Why a webhook was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WebhookError {
     /// The signature is missing or wrong (403); nothing is delivered.
     #[error("webhook signature missing or invalid: {0}")]

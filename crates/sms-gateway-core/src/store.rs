@@ -57,6 +57,7 @@ impl StoreError {
 
 /// Where a chat stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ChatState {
     /// Accepted; its parts have not all been accepted by the carrier yet.
     Sending,

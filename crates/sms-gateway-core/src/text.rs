@@ -46,6 +46,7 @@ pub fn excerpt(s: &str, max: usize) -> String {
 
 /// How a carrier limits one API request's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyLimit {
     /// At most this many characters (counted as UTF-16 code units, the
     /// stricter reading). Twilio and SignalWire: 1600.
@@ -76,6 +77,7 @@ impl Default for Limits {
 
 /// The encoding a text needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Encoding {
     /// The GSM 03.38 7-bit alphabet.
     Gsm7,

@@ -808,6 +808,7 @@ fn kind(out: &OutgoingStanza) -> &'static str {
         OutgoingStanza::Chat { .. } => "chat",
         OutgoingStanza::Receipt { .. } => "receipt",
         OutgoingStanza::Error { .. } => "error",
+        _ => "stanza",
     }
 }
 

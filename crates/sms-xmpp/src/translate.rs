@@ -189,6 +189,8 @@ fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
         ErrorCondition::ResourceConstraint => {
             (ErrorType::Wait, DefinedCondition::ResourceConstraint)
         }
+        // A condition added to core after this was written.
+        _ => (ErrorType::Cancel, DefinedCondition::UndefinedCondition),
     }
 }
 
@@ -239,6 +241,7 @@ pub fn outgoing_to_stanza(
             let (type_, cond) = condition(*c);
             m.with_payload(stanza_error(type_, cond, text.as_str()))
         }
+        _ => return Err("a kind of stanza this build cannot write".into()),
     };
     Ok(Stanza::Message(message))
 }

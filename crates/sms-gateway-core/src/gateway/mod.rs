@@ -84,6 +84,7 @@ impl Ack {
 
 /// One thing the Gateway wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Send a stanza to the XMPP server.
     Xmpp(OutgoingStanza),
