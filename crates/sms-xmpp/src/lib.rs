@@ -22,16 +22,22 @@
 //! and a stored inbound text leaves the store only once acknowledged.
 
 mod depth;
+mod error;
+// Not API: sms-bench's bare echo component logs in with it.
+#[doc(hidden)]
 pub mod link;
+mod translate;
+mod upload;
+
+pub use error::Error;
+
+// Not API: the fuzz targets and the benchmarks reach the parsers here.
 #[doc(hidden)]
 pub use depth::limit_depth;
-mod translate;
-pub mod upload;
+#[doc(hidden)]
+pub use translate::{answer_iq, message_to_event, outgoing_to_stanza};
 
-pub use translate::{
-    answer_iq, gateway_answer, gateway_prompt, message_to_event, outgoing_to_stanza, reply, vcard,
-    FEATURES,
-};
+use translate::{gateway_answer, gateway_prompt, reply, vcard};
 
 use async_trait::async_trait;
 use link::{Incoming, Link};
@@ -91,7 +97,7 @@ impl Built {
     }
 
     /// The stanza, the same every time.
-    fn stanza(&self) -> Result<Stanza, String> {
+    fn stanza(&self) -> Result<Stanza, Error> {
         let mut stanza = outgoing_to_stanza(&self.out, || self.id.clone())?;
         if let (OutgoingStanza::Chat { .. }, Stanza::Message(m)) = (&self.out, &mut stanza) {
             if let Some(name) = &self.nick {
@@ -181,7 +187,7 @@ type PendingQuery = (
 
 enum SessionEnd {
     Shutdown,
-    Lost(String),
+    Lost(Error),
 }
 
 fn jid(s: &str) -> Option<Jid> {
@@ -225,7 +231,7 @@ impl XmppProcess {
     }
 
     /// Sends a query for [`upload::Uploads`], keeping where its answer goes.
-    async fn send_query(&self, link: &mut Link, q: upload::Query) -> Result<(), String> {
+    async fn send_query(&self, link: &mut Link, q: upload::Query) -> Result<(), Error> {
         let id = self.new_id();
         let iq = Iq::Get {
             from: jid(&self.domain),
@@ -283,7 +289,7 @@ impl XmppProcess {
         PhoneNumber::parse(jid.node()?.as_str(), None).ok()
     }
 
-    async fn connect(&self) -> Result<Link, String> {
+    async fn connect(&self) -> Result<Link, Error> {
         let timeouts = Timeouts {
             read_timeout: self.keepalive,
             response_timeout: self.keepalive * 2,
@@ -291,7 +297,7 @@ impl XmppProcess {
         let login = link::login(&self.server, &self.domain, self.secret.expose(), timeouts);
         match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {LOGIN_TIMEOUT:?}")),
+            Err(_) => Err(Error::Login(format!("no answer within {LOGIN_TIMEOUT:?}"))),
         }
     }
 
@@ -332,10 +338,10 @@ impl XmppProcess {
             // as good as gone: what it took is not known to be taken.
             let ack_deadline = outbox.ping_written.map(|at| at + self.keepalive * 2);
             if ack_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                return SessionEnd::Lost(format!(
+                return SessionEnd::Lost(Error::Lost(format!(
                     "the server did not acknowledge what was written within {:?}",
                     self.keepalive * 2
-                ));
+                )));
             }
             let room = outbox.unacked_stanzas() + outbox.unsent.len() < MAX_UNACKED;
             let result = tokio::select! {
@@ -347,7 +353,7 @@ impl XmppProcess {
                     }
                     Incoming::Idle => self.ping_self(link).await,
                     Incoming::Nothing => Ok(()),
-                    Incoming::Closed(reason) => Err(reason),
+                    Incoming::Closed(reason) => Err(Error::Lost(reason)),
                 },
                 Some(q) = queries.recv() => self.send_query(link, q).await,
                 () = async {
@@ -393,13 +399,13 @@ impl XmppProcess {
         });
     }
 
-    async fn send(&self, link: &mut Link, stanza: impl Into<Stanza>) -> Result<(), String> {
+    async fn send(&self, link: &mut Link, stanza: impl Into<Stanza>) -> Result<(), Error> {
         link::write(link, stanza.into())
             .await
-            .map_err(|e| format!("write failed: {e}"))
+            .map_err(|e| Error::Write(e.to_string()))
     }
 
-    async fn ping_self(&self, link: &mut Link) -> Result<(), String> {
+    async fn ping_self(&self, link: &mut Link) -> Result<(), Error> {
         let Some(me) = jid(&self.domain) else {
             return Ok(());
         };
@@ -424,7 +430,7 @@ impl XmppProcess {
         link: &mut Link,
         outbox: &mut Outbox,
         to_gateway: &mpsc::Sender<XmppEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let mut refused = vec![];
         for (i, built) in outbox.unsent.iter().enumerate() {
             let stanza = match built.stanza() {
@@ -442,7 +448,7 @@ impl XmppProcess {
                     tracing::error!(error = %e, what = kind(&built.out), "the XML writer refused a stanza; dropped");
                     refused.push(i);
                 }
-                Err(e) => return Err(format!("write failed: {e}")),
+                Err(e) => return Err(Error::Write(e.to_string())),
             }
         }
         let ping_id = if outbox.ping_out() {
@@ -455,7 +461,7 @@ impl XmppProcess {
         };
         link::flush(link)
             .await
-            .map_err(|e| format!("write failed: {e}"))?;
+            .map_err(|e| Error::Write(e.to_string()))?;
         let mut stanzas = std::mem::take(&mut outbox.unsent);
         // Dropped for good: a stored text they complete is done with, or
         // it would fail again at every start.
@@ -469,7 +475,7 @@ impl XmppProcess {
     }
 
     /// Queues a ping to our own domain, with id `id`.
-    async fn feed_ping(&self, link: &mut Link, id: &str) -> Result<(), String> {
+    async fn feed_ping(&self, link: &mut Link, id: &str) -> Result<(), Error> {
         let Some(me) = jid(&self.domain) else {
             return Ok(());
         };
@@ -478,16 +484,16 @@ impl XmppProcess {
             .with_from(me);
         link::feed(link, ping.into())
             .await
-            .map_err(|e| format!("write failed: {e}"))
+            .map_err(|e| Error::Write(e.to_string()))
     }
 
     /// Writes a ping for the batches written while the last one was out.
-    async fn write_ping(&self, link: &mut Link, outbox: &mut Outbox) -> Result<(), String> {
+    async fn write_ping(&self, link: &mut Link, outbox: &mut Outbox) -> Result<(), Error> {
         let id = self.new_id();
         self.feed_ping(link, &id).await?;
         link::flush(link)
             .await
-            .map_err(|e| format!("write failed: {e}"))?;
+            .map_err(|e| Error::Write(e.to_string()))?;
         if let Some(last) = outbox.unacked.back_mut() {
             last.ping_id = Some(id);
         }
@@ -558,7 +564,7 @@ impl XmppProcess {
         id: Option<String>,
         type_: Option<String>,
         error: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         tracing::warn!(%kind, ?from, %error, "a stanza we cannot read");
         // Errors and responses are never answered; presence is not answered either.
         let answerable = match kind {
@@ -600,13 +606,13 @@ impl XmppProcess {
         stanza: Stanza,
         to_gateway: &mpsc::Sender<XmppEvent>,
         outbox: &mut Outbox,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         match stanza {
             Stanza::Message(m) => {
                 if let Some(ev) = message_to_event(&m) {
                     // Waits when the Gateway is busy: back-pressure on the link.
                     if to_gateway.send(ev).await.is_err() {
-                        return Err("the gateway channel is closed".into());
+                        return Err(Error::GatewayGone);
                     }
                 } else if m.type_ == MessageType::Error {
                     tracing::warn!(from = ?m.from.as_ref().map(|j| j.to_string()), "a message we sent bounced");

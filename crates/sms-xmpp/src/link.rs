@@ -147,10 +147,10 @@ pub async fn login(
     domain: &str,
     secret: &str,
     timeouts: Timeouts,
-) -> Result<Link, String> {
+) -> Result<Link, crate::Error> {
     let tcp = TcpStream::connect(server)
         .await
-        .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+        .map_err(|e| crate::Error::Connect(format!("{server}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let header = StreamHeader {
         to: Some(Cow::Owned(domain.to_owned())),
@@ -164,32 +164,40 @@ pub async fn login(
         timeouts,
     )
     .await
-    .map_err(|e| format!("stream start failed: {e}"))?;
+    .map_err(|e| crate::Error::Login(format!("stream start failed: {e}")))?;
     let stream_id = pending
         .take_header()
         .id
         .map(|id| id.into_owned())
-        .ok_or("the server sent no stream id")?;
+        .ok_or_else(|| crate::Error::Login("the server sent no stream id".into()))?;
     let mut link: Link = pending.skip_features();
     link.send(&XmppStreamElement::ComponentHandshake(
         Handshake::from_stream_id_and_password(stream_id, secret),
     ))
     .await
-    .map_err(|e| format!("handshake not sent: {e}"))?;
+    .map_err(|e| crate::Error::Login(format!("handshake not sent: {e}")))?;
     loop {
         match link.next().await {
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::ComponentHandshake(_)))) => {
                 return Ok(link)
             }
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
-                return Err(format!("the server refused the component: {e}"))
+                return Err(crate::Error::Login(format!(
+                    "the server refused the component: {e}"
+                )))
             }
             Some(Ok(_)) => {
-                return Err("the server refused the handshake (wrong secret or domain?)".into())
+                return Err(crate::Error::Login(
+                    "the server refused the handshake (wrong secret or domain?)".into(),
+                ))
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
-            Some(Err(e)) => return Err(format!("handshake failed: {e}")),
-            None => return Err("the server closed the stream during the handshake".into()),
+            Some(Err(e)) => return Err(crate::Error::Login(format!("handshake failed: {e}"))),
+            None => {
+                return Err(crate::Error::Login(
+                    "the server closed the stream during the handshake".into(),
+                ))
+            }
         }
     }
 }

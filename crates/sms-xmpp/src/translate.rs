@@ -162,11 +162,13 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
     }))
 }
 
-fn jid(s: &str) -> Result<Jid, String> {
+fn jid(s: &str) -> Result<Jid, crate::Error> {
     if let Cow::Owned(_) = xml_safe(s) {
-        return Err(format!("a JID with characters XML cannot carry: {s:?}"));
+        return Err(crate::Error::Stanza(format!(
+            "a JID with characters XML cannot carry: {s:?}"
+        )));
     }
-    Jid::new(s).map_err(|e| format!("bad JID {s:?}: {e}"))
+    Jid::new(s).map_err(|e| crate::Error::Stanza(format!("bad JID {s:?}: {e}")))
 }
 
 fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
@@ -199,7 +201,7 @@ fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
 pub fn outgoing_to_stanza(
     out: &OutgoingStanza,
     new_id: impl FnOnce() -> String,
-) -> Result<Stanza, String> {
+) -> Result<Stanza, crate::Error> {
     let message = match out {
         OutgoingStanza::Chat {
             from,
@@ -241,7 +243,11 @@ pub fn outgoing_to_stanza(
             let (type_, cond) = condition(*c);
             m.with_payload(stanza_error(type_, cond, text.as_str()))
         }
-        _ => return Err("a kind of stanza this build cannot write".into()),
+        _ => {
+            return Err(crate::Error::Stanza(
+                "a kind of stanza this build cannot write".into(),
+            ))
+        }
     };
     Ok(Stanza::Message(message))
 }
