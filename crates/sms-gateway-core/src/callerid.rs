@@ -41,7 +41,7 @@ type Pair = (PhoneNumber, PhoneNumber);
 pub struct CallerId {
     names: HashMap<PhoneNumber, String>,
     lookup: Option<PathBuf>,
-    cache: Mutex<HashMap<Pair, Option<String>>>,
+    cache: Mutex<lru::LruCache<Pair, Option<String>>>,
     /// Pairs whose lookup has been started and has not finished.
     pending: Mutex<HashSet<Pair>>,
     running: Arc<tokio::sync::Semaphore>,
@@ -69,7 +69,9 @@ impl CallerId {
         CallerId {
             names,
             lookup,
-            cache: Mutex::default(),
+            cache: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(CACHE_SIZE).expect("not zero"),
+            )),
             pending: Mutex::default(),
             running: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
         }
@@ -85,16 +87,15 @@ impl CallerId {
         if self.lookup.is_none() {
             return Some(None);
         }
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.get(&(contact.clone(), user.clone())).cloned()
     }
 
     fn remember(&self, pair: Pair, found: Option<String>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(pair, found);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(pair, found);
     }
 
     /// The name for `contact`, as seen by the user whose number is `user`,

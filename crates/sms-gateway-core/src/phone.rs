@@ -71,7 +71,11 @@ impl PhoneNumber {
                 return Ok(n);
             }
         }
-        let cache = CACHE.get_or_init(Default::default);
+        let cache = CACHE.get_or_init(|| {
+            std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(CACHE_SIZE).expect("not zero"),
+            ))
+        });
         let key = (
             input.to_owned(),
             default_region.map(str::to_owned),
@@ -84,11 +88,10 @@ impl PhoneNumber {
         // Only numbers are remembered: anyone can make errors by the
         // thousand, and a cache of them would hold whatever they typed.
         if result.is_ok() {
-            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() >= CACHE_SIZE {
-                c.clear();
-            }
-            c.insert(key, result.clone());
+            cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(key, result.clone());
         }
         result
     }
@@ -262,7 +265,7 @@ impl PhoneNumber {
 type CacheKey = (String, Option<String>, Option<String>);
 /// Numbers parsed before (see [`PhoneNumber::parse_with`]).
 static CACHE: std::sync::OnceLock<
-    std::sync::Mutex<std::collections::HashMap<CacheKey, Result<PhoneNumber, PhoneError>>>,
+    std::sync::Mutex<lru::LruCache<CacheKey, Result<PhoneNumber, PhoneError>>>,
 > = std::sync::OnceLock::new();
 
 /// The longest input read as a phone number: 15 digits with room for
@@ -636,7 +639,7 @@ mod tests {
         }
         let _ = PhoneNumber::parse("5557654321", Some("+1")).unwrap();
         let cache = CACHE.get().unwrap().lock().unwrap();
-        assert!(cache.keys().any(|k| k.0 == "5557654321"));
-        assert!(!cache.keys().any(|k| k.0.ends_with("xq")));
+        assert!(cache.iter().any(|(k, _)| k.0 == "5557654321"));
+        assert!(!cache.iter().any(|(k, _)| k.0.ends_with("xq")));
     }
 }

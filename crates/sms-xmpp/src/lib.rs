@@ -47,7 +47,7 @@ use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
 use sms_gateway_core::{
     CancellationToken, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels, XmppEvent, XmppLink,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -163,7 +163,7 @@ pub struct XmppProcess {
     /// Configured users' bare JIDs (lower-cased) and numbers.
     users: HashMap<String, PhoneNumber>,
     caller_id: std::sync::Arc<CallerId>,
-    nicks_sent: Mutex<HashSet<(String, String)>>,
+    nicks_sent: Mutex<lru::LruCache<(String, String), ()>>,
     next_id: AtomicU64,
     /// Tells this run's stanza ids from other runs'.
     run: String,
@@ -216,7 +216,9 @@ impl XmppProcess {
             phone: config.phone.clone(),
             users,
             caller_id: std::sync::Arc::new(CallerId::from_table(&config.caller_id)),
-            nicks_sent: Mutex::default(),
+            nicks_sent: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(NICKS_SENT).expect("not zero"),
+            )),
             next_id: AtomicU64::new(1),
             run: sms_gateway_core::run_tag(),
             dropped_at_close: Default::default(),
@@ -546,11 +548,10 @@ impl XmppProcess {
         let contact_number = self.contact_number(&jid(contact)?)?;
         let user_number = self.user_number(&jid(user)?)?.clone();
         let name = self.caller_id.name_now(&contact_number, &user_number)?;
-        let mut sent = self.nicks_sent.lock().unwrap_or_else(|p| p.into_inner());
-        if sent.len() >= NICKS_SENT {
-            sent.clear();
-        }
-        sent.insert(key);
+        self.nicks_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, ());
         name
     }
 
