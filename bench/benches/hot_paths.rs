@@ -78,7 +78,10 @@ fn benches(c: &mut Criterion) {
             gateway,
             |g| {
                 let ev = parse_message(black_box(CHAT));
-                black_box(g.on_xmpp(ev))
+                let mut tx = g.begin().expect("a transaction");
+                let actions = g.on_xmpp(&mut *tx, ev);
+                tx.commit().expect("committed");
+                black_box(actions)
             },
             criterion::BatchSize::SmallInput,
         )

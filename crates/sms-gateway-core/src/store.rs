@@ -139,77 +139,143 @@ pub struct PendingInbound {
     pub sms: InboundSms,
 }
 
-/// Durable state. Implementations must make each call durable against a
-/// crash of the process before returning (not necessarily against a power
-/// cut), and must be usable from several threads.
+/// Durable state, written through transactions ([`Store::begin`]).
+///
+/// The contract assumes a single gateway process (a clustered store will
+/// replace these assumptions with leases): one Gateway writes at a time,
+/// so at most one transaction is open; the reads below are made at start,
+/// before any transaction; and [`crate::Gateway::recover`] resends every
+/// pending chat as its own.
 pub trait Store: Send + Sync + 'static {
-    /// Saves a chat accepted for sending, and remembers it as its user's
-    /// last chat ([`LastChat::of`]); returns its ticket (unique, increasing).
-    fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError>;
-    /// Replaces chat `ticket`'s record.
-    fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError>;
-    /// Forgets chat `ticket` (delivered, failed or refused).
-    fn delete_chat(&self, ticket: u64) -> Result<(), StoreError>;
+    /// Starts a transaction. What is written through it becomes durable at
+    /// [`Transaction::commit`], all of it together; the Gateway lets
+    /// nothing out (no webhook answer, no text, no stanza) before that.
+    /// Dropped without a commit, none of it does where the backend can
+    /// roll back (SQLite; [`MemoryStore`] cannot, and keeps nothing
+    /// durable anyway).
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, StoreError>;
     /// Every chat not forgotten, by ticket.
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError>;
+    /// Inbound texts not yet taken by the XMPP server, oldest first.
+    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError>;
+    /// Each user's last chat taken ([`Transaction::insert_chat`]); kept
+    /// until a newer one replaces it.
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;
+    /// A number kept under `key` ([`Transaction::set_meta`]), if any.
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// [`Store::begin`], the writes of a closure, and the commit, in one call.
+pub trait StoreExt: Store {
+    /// Runs `f` in a transaction of its own, and commits it.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Transaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = self.begin()?;
+        let value = f(&mut *tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// The writes (and the one read on the hot path) of one transaction.
+pub trait Transaction: Send {
+    /// Saves a chat accepted for sending, and remembers it as its user's
+    /// last chat ([`LastChat::of`]); returns its ticket (unique, increasing).
+    fn insert_chat(&mut self, chat: &ChatRecord) -> Result<u64, StoreError>;
+    /// Replaces chat `ticket`'s record.
+    fn update_chat(&mut self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError>;
+    /// Forgets chat `ticket` (delivered, failed or refused).
+    fn delete_chat(&mut self, ticket: u64) -> Result<(), StoreError>;
     /// The sent chat one of whose parts the carrier calls `carrier_id` on
     /// `account` (the receipt map: chats in [`ChatState::Sent`] are found by
     /// each of their `ids`).
     fn find_sent(
-        &self,
+        &mut self,
         account: &str,
         carrier_id: &str,
     ) -> Result<Option<(u64, ChatRecord)>, StoreError>;
+    /// Drops one carrier id from the receipt map (that part was reported
+    /// delivered: a repeat of its report then finds nothing). The chat
+    /// stays findable by its other parts' ids.
+    fn forget_sent_id(&mut self, account: &str, carrier_id: &str) -> Result<(), StoreError>;
     /// Saves an inbound text unless `(account, sms.id)` was seen before:
     /// `Some(id)` for a new one, `None` for a repeat (a carrier's retry).
+    /// A text saved in a transaction that is then not committed is not
+    /// "seen": the carrier's retry of its webhook is stored.
     fn insert_inbound(
-        &self,
+        &mut self,
         account: &str,
         sms: &InboundSms,
         now: u64,
     ) -> Result<Option<u64>, StoreError>;
     /// Replaces the content of inbound text `id`, not yet delivered (its
     /// media once fetched: a restart then does not fetch them again).
-    fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError>;
+    fn update_inbound(&mut self, id: u64, sms: &InboundSms) -> Result<(), StoreError>;
     /// Marks inbound text `id` as taken by the XMPP server (it is then kept
     /// only to recognise repeats).
-    fn inbound_delivered(&self, id: u64) -> Result<(), StoreError>;
-    /// Inbound texts not yet taken by the XMPP server, oldest first.
-    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError>;
+    fn inbound_delivered(&mut self, id: u64) -> Result<(), StoreError>;
     /// Forgets sent chats and delivered inbound texts from before `before`
     /// (Unix seconds); returns how many. The `(account, carrier id)` of an
     /// inbound text is remembered until `seen_before` (no later than
     /// `before`): a webhook replayed after its text is gone must still be
     /// a repeat, and Twilio's and SignalWire's signatures carry no time.
-    fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError>;
+    fn expire(&mut self, before: u64, seen_before: u64) -> Result<usize, StoreError>;
+    /// Keeps `value` under `key`.
+    fn set_meta(&mut self, key: &str, value: u64) -> Result<(), StoreError>;
+    /// Makes everything written through this transaction durable.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
 
-    /// Drops one carrier id from the receipt map (that part was reported
-    /// delivered: a repeat of its report then finds nothing). The chat
-    /// stays findable by its other parts' ids.
-    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError>;
-
-    /// Each user's last chat taken ([`Store::insert_chat`]); kept until a
-    /// newer one replaces it.
-    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;
-
-    /// A number kept under `key` ([`Store::set_meta`]), if any.
-    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError>;
-
-    /// Keeps `value` under `key`, durably.
-    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError>;
-
-    /// Groups the writes that follow, until [`Store::commit`], into one
-    /// durable unit: the Gateway handles a burst of events in one batch and
-    /// lets nothing out (no webhook answer, no text, no stanza) before the
-    /// commit. The default does nothing: each write is durable by itself.
-    fn begin(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Makes the writes since [`Store::begin`] durable.
-    fn commit(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
+/// The methods of a [`Transaction`] whose writes go straight to
+/// `self.store`'s inherent methods of the same names (all but `commit`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! delegate_writes {
+    () => {
+        fn insert_chat(&mut self, chat: &ChatRecord) -> Result<u64, StoreError> {
+            self.store.insert_chat(chat)
+        }
+        fn update_chat(&mut self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
+            self.store.update_chat(ticket, chat)
+        }
+        fn delete_chat(&mut self, ticket: u64) -> Result<(), StoreError> {
+            self.store.delete_chat(ticket)
+        }
+        fn find_sent(
+            &mut self,
+            account: &str,
+            carrier_id: &str,
+        ) -> Result<Option<(u64, ChatRecord)>, StoreError> {
+            self.store.find_sent(account, carrier_id)
+        }
+        fn forget_sent_id(&mut self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+            self.store.forget_sent_id(account, carrier_id)
+        }
+        fn insert_inbound(
+            &mut self,
+            account: &str,
+            sms: &InboundSms,
+            now: u64,
+        ) -> Result<Option<u64>, StoreError> {
+            self.store.insert_inbound(account, sms, now)
+        }
+        fn update_inbound(&mut self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
+            self.store.update_inbound(id, sms)
+        }
+        fn inbound_delivered(&mut self, id: u64) -> Result<(), StoreError> {
+            self.store.inbound_delivered(id)
+        }
+        fn expire(&mut self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
+            self.store.expire(before, seen_before)
+        }
+        fn set_meta(&mut self, key: &str, value: u64) -> Result<(), StoreError> {
+            self.store.set_meta(key, value)
+        }
+    };
 }
 
 #[derive(Default)]
@@ -282,7 +348,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl MemoryStore {
     fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
         let mut m = self.lock();
         m.next += 1;
@@ -302,22 +368,6 @@ impl Store for MemoryStore {
         m.chats.remove(&ticket);
         Ok(())
     }
-    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
-        Ok(self.lock().last.values().cloned().collect())
-    }
-    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
-        self.lock()
-            .sent_ids
-            .remove(&(account.to_owned(), carrier_id.to_owned()));
-        Ok(())
-    }
-    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.lock().meta.get(key).copied())
-    }
-    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
-        self.lock().meta.insert(key.to_owned(), value);
-        Ok(())
-    }
     fn find_sent(
         &self,
         account: &str,
@@ -328,13 +378,11 @@ impl Store for MemoryStore {
             .get(&(account.to_owned(), carrier_id.to_owned()))
             .and_then(|t| Some((*t, m.chats.get(t)?.clone()))))
     }
-    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
-        Ok(self
-            .lock()
-            .chats
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect())
+    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+        self.lock()
+            .sent_ids
+            .remove(&(account.to_owned(), carrier_id.to_owned()));
+        Ok(())
     }
     fn insert_inbound(
         &self,
@@ -366,24 +414,6 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
-    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
-        Ok(self
-            .lock()
-            .inbound
-            .iter()
-            .filter(|(_, e)| !e.3)
-            .map(|(id, (account, sms, _, _))| PendingInbound {
-                id: *id,
-                account: account.clone(),
-                sms: sms.clone(),
-            })
-            .collect())
-    }
-    fn commit(&self) -> Result<(), StoreError> {
-        self.lock().commits += 1;
-        Ok(())
-    }
-
     fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
         let mut m = self.lock();
         m.seen_expired.retain(|_, at| *at >= seen_before);
@@ -413,6 +443,58 @@ impl Store for MemoryStore {
             }
         }
         Ok(old_chats.len() + old_inbound.len())
+    }
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.lock().meta.insert(key.to_owned(), value);
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        Ok(Box::new(MemoryTx { store: self }))
+    }
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
+        Ok(self.lock().last.values().cloned().collect())
+    }
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().meta.get(key).copied())
+    }
+    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
+        Ok(self
+            .lock()
+            .chats
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
+        Ok(self
+            .lock()
+            .inbound
+            .iter()
+            .filter(|(_, e)| !e.3)
+            .map(|(id, (account, sms, _, _))| PendingInbound {
+                id: *id,
+                account: account.clone(),
+                sms: sms.clone(),
+            })
+            .collect())
+    }
+}
+
+/// A transaction on a [`MemoryStore`]: its writes apply at once (there is
+/// no rolling back), and a commit only counts.
+struct MemoryTx<'a> {
+    store: &'a MemoryStore,
+}
+
+impl Transaction for MemoryTx<'_> {
+    delegate_writes!();
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.store.lock().commits += 1;
+        Ok(())
     }
 }
 
@@ -456,12 +538,12 @@ pub fn check_store(store: &dyn Store) {
         state: ChatState::Sending,
     };
     assert_eq!(store.last_chats().expect("last"), vec![]);
-    let t1 = store.insert_chat(&chat).expect("insert");
+    let t1 = store.write(|t| t.insert_chat(&chat)).expect("insert");
     let mut later = chat.clone();
     later.created = 101;
     later.user_full_jid = "Alice@Example.com/laptop".into();
     later.parts[0].body = "x".repeat(50);
-    let t2 = store.insert_chat(&later).expect("insert");
+    let t2 = store.write(|t| t.insert_chat(&later)).expect("insert");
     assert!(t2 > t1, "tickets increase");
     assert_eq!(
         store.last_chats().expect("last"),
@@ -474,34 +556,37 @@ pub fn check_store(store: &dyn Store) {
         "one per user (bare JID), the newest"
     );
     // The checks below want t2 to hold `chat`.
-    store.update_chat(t2, &chat).expect("update");
+    store.write(|t| t.update_chat(t2, &chat)).expect("update");
 
     assert_eq!(store.meta("running").expect("meta"), None);
-    store.set_meta("running", 1).expect("set meta");
-    store.set_meta("running", 0).expect("set meta");
+    store.write(|t| t.set_meta("running", 1)).expect("set meta");
+    store.write(|t| t.set_meta("running", 0)).expect("set meta");
     assert_eq!(store.meta("running").expect("meta"), Some(0));
     let mut sent = chat.clone();
     sent.state = ChatState::Sent {
         ids: vec!["SM1".into()],
         undelivered: 1,
     };
-    assert_eq!(store.find_sent("main", "SM1").expect("find"), None);
-    store.update_chat(t1, &sent).expect("update");
+    assert_eq!(
+        store.write(|t| t.find_sent("main", "SM1")).expect("find"),
+        None
+    );
+    store.write(|t| t.update_chat(t1, &sent)).expect("update");
     assert_eq!(
         store.chats().expect("chats"),
         vec![(t1, sent.clone()), (t2, chat.clone())]
     );
     assert_eq!(
-        store.find_sent("main", "SM1").expect("find"),
+        store.write(|t| t.find_sent("main", "SM1")).expect("find"),
         Some((t1, sent.clone())),
         "a sent chat is found by its carrier id"
     );
     assert_eq!(
-        store.find_sent("other", "SM1").expect("find"),
+        store.write(|t| t.find_sent("other", "SM1")).expect("find"),
         None,
         "carrier ids are per account"
     );
-    store.delete_chat(t2).expect("delete");
+    store.write(|t| t.delete_chat(t2)).expect("delete");
     assert_eq!(store.chats().expect("chats"), vec![(t1, sent.clone())]);
 
     // A multi-part chat is found by any part's id, until it is forgotten.
@@ -510,34 +595,44 @@ pub fn check_store(store: &dyn Store) {
         ids: vec!["SM2a".into(), "SM2b".into()],
         undelivered: 2,
     };
-    let t3 = store.insert_chat(&two).expect("insert sent");
+    let t3 = store.write(|t| t.insert_chat(&two)).expect("insert sent");
     assert_eq!(
-        store.find_sent("main", "SM2b").expect("find"),
+        store.write(|t| t.find_sent("main", "SM2b")).expect("find"),
         Some((t3, two.clone()))
     );
     if let ChatState::Sent { undelivered, .. } = &mut two.state {
         *undelivered = 1;
     }
-    store.update_chat(t3, &two).expect("update");
+    store.write(|t| t.update_chat(t3, &two)).expect("update");
     assert_eq!(
-        store.find_sent("main", "SM2a").expect("find"),
+        store.write(|t| t.find_sent("main", "SM2a")).expect("find"),
         Some((t3, two.clone()))
     );
-    store.forget_sent_id("main", "SM2a").expect("forget one id");
-    assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);
-    store.update_chat(t3, &two).expect("update again");
+    store
+        .write(|t| t.forget_sent_id("main", "SM2a"))
+        .expect("forget one id");
     assert_eq!(
-        store.find_sent("main", "SM2a").expect("find"),
+        store.write(|t| t.find_sent("main", "SM2a")).expect("find"),
+        None
+    );
+    store
+        .write(|t| t.update_chat(t3, &two))
+        .expect("update again");
+    assert_eq!(
+        store.write(|t| t.find_sent("main", "SM2a")).expect("find"),
         None,
         "a later update does not bring a dropped id back"
     );
     assert_eq!(
-        store.find_sent("main", "SM2b").expect("find"),
+        store.write(|t| t.find_sent("main", "SM2b")).expect("find"),
         Some((t3, two)),
         "still found by its other part"
     );
-    store.delete_chat(t3).expect("delete");
-    assert_eq!(store.find_sent("main", "SM2a").expect("find"), None);
+    store.write(|t| t.delete_chat(t3)).expect("delete");
+    assert_eq!(
+        store.write(|t| t.find_sent("main", "SM2a")).expect("find"),
+        None
+    );
 
     let sms = InboundSms {
         id: "SMin".into(),
@@ -547,17 +642,19 @@ pub fn check_store(store: &dyn Store) {
         media: vec![],
     };
     let id = store
-        .insert_inbound("main", &sms, 100)
+        .write(|t| t.insert_inbound("main", &sms, 100))
         .expect("insert inbound")
         .expect("new");
     assert_eq!(
-        store.insert_inbound("main", &sms, 101).expect("again"),
+        store
+            .write(|t| t.insert_inbound("main", &sms, 101))
+            .expect("again"),
         None,
         "a repeat is recognised"
     );
     assert!(
         store
-            .insert_inbound("other", &sms, 101)
+            .write(|t| t.insert_inbound("other", &sms, 101))
             .expect("other account")
             .is_some(),
         "ids are per account"
@@ -581,11 +678,13 @@ pub fn check_store(store: &dyn Store) {
             url: "https://gw.example/media/00/a.png".into(),
         }),
     }];
-    store.update_inbound(id, &fetched).expect("update inbound");
-    assert_eq!(store.pending_inbound().expect("pending")[0].sms, fetched);
-    store.inbound_delivered(id).expect("delivered");
     store
-        .update_inbound(id, &sms)
+        .write(|t| t.update_inbound(id, &fetched))
+        .expect("update inbound");
+    assert_eq!(store.pending_inbound().expect("pending")[0].sms, fetched);
+    store.write(|t| t.inbound_delivered(id)).expect("delivered");
+    store
+        .write(|t| t.update_inbound(id, &sms))
         .expect("update a delivered text");
     assert!(store
         .pending_inbound()
@@ -593,18 +692,20 @@ pub fn check_store(store: &dyn Store) {
         .iter()
         .all(|p| p.id != id));
     assert_eq!(
-        store.insert_inbound("main", &sms, 102).expect("again"),
+        store
+            .write(|t| t.insert_inbound("main", &sms, 102))
+            .expect("again"),
         None,
         "still a repeat once delivered"
     );
 
     // Expiry forgets old sent chats and old delivered texts, nothing pending.
-    assert_eq!(store.expire(50, 0).expect("expire"), 0);
-    let removed = store.expire(1000, 0).expect("expire");
+    assert_eq!(store.write(|t| t.expire(50, 0)).expect("expire"), 0);
+    let removed = store.write(|t| t.expire(1000, 0)).expect("expire");
     assert_eq!(removed, 2, "the sent chat and the delivered text");
     assert!(store.chats().expect("chats").is_empty());
     assert_eq!(
-        store.find_sent("main", "SM1").expect("find"),
+        store.write(|t| t.find_sent("main", "SM1")).expect("find"),
         None,
         "an expired chat is not found"
     );
@@ -614,14 +715,16 @@ pub fn check_store(store: &dyn Store) {
         "the undelivered one stays"
     );
     assert_eq!(
-        store.insert_inbound("main", &sms, 2000).expect("replayed"),
+        store
+            .write(|t| t.insert_inbound("main", &sms, 2000))
+            .expect("replayed"),
         None,
         "a webhook replayed after its text expired is still a repeat"
     );
-    store.expire(1000, 1000).expect("expire seen");
+    store.write(|t| t.expire(1000, 1000)).expect("expire seen");
     assert!(
         store
-            .insert_inbound("main", &sms, 2000)
+            .write(|t| t.insert_inbound("main", &sms, 2000))
             .expect("after expiry")
             .is_some(),
         "forgotten once the seen window has passed too"

@@ -10,7 +10,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sms_gateway_core::store::{
-    ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError, StoreErrorKind,
+    ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError, StoreErrorKind, Transaction,
 };
 use sms_gateway_core::InboundSms;
 use std::path::Path;
@@ -99,6 +99,8 @@ pub struct SqliteStore {
     seen: Mutex<Seen>,
     /// The writes, as the checkpointer sees them.
     activity: Arc<Activity>,
+    /// Whether a transaction is open (at most one is).
+    open: std::sync::atomic::AtomicBool,
     /// The checkpointer: dropping the sender stops it.
     checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
@@ -399,6 +401,7 @@ impl SqliteStore {
             conn,
             seen: Mutex::new(seen),
             activity,
+            open: Default::default(),
             checkpointer,
         })
     }
@@ -413,7 +416,7 @@ impl SqliteStore {
     }
 
     /// The connection, for a write.
-    fn write(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.activity
             .last_write_ms
             .store(self.activity.now_ms(), Ordering::Relaxed);
@@ -457,10 +460,10 @@ fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), Stor
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl SqliteStore {
     fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
-        let c = self.write();
+        let c = self.writer();
         c.prepare_cached("INSERT INTO chats (created, sent, data) VALUES (?1, ?2, ?3)")
             .and_then(|mut q| q.execute(params![chat.created as i64, is_sent(chat), data]))
             .map_err(err)?;
@@ -483,10 +486,9 @@ impl Store for SqliteStore {
         .map_err(err)?;
         Ok(ticket)
     }
-
     fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
-        let c = self.write();
+        let c = self.writer();
         let sent = is_sent(chat);
         // The usual update, a chat becoming sent, is one statement; its ids
         // join the receipt map then.
@@ -503,9 +505,8 @@ impl Store for SqliteStore {
             .map(drop)
             .map_err(err)
     }
-
     fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
-        let c = self.write();
+        let c = self.writer();
         c.prepare_cached(forget_sent_ids!("WHERE c.ticket = ?1"))
             .and_then(|mut q| q.execute(params![ticket as i64]))
             .map_err(err)?;
@@ -514,53 +515,6 @@ impl Store for SqliteStore {
             .map_err(err)?;
         Ok(())
     }
-
-    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
-        self.write()
-            .prepare_cached("DELETE FROM sent_ids WHERE account = ?1 AND carrier_id = ?2")
-            .and_then(|mut q| q.execute(params![account, carrier_id]))
-            .map(drop)
-            .map_err(err)
-    }
-
-    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
-        let c = self.conn();
-        let mut q = c
-            .prepare("SELECT user, contact_jid, created, preview FROM last_chat ORDER BY user")
-            .map_err(err)?;
-        let rows = q
-            .query_map([], |r| {
-                Ok(LastChat {
-                    user: r.get(0)?,
-                    contact_jid: r.get(1)?,
-                    created: r.get::<_, i64>(2)? as u64,
-                    preview: r.get(3)?,
-                })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
-    }
-
-    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
-            .map(|v| v.map(|v| v as u64))
-            .map_err(err)
-    }
-
-    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
-        self.write()
-            .execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, value as i64],
-            )
-            .map(drop)
-            .map_err(err)
-    }
-
     fn find_sent(
         &self,
         account: &str,
@@ -590,35 +544,20 @@ impl Store for SqliteStore {
         })?;
         Ok(Some((ticket as u64, chat)))
     }
-
-    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
-        let c = self.conn();
-        let mut q = c
-            .prepare("SELECT ticket, data FROM chats ORDER BY ticket")
-            .map_err(err)?;
-        let rows = q
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(err)?;
-        let mut out = vec![];
-        for row in rows {
-            let (ticket, data) = row.map_err(err)?;
-            match serde_json::from_str(&data) {
-                Ok(chat) => out.push((ticket as u64, chat)),
-                Err(e) => {
-                    tracing::error!(ticket, error = %e, "skipping an unreadable chat in the store")
-                }
-            }
-        }
-        Ok(out)
+    fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+        self.writer()
+            .prepare_cached("DELETE FROM sent_ids WHERE account = ?1 AND carrier_id = ?2")
+            .and_then(|mut q| q.execute(params![account, carrier_id]))
+            .map(drop)
+            .map_err(err)
     }
-
     fn insert_inbound(
         &self,
         account: &str,
         sms: &InboundSms,
         now: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let c = self.write();
+        let c = self.writer();
         let mut seen = self.seen();
         let key = seen.key(account, &sms.id);
         if seen.keys.contains(&key) {
@@ -643,89 +582,23 @@ impl Store for SqliteStore {
         }
         Ok(Some(c.last_insert_rowid() as u64))
     }
-
     fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
         let data = serde_json::to_string(sms).map_err(err)?;
-        self.write()
+        self.writer()
             .prepare_cached("UPDATE inbound SET data = ?2 WHERE id = ?1 AND delivered = 0")
             .and_then(|mut q| q.execute(params![id as i64, data]))
             .map_err(err)?;
         Ok(())
     }
-
     fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
-        self.write()
+        self.writer()
             .prepare_cached("UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1")
             .and_then(|mut q| q.execute(params![id as i64]))
             .map_err(err)?;
         Ok(())
     }
-
-    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
-        let c = self.conn();
-        let mut q = c
-            .prepare("SELECT id, account, data FROM inbound WHERE delivered = 0 ORDER BY id")
-            .map_err(err)?;
-        let rows = q
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(err)?;
-        let mut out = vec![];
-        for row in rows {
-            let (id, account, data) = row.map_err(err)?;
-            match serde_json::from_str(&data) {
-                Ok(sms) => out.push(PendingInbound {
-                    id: id as u64,
-                    account,
-                    sms,
-                }),
-                Err(e) => {
-                    tracing::error!(id, error = %e, "skipping an unreadable inbound text in the store")
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn begin(&self) -> Result<(), StoreError> {
-        let c = self.conn();
-        if !c.is_autocommit() {
-            // A Gateway that died mid-batch left it open; nothing of it was
-            // let out, so it is dropped.
-            tracing::warn!("rolling back a batch a previous Gateway left open");
-            c.execute_batch("ROLLBACK").map_err(err)?;
-        }
-        self.seen().rolled_back();
-        c.prepare_cached("BEGIN")
-            .and_then(|mut q| q.execute([]))
-            .map(drop)
-            .map_err(err)
-    }
-
-    fn commit(&self) -> Result<(), StoreError> {
-        let c = self.conn();
-        let done = c
-            .prepare_cached("COMMIT")
-            .and_then(|mut q| q.execute([]))
-            .map(drop)
-            .map_err(err);
-        // A failed COMMIT is taken as not done: the webhooks of the batch
-        // are refused and their retries must not look like repeats (at
-        // worst a text is then stored twice, never dropped).
-        match done {
-            Ok(()) => self.seen().committed(),
-            Err(_) => self.seen().rolled_back(),
-        }
-        done
-    }
-
     fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
-        let c = self.write();
+        let c = self.writer();
         c.execute(
             "DELETE FROM seen_expired WHERE received < ?1",
             params![seen_before as i64],
@@ -762,11 +635,187 @@ impl Store for SqliteStore {
         }
         Ok(chats + inbound)
     }
+    fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value as i64],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+    fn begin_tx(&self) -> Result<(), StoreError> {
+        let c = self.conn();
+        if !c.is_autocommit() {
+            // A Gateway that died mid-batch left it open; nothing of it was
+            // let out, so it is dropped.
+            tracing::warn!("rolling back a batch a previous Gateway left open");
+            c.execute_batch("ROLLBACK").map_err(err)?;
+        }
+        self.seen().rolled_back();
+        c.prepare_cached("BEGIN")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err)
+    }
+
+    /// Rolls back the open transaction (dropped without a commit).
+    fn rollback_tx(&self) {
+        let c = self.conn();
+        if !c.is_autocommit() {
+            if let Err(e) = c.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "cannot roll back a transaction");
+            }
+        }
+        self.seen().rolled_back();
+    }
+
+    fn commit_tx(&self) -> Result<(), StoreError> {
+        let c = self.conn();
+        let done = c
+            .prepare_cached("COMMIT")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err);
+        // A failed COMMIT is taken as not done: the webhooks of the batch
+        // are refused and their retries must not look like repeats (at
+        // worst a text is then stored twice, never dropped).
+        match done {
+            Ok(()) => self.seen().committed(),
+            Err(_) => self.seen().rolled_back(),
+        }
+        done
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        if self.open.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::new(
+                StoreErrorKind::Busy,
+                "a transaction is already open (one gateway writes at a time)",
+            ));
+        }
+        if let Err(e) = self.begin_tx() {
+            self.open.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(Box::new(SqliteTx {
+            store: self,
+            done: false,
+        }))
+    }
+
+    fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare("SELECT user, contact_jid, created, preview FROM last_chat ORDER BY user")
+            .map_err(err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(LastChat {
+                    user: r.get(0)?,
+                    contact_jid: r.get(1)?,
+                    created: r.get::<_, i64>(2)? as u64,
+                    preview: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(err)
+    }
+
+    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare("SELECT ticket, data FROM chats ORDER BY ticket")
+            .map_err(err)?;
+        let rows = q
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(err)?;
+        let mut out = vec![];
+        for row in rows {
+            let (ticket, data) = row.map_err(err)?;
+            match serde_json::from_str(&data) {
+                Ok(chat) => out.push((ticket as u64, chat)),
+                Err(e) => {
+                    tracing::error!(ticket, error = %e, "skipping an unreadable chat in the store")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare("SELECT id, account, data FROM inbound WHERE delivered = 0 ORDER BY id")
+            .map_err(err)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, account, data) = row.map_err(err)?;
+            match serde_json::from_str(&data) {
+                Ok(sms) => out.push(PendingInbound {
+                    id: id as u64,
+                    account,
+                    sms,
+                }),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "skipping an unreadable inbound text in the store")
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A transaction on a [`SqliteStore`]: `BEGIN` at its start, `COMMIT` at
+/// its commit, `ROLLBACK` when dropped without one.
+struct SqliteTx<'a> {
+    store: &'a SqliteStore,
+    done: bool,
+}
+
+impl Transaction for SqliteTx<'_> {
+    sms_gateway_core::delegate_writes!();
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.done = true;
+        self.store.commit_tx()
+    }
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.rollback_tx();
+        }
+        self.store.open.store(false, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sms_gateway_core::store::StoreExt;
 
     fn inbound(id: &str, body: &str) -> InboundSms {
         InboundSms {
@@ -814,7 +863,10 @@ mod tests {
         let sms = inbound("SM1", "kept");
         {
             let s = SqliteStore::open(&path).unwrap();
-            assert!(s.insert_inbound("main", &sms, 1).unwrap().is_some());
+            assert!(s
+                .write(|t| t.insert_inbound("main", &sms, 1))
+                .unwrap()
+                .is_some());
             let mode: String = s
                 .conn()
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -823,7 +875,10 @@ mod tests {
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.pending_inbound().unwrap()[0].sms, sms);
-        assert_eq!(s.insert_inbound("main", &sms, 2).unwrap(), None);
+        assert_eq!(
+            s.write(|t| t.insert_inbound("main", &sms, 2)).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -833,18 +888,19 @@ mod tests {
         let sms = inbound("SMb", "batched");
         {
             let s = SqliteStore::open(&path).unwrap();
-            s.begin().unwrap();
-            s.insert_inbound("main", &sms, 1).unwrap();
-            // Dropped without a commit: as if the process died here.
+            let mut tx = s.begin().unwrap();
+            tx.insert_inbound("main", &sms, 1).unwrap();
+            // Left open when the store closes: as if the process died here.
+            std::mem::forget(tx);
         }
         let s = SqliteStore::open(&path).unwrap();
         assert!(
             s.pending_inbound().unwrap().is_empty(),
             "an uncommitted batch is not kept"
         );
-        s.begin().unwrap();
-        s.insert_inbound("main", &sms, 1).unwrap();
-        s.commit().unwrap();
+        let mut tx = s.begin().unwrap();
+        tx.insert_inbound("main", &sms, 1).unwrap();
+        tx.commit().unwrap();
         drop(s);
         assert_eq!(
             SqliteStore::open(&path)
@@ -873,10 +929,10 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        let (ticket, chat) = s.find_sent("main", "SMb").unwrap().unwrap();
+        let (ticket, chat) = s.write(|t| t.find_sent("main", "SMb")).unwrap().unwrap();
         assert_eq!((ticket, chat.stanza_id.as_deref()), (1, Some("m1")));
-        assert!(s.find_sent("main", "SMa").unwrap().is_some());
-        assert!(s.find_sent("other", "SMa").unwrap().is_none());
+        assert!(s.write(|t| t.find_sent("main", "SMa")).unwrap().is_some());
+        assert!(s.write(|t| t.find_sent("other", "SMa")).unwrap().is_none());
         let n: i64 = s
             .conn()
             .query_row("SELECT count(*) FROM sent_ids", [], |r| r.get(0))
@@ -897,7 +953,7 @@ mod tests {
         let write_some = |from: usize| {
             for i in from..from + 200 {
                 let sms = inbound(&format!("SM{i}"), &"x".repeat(2000));
-                s.insert_inbound("main", &sms, 1).unwrap();
+                s.write(|t| t.insert_inbound("main", &sms, 1)).unwrap();
             }
         };
         let waiting = || s.activity.wal_bytes.load(Ordering::Relaxed);
@@ -941,46 +997,65 @@ mod tests {
         let sms = inbound("SMrepeat", "hello");
         {
             let s = SqliteStore::open(&path).unwrap();
-            s.begin().unwrap();
-            assert!(s.insert_inbound("main", &sms, 1).unwrap().is_some());
+            let mut tx = s.begin().unwrap();
+            assert!(tx.insert_inbound("main", &sms, 1).unwrap().is_some());
             // The process dies before the commit.
+            std::mem::forget(tx);
         }
         let s = SqliteStore::open(&path).unwrap();
-        s.begin().unwrap();
-        assert!(
-            s.insert_inbound("main", &sms, 1).unwrap().is_some(),
-            "never stored, so the carrier's retry is new"
-        );
-        // A Gateway dies mid-batch; the next batch rolls it back.
-        s.begin().unwrap();
-        let id = s.insert_inbound("main", &sms, 1).unwrap();
+        {
+            let mut tx = s.begin().unwrap();
+            assert!(
+                tx.insert_inbound("main", &sms, 1).unwrap().is_some(),
+                "never stored, so the carrier's retry is new"
+            );
+            // The batch fails and is dropped: rolled back.
+        }
+        let mut tx = s.begin().unwrap();
+        let id = tx.insert_inbound("main", &sms, 1).unwrap();
         assert!(id.is_some(), "the retry after a rollback is stored");
         assert!(
-            s.insert_inbound("main", &sms, 1).unwrap().is_none(),
+            tx.insert_inbound("main", &sms, 1).unwrap().is_none(),
             "a repeat in the same batch"
         );
-        s.commit().unwrap();
-        assert!(s.insert_inbound("main", &sms, 1).unwrap().is_none());
+        tx.commit().unwrap();
+        assert!(s
+            .write(|t| t.insert_inbound("main", &sms, 1))
+            .unwrap()
+            .is_none());
         assert!(
-            s.insert_inbound("other", &sms, 1).unwrap().is_some(),
+            s.write(|t| t.insert_inbound("other", &sms, 1))
+                .unwrap()
+                .is_some(),
             "the same id from another account is another text"
         );
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
         assert!(
-            s.insert_inbound("main", &sms, 1).unwrap().is_none(),
+            s.write(|t| t.insert_inbound("main", &sms, 1))
+                .unwrap()
+                .is_none(),
             "still a repeat after reopening"
         );
         // Once the text has expired, its pair is still a repeat (from the
         // seen_expired table, across a reopen) until the seen window ends.
-        s.inbound_delivered(id.unwrap()).unwrap();
-        assert_eq!(s.expire(2, 0).unwrap(), 1);
-        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_none());
+        s.write(|t| t.inbound_delivered(id.unwrap())).unwrap();
+        assert_eq!(s.write(|t| t.expire(2, 0)).unwrap(), 1);
+        assert!(s
+            .write(|t| t.insert_inbound("main", &sms, 3))
+            .unwrap()
+            .is_none());
         drop(s);
         let s = SqliteStore::open(&path).unwrap();
-        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_none());
-        s.expire(2, 2).unwrap();
-        assert!(s.insert_inbound("main", &sms, 3).unwrap().is_some());
+        assert!(s
+            .write(|t| t.insert_inbound("main", &sms, 3))
+            .unwrap()
+            .is_none());
+        s.write(|t| t.expire(2, 2)).unwrap();
+        assert!(s
+            .write(|t| t.insert_inbound("main", &sms, 3))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -1013,13 +1088,13 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].sms.id, "SMold");
         assert!(
-            s.insert_inbound("main", &inbound("SMold", "hello"), 2)
+            s.write(|t| t.insert_inbound("main", &inbound("SMold", "hello"), 2))
                 .unwrap()
                 .is_none(),
             "a repeat of a text stored before the migration"
         );
         assert_eq!(
-            s.insert_inbound("main", &inbound("SMnew", "hello"), 2)
+            s.write(|t| t.insert_inbound("main", &inbound("SMnew", "hello"), 2))
                 .unwrap(),
             Some(3),
             "ids go on from the old sequence"

@@ -3,6 +3,7 @@
 
 use super::{Action, Gateway};
 use crate::message::{Fetched, InboundRejected, InboundSms, OutgoingStanza, PstnCommand};
+use crate::store::Transaction;
 use crate::time::unix_now;
 
 impl Gateway {
@@ -11,12 +12,13 @@ impl Gateway {
     /// taken (a carrier's retry) becomes nothing. The chats it becomes.
     pub fn on_inbound(
         &self,
+        tx: &mut dyn Transaction,
         account: &str,
         sms: &InboundSms,
     ) -> Result<Vec<Action>, InboundRejected> {
         // Check the route before storing: a text nobody can get is refused.
         self.inbound_chats(account, sms, None)?;
-        match self.store.insert_inbound(account, sms, unix_now()) {
+        match tx.insert_inbound(account, sms, unix_now()) {
             Ok(Some(id)) => match self.fetch_command(account, id, sms) {
                 // The webhook is answered once the text is stored; its
                 // media are fetched after, and the chats follow them.
@@ -55,8 +57,14 @@ impl Gateway {
 
     /// Stored text `id`'s media have been fetched: kept so (a restart does
     /// not fetch them again), and delivered.
-    pub(super) fn on_media_fetched(&self, account: &str, id: u64, sms: &InboundSms) -> Vec<Action> {
-        if let Err(e) = self.store.update_inbound(id, sms) {
+    pub(super) fn on_media_fetched(
+        &self,
+        tx: &mut dyn Transaction,
+        account: &str,
+        id: u64,
+        sms: &InboundSms,
+    ) -> Vec<Action> {
+        if let Err(e) = tx.update_inbound(id, sms) {
             // Delivered all the same; after a restart, fetched again.
             tracing::error!(error = %e, id, "cannot record fetched media in the store");
         }
@@ -64,7 +72,7 @@ impl Gateway {
             Ok(actions) => actions,
             Err(e) => {
                 tracing::warn!(%account, error = %e, "an inbound text has nobody to go to now");
-                if let Err(e) = self.store.inbound_delivered(id) {
+                if let Err(e) = tx.inbound_delivered(id) {
                     tracing::error!(error = %e, id, "cannot drop an undeliverable inbound text");
                 }
                 vec![]

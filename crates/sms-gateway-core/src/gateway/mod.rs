@@ -28,7 +28,7 @@ pub use routing::{AccountPolicy, Routing, User};
 use crate::message::{
     DeliveryStatus, InboundRejected, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent,
 };
-use crate::store::{ChatRecord, MemoryStore, Store, StoreError};
+use crate::store::{ChatRecord, MemoryStore, Store, StoreError, Transaction};
 use crate::time::unix_now;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -146,21 +146,17 @@ impl Gateway {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a batch of events whose store writes are committed together
-    /// (see [`Store::begin`]).
-    pub fn begin_batch(&self) -> Result<(), StoreError> {
+    /// Starts a store transaction for a batch of events: the handlers
+    /// (`on_xmpp`, `on_pstn`) write through it, and nothing they return
+    /// may leave before it is committed.
+    pub fn begin(&self) -> Result<Box<dyn Transaction + '_>, StoreError> {
         self.store.begin()
     }
 
-    /// Commits the batch started by [`Gateway::begin_batch`].
-    pub fn commit_batch(&self) -> Result<(), StoreError> {
-        self.store.commit()
-    }
-
     /// Forgets store entries older than `keep` allows.
-    pub fn expire(&self, keep: crate::store::Retention) {
+    pub fn expire(&self, tx: &mut dyn Transaction, keep: crate::store::Retention) {
         let (before, seen_before) = keep.cutoffs(unix_now());
-        match self.store.expire(before, seen_before) {
+        match tx.expire(before, seen_before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired old entries from the store"),
             Err(e) => tracing::error!(error = %e, "cannot expire old entries"),
@@ -168,11 +164,11 @@ impl Gateway {
     }
 
     /// Handles an event from the XMPP process.
-    pub fn on_xmpp(&self, event: XmppEvent) -> Vec<Action> {
+    pub fn on_xmpp(&self, tx: &mut dyn Transaction, event: XmppEvent) -> Vec<Action> {
         match event {
-            XmppEvent::Chat(chat) => self.on_chat(chat),
+            XmppEvent::Chat(chat) => self.on_chat(tx, chat),
             XmppEvent::Delivered(id) => {
-                if let Err(e) = self.store.inbound_delivered(id) {
+                if let Err(e) = tx.inbound_delivered(id) {
                     // It stays pending: delivered once more after a restart.
                     tracing::error!(error = %e, id, "cannot mark an inbound text delivered");
                 }
@@ -184,16 +180,20 @@ impl Gateway {
     /// Handles an event from the PSTN process. For an inbound text, the
     /// returned [`Ack`] must be sent only after the actions are handed on, so
     /// the webhook is answered 2xx only then (invariant 2).
-    pub fn on_pstn(&self, event: PstnEvent) -> (Vec<Action>, Option<Ack>) {
+    pub fn on_pstn(
+        &self,
+        tx: &mut dyn Transaction,
+        event: PstnEvent,
+    ) -> (Vec<Action>, Option<Ack>) {
         match event {
             PstnEvent::SendResult { ticket, ids, error } => {
-                (self.on_send_result(ticket, ids, error), None)
+                (self.on_send_result(tx, ticket, ids, error), None)
             }
-            PstnEvent::Status { account, report } => (self.on_status(&account, report), None),
+            PstnEvent::Status { account, report } => (self.on_status(tx, &account, report), None),
             PstnEvent::MediaFetched { account, id, sms } => {
-                (self.on_media_fetched(&account, id, &sms), None)
+                (self.on_media_fetched(tx, &account, id, &sms), None)
             }
-            PstnEvent::Inbound { account, sms, ack } => match self.on_inbound(&account, &sms) {
+            PstnEvent::Inbound { account, sms, ack } => match self.on_inbound(tx, &account, &sms) {
                 Ok(actions) => (
                     actions,
                     Some(Ack {

@@ -4,13 +4,13 @@
 use super::{Action, Gateway};
 use crate::message::{ChatMessage, ErrorCondition, OutboundSms, OutgoingStanza, PstnCommand};
 use crate::provider::{ProviderError, ProviderErrorKind};
-use crate::store::{ChatRecord, ChatState};
+use crate::store::{ChatRecord, ChatState, Transaction};
 use crate::text;
 use crate::time::unix_now;
 
 impl Gateway {
     /// Handles a chat from a user.
-    pub fn on_chat(&self, chat: ChatMessage) -> Vec<Action> {
+    pub fn on_chat(&self, tx: &mut dyn Transaction, chat: ChatMessage) -> Vec<Action> {
         // Chat states, markers, receipts: nothing to text, nothing to answer.
         if chat.body.trim().is_empty() && chat.media.is_empty() {
             return vec![];
@@ -151,7 +151,7 @@ impl Gateway {
             state: ChatState::Sending,
         };
         // Stored before anything else happens: it survives a crash from here on.
-        let ticket = match self.store.insert_chat(&chat) {
+        let ticket = match tx.insert_chat(&chat) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a chat");
@@ -178,6 +178,7 @@ impl Gateway {
 
     pub(super) fn on_send_result(
         &self,
+        tx: &mut dyn Transaction,
         ticket: u64,
         ids: Vec<String>,
         error: Option<ProviderError>,
@@ -195,7 +196,7 @@ impl Gateway {
             };
             // The texts are gone; what is left is what a report needs.
             chat.parts = Vec::new();
-            if let Err(e) = self.store.update_chat(ticket, &chat) {
+            if let Err(e) = tx.update_chat(ticket, &chat) {
                 // Its reports will find nothing: no receipt, no error.
                 tracing::error!(error = %e, "cannot store a sent chat");
             }
@@ -203,12 +204,12 @@ impl Gateway {
             for id in ids {
                 let key = (chat.account.clone(), id);
                 if let Some(status) = state.early.remove(&key) {
-                    actions.extend(self.apply_status(&key, status, None));
+                    actions.extend(self.apply_status(tx, &key, status, None));
                 }
             }
             return actions;
         };
-        if let Err(e) = self.store.delete_chat(ticket) {
+        if let Err(e) = tx.delete_chat(ticket) {
             tracing::error!(error = %e, "cannot forget a chat");
         }
         tracing::warn!(account = %chat.account, error = %e, "text not sent");

@@ -51,19 +51,37 @@ pub(crate) async fn run_gateway(
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = expiry.tick() => {
-                gateway.expire(keep);
+                match gateway.begin() {
+                    Ok(mut tx) => {
+                        gateway.expire(&mut *tx, keep);
+                        if let Err(e) = tx.commit() {
+                            tracing::error!(error = %e, "cannot commit the expiry of old entries");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot expire old entries"),
+                }
                 continue;
             }
             Some(ev) = xmpp_events.recv() => Event::Xmpp(ev),
             Some(ev) = pstn_events.recv() => Event::Pstn(ev),
         };
-        // A burst is handled as one batch: one store commit for all of it,
-        // and nothing leaves (texts, stanzas, webhook answers) before it.
-        let batched = match gateway.begin_batch() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a store batch; writing one by one");
-                false
+        // A burst is handled as one batch: one store transaction for all
+        // of it, and nothing leaves (texts, stanzas, webhook answers)
+        // before its commit. A store that cannot start one holds the
+        // event (and, behind it, the channels: back-pressure) until it can.
+        let mut failures = 0;
+        let mut tx = loop {
+            match gateway.begin() {
+                Ok(tx) => break tx,
+                Err(e) => {
+                    let wait = crate::component::backoff(failures);
+                    failures += 1;
+                    tracing::error!(error = %e, retry_in = ?wait, "cannot start a store transaction; events wait");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
         };
         let mut actions = Vec::new();
@@ -80,7 +98,7 @@ pub(crate) async fn run_gateway(
                         XmppEvent::Chat(c) => Some((c.to.clone(), c.from.clone(), c.id.clone())),
                         XmppEvent::Delivered(_) => None,
                     };
-                    match caught(|| gateway.on_xmpp(ev)) {
+                    match caught(|| gateway.on_xmpp(&mut *tx, ev)) {
                         Some(a) => actions.extend(a),
                         None => actions.extend(reply_to.map(|(from, to, id)| {
                             Action::Xmpp(OutgoingStanza::Error {
@@ -95,14 +113,14 @@ pub(crate) async fn run_gateway(
                 }
                 // Its webhook's answer is dropped: 503, and the carrier retries.
                 Event::Pstn(ev) => {
-                    if let Some((a, ack)) = caught(|| gateway.on_pstn(ev)) {
+                    if let Some((a, ack)) = caught(|| gateway.on_pstn(&mut *tx, ev)) {
                         actions.extend(a);
                         acks.extend(ack);
                     }
                 }
             }
             handled += 1;
-            if batched && handled < BATCH_MAX {
+            if handled < BATCH_MAX {
                 next = waiting(&mut xmpp_events, &mut pstn_events, handled);
                 if next.is_none() {
                     // Before committing, the other processes' tasks that
@@ -115,16 +133,14 @@ pub(crate) async fn run_gateway(
                 }
             }
         }
-        if batched {
-            if let Err(e) = gateway.commit_batch() {
-                // Nothing of the batch is durable. The webhooks are refused
-                // (their carriers retry: a text may then reach the user
-                // twice, never zero times); the chats still go out, with
-                // their state in memory only.
-                tracing::error!(error = %e, "cannot commit a store batch");
-                for ack in acks.drain(..) {
-                    ack.fail();
-                }
+        if let Err(e) = tx.commit() {
+            // Nothing of the batch is durable. The webhooks are refused
+            // (their carriers retry: a text may then reach the user twice,
+            // never zero times); the chats still go out, with their state
+            // in memory only.
+            tracing::error!(error = %e, "cannot commit a store batch");
+            for ack in acks.drain(..) {
+                ack.fail();
             }
         }
         for action in actions {

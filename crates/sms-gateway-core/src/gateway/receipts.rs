@@ -3,15 +3,20 @@
 
 use super::{Action, Gateway, EARLY_MEMORY};
 use crate::message::{DeliveryStatus, ErrorCondition, OutgoingStanza, StatusReport};
-use crate::store::{ChatRecord, ChatState};
+use crate::store::{ChatRecord, ChatState, Transaction};
 
 impl Gateway {
-    pub(super) fn on_status(&self, account: &str, report: StatusReport) -> Vec<Action> {
+    pub(super) fn on_status(
+        &self,
+        tx: &mut dyn Transaction,
+        account: &str,
+        report: StatusReport,
+    ) -> Vec<Action> {
         if report.status == DeliveryStatus::InProgress {
             return vec![];
         }
         let key = (account.to_owned(), report.message_id);
-        let found = match self.store.find_sent(&key.0, &key.1) {
+        let found = match tx.find_sent(&key.0, &key.1) {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "cannot look a delivery report up");
@@ -35,20 +40,21 @@ impl Gateway {
             }
             return vec![];
         }
-        self.apply_status(&key, report.status, found)
+        self.apply_status(tx, &key, report.status, found)
     }
 
     /// A final report for one part of a sent chat (`found`: the chat, if
     /// already looked up).
     pub(super) fn apply_status(
         &self,
+        tx: &mut dyn Transaction,
         key: &(String, String),
         status: DeliveryStatus,
         found: Option<(u64, ChatRecord)>,
     ) -> Vec<Action> {
         let found = match found {
             Some(f) => Ok(Some(f)),
-            None => self.store.find_sent(&key.0, &key.1),
+            None => tx.find_sent(&key.0, &key.1),
         };
         let (ticket, mut chat) = match found {
             Ok(Some(found)) => found,
@@ -69,10 +75,9 @@ impl Gateway {
                 // receipt map, so a carrier repeating its report does not
                 // count it twice.
                 *undelivered -= 1;
-                if let Err(e) = self
-                    .store
+                if let Err(e) = tx
                     .update_chat(ticket, &chat)
-                    .and_then(|()| self.store.forget_sent_id(&key.0, &key.1))
+                    .and_then(|()| tx.forget_sent_id(&key.0, &key.1))
                 {
                     tracing::error!(error = %e, "cannot store a delivery report");
                 }
@@ -80,7 +85,7 @@ impl Gateway {
             }
             DeliveryStatus::Delivered | DeliveryStatus::Failed(_) => {}
         }
-        if let Err(e) = self.store.delete_chat(ticket) {
+        if let Err(e) = tx.delete_chat(ticket) {
             tracing::error!(error = %e, "cannot forget a chat");
         }
         match status {

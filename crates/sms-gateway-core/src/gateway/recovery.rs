@@ -3,7 +3,7 @@
 
 use super::{Action, Gateway, User};
 use crate::message::OutgoingStanza;
-use crate::store::{ChatState, StoreError};
+use crate::store::{ChatState, StoreError, StoreExt};
 use crate::time::{unix_now, utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +23,7 @@ impl Gateway {
     /// expired first.
     pub fn recover(&self, keep: crate::store::Retention) -> Result<Vec<Action>, StoreError> {
         let (before, seen_before) = keep.cutoffs(unix_now());
-        let removed = self.store.expire(before, seen_before)?;
+        let removed = self.store.write(|tx| tx.expire(before, seen_before))?;
         if removed > 0 {
             tracing::info!(removed, "expired old entries from the store");
         }
@@ -49,7 +49,7 @@ impl Gateway {
                 Ok(chats) => actions.extend(chats),
                 Err(e) => {
                     tracing::warn!(account = %p.account, error = %e, "a stored inbound text has nobody to go to now");
-                    self.store.inbound_delivered(p.id)?;
+                    self.store.write(|tx| tx.inbound_delivered(p.id))?;
                 }
             }
         }
@@ -78,7 +78,7 @@ impl Gateway {
                 false
             }
         };
-        if let Err(e) = self.store.set_meta(RUNNING, 1) {
+        if let Err(e) = self.store.write(|tx| tx.set_meta(RUNNING, 1)) {
             tracing::error!(error = %e, "cannot mark the store in use");
         }
         if !unclean {
@@ -96,7 +96,7 @@ impl Gateway {
             tracing::warn!("users were told of an unclean stop less than an hour ago; not again");
             return vec![];
         }
-        let _ = self.store.set_meta(NOTIFIED, now);
+        let _ = self.store.write(|tx| tx.set_meta(NOTIFIED, now));
         let last: HashMap<String, crate::store::LastChat> = match self.store.last_chats() {
             Ok(l) => l.into_iter().map(|l| (l.user.clone(), l)).collect(),
             Err(e) => {
@@ -131,7 +131,7 @@ impl Gateway {
 
     /// At a clean stop: the next start has nothing to report.
     pub fn end_run(&self) {
-        if let Err(e) = self.store.set_meta(RUNNING, 0) {
+        if let Err(e) = self.store.write(|tx| tx.set_meta(RUNNING, 0)) {
             tracing::error!(error = %e, "cannot mark a clean stop in the store");
         }
     }

@@ -10,6 +10,41 @@ use crate::phone::PhoneNumber;
 use crate::provider::{ProviderError, ProviderErrorKind};
 use crate::time::utc;
 
+/// Each event in a transaction of its own, as a batch of one.
+trait OneByOne {
+    fn chat(&self, chat: ChatMessage) -> Vec<Action>;
+    fn xmpp(&self, event: XmppEvent) -> Vec<Action>;
+    fn pstn(&self, event: PstnEvent) -> (Vec<Action>, Option<Ack>);
+    fn inbound(&self, account: &str, sms: &InboundSms) -> Result<Vec<Action>, InboundRejected>;
+}
+
+impl OneByOne for Gateway {
+    fn chat(&self, chat: ChatMessage) -> Vec<Action> {
+        let mut tx = self.begin().unwrap();
+        let a = self.on_chat(&mut *tx, chat);
+        tx.commit().unwrap();
+        a
+    }
+    fn xmpp(&self, event: XmppEvent) -> Vec<Action> {
+        let mut tx = self.begin().unwrap();
+        let a = self.on_xmpp(&mut *tx, event);
+        tx.commit().unwrap();
+        a
+    }
+    fn pstn(&self, event: PstnEvent) -> (Vec<Action>, Option<Ack>) {
+        let mut tx = self.begin().unwrap();
+        let a = self.on_pstn(&mut *tx, event);
+        tx.commit().unwrap();
+        a
+    }
+    fn inbound(&self, account: &str, sms: &InboundSms) -> Result<Vec<Action>, InboundRejected> {
+        let mut tx = self.begin().unwrap();
+        let a = self.on_inbound(&mut *tx, account, sms);
+        tx.commit().unwrap();
+        a
+    }
+}
+
 fn gateway() -> Gateway {
     gateway_with("")
 }
@@ -100,7 +135,7 @@ fn over_the_rate_or_the_parts_cap_gets_an_error_naming_the_limit() {
     let to = "+15557654321@sms.example.com";
     let long = "x".repeat(50); // bob's account: 20 characters a part, so 3 parts
     let text = expect_error(
-        g.on_chat(chat("bob@example.com/pc", to, &long)),
+        g.chat(chat("bob@example.com/pc", to, &long)),
         ErrorCondition::NotAcceptable,
     );
     assert!(
@@ -108,25 +143,25 @@ fn over_the_rate_or_the_parts_cap_gets_an_error_naming_the_limit() {
         "{text}"
     );
     for i in 0..3 {
-        let a = g.on_chat(chat("alice@example.com/phone", to, &format!("hi {i}")));
+        let a = g.chat(chat("alice@example.com/phone", to, &format!("hi {i}")));
         assert!(matches!(&a[..], [Action::Pstn(_)]), "{i}: {a:?}");
     }
     let text = expect_error(
-        g.on_chat(chat("alice@example.com/phone", to, "one too many")),
+        g.chat(chat("alice@example.com/phone", to, "one too many")),
         ErrorCondition::ResourceConstraint,
     );
     assert!(
         text.contains("limits.texts_per_minute") && text.contains("6 SMS a minute"),
         "{text}"
     );
-    let a = g.on_chat(chat("bob@example.com/pc", to, "bob is not held up"));
+    let a = g.chat(chat("bob@example.com/pc", to, "bob is not held up"));
     assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
 }
 
 #[test]
 fn chat_becomes_a_text_through_the_users_account() {
     let g = gateway();
-    let a = g.on_chat(chat(
+    let a = g.chat(chat(
         "Alice@example.com/phone",
         "+15557654321@sms.example.com",
         "hello",
@@ -141,7 +176,7 @@ fn chat_becomes_a_text_through_the_users_account() {
         }
         other => panic!("{other:?}"),
     }
-    let b = g.on_chat(chat(
+    let b = g.chat(chat(
         "bob@example.com/pc",
         "5557654321@sms.example.com",
         "hi",
@@ -176,7 +211,7 @@ fn expect_error(actions: Vec<Action>, want: ErrorCondition) -> String {
 fn unconfigured_sender_gets_an_error() {
     let g = gateway();
     let text = expect_error(
-        g.on_chat(chat(
+        g.chat(chat(
             "mallory@example.com/x",
             "+15557654321@sms.example.com",
             "hi",
@@ -190,7 +225,7 @@ fn unconfigured_sender_gets_an_error() {
 fn invalid_number_gets_an_error_naming_it() {
     let g = gateway();
     let text = expect_error(
-        g.on_chat(chat("alice@example.com/x", "pizza@sms.example.com", "hi")),
+        g.chat(chat("alice@example.com/x", "pizza@sms.example.com", "hi")),
         ErrorCondition::JidMalformed,
     );
     assert!(text.contains("pizza"), "{text}");
@@ -201,7 +236,7 @@ fn invalid_number_gets_an_error_naming_it() {
         "1234567@sms.example.com",
     ] {
         let text = expect_error(
-            g.on_chat(chat("alice@example.com/x", to, "hi")),
+            g.chat(chat("alice@example.com/x", to, "hi")),
             ErrorCondition::JidMalformed,
         );
         assert!(
@@ -210,7 +245,7 @@ fn invalid_number_gets_an_error_naming_it() {
         );
     }
     expect_error(
-        g.on_chat(chat("alice@example.com/x", "sms.example.com", "hi")),
+        g.chat(chat("alice@example.com/x", "sms.example.com", "hi")),
         ErrorCondition::BadRequest,
     );
 }
@@ -219,14 +254,14 @@ fn invalid_number_gets_an_error_naming_it() {
 fn empty_and_whitespace_bodies_send_nothing() {
     let g = gateway();
     assert!(g
-        .on_chat(chat(
+        .chat(chat(
             "alice@example.com/x",
             "+15557654321@sms.example.com",
             ""
         ))
         .is_empty());
     assert!(g
-        .on_chat(chat(
+        .chat(chat(
             "alice@example.com/x",
             "+15557654321@sms.example.com",
             " \n"
@@ -237,7 +272,7 @@ fn empty_and_whitespace_bodies_send_nothing() {
 #[test]
 fn carrier_refusal_and_outage_come_back_as_errors() {
     let g = gateway();
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
@@ -245,7 +280,7 @@ fn carrier_refusal_and_outage_come_back_as_errors() {
     let refused =
         ProviderError::from_http_status(400, "Invalid 'To' Phone Number").with_code("21211");
     let text = expect_error(
-        g.on_pstn(send_result(t, &[], Some(refused))).0,
+        g.pstn(send_result(t, &[], Some(refused))).0,
         ErrorCondition::NotAcceptable,
     );
     assert!(
@@ -253,14 +288,14 @@ fn carrier_refusal_and_outage_come_back_as_errors() {
         "{text}"
     );
 
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
     )));
     let down = ProviderError::new(ProviderErrorKind::Network, "connection refused");
     let text = expect_error(
-        g.on_pstn(send_result(t, &[], Some(down))).0,
+        g.pstn(send_result(t, &[], Some(down))).0,
         ErrorCondition::RemoteServerTimeout,
     );
     assert!(text.contains("unreachable"), "{text}");
@@ -269,12 +304,12 @@ fn carrier_refusal_and_outage_come_back_as_errors() {
 #[test]
 fn delivered_gives_a_receipt_and_failed_an_error() {
     let g = gateway();
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
     )));
-    assert!(g.on_pstn(send_result(t, &["SM1"], None)).0.is_empty());
+    assert!(g.pstn(send_result(t, &["SM1"], None)).0.is_empty());
     let status = |id: &str, status| PstnEvent::Status {
         account: "main".into(),
         report: StatusReport {
@@ -283,11 +318,11 @@ fn delivered_gives_a_receipt_and_failed_an_error() {
         },
     };
     assert!(g
-        .on_pstn(status("SM1", DeliveryStatus::InProgress))
+        .pstn(status("SM1", DeliveryStatus::InProgress))
         .0
         .is_empty());
     assert_eq!(
-        g.on_pstn(status("SM1", DeliveryStatus::Delivered)).0,
+        g.pstn(status("SM1", DeliveryStatus::Delivered)).0,
         vec![Action::Xmpp(OutgoingStanza::Receipt {
             from: "+15557654321@sms.example.com".into(),
             to: "alice@example.com/x".into(),
@@ -296,18 +331,18 @@ fn delivered_gives_a_receipt_and_failed_an_error() {
     );
     // A repeated report finds nothing left to answer.
     assert!(g
-        .on_pstn(status("SM1", DeliveryStatus::Delivered))
+        .pstn(status("SM1", DeliveryStatus::Delivered))
         .0
         .is_empty());
 
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
     )));
-    let _ = g.on_pstn(send_result(t, &["SM2"], None));
+    let _ = g.pstn(send_result(t, &["SM2"], None));
     let text = expect_error(
-        g.on_pstn(status(
+        g.pstn(status(
             "SM2",
             DeliveryStatus::Failed("error 30003: Unreachable destination handset".into()),
         ))
@@ -333,7 +368,7 @@ fn a_long_text_is_split_in_order_with_media_on_the_first_part() {
         "one two three four five six seven eight",
     );
     c.media = vec!["https://up.example/a.jpg".into()];
-    let parts = parts_of(&g.on_chat(c));
+    let parts = parts_of(&g.chat(c));
     assert!(parts.len() >= 2, "{parts:?}");
     assert!(
         parts.iter().all(|p| p.body.chars().count() <= 20),
@@ -351,7 +386,7 @@ fn a_long_text_is_split_in_order_with_media_on_the_first_part() {
 fn split_long_false_refuses_and_media_beyond_the_limit_are_refused() {
     let g = gateway();
     let text = expect_error(
-        g.on_chat(chat(
+        g.chat(chat(
             "carol@example.com/x",
             "+15557654321@sms.example.com",
             "this text is longer than twenty",
@@ -363,7 +398,7 @@ fn split_long_false_refuses_and_media_beyond_the_limit_are_refused() {
         "{text}"
     );
     assert_eq!(
-        parts_of(&g.on_chat(chat(
+        parts_of(&g.chat(chat(
             "carol@example.com/x",
             "+15557654321@sms.example.com",
             "short"
@@ -376,19 +411,19 @@ fn split_long_false_refuses_and_media_beyond_the_limit_are_refused() {
     c.media = (0..3)
         .map(|i| format!("https://up.example/{i}.jpg"))
         .collect();
-    let text = expect_error(g.on_chat(c), ErrorCondition::NotAcceptable);
+    let text = expect_error(g.chat(c), ErrorCondition::NotAcceptable);
     assert!(text.contains("At most 2 media"), "{text}");
 
     let mut c = chat("alice@example.com/x", "+15557654321@sms.example.com", "");
     c.media = vec!["file:///etc/passwd".into()];
-    let text = expect_error(g.on_chat(c), ErrorCondition::BadRequest);
+    let text = expect_error(g.chat(c), ErrorCondition::BadRequest);
     assert!(text.contains("http"), "{text}");
 }
 
 #[test]
 fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
     let g = gateway();
-    let actions = g.on_chat(chat(
+    let actions = g.chat(chat(
         "bob@example.com/x",
         "+15557654321@sms.example.com",
         "one two three four five six seven eight",
@@ -396,7 +431,7 @@ fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
     let t = sent_ticket(&actions);
     let n = parts_of(&actions).len();
     let ids: Vec<String> = (0..n).map(|i| format!("P{i}")).collect();
-    let _ = g.on_pstn(PstnEvent::SendResult {
+    let _ = g.pstn(PstnEvent::SendResult {
         ticket: t,
         ids: ids.clone(),
         error: None,
@@ -410,28 +445,28 @@ fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
     };
     for id in &ids[..n - 1] {
         assert!(
-            g.on_pstn(delivered(id)).0.is_empty(),
+            g.pstn(delivered(id)).0.is_empty(),
             "no receipt before the last part"
         );
         // Carriers repeat reports; a part is counted once.
         assert!(
-            g.on_pstn(delivered(id)).0.is_empty(),
+            g.pstn(delivered(id)).0.is_empty(),
             "a repeated report counts nothing"
         );
     }
     assert!(matches!(
-        &g.on_pstn(delivered(&ids[n - 1])).0[..],
+        &g.pstn(delivered(&ids[n - 1])).0[..],
         [Action::Xmpp(OutgoingStanza::Receipt { .. })]
     ));
 
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "bob@example.com/x",
         "+15557654321@sms.example.com",
         "one two three four five six seven eight",
     )));
     let e = ProviderError::new(ProviderErrorKind::CarrierError, "boom");
     let text = expect_error(
-        g.on_pstn(send_result(t, &["Q0"], Some(e))).0,
+        g.pstn(send_result(t, &["Q0"], Some(e))).0,
         ErrorCondition::RemoteServerTimeout,
     );
     assert!(
@@ -443,12 +478,12 @@ fn the_receipt_waits_for_every_part_and_a_partial_send_is_reported() {
 #[test]
 fn a_part_reported_twice_counts_once_even_after_other_parts() {
     let g = gateway();
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "bob@example.com/x",
         "+15557654321@sms.example.com",
         "one two three four five six seven eight nine ten eleven twelve",
     )));
-    let _ = g.on_pstn(send_result(t, &["R0", "R1", "R2"], None));
+    let _ = g.pstn(send_result(t, &["R0", "R1", "R2"], None));
     let delivered = |id: &str| PstnEvent::Status {
         account: "other".into(),
         report: StatusReport {
@@ -456,15 +491,15 @@ fn a_part_reported_twice_counts_once_even_after_other_parts() {
             status: DeliveryStatus::Delivered,
         },
     };
-    assert!(g.on_pstn(delivered("R0")).0.is_empty());
-    assert!(g.on_pstn(delivered("R1")).0.is_empty());
+    assert!(g.pstn(delivered("R0")).0.is_empty());
+    assert!(g.pstn(delivered("R1")).0.is_empty());
     // R0 again, after R1 was stored: still counted once.
     assert!(
-        g.on_pstn(delivered("R0")).0.is_empty(),
+        g.pstn(delivered("R0")).0.is_empty(),
         "a repeat after another part's report counts nothing"
     );
     assert!(matches!(
-        &g.on_pstn(delivered("R2")).0[..],
+        &g.pstn(delivered("R2")).0[..],
         [Action::Xmpp(OutgoingStanza::Receipt { .. })]
     ));
 }
@@ -472,7 +507,7 @@ fn a_part_reported_twice_counts_once_even_after_other_parts() {
 #[test]
 fn a_report_that_overtakes_its_send_result_still_counts() {
     let g = gateway();
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
@@ -484,8 +519,8 @@ fn a_report_that_overtakes_its_send_result_still_counts() {
             status: DeliveryStatus::Delivered,
         },
     };
-    assert!(g.on_pstn(early).0.is_empty());
-    let (actions, _) = g.on_pstn(send_result(t, &["SM9"], None));
+    assert!(g.pstn(early).0.is_empty());
+    let (actions, _) = g.pstn(send_result(t, &["SM9"], None));
     assert!(
         matches!(&actions[..], [Action::Xmpp(OutgoingStanza::Receipt { id, .. })] if id == "m1"),
         "{actions:?}"
@@ -505,13 +540,13 @@ fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
         )
     };
     let before = make();
-    let t1 = sent_ticket(&before.on_chat(chat(
+    let t1 = sent_ticket(&before.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "sent",
     )));
-    let _ = before.on_pstn(send_result(t1, &["SM1"], None));
-    let t2 = sent_ticket(&before.on_chat(chat(
+    let _ = before.pstn(send_result(t1, &["SM1"], None));
+    let t2 = sent_ticket(&before.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "pending",
@@ -523,7 +558,7 @@ fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
         body: "in".into(),
         media: vec![],
     };
-    let _ = before.on_inbound("main", &sms).unwrap();
+    let _ = before.inbound("main", &sms).unwrap();
     drop(before);
 
     // The program dies; a new gateway starts on the same store.
@@ -543,7 +578,7 @@ fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
     );
     assert!(actions.iter().any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Chat { body, inbound_id: Some(_), .. }) if body == "in")), "{actions:?}");
     // The delivery report of the chat sent before the restart still makes its receipt.
-    let (receipt, _) = after.on_pstn(PstnEvent::Status {
+    let (receipt, _) = after.pstn(PstnEvent::Status {
         account: "main".into(),
         report: StatusReport {
             message_id: "SM1".into(),
@@ -560,20 +595,20 @@ fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
         "the delivered chat left the store; the pending one stays"
     );
     // And the carrier's retry of the inbound webhook is still recognised.
-    assert_eq!(after.on_inbound("main", &sms), Ok(vec![]));
+    assert_eq!(after.inbound("main", &sms), Ok(vec![]));
 }
 
 #[test]
 fn a_timeout_is_reported_and_not_retried() {
     let g = gateway();
-    let t = sent_ticket(&g.on_chat(chat(
+    let t = sent_ticket(&g.chat(chat(
         "alice@example.com/x",
         "+15557654321@sms.example.com",
         "hi",
     )));
     let e = ProviderError::new(ProviderErrorKind::Timeout, "no answer within 30s");
     let text = expect_error(
-        g.on_pstn(send_result(t, &[], Some(e))).0,
+        g.pstn(send_result(t, &[], Some(e))).0,
         ErrorCondition::RemoteServerTimeout,
     );
     assert!(
@@ -599,7 +634,7 @@ fn inbound_text_and_media_become_chats() {
             Media::new("https://carrier.example/2", Some("image/png".into())),
         ],
     };
-    let a = g.on_inbound("main", &sms).unwrap();
+    let a = g.inbound("main", &sms).unwrap();
     let stored = g.store.pending_inbound().unwrap();
     assert_eq!(stored.len(), 1, "stored before it is answered");
     let id = stored[0].id;
@@ -634,7 +669,7 @@ fn inbound_text_and_media_become_chats() {
     fetched.media[1].fetched = Some(Fetched::Failed {
         reason: "the carrier no longer has it (HTTP 404)".into(),
     });
-    let (chats, ack) = g.on_pstn(PstnEvent::MediaFetched {
+    let (chats, ack) = g.pstn(PstnEvent::MediaFetched {
         account: "main".into(),
         id,
         sms: fetched.clone(),
@@ -672,13 +707,13 @@ fn inbound_text_and_media_become_chats() {
         .unwrap();
     assert_eq!(again, chats);
     // The carrier's retry of the same webhook delivers nothing new.
-    assert_eq!(g.on_inbound("main", &sms), Ok(vec![]));
+    assert_eq!(g.inbound("main", &sms), Ok(vec![]));
     // Once written to the server, it leaves the store.
-    assert!(g.on_xmpp(XmppEvent::Delivered(id)).is_empty());
+    assert!(g.xmpp(XmppEvent::Delivered(id)).is_empty());
     assert!(g.store.pending_inbound().unwrap().is_empty());
     // Alice's number on the wrong account is nobody's.
     assert_eq!(
-        g.on_inbound("other", &sms),
+        g.inbound("other", &sms),
         Err(InboundRejected::UnknownNumber("+15550001111".into()))
     );
 }
@@ -693,7 +728,7 @@ fn with_media_store_link_the_carriers_urls_go_as_they_are() {
         body: String::new(),
         media: vec![Media::new("https://m.example/1.jpg", None)],
     };
-    let a = g.on_inbound("main", &sms).unwrap();
+    let a = g.inbound("main", &sms).unwrap();
     assert!(
         matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { media_url: Some(u), .. })] if u == "https://m.example/1.jpg"),
         "{a:?}"
@@ -708,9 +743,9 @@ fn media_links_on_private_addresses_are_refused_unless_relayed() {
         "",
     );
     c.media = vec!["http://127.0.0.1:5280/upload/a.jpg".into()];
-    let text = expect_error(gateway().on_chat(c.clone()), ErrorCondition::NotAcceptable);
+    let text = expect_error(gateway().chat(c.clone()), ErrorCondition::NotAcceptable);
     assert!(text.contains("media.relay_private_urls"), "{text}");
-    let relayed = gateway_with("[media]\nrelay_private_urls = true\n").on_chat(c);
+    let relayed = gateway_with("[media]\nrelay_private_urls = true\n").chat(c);
     assert!(
         matches!(&relayed[..], [Action::Pstn(PstnCommand::Send { .. })]),
         "{relayed:?}"
@@ -748,12 +783,12 @@ fn notices(actions: &[Action]) -> Vec<(String, String, String)> {
 fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
     let g = gateway();
     assert!(g.start_run().is_empty(), "a new store: nothing to tell");
-    g.on_chat(chat(
+    g.chat(chat(
         "alice@example.com/phone",
         "+15557654321@sms.example.com",
         "first",
     ));
-    g.on_chat(chat(
+    g.chat(chat(
         "Alice@example.com/laptop",
         "+15557654322@sms.example.com",
         "the last one, with more than forty characters in it",
