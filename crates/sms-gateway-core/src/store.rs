@@ -732,9 +732,4 @@ pub fn check_store(store: &dyn Store) {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn memory_store_meets_the_contract() {
-        super::check_store(&super::MemoryStore::default());
-    }
-}
+mod tests;
