@@ -1,6 +1,7 @@
 //! Tests of `pstn.rs`.
 
 use super::*;
+use crate::provider::WebhookRequest;
 
 #[test]
 fn retry_delays_double_with_spread_and_cap() {
