@@ -1,6 +1,7 @@
 //! Tests of `lib.rs`.
 
 use super::*;
+use crate::checkpoint::{CHECKPOINT_IDLE, CHECKPOINT_POLL};
 use sms_gateway_core::store::StoreExt;
 
 fn inbound(id: &str, body: &str) -> InboundSms {

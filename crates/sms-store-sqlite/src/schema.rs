@@ -1,0 +1,76 @@
+//! The schema, as migrations applied in order (`PRAGMA user_version`
+//! counts them).
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: chats and inbound texts.
+    "CREATE TABLE chats (
+        ticket INTEGER PRIMARY KEY AUTOINCREMENT,
+        created INTEGER NOT NULL,
+        sent INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL,
+        UNIQUE (account, carrier_id)
+    );
+    CREATE INDEX inbound_pending ON inbound (delivered, id);",
+    // 2: the receipt map, so delivery reports find their chat in the store
+    // (it used to be rebuilt in memory, which grew with every text sent).
+    // Rows are deleted with their chat, by key (the chat knows its ids).
+    "CREATE TABLE sent_ids (
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        ticket INTEGER NOT NULL,
+        PRIMARY KEY (account, carrier_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket)
+        SELECT json_extract(chats.data, '$.account'), ids.value, chats.ticket
+        FROM chats, json_each(chats.data, '$.state.Sent.ids') AS ids
+        WHERE chats.sent = 1;",
+    // 3: pending inbound texts are read only at start: a scan then is
+    // cheaper than keeping an index up to date on every text.
+    "DROP INDEX inbound_pending;",
+    // 4: each user's last chat (told after an unclean stop), and a few numbers.
+    "CREATE TABLE last_chat (
+        user TEXT PRIMARY KEY,
+        contact_jid TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        preview TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    // 5: a carrier repeating a webhook is caught in memory (a set rebuilt
+    // from this table at start, see `Seen`), not by a unique index: the
+    // index was a page written with every batch, for a check the one
+    // gateway on the store can make itself. The id sequence carries over.
+    "CREATE TABLE inbound5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL
+    );
+    INSERT INTO inbound5 (id, account, carrier_id, received, delivered, data)
+        SELECT id, account, carrier_id, received, delivered, data FROM inbound;
+    DELETE FROM sqlite_sequence WHERE name = 'inbound5';
+    UPDATE sqlite_sequence SET name = 'inbound5' WHERE name = 'inbound';
+    DROP TABLE inbound;
+    ALTER TABLE inbound5 RENAME TO inbound;",
+    // 6: the carrier ids of expired inbound texts, kept for
+    // `store.seen_days` so a webhook replayed after its text has gone is
+    // still a repeat (Twilio's and SignalWire's signatures carry no time).
+    // Read only when the in-memory set misses; written at expiry.
+    "CREATE TABLE seen_expired (
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        PRIMARY KEY (account, carrier_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_expired_received ON seen_expired (received);",
+];

@@ -1,0 +1,272 @@
+//! The writes a transaction makes (`SqliteTx` delegates to these), and
+//! the reads on its hot path.
+
+use crate::errors::err;
+use crate::SqliteStore;
+use rusqlite::{params, Connection, OptionalExtension};
+use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind};
+use sms_gateway_core::InboundSms;
+
+/// The SQL deleting the receipt-map rows of the chats a `WHERE` on `chats c`
+/// picks, by key (each chat lists its ids); built at compile time.
+macro_rules! forget_sent_ids {
+    ($where:literal) => {
+        concat!(
+            "DELETE FROM sent_ids WHERE (account, carrier_id) IN (
+                SELECT json_extract(c.data, '$.account'), ids.value
+                FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids ",
+            $where,
+            ")"
+        )
+    };
+}
+
+fn is_sent(chat: &ChatRecord) -> i64 {
+    i64::from(matches!(chat.state, ChatState::Sent { .. }))
+}
+
+/// Adds a sent chat's carrier ids to the receipt map. Called only when a
+/// chat becomes sent: its ids do not change after that, and ids dropped
+/// since (parts reported delivered) must stay dropped.
+fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
+    if let ChatState::Sent { ids, .. } = &chat.state {
+        let mut q = c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(err)?;
+        for id in ids {
+            q.execute(params![chat.account, id, ticket as i64])
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
+        let data = serde_json::to_string(chat).map_err(err)?;
+        let c = self.writer();
+        c.prepare_cached("INSERT INTO chats (created, sent, data) VALUES (?1, ?2, ?3)")
+            .and_then(|mut q| q.execute(params![chat.created as i64, is_sent(chat), data]))
+            .map_err(err)?;
+        let ticket = c.last_insert_rowid() as u64;
+        index_sent(&c, ticket, chat)?;
+        let last = LastChat::of(chat);
+        c.prepare_cached(
+            "INSERT INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user) DO UPDATE SET
+                contact_jid = excluded.contact_jid, created = excluded.created, preview = excluded.preview",
+        )
+        .and_then(|mut q| {
+            q.execute(params![
+                last.user,
+                last.contact_jid,
+                last.created as i64,
+                last.preview
+            ])
+        })
+        .map_err(err)?;
+        Ok(ticket)
+    }
+    pub(crate) fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
+        let data = serde_json::to_string(chat).map_err(err)?;
+        let c = self.writer();
+        let sent = is_sent(chat);
+        // The usual update, a chat becoming sent, is one statement; its ids
+        // join the receipt map then.
+        let was_pending = c
+            .prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1 AND sent = 0")
+            .and_then(|mut q| q.execute(params![ticket as i64, sent, data]))
+            .map_err(err)?
+            == 1;
+        if was_pending {
+            return index_sent(&c, ticket, chat);
+        }
+        c.prepare_cached("UPDATE chats SET sent = ?2, data = ?3 WHERE ticket = ?1")
+            .and_then(|mut q| q.execute(params![ticket as i64, sent, data]))
+            .map(drop)
+            .map_err(err)
+    }
+    pub(crate) fn delete_chat(&self, ticket: u64) -> Result<(), StoreError> {
+        let c = self.writer();
+        c.prepare_cached(forget_sent_ids!("WHERE c.ticket = ?1"))
+            .and_then(|mut q| q.execute(params![ticket as i64]))
+            .map_err(err)?;
+        c.prepare_cached("DELETE FROM chats WHERE ticket = ?1")
+            .and_then(|mut q| q.execute(params![ticket as i64]))
+            .map_err(err)?;
+        Ok(())
+    }
+    pub(crate) fn find_sent(
+        &self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<(u64, ChatRecord)>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare_cached(
+                "SELECT chats.ticket, chats.data FROM sent_ids JOIN chats USING (ticket)
+                 WHERE sent_ids.account = ?1 AND sent_ids.carrier_id = ?2",
+            )
+            .map_err(err)?;
+        let row = q
+            .query_row(params![account, carrier_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(err)?;
+        let Some((ticket, data)) = row else {
+            return Ok(None);
+        };
+        let chat = serde_json::from_str(&data).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("chat {ticket} is unreadable: {e}"),
+            )
+        })?;
+        Ok(Some((ticket as u64, chat)))
+    }
+    pub(crate) fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
+        self.writer()
+            .prepare_cached("DELETE FROM sent_ids WHERE account = ?1 AND carrier_id = ?2")
+            .and_then(|mut q| q.execute(params![account, carrier_id]))
+            .map(drop)
+            .map_err(err)
+    }
+    pub(crate) fn insert_inbound(
+        &self,
+        account: &str,
+        sms: &InboundSms,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let c = self.writer();
+        let mut seen = self.seen();
+        let key = seen.key(account, &sms.id);
+        if seen.keys.contains(&key) {
+            return Ok(None);
+        }
+        let replayed = c
+            .prepare_cached("SELECT 1 FROM seen_expired WHERE account = ?1 AND carrier_id = ?2")
+            .and_then(|mut q| q.exists(params![account, sms.id]))
+            .map_err(err)?;
+        if replayed {
+            return Ok(None);
+        }
+        let data = serde_json::to_string(sms).map_err(err)?;
+        c.prepare_cached(
+            "INSERT INTO inbound (account, carrier_id, received, data) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
+        .map_err(err)?;
+        seen.keys.insert(key);
+        if !c.is_autocommit() {
+            seen.batch.push(key);
+        }
+        Ok(Some(c.last_insert_rowid() as u64))
+    }
+    pub(crate) fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
+        let data = serde_json::to_string(sms).map_err(err)?;
+        self.writer()
+            .prepare_cached("UPDATE inbound SET data = ?2 WHERE id = ?1 AND delivered = 0")
+            .and_then(|mut q| q.execute(params![id as i64, data]))
+            .map_err(err)?;
+        Ok(())
+    }
+    pub(crate) fn inbound_delivered(&self, id: u64) -> Result<(), StoreError> {
+        self.writer()
+            .prepare_cached("UPDATE inbound SET delivered = 1, data = '' WHERE id = ?1")
+            .and_then(|mut q| q.execute(params![id as i64]))
+            .map_err(err)?;
+        Ok(())
+    }
+    pub(crate) fn expire(&self, before: u64, seen_before: u64) -> Result<usize, StoreError> {
+        let c = self.writer();
+        c.execute(
+            "DELETE FROM seen_expired WHERE received < ?1",
+            params![seen_before as i64],
+        )
+        .map_err(err)?;
+        c.execute(
+            "INSERT OR IGNORE INTO seen_expired (account, carrier_id, received)
+             SELECT account, carrier_id, received FROM inbound
+             WHERE delivered = 1 AND received < ?1 AND received >= ?2",
+            params![before as i64, seen_before as i64],
+        )
+        .map_err(err)?;
+        c.execute(
+            forget_sent_ids!("WHERE c.sent = 1 AND c.created < ?1"),
+            params![before as i64],
+        )
+        .map_err(err)?;
+        let chats = c
+            .execute(
+                "DELETE FROM chats WHERE sent = 1 AND created < ?1",
+                params![before as i64],
+            )
+            .map_err(err)?;
+        let mut q = c
+            .prepare("DELETE FROM inbound WHERE delivered = 1 AND received < ?1 RETURNING account, carrier_id")
+            .map_err(err)?;
+        let mut rows = q.query(params![before as i64]).map_err(err)?;
+        let mut seen = self.seen();
+        let mut inbound = 0;
+        while let Some(r) = rows.next().map_err(err)? {
+            let key = seen.key_of_row(r)?;
+            seen.keys.remove(&key);
+            inbound += 1;
+        }
+        Ok(chats + inbound)
+    }
+    pub(crate) fn set_meta(&self, key: &str, value: u64) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value as i64],
+            )
+            .map(drop)
+            .map_err(err)
+    }
+    pub(crate) fn begin_tx(&self) -> Result<(), StoreError> {
+        let c = self.conn();
+        if !c.is_autocommit() {
+            // A Gateway that died mid-batch left it open; nothing of it was
+            // let out, so it is dropped.
+            tracing::warn!("rolling back a batch a previous Gateway left open");
+            c.execute_batch("ROLLBACK").map_err(err)?;
+        }
+        self.seen().rolled_back();
+        c.prepare_cached("BEGIN")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err)
+    }
+
+    /// Rolls back the open transaction (dropped without a commit).
+    pub(crate) fn rollback_tx(&self) {
+        let c = self.conn();
+        if !c.is_autocommit() {
+            if let Err(e) = c.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "cannot roll back a transaction");
+            }
+        }
+        self.seen().rolled_back();
+    }
+
+    pub(crate) fn commit_tx(&self) -> Result<(), StoreError> {
+        let c = self.conn();
+        let done = c
+            .prepare_cached("COMMIT")
+            .and_then(|mut q| q.execute([]))
+            .map(drop)
+            .map_err(err);
+        // A failed COMMIT is taken as not done: the webhooks of the batch
+        // are refused and their retries must not look like repeats (at
+        // worst a text is then stored twice, never dropped).
+        match done {
+            Ok(()) => self.seen().committed(),
+            Err(_) => self.seen().rolled_back(),
+        }
+        done
+    }
+}
