@@ -1,0 +1,347 @@
+//! Checking a config without connecting: bounds, forms, users, accounts.
+
+use super::*;
+
+impl Config {
+    /// What is allowed but unsafe, in sentences naming the key: plain
+    /// `http://` for the URL carriers call or for a carrier's API (secrets
+    /// and texts in clear), and an XEP-0114 link to another host (the
+    /// protocol has no TLS: the secret's hash and every text cross the
+    /// network in clear). `check` prints them; `run` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let plain = |url: &str| {
+            url.parse::<axum::http::Uri>()
+                .ok()
+                .filter(|u| u.scheme_str() == Some("http"))
+                .and_then(|u| u.host().map(str::to_owned))
+        };
+        if self.media.store == MediaStoreKind::Link {
+            out.push("`media.store` = \"link\": users get the carriers' own media URLs, which need Twilio's credentials and expire at Telnyx; \"local\" or \"upload\" fetch them for the users".into());
+        }
+        if let Some(host) = plain(&self.http.public_url) {
+            if !is_loopback_host(&host) {
+                out.push(format!("`http.public_url` is plain http://: carriers will send texts and signatures to {host} unencrypted; use https:// behind a TLS proxy"));
+            }
+        }
+        for (name, p) in &self.providers {
+            if let Some(serde_json::Value::String(base)) = p.settings.get("api_base") {
+                if let Some(host) = plain(base) {
+                    if !is_loopback_host(&host) {
+                        out.push(format!("`providers.{name}.api_base` is plain http://: credentials and texts would go to {host} unencrypted"));
+                    }
+                }
+            }
+        }
+        let host = self
+            .xmpp
+            .server
+            .rsplit_once(':')
+            .map_or(self.xmpp.server.as_str(), |(h, _)| h);
+        if !is_loopback_host(host.trim_start_matches('[').trim_end_matches(']')) {
+            out.push(format!("`xmpp.server` = {:?} is not on this machine: XEP-0114 links are unencrypted, so keep the server's component port on loopback or a private network", self.xmpp.server));
+        }
+        out
+    }
+
+    /// Checks everything that can be checked without connecting, and builds
+    /// the provider accounts: what `sms-over-xmpp check` reports.
+    pub fn validate(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
+        if self.xmpp.server.parse::<SocketAddr>().is_err()
+            && !looks_like_host_port(&self.xmpp.server)
+        {
+            return Err(invalid(
+                "xmpp.server",
+                &self.xmpp.server,
+                "expected host:port of the XMPP server's component port",
+            ));
+        }
+        if self.xmpp.domain.is_empty()
+            || self.xmpp.domain.contains(['@', '/', ' '])
+            || !self.xmpp.domain.contains('.') && self.xmpp.domain != "localhost"
+        {
+            return Err(invalid(
+                "xmpp.domain",
+                &self.xmpp.domain,
+                "expected a domain name such as sms.example.com",
+            ));
+        }
+        if self.xmpp.secret.is_empty() {
+            return Err(invalid("xmpp.secret", "", "must not be empty"));
+        }
+        if self.store.keep_days == 0 {
+            return Err(invalid("store.keep_days", "0", "must be at least 1"));
+        }
+        if self.store.seen_days < self.store.keep_days {
+            return Err(invalid(
+                "store.seen_days",
+                self.store.seen_days.to_string(),
+                format!(
+                    "must be at least store.keep_days ({}): carrier ids outlive their texts",
+                    self.store.keep_days
+                ),
+            ));
+        }
+        if self.xmpp.keepalive_secs == 0 {
+            return Err(invalid("xmpp.keepalive_secs", "0", "must be at least 1"));
+        }
+        // Upper bounds: past them a value is a typo, and some would overflow
+        // a clock's arithmetic at run time rather than fail here.
+        const HOUR: u64 = 3600;
+        for (key, value, most) in [
+            ("xmpp.keepalive_secs", self.xmpp.keepalive_secs, HOUR),
+            (
+                "http.header_timeout_secs",
+                self.http.header_timeout_secs,
+                HOUR,
+            ),
+            ("http.body_timeout_secs", self.http.body_timeout_secs, HOUR),
+            ("http.ack_timeout_secs", self.http.ack_timeout_secs, HOUR),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                65_536,
+            ),
+            (
+                "http.max_form_body",
+                self.http.max_form_body as u64,
+                64 << 20,
+            ),
+            ("http.max_body", self.http.max_body as u64, 64 << 20),
+            (
+                "retry.deadline_secs",
+                self.retry.deadline_secs,
+                30 * 24 * HOUR,
+            ),
+            ("store.keep_days", self.store.keep_days, 36_500),
+            ("store.seen_days", self.store.seen_days, 36_500),
+            ("limits.max_parts", self.limits.max_parts as u64, 1_000),
+            ("media.max_bytes", self.media.max_bytes, 1 << 30),
+            ("media.timeout_secs", self.media.timeout_secs, HOUR),
+            ("media.keep_days", self.media.keep_days, 36_500),
+            ("media.max_total_bytes", self.media.max_total_bytes, 1 << 50),
+        ] {
+            if value > most {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    format!("must be at most {most}"),
+                ));
+            }
+        }
+        for (key, value) in [
+            (
+                "limits.texts_per_minute",
+                u64::from(self.limits.texts_per_minute),
+            ),
+            ("limits.texts_burst", u64::from(self.limits.texts_burst)),
+            ("limits.max_parts", self.limits.max_parts as u64),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.max_form_body", self.http.max_form_body as u64),
+            ("http.max_body", self.http.max_body as u64),
+            ("http.ack_timeout_secs", self.http.ack_timeout_secs),
+            ("media.max_bytes", self.media.max_bytes),
+            ("media.timeout_secs", self.media.timeout_secs),
+            ("media.keep_days", self.media.keep_days),
+            ("media.max_total_bytes", self.media.max_total_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
+        }
+        if (self.limits.texts_burst as usize) < self.limits.max_parts {
+            return Err(invalid(
+                "limits.texts_burst",
+                self.limits.texts_burst.to_string(),
+                format!(
+                    "must be at least limits.max_parts ({}), or a text of that many parts could never be sent",
+                    self.limits.max_parts
+                ),
+            ));
+        }
+        let url = &self.http.public_url;
+        let parsed = url.parse::<axum::http::Uri>();
+        let ok = matches!(&parsed, Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none());
+        if !ok {
+            return Err(invalid(
+                "http.public_url",
+                url,
+                "expected an http(s) URL without a query, such as https://sms.example.com/hooks",
+            ));
+        }
+        if let Some(prefix) = &self.phone.default_prefix {
+            let digits = prefix.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(invalid(
+                    "phone.default_prefix",
+                    prefix,
+                    "expected + and a country calling code, such as +1 or +44",
+                ));
+            }
+        }
+        if let Some(region) = &self.phone.default_region {
+            if region.parse::<phonenumber::country::Id>().is_err() {
+                return Err(invalid(
+                    "phone.default_region",
+                    region,
+                    "expected an ISO 3166 country code such as US or GB",
+                ));
+            }
+        }
+        for (key, value) in &self.caller_id {
+            if key == "lookup" {
+                if !Path::new(value).is_absolute() {
+                    return Err(invalid(
+                        "caller_id.lookup",
+                        value,
+                        "expected the absolute path of a program",
+                    ));
+                }
+                continue;
+            }
+            if let Err(e) = PhoneNumber::parse(key, None) {
+                return Err(invalid(
+                    format!("caller_id.\"{key}\""),
+                    value,
+                    format!("the key must be a number in E.164 form: {e}"),
+                ));
+            }
+        }
+        if let Some(service) = &self.media.upload_service {
+            if !is_domain(service) {
+                return Err(invalid(
+                    "media.upload_service",
+                    service,
+                    "expected the JID of an XEP-0363 upload service, such as upload.example.com",
+                ));
+            }
+        }
+        if self.providers.contains_key("media") {
+            return Err(invalid(
+                "providers.media",
+                "media",
+                "`media` is the path of the gateway's media files; name the account otherwise",
+            ));
+        }
+        let providers = self.build_providers(registry)?;
+        let mut seen_jids = BTreeMap::new();
+        let mut seen_numbers = BTreeMap::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let jid = normalize_bare_jid(&user.jid).ok_or_else(|| {
+                invalid(
+                    format!("users[{i}].jid"),
+                    &user.jid,
+                    "expected a bare JID such as alice@example.com",
+                )
+            })?;
+            if let Some(j) = seen_jids.insert(jid, i) {
+                return Err(invalid(
+                    format!("users[{i}].jid"),
+                    &user.jid,
+                    format!("the same JID is already users[{j}]"),
+                ));
+            }
+            let number = PhoneNumber::parse(&user.number, None)
+                .map_err(|e| invalid(format!("users[{i}].number"), &user.number, e.to_string()))?;
+            if !providers.accounts.contains_key(&user.provider) {
+                return Err(invalid(
+                    format!("users[{i}].provider"),
+                    &user.provider,
+                    format!(
+                        "no such account; configured: {}",
+                        list(providers.accounts.keys().map(String::as_str))
+                    ),
+                ));
+            }
+            if let Some(j) = seen_numbers.insert((user.provider.clone(), number), i) {
+                return Err(invalid(
+                    format!("users[{i}].number"),
+                    &user.number,
+                    format!("the same number on the same account is already users[{j}]"),
+                ));
+            }
+        }
+        Ok(providers)
+    }
+
+    fn build_providers(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
+        let mut accounts = BTreeMap::new();
+        for (name, p) in &self.providers {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    format!("providers.{name}"),
+                    name,
+                    "account names may hold only letters, digits, - and _ (they appear in webhook URLs)",
+                ));
+            }
+            let factory = registry.get(&p.kind).ok_or_else(|| {
+                invalid(
+                    format!("providers.{name}.type"),
+                    &p.kind,
+                    format!(
+                        "unknown provider type; this build knows: {}",
+                        list(registry.kinds())
+                    ),
+                )
+            })?;
+            let ctx = ProviderContext {
+                account: name.clone(),
+                webhook_base: format!("{}/{name}", self.http.public_base()),
+            };
+            let settings = serde_json::Value::Object(p.settings.clone().into_iter().collect());
+            let provider = factory(&ctx, settings).map_err(|e| ConfigError::Invalid {
+                key: match &e.key {
+                    Some(k) => format!("providers.{name}.{k}"),
+                    None => format!("providers.{name}"),
+                },
+                value: format!("type = {}", p.kind),
+                reason: e.reason,
+            })?;
+            accounts.insert(name.clone(), provider);
+        }
+        Ok(Providers { accounts })
+    }
+}
+
+/// A domain name as XMPP addresses use them: `upload.example.com`.
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn looks_like_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = items.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
