@@ -1,0 +1,237 @@
+//! The protocol duties the XMPP process answers itself: IQs (XEP-0100,
+//! vCards, upload-slot answers), presence, unreadable stanzas, names.
+
+use super::*;
+use translate::{gateway_answer, gateway_prompt, reply, vcard};
+
+impl XmppProcess {
+    /// Sends a query for [`upload::Uploads`], keeping where its answer goes.
+    pub(crate) async fn send_query(&self, link: &mut Link, q: upload::Query) -> Result<(), Error> {
+        let id = self.new_id();
+        let iq = Iq::Get {
+            from: jid(&self.domain),
+            to: Some(q.to.clone()),
+            id: id.clone(),
+            payload: q.payload,
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (q.to, q.reply));
+        self.send(link, iq).await
+    }
+
+    /// The answer to a query we sent, if `iq` is one: handed on.
+    pub(crate) fn answered(&self, iq: &Iq) -> bool {
+        let (id, from) = match iq {
+            Iq::Result { id, from, .. } | Iq::Error { id, from, .. } => (id, from),
+            _ => return false,
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the entity asked may answer (or the server for it, when
+        // the entity does not exist).
+        let asked = pending.get(id).is_some_and(|(to, _)| {
+            from.as_ref()
+                .is_none_or(|f| f == to || f.domain() == to.domain())
+        });
+        if !asked {
+            return false;
+        }
+        let Some((_, reply)) = pending.remove(id) else {
+            return false;
+        };
+        let answer = match iq {
+            Iq::Result { payload, .. } => Ok(payload.clone()),
+            Iq::Error { error, .. } => Err(translate::describe_error(error)),
+            _ => unreachable!("matched above"),
+        };
+        let _ = reply.send(answer);
+        true
+    }
+
+    /// The contact's name, the first time `contact` writes to `user` once
+    /// the name is known. Never waits for the lookup command: until it has
+    /// answered, chats go without a name and a later one carries it.
+    pub(crate) fn first_nick(&self, contact: &str, user: &str) -> Option<String> {
+        let key = (user.to_lowercase(), contact.to_lowercase());
+        if self
+            .nicks_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        let contact_number = self.contact_number(&jid(contact)?)?;
+        let user_number = self.user_number(&jid(user)?)?.clone();
+        let name = self.caller_id.name_now(&contact_number, &user_number)?;
+        self.nicks_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, ());
+        name
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn on_invalid(
+        &self,
+        link: &mut Link,
+        kind: &str,
+        from: Option<String>,
+        to: Option<String>,
+        id: Option<String>,
+        type_: Option<String>,
+        error: String,
+    ) -> Result<(), Error> {
+        tracing::warn!(%kind, ?from, %error, "a stanza we cannot read");
+        // Errors and responses are never answered; presence is not answered either.
+        let answerable = match kind {
+            "message" => type_.as_deref() != Some("error"),
+            "iq" => matches!(type_.as_deref(), Some("get" | "set")),
+            _ => false,
+        };
+        let (Some(from), true) = (from.as_deref().and_then(jid), answerable) else {
+            return Ok(());
+        };
+        let to = to.as_deref().and_then(jid);
+        let err = translate::stanza_error(
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+            format!("This {kind} could not be read: {error}"),
+        );
+        let stanza: Stanza = if kind == "iq" {
+            Iq::Error {
+                from: to,
+                to: Some(from),
+                id: id.unwrap_or_default(),
+                payload: None,
+                error: err,
+            }
+            .into()
+        } else {
+            let mut m = Message::error(from);
+            m.from = to;
+            m.id = id.map(Id);
+            m.payloads.push(err.into());
+            m.into()
+        };
+        self.send(link, stanza).await
+    }
+
+    /// The IQs that need our configuration: the XEP-0100 prompt and vCards.
+    pub(crate) async fn answer_own_iq(&self, iq: &Iq) -> Option<Iq> {
+        let (payload, is_get) = match iq {
+            Iq::Get { payload, .. } => (payload, true),
+            Iq::Set { payload, .. } => (payload, false),
+            _ => return None,
+        };
+        if payload.is("query", translate::GATEWAY_NS) {
+            if is_get {
+                return Some(reply(iq, Ok(Some(gateway_prompt()))));
+            }
+            // Only users may make the gateway parse what they typed: the
+            // answer is of no use to anyone else.
+            if iq.from().and_then(|f| self.user_number(f)).is_none() {
+                return Some(reply(
+                    iq,
+                    Err(translate::stanza_error(
+                        ErrorType::Auth,
+                        DefinedCondition::RegistrationRequired,
+                        format!("Only users of {} can look up numbers.", self.domain),
+                    )),
+                ));
+            }
+            let typed = payload
+                .get_child("prompt", translate::GATEWAY_NS)
+                .map(|p| p.text())
+                .unwrap_or_default();
+            let answer = match self.phone.parse(&typed) {
+                Ok(n) => Ok(Some(gateway_answer(&format!("{n}@{}", self.domain)))),
+                Err(e) => Err(translate::stanza_error(
+                    ErrorType::Modify,
+                    DefinedCondition::NotAcceptable,
+                    format!("{e}."),
+                )),
+            };
+            return Some(reply(iq, answer));
+        }
+        if is_get && payload.is("vCard", translate::VCARD_NS) {
+            let to = iq.to()?;
+            let Some(contact) = self.contact_number(to) else {
+                return Some(reply(iq, Ok(Some(vcard_for_domain()))));
+            };
+            // Not waited for: a vCard asked for again later has the name.
+            let name = match iq.from().and_then(|f| self.user_number(f)) {
+                Some(user) => self.caller_id.name_now(&contact, user).flatten(),
+                None => None,
+            };
+            return Some(reply(
+                iq,
+                Ok(Some(vcard(contact.as_str(), name.as_deref()))),
+            ));
+        }
+        None
+    }
+
+    /// RFC 6121 presence, as a contact (or the domain) that is always there.
+    /// Presence from anyone who is not a configured user gets no answer, so
+    /// nothing tells who is configured.
+    pub(crate) async fn answer_presence(&self, p: &Presence) -> Vec<Presence> {
+        let (Some(from), Some(to)) = (p.from.as_ref(), p.to.as_ref()) else {
+            return vec![];
+        };
+        let Some(user_number) = self.user_number(from).cloned() else {
+            return vec![];
+        };
+        let contact = self.contact_number(to);
+        if to.node().is_some() && contact.is_none() {
+            // Not a phone number: there is nobody there.
+            return vec![Presence::new(PresenceType::Unsubscribed)
+                .with_from(to.to_bare())
+                .with_to(from.to_bare())];
+        }
+        let me = to.to_bare();
+        let user = from.to_bare();
+        let available = || {
+            Presence::available()
+                .with_from(me.clone())
+                .with_to(user.clone())
+        };
+        match p.type_ {
+            PresenceType::Subscribe => {
+                let mut out = vec![
+                    Presence::new(PresenceType::Subscribed)
+                        .with_from(me.clone())
+                        .with_to(user.clone()),
+                    available(),
+                ];
+                if let Some(contact) = contact {
+                    // Ask back, so the contact shows as reachable both ways.
+                    let mut ask = Presence::subscribe()
+                        .with_from(me.clone())
+                        .with_to(user.clone());
+                    if let Some(name) = self.caller_id.name_now(&contact, &user_number).flatten() {
+                        ask.payloads.push(translate::nick(&name));
+                    }
+                    out.push(ask);
+                }
+                out
+            }
+            PresenceType::Probe | PresenceType::None | PresenceType::Subscribed => {
+                vec![available()]
+            }
+            PresenceType::Unsubscribe => {
+                vec![Presence::unavailable().with_from(me).with_to(user)]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+pub(crate) fn vcard_for_domain() -> tokio_xmpp::minidom::Element {
+    tokio_xmpp::minidom::Element::builder("vCard", translate::VCARD_NS)
+        .append(
+            tokio_xmpp::minidom::Element::builder("FN", translate::VCARD_NS).append("SMS gateway"),
+        )
+        .build()
+}
