@@ -39,12 +39,12 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Why a process stopped.
 pub type ProcessError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The XMPP side's channels, lent by the component to each incarnation of
-/// the XMPP process.
 /// A resource the component owns and lends to each incarnation of a process:
 /// the process locks it while it runs; after a crash the next one takes it.
 pub type Lent<T> = Arc<tokio::sync::Mutex<T>>;
 
+/// The XMPP side's channels, lent by the component to each incarnation of
+/// the XMPP process.
 #[derive(Clone)]
 pub struct XmppChannels {
     /// Chats for the Gateway.

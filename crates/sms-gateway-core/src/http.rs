@@ -48,7 +48,9 @@ impl std::fmt::Debug for Client {
 /// A carrier's answer.
 #[derive(Debug)]
 pub struct Answer {
+    /// Its status.
     pub status: StatusCode,
+    /// Its headers.
     pub headers: HeaderMap,
     /// At most [`MAX_ANSWER`] bytes.
     pub body: Bytes,
