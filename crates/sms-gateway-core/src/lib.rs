@@ -16,30 +16,37 @@
 //! [`XmppLink`] (the one in `sms-xmpp`, usually). See `examples/embed.rs`.
 
 pub mod callerid;
-pub mod component;
+mod component;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod gateway;
+mod gateway;
 pub mod http;
 pub mod media;
-pub mod message;
-pub mod phone;
+mod message;
+mod phone;
 pub mod provider;
-pub mod pstn;
+mod pstn;
 mod rate;
-pub mod sandbox;
-pub mod secret;
+mod sandbox;
+mod secret;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
 pub(crate) mod time;
 
-pub use component::{Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink};
+pub use component::{
+    backoff, Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink,
+};
 pub use config::{Config, ConfigError, Providers};
-pub use gateway::{Action, Gateway, GatewayState, Routing};
-pub use message::*;
+pub use gateway::{
+    AccountPolicy, Ack, Action, Gateway, GatewayState, Routing, User, NOTICE_INTERVAL,
+};
+pub use message::{
+    run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms,
+    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
+};
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{
     ProviderConfigError, ProviderContext, ProviderError, ProviderErrorKind, ProviderFactory,

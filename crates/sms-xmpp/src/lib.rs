@@ -42,8 +42,8 @@ pub use translate::{answer_iq, message_to_event, outgoing_to_stanza};
 use async_trait::async_trait;
 use link::{Incoming, Link};
 use outbox::{Built, Outbox};
+use sms_gateway_core::backoff;
 use sms_gateway_core::callerid::CallerId;
-use sms_gateway_core::component::backoff;
 use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
 use sms_gateway_core::{
     CancellationToken, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels, XmppEvent, XmppLink,
