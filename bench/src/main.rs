@@ -342,7 +342,7 @@ async fn mock(listen: &str, gateway: &str) {
                         ("Body".to_owned(), text),
                         ("NumMedia".to_owned(), "0".to_owned()),
                     ];
-                    let sig = sms_pstn_twilio::signature::twilio_signature(
+                    let sig = sms_pstn_laml::signature::twilio_signature(
                         TOKEN,
                         &format!("{PUBLIC}/main/message"),
                         &params,

@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     if sign && form {
         // Signed as Twilio signs, over the fields as the provider reads them.
         let params = req.form().unwrap_or_default();
-        signature = sms_pstn_twilio::signature::twilio_signature("token", &req.url, &params);
+        signature = sms_pstn_laml::signature::twilio_signature("token", &req.url, &params);
     }
     let name = if signalwire_picked {
         "x-signalwire-signature"

@@ -995,7 +995,7 @@ pub fn twilio_sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    sms_pstn_twilio::signature::twilio_signature(token, url, &owned)
+    sms_pstn_laml::signature::twilio_signature(token, url, &owned)
 }
 
 /// Posts a form webhook with an optional `X-Twilio-Signature`.

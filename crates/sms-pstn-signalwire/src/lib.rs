@@ -1,7 +1,7 @@
 //! # sms-pstn-signalwire
 //!
 //! The SignalWire provider for sms-over-xmpp. SignalWire speaks Twilio's LaML
-//! API, so this crate is configuration around `sms_pstn_twilio::laml`: its
+//! API, so this crate is configuration around `sms_pstn_laml`: its
 //! own URLs and credentials, `MediaUrl` at most 8, and webhook signatures
 //! (`X-SignalWire-Signature` or `X-Twilio-Signature`) keyed with the
 //! project's signing key, by either of the two schemes SignalWire uses.
@@ -23,8 +23,8 @@ use sms_gateway_core::{
     OutboundSms, ProviderContext, ProviderError, PstnProvider, Secret, WebhookError, WebhookReply,
     WebhookRequest,
 };
-use sms_pstn_twilio::laml::{self, Signed};
-use sms_pstn_twilio::signature;
+use sms_pstn_laml::signature;
+use sms_pstn_laml::{self as laml, Signed};
 use std::sync::Arc;
 
 /// SignalWire allows this many media per message.

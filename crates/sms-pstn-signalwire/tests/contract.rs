@@ -2,8 +2,8 @@
 //! through the LaML fixture it shares with Twilio.
 
 use sms_gateway_core::{ProviderContext, PstnProvider};
+use sms_pstn_laml::testkit::LamlFixture;
 use sms_pstn_signalwire::SignalWireProvider;
-use sms_pstn_twilio::testkit::LamlFixture;
 use std::sync::Arc;
 
 fn build(api_base: &str) -> Arc<dyn PstnProvider> {

@@ -82,7 +82,7 @@ impl std::fmt::Debug for TelnyxProvider {
 }
 
 /// Parses a base64 Ed25519 public key.
-pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
+pub(crate) fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|e| format!("`public_key`: not base64: {e}"))?;
@@ -94,7 +94,7 @@ pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
 
 /// Checks a Telnyx webhook signature: Ed25519 over `{timestamp}|{body}`,
 /// with `timestamp` (Unix seconds) within [`MAX_CLOCK_SKEW`] of `now`.
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     key: &VerifyingKey,
     timestamp: &str,
     body: &[u8],
@@ -223,7 +223,7 @@ fn describe(errors: &[ApiError]) -> Option<String> {
 }
 
 /// Reads a verified Telnyx webhook body into events.
-pub fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
+pub(crate) fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "not a Telnyx event: {}",

@@ -1,7 +1,7 @@
 //! # sms-pstn-twilio
 //!
-//! The Twilio provider for sms-over-xmpp, and the LaML pieces Twilio and
-//! SignalWire share ([`laml`], [`signature`]).
+//! The Twilio provider for sms-over-xmpp (on the LaML pieces it shares
+//! with SignalWire, in `sms-pstn-laml`).
 //!
 //! ```toml
 //! [providers.main]
@@ -11,11 +11,6 @@
 //! api_base = "https://api.twilio.com"   # optional
 //! ```
 
-pub mod laml;
-pub mod signature;
-#[cfg(feature = "testkit")]
-pub mod testkit;
-
 use async_trait::async_trait;
 use serde::Deserialize;
 use sms_gateway_core::provider::provider_settings;
@@ -23,6 +18,7 @@ use sms_gateway_core::{
     OutboundSms, ProviderConfigError, ProviderContext, ProviderError, PstnProvider, Secret,
     WebhookError, WebhookReply, WebhookRequest,
 };
+use sms_pstn_laml as laml;
 use std::sync::Arc;
 
 /// Twilio allows this many media per message.

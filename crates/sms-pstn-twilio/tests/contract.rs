@@ -1,7 +1,7 @@
 //! Twilio runs the provider contract suite against a wiremock Twilio.
 
 use sms_gateway_core::{ProviderContext, PstnProvider};
-use sms_pstn_twilio::testkit::LamlFixture;
+use sms_pstn_laml::testkit::LamlFixture;
 use sms_pstn_twilio::{TwilioConfig, TwilioProvider};
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use sms_gateway_core::{
     DeliveryStatus, OutboundSms, PhoneNumber, ProviderContext, ProviderErrorKind, PstnProvider,
     WebhookEvent, WebhookRequest,
 };
-use sms_pstn_twilio::signature::twilio_signature;
+use sms_pstn_laml::signature::twilio_signature;
 use sms_pstn_twilio::{TwilioConfig, TwilioProvider};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,9 +1,14 @@
+//! # sms-pstn-laml
+//!
 //! The LaML messaging API Twilio and SignalWire share: sending through
 //! `…/2010-04-01/Accounts/{account}/Messages.json` with form fields, and
 //! reading the form-encoded inbound and status webhooks. The two providers
 //! differ only in URLs, credentials and signature headers.
 
-use crate::signature;
+pub mod signature;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
 use sms_gateway_core::text::{BodyLimit, Limits};
 use sms_gateway_core::{
     DeliveryStatus, InboundSms, Media, OutboundSms, PhoneNumber, ProviderError, ProviderErrorKind,
