@@ -1,29 +1,50 @@
 //! A string that must never reach a log, an error message or `Debug` output
-//! (ARCHITECTURE invariant 4). Config types hold credentials as [`Secret`].
+//! (ARCHITECTURE invariant 4). Config types hold credentials as [`Secret`],
+//! on `secrecy`'s `SecretString`: the memory is zeroed when it is dropped.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
-/// A credential. `Debug` and `Display` print `***`; read it with [`Secret::expose`].
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
+/// A credential. `Debug` and `Display` print `***`; read it with
+/// [`Secret::expose`]; compared in constant time.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a credential.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
 
     /// The credential itself, for the one place that must use it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// Whether the credential is empty (a config check: an empty secret is an error).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
     }
 }
+
+impl Default for Secret {
+    fn default() -> Self {
+        Secret::new(String::new())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,7 +69,7 @@ impl<'de> Deserialize<'de> for Secret {
             I(i64),
             U(u64),
         }
-        Ok(Secret(match Raw::deserialize(d)? {
+        Ok(Secret::new(match Raw::deserialize(d)? {
             Raw::S(s) => s,
             Raw::I(i) => i.to_string(),
             Raw::U(u) => u.to_string(),
@@ -66,5 +87,8 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{s}"), "***");
         assert_eq!(s.expose(), "hunter2");
+        assert_eq!(s, Secret::new("hunter2"));
+        assert_ne!(s, Secret::new("hunter3"));
+        assert!(Secret::default().is_empty());
     }
 }
