@@ -39,7 +39,11 @@ pub fn twilio_signature(key: &str, url: &str, params: &[(String, String)]) -> St
 }
 
 /// `url` with the scheme's default port added when it has none, and removed
-/// when it has it; `None` when neither applies.
+/// when it has it; `None` when neither applies. Written here rather than
+/// with the `url` crate: a signature covers the URL exactly as the carrier
+/// wrote it, and `url` normalises what it parses (it drops a default port,
+/// adds a `/` to an empty path, lower-cases the host), which would sign a
+/// different string.
 fn port_variant(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let default = match scheme {

@@ -111,7 +111,7 @@ impl Gateway {
             .map(|u| {
                 let body = match last.get(&u.jid) {
                     Some(l) => format!(
-                        "The SMS gateway restarted after an unexpected stop. The last chat it received from you was to {} at {} UTC: \"{}\". Anything you sent after that did not reach it: please send it again.",
+                        "The SMS gateway restarted after an unexpected stop. The last chat it received from you was to {} on {}: \"{}\". Anything you sent after that did not reach it: please send it again.",
                         l.contact_jid.split('@').next().unwrap_or(&l.contact_jid),
                         utc(l.created),
                         l.preview

@@ -754,14 +754,14 @@ fn media_links_on_private_addresses_are_refused_unless_relayed() {
 
 #[test]
 fn utc_matches_python() {
-    // python3: datetime.fromtimestamp(t, timezone.utc).strftime('%Y-%m-%d %H:%M:%S')
+    // python3: email.utils.formatdate(t, usegmt=True)
     for (t, want) in [
-        (0, "1970-01-01 00:00:00"),
-        (951_782_400, "2000-02-29 00:00:00"),
-        (1_709_251_199, "2024-02-29 23:59:59"),
-        (1_795_762_352, "2026-11-27 06:52:32"),
-        (4_102_444_800, "2100-01-01 00:00:00"),
-        (253_402_300_799, "9999-12-31 23:59:59"),
+        (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+        (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+        (1_709_251_199, "Thu, 29 Feb 2024 23:59:59 GMT"),
+        (1_795_762_352, "Fri, 27 Nov 2026 06:52:32 GMT"),
+        (4_102_444_800, "Fri, 01 Jan 2100 00:00:00 GMT"),
+        (253_402_300_799, "Fri, 31 Dec 9999 23:59:59 GMT"),
     ] {
         assert_eq!(utc(t), want, "{t}");
     }
@@ -808,7 +808,8 @@ fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
         ("sms.example.com", "alice@example.com")
     );
     assert!(body.contains("unexpected stop"), "{body}");
-    assert!(body.contains("to +15557654322 at "), "{body}");
+    assert!(body.contains("to +15557654322 on "), "{body}");
+    assert!(body.contains(" GMT: "), "{body}");
     assert!(
         body.contains("\"the last one, with more than forty chara…\""),
         "{body}"
