@@ -315,14 +315,24 @@ async fn malformed_webhooks_get_clear_errors_and_relaying_goes_on() {
         ("truncated", b"MessageSid=SM1&From=%2B1555".to_vec()),
         ("oversized", vec![b'a'; 2 * 1024 * 1024]),
     ] {
-        let r = http
+        let sent = http
             .post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-twilio-signature", "AAAA")
             .body(body)
             .send()
-            .await
-            .unwrap();
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            // Refused by its Content-Length before the body was read: the
+            // 413 and the close can beat the client's last writes, which
+            // then meet a closed socket. Refused all the same.
+            Err(e) if what == "oversized" => {
+                println!("oversized: the connection closed mid-body ({e})");
+                continue;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        };
         assert!(
             matches!(r.status().as_u16(), 400 | 403 | 413),
             "{what}: {}",

@@ -122,6 +122,8 @@ impl Config {
 pub struct Providers {
     /// Account name → provider.
     pub accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+    /// The users, read once; the processes share them.
+    pub users: Arc<crate::directory::Directory>,
 }
 
 impl std::fmt::Debug for Providers {

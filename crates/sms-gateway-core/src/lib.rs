@@ -18,6 +18,7 @@
 pub mod callerid;
 mod component;
 pub mod config;
+mod directory;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod gateway;
@@ -40,6 +41,7 @@ pub use component::{
     backoff, Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink,
 };
 pub use config::{Config, ConfigError, Providers};
+pub use directory::Directory;
 pub use gateway::{
     AccountPolicy, Ack, Action, Gateway, GatewayState, Routing, User, NOTICE_INTERVAL,
 };

@@ -44,9 +44,10 @@ use link::{Incoming, Link};
 use outbox::{Built, Outbox};
 use sms_gateway_core::backoff;
 use sms_gateway_core::callerid::CallerId;
-use sms_gateway_core::config::{normalize_bare_jid, Config, PhoneConfig};
+use sms_gateway_core::config::{Config, PhoneConfig};
 use sms_gateway_core::{
-    CancellationToken, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels, XmppEvent, XmppLink,
+    CancellationToken, Directory, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels,
+    XmppEvent, XmppLink,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,8 +85,8 @@ pub struct XmppProcess {
     secret: sms_gateway_core::Secret,
     keepalive: Duration,
     phone: PhoneConfig,
-    /// Configured users' bare JIDs (lower-cased) and numbers.
-    users: HashMap<String, PhoneNumber>,
+    /// The configured users.
+    users: std::sync::Arc<Directory>,
     caller_id: std::sync::Arc<CallerId>,
     nicks_sent: Mutex<lru::LruCache<(String, String), ()>>,
     next_id: AtomicU64,
@@ -119,19 +120,10 @@ fn jid(s: &str) -> Option<Jid> {
 }
 
 impl XmppProcess {
-    /// A process for a validated config.
-    pub fn new(config: &Config) -> Self {
+    /// A process for a validated config and the users its validation read
+    /// (`Providers::users`, shared with the Gateway).
+    pub fn new(config: &Config, users: std::sync::Arc<Directory>) -> Self {
         let (queries_tx, queries) = mpsc::channel(64);
-        let users = config
-            .users
-            .iter()
-            .filter_map(|u| {
-                Some((
-                    normalize_bare_jid(&u.jid)?,
-                    PhoneNumber::parse(&u.number, None).ok()?,
-                ))
-            })
-            .collect();
         XmppProcess {
             server: config.xmpp.server.clone(),
             domain: config.xmpp.domain.to_lowercase(),
@@ -163,7 +155,7 @@ impl XmppProcess {
 
     /// The number of the configured user `jid` (full or bare), if any.
     fn user_number(&self, jid: &Jid) -> Option<&PhoneNumber> {
-        self.users.get(&jid.to_bare().to_string().to_lowercase())
+        self.users.get(&jid.to_bare()).map(|u| &u.number)
     }
 
     /// The contact number a JID of our domain names (`None` for the domain itself).

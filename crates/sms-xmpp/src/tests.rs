@@ -23,7 +23,10 @@ fn start(listener: &TcpListener, extra: &str) -> Started {
         listener.local_addr().unwrap()
     ))
     .unwrap();
-    let process = XmppProcess::new(&config);
+    let process = XmppProcess::new(
+        &config,
+        std::sync::Arc::new(sms_gateway_core::Directory::from_config(&config).unwrap()),
+    );
     let (to_gateway, events) = mpsc::channel(16);
     let (gateway_tx, from_gateway) = mpsc::channel(16);
     let channels = XmppChannels {

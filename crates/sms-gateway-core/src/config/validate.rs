@@ -227,43 +227,21 @@ impl Config {
             ));
         }
         let providers = self.build_providers(registry)?;
-        let mut seen_jids = BTreeMap::new();
-        let mut seen_numbers = BTreeMap::new();
-        for (i, user) in self.users.iter().enumerate() {
-            let jid = normalize_bare_jid(&user.jid).ok_or_else(|| {
-                invalid(
-                    format!("users[{i}].jid"),
-                    &user.jid,
-                    "expected a bare JID such as alice@example.com",
-                )
-            })?;
-            if let Some(j) = seen_jids.insert(jid, i) {
-                return Err(invalid(
-                    format!("users[{i}].jid"),
-                    &user.jid,
-                    format!("the same JID is already users[{j}]"),
-                ));
+        let mut providers = providers;
+        let users = crate::directory::Directory::read(self, |i, user| {
+            if providers.accounts.contains_key(&user.provider) {
+                return Ok(());
             }
-            let number = PhoneNumber::parse(&user.number, None)
-                .map_err(|e| invalid(format!("users[{i}].number"), &user.number, e.to_string()))?;
-            if !providers.accounts.contains_key(&user.provider) {
-                return Err(invalid(
-                    format!("users[{i}].provider"),
-                    &user.provider,
-                    format!(
-                        "no such account; configured: {}",
-                        list(providers.accounts.keys().map(String::as_str))
-                    ),
-                ));
-            }
-            if let Some(j) = seen_numbers.insert((user.provider.clone(), number), i) {
-                return Err(invalid(
-                    format!("users[{i}].number"),
-                    &user.number,
-                    format!("the same number on the same account is already users[{j}]"),
-                ));
-            }
-        }
+            Err(invalid(
+                format!("users[{i}].provider"),
+                &user.provider,
+                format!(
+                    "no such account; configured: {}",
+                    list(providers.accounts.keys().map(String::as_str))
+                ),
+            ))
+        })?;
+        providers.users = Arc::new(users);
         Ok(providers)
     }
 
@@ -306,7 +284,10 @@ impl Config {
             })?;
             accounts.insert(name.clone(), provider);
         }
-        Ok(Providers { accounts })
+        Ok(Providers {
+            accounts,
+            users: Default::default(),
+        })
     }
 }
 

@@ -42,14 +42,11 @@ impl Gateway {
         if !self.routing.fetch_media || sms.media.iter().all(|m| m.fetched.is_some()) {
             return None;
         }
-        let user = self
-            .routing
-            .by_number
-            .get(&(account.to_owned(), sms.to.clone()))?;
+        let user = self.routing.users.by_number(account, &sms.to)?;
         Some(Action::Pstn(PstnCommand::FetchMedia {
             account: account.to_owned(),
             id,
-            user: user.clone(),
+            user: user.jid.to_string(),
             sms: sms.clone(),
             retry_until: unix_now() + self.retry_deadline.as_secs(),
         }))
@@ -90,9 +87,11 @@ impl Gateway {
     ) -> Result<Vec<Action>, InboundRejected> {
         let user_jid = self
             .routing
-            .by_number
-            .get(&(account.to_owned(), sms.to.clone()))
-            .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?;
+            .users
+            .by_number(account, &sms.to)
+            .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?
+            .jid
+            .to_string();
         let from = self.routing.contact_jid(&sms.from);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         if !sms.body.is_empty() {

@@ -22,8 +22,9 @@ mod routing;
 #[cfg(test)]
 mod tests;
 
+pub use crate::directory::User;
 pub use recovery::NOTICE_INTERVAL;
-pub use routing::{AccountPolicy, Routing, User};
+pub use routing::{AccountPolicy, Routing};
 
 use crate::message::{
     DeliveryStatus, InboundRejected, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent,

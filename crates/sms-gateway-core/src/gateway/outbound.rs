@@ -116,7 +116,7 @@ impl Gateway {
             let rates = state.rates.get_or_insert_with(|| {
                 crate::rate::Buckets::new(limits.texts_per_minute, limits.texts_burst)
             });
-            rates.take(&user.jid, cost, std::time::Instant::now())
+            rates.take(user.jid.as_str(), cost, std::time::Instant::now())
         };
         if let Err(wait) = allowed {
             return error(

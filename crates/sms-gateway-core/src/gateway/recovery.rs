@@ -104,12 +104,12 @@ impl Gateway {
                 HashMap::new()
             }
         };
-        let mut users: Vec<&User> = self.routing.by_jid.values().collect();
-        users.sort_by(|a, b| a.jid.cmp(&b.jid));
+        let mut users: Vec<&User> = self.routing.users.users().iter().collect();
+        users.sort_by_key(|u| u.jid.to_string());
         users
             .into_iter()
             .map(|u| {
-                let body = match last.get(&u.jid) {
+                let body = match last.get(u.jid.as_str()) {
                     Some(l) => format!(
                         "The SMS gateway restarted after an unexpected stop. The last chat it received from you was to {} on {}: \"{}\". Anything you sent after that did not reach it: please send it again.",
                         l.contact_jid.split('@').next().unwrap_or(&l.contact_jid),
@@ -120,7 +120,7 @@ impl Gateway {
                 };
                 Action::Xmpp(OutgoingStanza::Chat {
                     from: self.routing.domain.clone(),
-                    to: u.jid.clone(),
+                    to: u.jid.to_string(),
                     body,
                     media_url: None,
                     inbound_id: None,
