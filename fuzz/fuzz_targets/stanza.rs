@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             to: "alice@example.com".into(),
             body: text.into(),
             media_url: Some(text.into()),
+            nick: Some(text.into()),
             inbound_id: Some(1),
         },
         OutgoingStanza::Error {

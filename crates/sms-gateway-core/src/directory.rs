@@ -2,10 +2,12 @@
 //! JIDs, and shared by the processes (the Gateway routes by it, the XMPP
 //! process answers by it).
 
+use crate::callerid::CallerId;
 use crate::config::{normalize_bare_jid, Config, ConfigError};
 use crate::phone::PhoneNumber;
 use jid::BareJid;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A configured user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +20,12 @@ pub struct User {
     pub account: String,
 }
 
-/// Who may use the gateway, with which number and account.
-#[derive(Debug, Clone, Default)]
+/// Who is who: the users (with their numbers and accounts), and the names
+/// of the numbers they text (`[caller_id]`).
+#[derive(Debug, Clone)]
 pub struct Directory {
     users: Vec<User>,
+    names: Arc<CallerId>,
     by_jid: HashMap<BareJid, usize>,
     /// Lower-cased bare JID text, for JIDs that arrive as text.
     by_text: HashMap<String, usize>,
@@ -49,7 +53,10 @@ impl Directory {
             value: value.to_owned(),
             reason,
         };
-        let mut d = Directory::default();
+        let mut d = Directory {
+            names: Arc::new(CallerId::from_table(&config.caller_id)),
+            ..Directory::default()
+        };
         for (i, u) in config.users.iter().enumerate() {
             let bad_jid = || {
                 invalid(
@@ -117,6 +124,23 @@ impl Directory {
     /// Every user, in config order.
     pub fn users(&self) -> &[User] {
         &self.users
+    }
+
+    /// Contacts' names: the `[caller_id]` table and its lookup command.
+    pub fn names(&self) -> &Arc<CallerId> {
+        &self.names
+    }
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            users: vec![],
+            names: Arc::new(CallerId::from_table(&Default::default())),
+            by_jid: HashMap::new(),
+            by_text: HashMap::new(),
+            by_number: HashMap::new(),
+        }
     }
 }
 

@@ -75,6 +75,9 @@ pub enum OutgoingStanza {
         body: String,
         /// A media URL sent as XEP-0066 out-of-band data (the body repeats it).
         media_url: Option<String>,
+        /// The contact's name (caller ID), when known: the XMPP process
+        /// sends it (XEP-0172) with the first chat from that contact.
+        nick: Option<String>,
         /// Set on the last stanza of a stored inbound text: once it is
         /// written, the XMPP process reports [`XmppEvent::Delivered`].
         inbound_id: Option<u64>,

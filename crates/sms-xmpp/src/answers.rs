@@ -49,27 +49,17 @@ impl XmppProcess {
         true
     }
 
-    /// The contact's name, the first time `contact` writes to `user` once
-    /// the name is known. Never waits for the lookup command: until it has
-    /// answered, chats go without a name and a later one carries it.
-    pub(crate) fn first_nick(&self, contact: &str, user: &str) -> Option<String> {
+    /// `name` if it is the first time `contact` writes to `user` with a
+    /// name (the Gateway looks names up; the XMPP process only remembers
+    /// to whom it has given each).
+    pub(crate) fn first_nick(&self, contact: &str, user: &str, name: &str) -> Option<String> {
         let key = (user.to_lowercase(), contact.to_lowercase());
-        if self
-            .nicks_sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
+        let mut sent = self.nicks_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.contains(&key) {
             return None;
         }
-        let contact_number = self.contact_number(&jid(contact)?)?;
-        let user_number = self.user_number(&jid(user)?)?.clone();
-        let name = self.caller_id.name_now(&contact_number, &user_number)?;
-        self.nicks_sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(key, ());
-        name
+        sent.put(key, ());
+        Some(name.to_owned())
     }
 
     #[allow(clippy::too_many_arguments)]

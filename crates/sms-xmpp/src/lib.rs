@@ -124,6 +124,9 @@ impl XmppProcess {
     /// (`Providers::users`, shared with the Gateway).
     pub fn new(config: &Config, users: std::sync::Arc<Directory>) -> Self {
         let (queries_tx, queries) = mpsc::channel(64);
+        // One cache of names, the Gateway's: the XMPP process reads it for
+        // vCards and presence.
+        let caller_id = users.names().clone();
         XmppProcess {
             server: config.xmpp.server.clone(),
             domain: config.xmpp.domain.to_lowercase(),
@@ -131,7 +134,7 @@ impl XmppProcess {
             keepalive: Duration::from_secs(config.xmpp.keepalive_secs),
             phone: config.phone.clone(),
             users,
-            caller_id: std::sync::Arc::new(CallerId::from_table(&config.caller_id)),
+            caller_id,
             nicks_sent: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(NICKS_SENT).expect("not zero"),
             )),

@@ -87,7 +87,12 @@ impl XmppProcess {
     pub(crate) fn build(&self, out: OutgoingStanza, outbox: &mut Outbox) {
         let nick = match &out {
             // The contact's name goes with the first chat from it (XEP-0172).
-            OutgoingStanza::Chat { from, to, .. } => self.first_nick(from, to),
+            OutgoingStanza::Chat {
+                from,
+                to,
+                nick: Some(name),
+                ..
+            } => self.first_nick(from, to, name),
             _ => None,
         };
         outbox.unsent.push(Built {

@@ -57,6 +57,7 @@ fn chat(inbound_id: u64, body: &str) -> OutgoingStanza {
         to: "alice@example.com".into(),
         body: body.into(),
         media_url: None,
+        nick: None,
         inbound_id: Some(inbound_id),
     }
 }

@@ -92,6 +92,16 @@ impl Gateway {
             .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?
             .jid
             .to_string();
+        // Never waits: a name still being looked up comes with a later text.
+        let nick = if inbound_id.is_some() {
+            self.routing
+                .users
+                .names()
+                .name_now(&sms.from, &sms.to)
+                .flatten()
+        } else {
+            None
+        };
         let from = self.routing.contact_jid(&sms.from);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         if !sms.body.is_empty() {
@@ -100,6 +110,7 @@ impl Gateway {
                 to: user_jid.clone(),
                 body: sms.body.clone(),
                 media_url: None,
+                nick: nick.clone(),
                 inbound_id: None,
             });
         }
@@ -118,6 +129,7 @@ impl Gateway {
                 to: user_jid.clone(),
                 body,
                 media_url,
+                nick: nick.clone(),
                 inbound_id: None,
             });
         }

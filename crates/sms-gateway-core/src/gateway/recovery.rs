@@ -123,6 +123,7 @@ impl Gateway {
                     to: u.jid.to_string(),
                     body,
                     media_url: None,
+                    nick: None,
                     inbound_id: None,
                 })
             })

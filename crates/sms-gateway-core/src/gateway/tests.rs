@@ -681,6 +681,7 @@ fn inbound_text_and_media_become_chats() {
             to: "alice@example.com".into(),
             body: body.into(),
             media_url: media_url.map(Into::into),
+            nick: None,
             inbound_id,
         })
     };
