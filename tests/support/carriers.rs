@@ -289,3 +289,55 @@ pub async fn sandbox_outbox(hooks: &str, auth: &str) -> serde_json::Value {
     }
     outbox
 }
+
+/// SignalWire's project id in [`three_carriers`].
+pub const SW_PROJECT: &str = "sw-project";
+/// SignalWire's API token in [`three_carriers`].
+pub const SW_TOKEN: &str = "PT-e2e";
+/// SignalWire's signing key in [`three_carriers`].
+pub const SW_KEY: &str = "PSK-e2e-signing-key";
+
+/// `[providers]` and `[[users]]` for one account of each carrier, with
+/// their APIs at the given mocks' URLs: alice on Twilio (`main`), bob on
+/// Telnyx (`tx`), carol on SignalWire (`sw`).
+pub fn three_carriers(twilio: &str, telnyx: &str, signalwire: &str) -> String {
+    format!(
+        r#"
+[providers.main]
+type = "twilio"
+account_sid = "{TWILIO_SID}"
+auth_token = "twilio-token"
+api_base = "{twilio}"
+
+[providers.tx]
+type = "telnyx"
+api_key = "KEY-e2e"
+public_key = "{telnyx_pk}"
+api_base = "{telnyx}"
+
+[providers.sw]
+type = "signalwire"
+space = "example.signalwire.com"
+project_id = "{SW_PROJECT}"
+api_token = "{SW_TOKEN}"
+signing_key = "{SW_KEY}"
+api_base = "{signalwire}"
+
+[[users]]
+jid = "alice@localhost"
+number = "+15550001111"
+provider = "main"
+
+[[users]]
+jid = "bob@localhost"
+number = "+15550002222"
+provider = "tx"
+
+[[users]]
+jid = "carol@localhost"
+number = "+15550003333"
+provider = "sw"
+"#,
+        telnyx_pk = telnyx_public_key(),
+    )
+}

@@ -7,8 +7,6 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SW_KEY: &str = "PSK-e2e-signing-key";
-
 const TELNYX_PATH: &str = "/v2/messages";
 const SW_PATH: &str = "/api/laml/2010-04-01/Accounts/sw-project/Messages.json";
 
@@ -50,48 +48,7 @@ async fn world() -> World {
         }})))
         .mount(&telnyx)
         .await;
-    let extra = format!(
-        r#"
-[providers.main]
-type = "twilio"
-account_sid = "{TWILIO_SID}"
-auth_token = "twilio-token"
-api_base = "{twilio}"
-
-[providers.tx]
-type = "telnyx"
-api_key = "KEY-e2e"
-public_key = "{telnyx_pk}"
-api_base = "{telnyx}"
-
-[providers.sw]
-type = "signalwire"
-space = "example.signalwire.com"
-project_id = "sw-project"
-api_token = "PT-e2e"
-signing_key = "{SW_KEY}"
-api_base = "{signalwire}"
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "main"
-
-[[users]]
-jid = "bob@localhost"
-number = "+15550002222"
-provider = "tx"
-
-[[users]]
-jid = "carol@localhost"
-number = "+15550003333"
-provider = "sw"
-"#,
-        twilio = twilio.uri(),
-        telnyx = telnyx.uri(),
-        signalwire = signalwire.uri(),
-        telnyx_pk = telnyx_public_key(),
-    );
+    let extra = three_carriers(&twilio.uri(), &telnyx.uri(), &signalwire.uri());
     let gateway = Gateway::start(&gateway_config(&prosody, free_port(), &extra)).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))

@@ -13,9 +13,6 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SW_PROJECT: &str = "sw-project";
-const SW_TOKEN: &str = "PT-e2e";
-
 /// A provider of `kind` built from `settings` as the config builds it.
 fn provider(kind: &str, settings: serde_json::Value) -> Arc<dyn PstnProvider> {
     let registry = sms_over_xmpp_bin::registry();
@@ -285,49 +282,32 @@ async fn slow_and_failing_servers_are_retried_and_fetched_media_deleted_at_twili
     );
 }
 
-fn carriers(twilio: &MockServer, telnyx: &MockServer, signalwire: &MockServer) -> String {
-    format!(
-        r#"
-[providers.main]
-type = "twilio"
-account_sid = "{TWILIO_SID}"
-auth_token = "twilio-token"
-api_base = "{twilio}"
+/// The three carriers' API mocks and a CDN.
+struct Mocks {
+    twilio: MockServer,
+    telnyx: MockServer,
+    signalwire: MockServer,
+    cdn: MockServer,
+}
 
-[providers.tx]
-type = "telnyx"
-api_key = "KEY-e2e"
-public_key = "{telnyx_pk}"
-api_base = "{telnyx}"
+impl Mocks {
+    async fn start() -> Mocks {
+        Mocks {
+            twilio: MockServer::start().await,
+            telnyx: MockServer::start().await,
+            signalwire: MockServer::start().await,
+            cdn: MockServer::start().await,
+        }
+    }
 
-[providers.sw]
-type = "signalwire"
-space = "example.signalwire.com"
-project_id = "{SW_PROJECT}"
-api_token = "{SW_TOKEN}"
-signing_key = "PSK"
-api_base = "{signalwire}"
-
-[[users]]
-jid = "alice@localhost"
-number = "+15550001111"
-provider = "main"
-
-[[users]]
-jid = "bob@localhost"
-number = "+15550002222"
-provider = "tx"
-
-[[users]]
-jid = "carol@localhost"
-number = "+15550003333"
-provider = "sw"
-"#,
-        twilio = twilio.uri(),
-        telnyx = telnyx.uri(),
-        signalwire = signalwire.uri(),
-        telnyx_pk = telnyx_public_key(),
-    )
+    /// One account of each carrier against these mocks.
+    fn carriers(&self) -> String {
+        three_carriers(
+            &self.twilio.uri(),
+            &self.telnyx.uri(),
+            &self.signalwire.uri(),
+        )
+    }
 }
 
 fn telnyx_mms(id: &str, to: &str, urls: &[&str]) -> serde_json::Value {
@@ -411,18 +391,14 @@ fn picture_url(m: &Msg, carrier_url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
     let prosody = Prosody::start().await;
-    let (twilio, telnyx, signalwire, cdn) = (
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-    );
-    let gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &carriers(&twilio, &telnyx, &signalwire),
-    ))
-    .await;
+    let mocks = Mocks::start().await;
+    let Mocks {
+        twilio,
+        signalwire,
+        cdn,
+        ..
+    } = &mocks;
+    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), &mocks.carriers())).await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
         .await;
@@ -432,7 +408,7 @@ async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
 
     let pics = [picture(20_000), picture(30_000), picture(40_000)];
     let twilio_url =
-        mount_twilio_media(&twilio, &cdn, "twilio-token", "ME42", &pics[0], "image/png").await;
+        mount_twilio_media(twilio, cdn, "twilio-token", "ME42", &pics[0], "image/png").await;
     post_laml(
         &gateway,
         "main",
@@ -441,7 +417,7 @@ async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
         &laml_mms("MM42", TWILIO_SID, "+15550001111", &twilio_url),
     )
     .await;
-    let telnyx_url = mount_telnyx_media(&cdn, "tx.png", &pics[1], "image/png").await;
+    let telnyx_url = mount_telnyx_media(cdn, "tx.png", &pics[1], "image/png").await;
     let r = post_telnyx(
         &format!("{}/hooks/tx/message", gateway.http_base),
         &telnyx_mms("ev-1", "+15550002222", &[&telnyx_url]),
@@ -449,7 +425,7 @@ async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
     .await;
     assert_eq!(r.status(), 200);
     let sw_url = mount_signalwire_media(
-        &signalwire,
+        signalwire,
         SW_PROJECT,
         SW_TOKEN,
         "SM9",
@@ -460,7 +436,7 @@ async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
     post_laml(
         &gateway,
         "sw",
-        "PSK",
+        SW_KEY,
         "x-signalwire-signature",
         &laml_mms("SM9", SW_PROJECT, "+15550003333", &sw_url),
     )
@@ -537,22 +513,18 @@ async fn an_inbound_picture_through_each_carrier_opens_in_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_the_webhook_and_the_fetch_still_delivers() {
     let prosody = Prosody::start().await;
-    let (twilio, telnyx, signalwire, cdn) = (
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-    );
+    let mocks = Mocks::start().await;
+    let Mocks { cdn, .. } = &mocks;
     Mock::given(method("GET"))
         .and(path("/late.png"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(600)))
-        .mount(&cdn)
+        .mount(cdn)
         .await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.db");
     let extra = format!(
         "{}\n[store]\npath = \"{}\"\n",
-        carriers(&twilio, &telnyx, &signalwire),
+        mocks.carriers(),
         store.display()
     );
     let config = gateway_config(&prosody, free_port(), &extra);
@@ -591,7 +563,7 @@ async fn a_restart_between_the_webhook_and_the_fetch_still_delivers() {
                 .insert_header("content-type", "image/png")
                 .set_body_bytes(pic.clone()),
         )
-        .mount(&cdn)
+        .mount(cdn)
         .await;
     prosody
         .wait_component_logins(1, Duration::from_secs(10))
@@ -630,20 +602,13 @@ async fn upload_mode_works_with_ejabberd_too() {
 }
 
 async fn upload_through(server: &dyn XmppServer, http: u16, log: impl Fn() -> String) {
-    let (twilio, telnyx, signalwire, cdn) = (
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-    );
-    let extra = format!(
-        "{}\n[media]\nstore = \"upload\"\n",
-        carriers(&twilio, &telnyx, &signalwire)
-    );
+    let mocks = Mocks::start().await;
+    let Mocks { cdn, .. } = &mocks;
+    let extra = format!("{}\n[media]\nstore = \"upload\"\n", mocks.carriers());
     let gateway = Gateway::start(&gateway_config(server, free_port(), &extra)).await;
     let mut bob = User::login(server, "bob").await;
     let pic = picture(12_345);
-    let url = mount_telnyx_media(&cdn, "up.png", &pic, "image/png").await;
+    let url = mount_telnyx_media(cdn, "up.png", &pic, "image/png").await;
     let r = post_telnyx(
         &format!("{}/hooks/tx/message", gateway.http_base),
         &telnyx_mms("ev-up", "+15550002222", &[&url]),
@@ -676,19 +641,17 @@ async fn upload_through(server: &dyn XmppServer, http: u16, log: impl Fn() -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_links_in_chats_are_refused_or_relayed() {
     let prosody = Prosody::start().await;
-    let (twilio, telnyx, signalwire, local) = (
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-        MockServer::start().await,
-    );
+    let mocks = Mocks::start().await;
+    let Mocks {
+        twilio, cdn: local, ..
+    } = &mocks;
     Mock::given(method("POST"))
         .and(path(twilio_messages_path()))
         .respond_with(
             ResponseTemplate::new(201)
                 .set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})),
         )
-        .mount(&twilio)
+        .mount(twilio)
         .await;
     let pic = picture(777);
     Mock::given(method("GET"))
@@ -698,7 +661,7 @@ async fn private_links_in_chats_are_refused_or_relayed() {
                 .insert_header("content-type", "image/png")
                 .set_body_bytes(pic.clone()),
         )
-        .mount(&local)
+        .mount(local)
         .await;
     let link = format!("{}/upload/abc/photo.png", local.uri());
     let chat = format!(
@@ -707,7 +670,7 @@ async fn private_links_in_chats_are_refused_or_relayed() {
     for relay in [false, true] {
         let extra = format!(
             "{}\n[media]\nrelay_private_urls = {relay}\n",
-            carriers(&twilio, &telnyx, &signalwire)
+            mocks.carriers()
         );
         let gateway = Gateway::start(&gateway_config(&prosody, free_port(), &extra)).await;
         prosody
@@ -721,7 +684,7 @@ async fn private_links_in_chats_are_refused_or_relayed() {
             assert_eq!(condition, "not-acceptable");
             assert!(text.contains("media.relay_private_urls"), "{text}");
         } else {
-            let sent = wait_requests(&twilio, &twilio_messages_path(), 1).await;
+            let sent = wait_requests(twilio, &twilio_messages_path(), 1).await;
             let form: Vec<(String, String)> =
                 form_urlencoded::parse(&sent[0].body).into_owned().collect();
             let media = form

@@ -132,17 +132,8 @@ impl Client {
         if let Some(a) = authorization {
             request = request.header(http::header::AUTHORIZATION, a.clone());
         }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| GetError::Failed(format!("cannot build the request: {e}")))?;
-        let exchange = async {
-            let response = self.inner.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    GetError::Connect(chain(&e))
-                } else {
-                    GetError::Failed(chain(&e))
-                }
-            })?;
+        self.within(async {
+            let response = self.send(request.body(Full::new(Bytes::new()))).await?;
             let (parts, body) = response.into_parts();
             let declared = parts
                 .headers
@@ -174,15 +165,8 @@ impl Client {
                 headers: parts.headers,
                 body,
             })
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(GetError::Failed(format!(
-                    "no answer within {} s",
-                    self.timeout.as_secs_f64()
-                )))
-            })
+        })
+        .await
     }
 
     /// PUTs `body` of `content_type` to `url` with `headers` (an upload
@@ -201,22 +185,38 @@ impl Client {
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| GetError::Failed(format!("cannot build the request: {e}")))?;
-        let exchange = async {
-            let response = self.inner.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    GetError::Connect(chain(&e))
-                } else {
-                    GetError::Failed(chain(&e))
-                }
-            })?;
+        self.within(async {
+            let response = self.send(request.body(Full::new(body))).await?;
             let status = response.status().as_u16();
             // Read (a little of) the answer so the connection can be reused.
             let _ = Limited::new(response.into_body(), 4096).collect().await;
             Ok(status)
-        };
+        })
+        .await
+    }
+
+    /// Sends a request for [`Client::get`] and [`Client::put`], telling a
+    /// failure to connect from one on the way.
+    async fn send(
+        &self,
+        request: Result<http::Request<Full<Bytes>>, http::Error>,
+    ) -> Result<http::Response<hyper::body::Incoming>, GetError> {
+        let request =
+            request.map_err(|e| GetError::Failed(format!("cannot build the request: {e}")))?;
+        self.inner.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                GetError::Connect(chain(&e))
+            } else {
+                GetError::Failed(chain(&e))
+            }
+        })
+    }
+
+    /// `exchange`, given at most the client's timeout.
+    async fn within<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, GetError>>,
+    ) -> Result<T, GetError> {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or_else(|_| {

@@ -17,13 +17,15 @@ impl Gateway {
         sms: &InboundSms,
     ) -> Result<Vec<Action>, InboundRejected> {
         // Check the route before storing: a text nobody can get is refused.
-        self.inbound_chats(account, sms, None)?;
+        if self.routing.users.by_number(account, &sms.to).is_none() {
+            return Err(InboundRejected::UnknownNumber(sms.to.to_string()));
+        }
         match tx.insert_inbound(account, sms, unix_now()) {
             Ok(Some(id)) => match self.fetch_command(account, id, sms) {
                 // The webhook is answered once the text is stored; its
                 // media are fetched after, and the chats follow them.
                 Some(fetch) => Ok(vec![fetch]),
-                None => self.inbound_chats(account, sms, Some(id)),
+                None => self.inbound_chats(account, sms, id),
             },
             Ok(None) => {
                 tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
@@ -65,7 +67,7 @@ impl Gateway {
             // Delivered all the same; after a restart, fetched again.
             tracing::error!(error = %e, id, "cannot record fetched media in the store");
         }
-        match self.inbound_chats(account, sms, Some(id)) {
+        match self.inbound_chats(account, sms, id) {
             Ok(actions) => actions,
             Err(e) => {
                 tracing::warn!(%account, error = %e, "an inbound text has nobody to go to now");
@@ -77,13 +79,13 @@ impl Gateway {
         }
     }
 
-    /// The chats an inbound text becomes (the last one carrying `inbound_id`),
-    /// or why it cannot be delivered.
+    /// The chats stored inbound text `inbound_id` becomes (the last one
+    /// carrying its id), or why it cannot be delivered.
     pub(super) fn inbound_chats(
         &self,
         account: &str,
         sms: &InboundSms,
-        inbound_id: Option<u64>,
+        inbound_id: u64,
     ) -> Result<Vec<Action>, InboundRejected> {
         let user_jid = self
             .routing
@@ -93,15 +95,12 @@ impl Gateway {
             .jid
             .to_string();
         // Never waits: a name still being looked up comes with a later text.
-        let nick = if inbound_id.is_some() {
-            self.routing
-                .users
-                .names()
-                .name_now(&sms.from, &sms.to)
-                .flatten()
-        } else {
-            None
-        };
+        let nick = self
+            .routing
+            .users
+            .names()
+            .name_now(&sms.from, &sms.to)
+            .flatten();
         let from = self.routing.contact_jid(&sms.from);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         if !sms.body.is_empty() {
@@ -137,7 +136,7 @@ impl Gateway {
             inbound_id: last, ..
         }) = actions.last_mut()
         {
-            *last = inbound_id;
+            *last = Some(inbound_id);
         }
         Ok(actions.into_iter().map(Action::Xmpp).collect())
     }

@@ -24,17 +24,19 @@ fn retry_delays_double_with_spread_and_cap() {
     assert_eq!(retry_delay(7, 2), retry_delay(7, 2), "reproducible");
 }
 
-/// A webhook server on loopback with the sandbox account `sb` (token
-/// `t`), `[http]` settings from `http_extra`, and a Gateway that is the
-/// returned receiver (nobody answers unless the test does).
-fn server(
-    http_extra: &str,
-) -> (
-    String,
-    mpsc::Receiver<PstnEvent>,
-    CancellationToken,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+/// A PSTN process on loopback: what [`started`] gives.
+struct Started {
+    addr: String,
+    from_pstn: mpsc::Receiver<PstnEvent>,
+    commands: mpsc::Sender<PstnCommand>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// A PSTN process on loopback with `accounts`, `[http]` settings from
+/// `http_extra`, and a Gateway that is the returned receiver (nobody
+/// answers unless the test does).
+fn started(http_extra: &str, accounts: BTreeMap<String, Arc<dyn PstnProvider>>) -> Started {
     let config = Config::from_toml(&format!(
         "[xmpp]\nserver = \"127.0.0.1:1\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
          [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/hooks\"\n{http_extra}"
@@ -43,25 +45,44 @@ fn server(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut accounts: BTreeMap<String, Arc<dyn PstnProvider>> = BTreeMap::new();
-    accounts.insert(
-        "sb".into(),
-        Arc::new(crate::SandboxProvider::new("sb", crate::Secret::new("t"))),
-    );
     let (to_gateway, from_pstn) = mpsc::channel(8);
-    let (_commands_tx, commands) = mpsc::channel(1);
+    let (commands, commands_rx) = mpsc::channel(1);
     let pstn = PstnProcess::new(
         &config,
         accounts,
         listener,
         to_gateway,
-        Arc::new(tokio::sync::Mutex::new(commands)),
+        Arc::new(tokio::sync::Mutex::new(commands_rx)),
         None,
     );
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move { pstn.run(stop).await });
-    (addr, from_pstn, shutdown, task)
+    Started {
+        addr,
+        from_pstn,
+        commands,
+        shutdown,
+        task,
+    }
+}
+
+/// [`started`] with the sandbox account `sb` (token `t`).
+fn server(
+    http_extra: &str,
+) -> (
+    String,
+    mpsc::Receiver<PstnEvent>,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let mut accounts: BTreeMap<String, Arc<dyn PstnProvider>> = BTreeMap::new();
+    accounts.insert(
+        "sb".into(),
+        Arc::new(crate::SandboxProvider::new("sb", crate::Secret::new("t"))),
+    );
+    let s = started(http_extra, accounts);
+    (s.addr, s.from_pstn, s.shutdown, s.task)
 }
 
 async fn exchange(addr: &str, request: &[u8]) -> String {
@@ -106,29 +127,16 @@ impl PstnProvider for Failing {
 /// next start), and no result goes to the Gateway.
 #[tokio::test(start_paused = true)]
 async fn retries_stop_with_the_process() {
-    let config = Config::from_toml(
-        "[xmpp]\nserver = \"127.0.0.1:1\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/hooks\"\n",
-    )
-    .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
     let failing = Arc::new(Failing(Default::default()));
     let mut accounts: BTreeMap<String, Arc<dyn PstnProvider>> = BTreeMap::new();
     accounts.insert("f".into(), failing.clone());
-    let (to_gateway, mut from_pstn) = mpsc::channel(8);
-    let (commands_tx, commands) = mpsc::channel(1);
-    let pstn = PstnProcess::new(
-        &config,
-        accounts,
-        listener,
-        to_gateway,
-        Arc::new(tokio::sync::Mutex::new(commands)),
-        None,
-    );
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move { pstn.run(stop).await });
+    let Started {
+        mut from_pstn,
+        commands: commands_tx,
+        shutdown,
+        task,
+        ..
+    } = started("", accounts);
     let n = crate::PhoneNumber::parse("+15557654321", None).unwrap();
     commands_tx
         .send(PstnCommand::Send {
