@@ -2,14 +2,19 @@
 # Installs what the test suites need from Debian: Prosody and ejabberd (the
 # real XMPP servers the end-to-end tests start on loopback with throwaway
 # configs), slixmpp (the XMPP client library the tests use as the user, so our
-# component is checked by a client that is not ours) and curl. Does nothing
-# when all are there.
+# component is checked by a client that is not ours), Prosody's community
+# modules (mod_privilege, for XEP-0356 roster pushes), Profanity and tmux (a
+# real terminal client the tests drive) and curl. Does nothing when all are
+# there.
 set -euo pipefail
 
 missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 command -v ejabberdctl >/dev/null 2>&1 || missing+=(ejabberd)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
+[ -e /usr/lib/prosody/modules/mod_privilege.lua ] || [ -e /usr/share/prosody-modules/mod_privilege/mod_privilege.lua ] || missing+=(prosody-modules)
+command -v profanity >/dev/null 2>&1 || missing+=(profanity)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
