@@ -26,17 +26,24 @@ impl Prosody {
     /// Starts Prosody with users `alice`, `bob`, `carol` and `mallory` (password
     /// `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Prosody {
-        Self::start_configured(false).await
+        Self::start_configured(false, false).await
+    }
+
+    /// [`Prosody::start`] with `mod_privilege` (Debian's prosody-modules)
+    /// granting the component roster access (XEP-0356): the lines the
+    /// README gives operators.
+    pub async fn start_with_privilege() -> Prosody {
+        Self::start_configured(false, true).await
     }
 
     /// [`Prosody::start`] with `mod_http_file_share` as `upload.localhost`
     /// (XEP-0363), its HTTP server on loopback, and the component allowed to
     /// upload: the line the README tells operators to add.
     pub async fn start_with_upload() -> Prosody {
-        Self::start_configured(true).await
+        Self::start_configured(true, false).await
     }
 
-    async fn start_configured(upload: bool) -> Prosody {
+    async fn start_configured(upload: bool, privilege: bool) -> Prosody {
         assert!(
             Command::new("prosody").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
             "prosody is not installed: run `apt-get install -y prosody` (the README's test command does)"
@@ -56,6 +63,17 @@ impl Prosody {
             ),
             None => ("http_ports = { }\n".to_owned(), String::new()),
         };
+        let (privilege_module, privileged, component_modules) = if privilege {
+            (
+                " \"privilege\";",
+                format!(
+                    "  privileged_entities = {{ [\"{DOMAIN}\"] = {{ roster = \"both\"; }} }}\n"
+                ),
+                "  modules_enabled = { \"privilege\" }\n",
+            )
+        } else {
+            ("", String::new(), "")
+        };
         let d = p.dir.path().display().to_string();
         std::fs::create_dir_all(p.dir.path().join("data")).unwrap();
         let cfg = format!(
@@ -69,16 +87,16 @@ component_ports = {{ {comp} }}
 component_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
 {http_ports}https_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline";{privilege_module} }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_plain"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 log = {{ info = "{d}/prosody.log" }}
 VirtualHost "localhost"
-Component "{DOMAIN}"
+{privileged}Component "{DOMAIN}"
   component_secret = "{SECRET}"
-{upload_component}"#,
+{component_modules}{upload_component}"#,
             c2s = p.c2s_port,
             comp = p.component_port,
         );
@@ -231,17 +249,23 @@ impl Ejabberd {
     /// Starts ejabberd with users `alice`, `bob`, `carol` and `mallory`
     /// (password `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Ejabberd {
-        Self::start_configured(false).await
+        Self::start_configured(false, false).await
+    }
+
+    /// [`Ejabberd::start`] with `mod_privilege` granting the component
+    /// roster access (XEP-0356): the lines the README gives operators.
+    pub async fn start_with_privilege() -> Ejabberd {
+        Self::start_configured(false, true).await
     }
 
     /// [`Ejabberd::start`] with `mod_http_upload` as `upload.localhost`
     /// (XEP-0363) on an HTTP listener on loopback, and the access rule the
     /// README gives operators, letting the component upload.
     pub async fn start_with_upload() -> Ejabberd {
-        Self::start_configured(true).await
+        Self::start_configured(true, false).await
     }
 
-    async fn start_configured(upload: bool) -> Ejabberd {
+    async fn start_configured(upload: bool, privilege: bool) -> Ejabberd {
         assert!(
             Command::new("ejabberdctl").arg("help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
             "ejabberd is not installed: run `apt-get install -y ejabberd` (the README's test command does)"
@@ -286,6 +310,14 @@ impl Ejabberd {
                 String::new(),
             ),
         };
+        let (upload_rules, privilege_module) = if privilege {
+            (
+                format!("acl: {{local: {{user_regexp: \"\"}}, sms_gateway: {{server: \"{DOMAIN}\"}}}}\naccess_rules: {{local: {{allow: local}}, c2s: {{allow: all}}, sms_gateway_roster: {{allow: sms_gateway}}}}\n"),
+                ", mod_privilege: {roster: {both: sms_gateway_roster}}",
+            )
+        } else {
+            (upload_rules, "")
+        };
         let yml = format!(
             r#"hosts: [localhost]
 loglevel: info
@@ -299,7 +331,7 @@ listen:
 {http_listener}auth_method: internal
 auth_password_format: plain
 {upload_rules}shaper_rules: {{c2s_shaper: none}}
-modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}{upload_module}}}
+modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}{upload_module}{privilege_module}}}
 "#
         );
         std::fs::write(d.join("cfg/ejabberd.yml"), yml).unwrap();

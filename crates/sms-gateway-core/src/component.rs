@@ -273,8 +273,13 @@ impl Component {
             }
         };
         let gateway = make_gateway();
-        // After an unclean stop, users hear of it first.
-        let mut recovered = gateway.start_run();
+        // The users who registered, and the presence of the contacts they
+        // are subscribed to; then, after an unclean stop, users hear of it.
+        let mut recovered = gateway.load_people().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the registered users and contacts");
+            vec![]
+        });
+        recovered.extend(gateway.start_run());
         recovered.extend(gateway.recover(keep).unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the store: nothing pending is resumed");
             vec![]

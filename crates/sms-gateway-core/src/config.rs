@@ -52,6 +52,12 @@ pub struct Config {
     /// Pictures and other media of MMS.
     #[serde(default)]
     pub media: MediaConfig,
+    /// Who may register from their XMPP client (XEP-0077).
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// Who may run the admins' commands (XEP-0050).
+    #[serde(default)]
+    pub admins: AdminsConfig,
 }
 
 /// A config that cannot be used, and why, naming the key.

@@ -41,13 +41,14 @@ pub use component::{
     backoff, Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink,
 };
 pub use config::{Config, ConfigError, Providers};
-pub use directory::Directory;
+pub use directory::{Directory, Origin, Refused, Settings, StoredUser};
 pub use gateway::{
     AccountPolicy, Ack, Action, Gateway, GatewayState, Routing, User, NOTICE_INTERVAL,
 };
 pub use message::{
     run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms,
-    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
+    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, UserChange,
+    XmppEvent,
 };
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{
@@ -56,4 +57,5 @@ pub use provider::{
 };
 pub use sandbox::SandboxProvider;
 pub use secret::Secret;
+pub use time::{unix_now, utc};
 pub use tokio_util::sync::CancellationToken;

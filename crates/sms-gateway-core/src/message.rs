@@ -36,6 +36,56 @@ pub enum XmppEvent {
     /// The stanzas of stored inbound text `id` have been written to the
     /// XMPP server: it can leave the store.
     Delivered(u64),
+    /// A user subscribed to a contact (or to the gateway's own JID, `to`
+    /// without a local part), or ended the subscription: kept, so the
+    /// contact is announced available after a restart.
+    Subscription {
+        /// The user's JID (full or bare).
+        from: String,
+        /// The contact JID as the user wrote it.
+        to: String,
+        /// Subscribed (true) or no longer (false).
+        subscribed: bool,
+    },
+    /// A change to the users (registration, an admin's command, settings).
+    /// The Gateway answers with [`OutgoingStanza::Done`] carrying `ticket`.
+    Users {
+        /// What to change.
+        change: UserChange,
+        /// The XMPP process's mark for the answer.
+        ticket: u64,
+    },
+}
+
+/// A change to the users kept in the store ([`crate::Directory`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UserChange {
+    /// Adds or replaces a stored user (a registration, or an admin's *Add
+    /// user*); `approved: false` waits for an admin.
+    Put {
+        /// The user's bare JID.
+        jid: jid::BareJid,
+        /// What to keep.
+        user: crate::directory::StoredUser,
+    },
+    /// Approves a waiting registration.
+    Approve {
+        /// The user's bare JID.
+        jid: jid::BareJid,
+    },
+    /// Removes a stored user (unregistration, an admin's *Remove user*).
+    Remove {
+        /// The user's bare JID.
+        jid: jid::BareJid,
+    },
+    /// Turns caller ID on or off for a user.
+    CallerId {
+        /// The user's bare JID.
+        jid: jid::BareJid,
+        /// On or off.
+        on: bool,
+    },
 }
 
 /// XMPP error conditions the Gateway uses (RFC 6120 §8.3.3), with their types.
@@ -103,6 +153,34 @@ pub enum OutgoingStanza {
         condition: ErrorCondition,
         /// A sentence for the user.
         text: String,
+    },
+    /// Presence from a contact (or the gateway's JID) to a user: the XMPP
+    /// process sends it from the contact's full JID (resource `sms`).
+    Presence {
+        /// Contact JID (bare), or the domain.
+        from: String,
+        /// The user's bare JID.
+        to: String,
+        /// Available (true) or unavailable.
+        available: bool,
+    },
+    /// A contact for the user's roster, with its name: pushed through
+    /// XEP-0356 where the user's server grants the gateway roster access,
+    /// dropped otherwise.
+    RosterItem {
+        /// Contact JID (bare).
+        contact: String,
+        /// The user's bare JID.
+        user: String,
+        /// The contact's name, if known.
+        name: Option<String>,
+    },
+    /// The answer to [`XmppEvent::Users`] `ticket`: done, or refused and why.
+    Done {
+        /// The mark the XMPP process gave.
+        ticket: u64,
+        /// Done, or why not (a sentence for the user).
+        result: Result<(), String>,
     },
 }
 

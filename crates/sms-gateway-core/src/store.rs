@@ -12,6 +12,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// Entries ([`Transaction::put_entry`]) of users who registered (XEP-0077)
+/// or were added by an admin, by bare JID.
+pub const ENTRY_USER: &str = "user";
+/// Entries of what the gateway knows of a user's contact (the JID the user
+/// writes to, the subscription, the name given to the roster), by
+/// `{user}|{number}`.
+pub const ENTRY_CONTACT: &str = "contact";
+/// Entries of a user's settings, by bare JID.
+pub const ENTRY_SETTINGS: &str = "settings";
+
 /// A store failure. The Gateway treats it as "not stored": an inbound
 /// webhook is answered 5xx (the carrier retries), a chat gets an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +173,9 @@ pub trait Store: Send + Sync + 'static {
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;
     /// A number kept under `key` ([`Transaction::set_meta`]), if any.
     fn meta(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Every entry of `kind` ([`Transaction::put_entry`]), as (key, value),
+    /// ordered by key.
+    fn entries(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// [`Store::begin`], the writes of a closure, and the commit, in one call.
@@ -226,6 +239,11 @@ pub trait Transaction: Send {
     fn expire(&mut self, before: u64, seen_before: u64) -> Result<usize, StoreError>;
     /// Keeps `value` under `key`.
     fn set_meta(&mut self, key: &str, value: u64) -> Result<(), StoreError>;
+    /// Writes (`Some`) or deletes (`None`) the entry `key` of `kind`: small
+    /// records the gateway keeps as JSON text — users who registered
+    /// ([`ENTRY_USER`]), what it knows of each user's contacts
+    /// ([`ENTRY_CONTACT`]), users' settings ([`ENTRY_SETTINGS`]).
+    fn put_entry(&mut self, kind: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
     /// Makes everything written through this transaction durable.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -275,6 +293,14 @@ macro_rules! delegate_writes {
         fn set_meta(&mut self, key: &str, value: u64) -> Result<(), StoreError> {
             self.store.set_meta(key, value)
         }
+        fn put_entry(
+            &mut self,
+            kind: &str,
+            key: &str,
+            value: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.store.put_entry(kind, key, value)
+        }
     };
 }
 
@@ -291,6 +317,7 @@ struct Memory {
     seen_expired: HashMap<(String, String), u64>,
     last: BTreeMap<String, LastChat>,
     meta: HashMap<String, u64>,
+    entries: BTreeMap<(String, String), String>,
     /// Batches committed (nothing to make durable; counted for tests).
     commits: u64,
 }
@@ -448,6 +475,15 @@ impl MemoryStore {
         self.lock().meta.insert(key.to_owned(), value);
         Ok(())
     }
+    fn put_entry(&self, kind: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        let k = (kind.to_owned(), key.to_owned());
+        let mut m = self.lock();
+        match value {
+            Some(v) => m.entries.insert(k, v.to_owned()),
+            None => m.entries.remove(&k),
+        };
+        Ok(())
+    }
 }
 
 impl Store for MemoryStore {
@@ -459,6 +495,15 @@ impl Store for MemoryStore {
     }
     fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().meta.get(key).copied())
+    }
+    fn entries(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .lock()
+            .entries
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, key), v)| (key.clone(), v.clone()))
+            .collect())
     }
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
         Ok(self

@@ -224,6 +224,17 @@ impl Store for SqliteStore {
             .map_err(err)
     }
 
+    fn entries(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let c = self.conn();
+        let mut q = c
+            .prepare("SELECT key, value FROM entries WHERE kind = ?1 ORDER BY key")
+            .map_err(err)?;
+        let rows = q
+            .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
         let c = self.conn();
         let mut q = c

@@ -73,4 +73,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, carrier_id)
     ) WITHOUT ROWID;
     CREATE INDEX seen_expired_received ON seen_expired (received);",
+    // 7: small records kept as JSON text (`Transaction::put_entry`): users
+    // who registered, what the gateway knows of their contacts, settings.
+    "CREATE TABLE entries (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;",
 ];

@@ -227,6 +227,28 @@ impl SqliteStore {
             .map(drop)
             .map_err(err)
     }
+    pub(crate) fn put_entry(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let c = self.conn();
+        match value {
+            Some(v) => c.execute(
+                "INSERT INTO entries (kind, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                (kind, key, v),
+            ),
+            None => c.execute(
+                "DELETE FROM entries WHERE kind = ?1 AND key = ?2",
+                (kind, key),
+            ),
+        }
+        .map_err(err)?;
+        Ok(())
+    }
+
     pub(crate) fn begin_tx(&self) -> Result<(), StoreError> {
         let c = self.conn();
         if !c.is_autocommit() {

@@ -145,14 +145,19 @@ impl XmppProcess {
             };
             return Some(reply(iq, answer));
         }
+        if is_get && payload.is("pubsub", people::PUBSUB_NS) {
+            return self.answer_pubsub(iq, payload);
+        }
         if is_get && payload.is("vCard", translate::VCARD_NS) {
             let to = iq.to()?;
             let Some(contact) = self.contact_number(to) else {
                 return Some(reply(iq, Ok(Some(vcard_for_domain()))));
             };
             // Not waited for: a vCard asked for again later has the name.
-            let name = match iq.from().and_then(|f| self.user_number(f)) {
-                Some(user) => self.caller_id.name_now(&contact, user).flatten(),
+            let name = match iq.from() {
+                Some(f) => self
+                    .user_number(f)
+                    .and_then(|n| self.name_for(&contact, &n, &f.to_bare())),
                 None => None,
             };
             return Some(reply(
@@ -162,60 +167,6 @@ impl XmppProcess {
         }
         None
     }
-
-    /// RFC 6121 presence, as a contact (or the domain) that is always there.
-    /// Presence from anyone who is not a configured user gets no answer, so
-    /// nothing tells who is configured.
-    pub(crate) async fn answer_presence(&self, p: &Presence) -> Vec<Presence> {
-        let (Some(from), Some(to)) = (p.from.as_ref(), p.to.as_ref()) else {
-            return vec![];
-        };
-        let Some(user_number) = self.user_number(from).cloned() else {
-            return vec![];
-        };
-        let contact = self.contact_number(to);
-        if to.node().is_some() && contact.is_none() {
-            // Not a phone number: there is nobody there.
-            return vec![Presence::new(PresenceType::Unsubscribed)
-                .with_from(to.to_bare())
-                .with_to(from.to_bare())];
-        }
-        let me = to.to_bare();
-        let user = from.to_bare();
-        let available = || {
-            Presence::available()
-                .with_from(me.clone())
-                .with_to(user.clone())
-        };
-        match p.type_ {
-            PresenceType::Subscribe => {
-                let mut out = vec![
-                    Presence::new(PresenceType::Subscribed)
-                        .with_from(me.clone())
-                        .with_to(user.clone()),
-                    available(),
-                ];
-                if let Some(contact) = contact {
-                    // Ask back, so the contact shows as reachable both ways.
-                    let mut ask = Presence::subscribe()
-                        .with_from(me.clone())
-                        .with_to(user.clone());
-                    if let Some(name) = self.caller_id.name_now(&contact, &user_number).flatten() {
-                        ask.payloads.push(translate::nick(&name));
-                    }
-                    out.push(ask);
-                }
-                out
-            }
-            PresenceType::Probe | PresenceType::None | PresenceType::Subscribed => {
-                vec![available()]
-            }
-            PresenceType::Unsubscribe => {
-                vec![Presence::unavailable().with_from(me).with_to(user)]
-            }
-            _ => vec![],
-        }
-    }
 }
 
 pub(crate) fn vcard_for_domain() -> tokio_xmpp::minidom::Element {
@@ -224,4 +175,62 @@ pub(crate) fn vcard_for_domain() -> tokio_xmpp::minidom::Element {
             tokio_xmpp::minidom::Element::builder("FN", translate::VCARD_NS).append("SMS gateway"),
         )
         .build()
+}
+
+impl XmppProcess {
+    /// Registration, commands and the commands' list: the requests the
+    /// people module answers, if `iq` is one.
+    pub(crate) fn answer_people(&self, iq: &Iq, outbox: &Outbox) -> Option<people::Answer> {
+        let (payload, is_get) = match iq {
+            Iq::Get { payload, .. } => (payload, true),
+            Iq::Set { payload, .. } => (payload, false),
+            _ => return None,
+        };
+        let on_domain = iq.to().is_none_or(|t| t.node().is_none());
+        if !on_domain {
+            return None;
+        }
+        if payload.is("query", people::REGISTER_NS) {
+            return Some(self.answer_register(iq, payload, is_get));
+        }
+        if !is_get && payload.is("command", people::COMMANDS_NS) {
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unacked = outbox.unacked_stanzas();
+            return Some(self.answer_command(iq, payload));
+        }
+        if is_get
+            && payload.is("query", tokio_xmpp::parsers::ns::DISCO_ITEMS)
+            && payload.attr("node") == Some(people::COMMANDS_NS)
+        {
+            let items = self.command_items(iq.from());
+            return Some(people::Answer::Now(vec![reply(iq, Ok(Some(items))).into()]));
+        }
+        None
+    }
+
+    /// Sends what answers now, or hands the change to the Gateway.
+    pub(crate) async fn carry_out(
+        &self,
+        link: &mut Link,
+        answer: people::Answer,
+        to_gateway: &mpsc::Sender<XmppEvent>,
+    ) -> Result<(), Error> {
+        match answer {
+            people::Answer::Now(stanzas) => {
+                for s in stanzas {
+                    self.send(link, s).await?;
+                }
+                Ok(())
+            }
+            people::Answer::Ask(change, waiting) => {
+                let ticket = self.wait_for(waiting);
+                to_gateway
+                    .send(XmppEvent::Users { change, ticket })
+                    .await
+                    .map_err(|_| Error::GatewayGone)
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ mod answers;
 #[doc(hidden)]
 pub mod link;
 mod outbox;
+mod people;
 mod translate;
 mod upload;
 
@@ -103,6 +104,18 @@ pub struct XmppProcess {
     queries: tokio::sync::Mutex<mpsc::Receiver<upload::Query>>,
     /// Queries sent, by id: whom they went to and where the answer goes.
     pending: Mutex<HashMap<String, PendingQuery>>,
+    /// Presence said, servers' roster grants, requests waiting.
+    people: Mutex<people::People>,
+    /// `[admins] jids`.
+    admins: std::collections::HashSet<tokio_xmpp::jid::BareJid>,
+    /// `[registration]`.
+    registration: sms_gateway_core::config::RegistrationConfig,
+    /// Numbers offered for registration: (account, number).
+    offered: Vec<(String, PhoneNumber)>,
+    /// The carrier accounts, by name.
+    accounts: Vec<String>,
+    /// What *Gateway status* shows of the link.
+    status: Mutex<people::Status>,
 }
 
 type PendingQuery = (
@@ -148,7 +161,32 @@ impl XmppProcess {
             )),
             queries: tokio::sync::Mutex::new(queries),
             pending: Mutex::default(),
+            people: Mutex::default(),
+            admins: config
+                .admins
+                .jids
+                .iter()
+                .filter_map(|j| sms_gateway_core::config::normalize_bare_jid(j))
+                .filter_map(|j| tokio_xmpp::jid::BareJid::new(&j).ok())
+                .collect(),
+            registration: config.registration.clone(),
+            offered: config
+                .providers
+                .iter()
+                .flat_map(|(account, p)| {
+                    p.registration_numbers
+                        .iter()
+                        .filter_map(|n| PhoneNumber::parse(n, None).ok())
+                        .map(move |n| (account.clone(), n))
+                })
+                .collect(),
+            accounts: config.providers.keys().cloned().collect(),
+            status: Mutex::default(),
         }
+    }
+
+    fn set_link(&self, what: String) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).link = what;
     }
 
     fn new_id(&self) -> String {
@@ -156,9 +194,9 @@ impl XmppProcess {
         format!("sox-{}-{n}", self.run)
     }
 
-    /// The number of the configured user `jid` (full or bare), if any.
-    fn user_number(&self, jid: &Jid) -> Option<&PhoneNumber> {
-        self.users.get(&jid.to_bare()).map(|u| &u.number)
+    /// The number of the user `jid` (full or bare), if any.
+    fn user_number(&self, jid: &Jid) -> Option<PhoneNumber> {
+        self.users.get(&jid.to_bare()).map(|u| u.number.clone())
     }
 
     /// The contact number a JID of our domain names (`None` for the domain itself).
@@ -276,6 +314,9 @@ impl XmppProcess {
     ) -> Result<(), Error> {
         match stanza {
             Stanza::Message(m) => {
+                if self.on_privilege(&m) {
+                    return Ok(());
+                }
                 if let Some(ev) = message_to_event(&m) {
                     // Waits when the Gateway is busy: back-pressure on the link.
                     if to_gateway.send(ev).await.is_err() {
@@ -288,6 +329,17 @@ impl XmppProcess {
             }
             Stanza::Iq(iq) => {
                 if self.answered(&iq) {
+                    return Ok(());
+                }
+                if let Some(fallback) = self.roster_answer(&iq) {
+                    for s in fallback {
+                        self.send(link, s).await?;
+                    }
+                    return Ok(());
+                }
+                if let Iq::Error { from, error, .. } = &iq {
+                    // A roster push (XEP-0356) or other request of ours refused.
+                    tracing::warn!(from = ?from.as_ref().map(|f| f.to_string()), error = %translate::describe_error(error), "a request the gateway sent was refused");
                     return Ok(());
                 }
                 // Our own ping, routed back: an acknowledgement, not a
@@ -306,6 +358,9 @@ impl XmppProcess {
                         return Ok(());
                     }
                 }
+                if let Some(answer) = self.answer_people(&iq, outbox) {
+                    return self.carry_out(link, answer, to_gateway).await;
+                }
                 let answer = match self.answer_own_iq(&iq).await {
                     Some(a) => Some(a),
                     None => answer_iq(&iq, &self.domain),
@@ -316,8 +371,14 @@ impl XmppProcess {
                 }
             }
             Stanza::Presence(p) => {
-                for answer in self.answer_presence(&p).await {
+                let (answers, event) = self.answer_presence(&p);
+                for answer in answers {
                     self.send(link, answer).await?;
+                }
+                if let Some(ev) = event {
+                    if to_gateway.send(ev).await.is_err() {
+                        return Err(Error::GatewayGone);
+                    }
                 }
                 Ok(())
             }
@@ -362,6 +423,10 @@ impl XmppLink for XmppProcess {
             let mut link = match attempt {
                 Ok(link) => {
                     tracing::info!(server = %self.server, domain = %self.domain, "connected to the XMPP server");
+                    self.set_link(format!(
+                        "up since {}",
+                        sms_gateway_core::utc(sms_gateway_core::unix_now())
+                    ));
                     failures = 0;
                     link
                 }
@@ -393,6 +458,12 @@ impl XmppLink for XmppProcess {
                 .clear();
             match end {
                 SessionEnd::Shutdown => {
+                    // Contacts and the gateway go offline in users' clients.
+                    for p in self.goodbyes() {
+                        if self.send(&mut link, p).await.is_err() {
+                            break;
+                        }
+                    }
                     self.await_acks(&mut link, &mut outbox, &channels.to_gateway)
                         .await;
                     let dropped = link::close(&mut link, CLOSE_TIMEOUT).await;
@@ -405,6 +476,7 @@ impl XmppLink for XmppProcess {
                 }
                 SessionEnd::Lost(reason) => {
                     tracing::warn!(%reason, "lost the XMPP link; reconnecting");
+                    self.set_link(format!("down ({reason}); reconnecting"));
                 }
             }
         }

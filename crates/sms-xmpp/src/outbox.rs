@@ -13,6 +13,9 @@ pub(crate) struct Built {
     pub(crate) id: String,
     /// The contact's name, for the first chat from it.
     pub(crate) nick: Option<String>,
+    /// The stanza itself, when it was made as the Gateway's request was
+    /// taken (roster items, answers to registrations and commands).
+    pub(crate) ready: Option<Stanza>,
 }
 
 impl Built {
@@ -26,6 +29,14 @@ impl Built {
 
     /// The stanza, the same every time.
     pub(crate) fn stanza(&self) -> Result<Stanza, Error> {
+        if let Some(ready) = &self.ready {
+            // `Stanza` is not `Clone`; its three kinds are.
+            return Ok(match ready {
+                Stanza::Iq(iq) => Stanza::Iq(iq.clone()),
+                Stanza::Message(m) => Stanza::Message(m.clone()),
+                Stanza::Presence(p) => Stanza::Presence(p.clone()),
+            });
+        }
         let mut stanza = outgoing_to_stanza(&self.out, || self.id.clone())?;
         if let (OutgoingStanza::Chat { .. }, Stanza::Message(m)) = (&self.out, &mut stanza) {
             if let Some(name) = &self.nick {
@@ -85,6 +96,39 @@ impl XmppProcess {
     /// Queues `out` in the outbox, with its id and (for the first chat
     /// from a contact) the contact's name.
     pub(crate) fn build(&self, out: OutgoingStanza, outbox: &mut Outbox) {
+        let ready: Option<Vec<Stanza>> = match &out {
+            OutgoingStanza::Presence {
+                from,
+                to,
+                available,
+            } => Some(
+                self.presence(from, to, *available)
+                    .into_iter()
+                    .map(Stanza::from)
+                    .collect(),
+            ),
+            OutgoingStanza::RosterItem {
+                contact,
+                user,
+                name,
+            } => Some(
+                self.roster_item(contact, user, name.as_deref())
+                    .unwrap_or_default(),
+            ),
+            OutgoingStanza::Done { ticket, result } => Some(self.done(*ticket, result.clone())),
+            _ => None,
+        };
+        if let Some(stanzas) = ready {
+            for s in stanzas {
+                outbox.unsent.push(Built {
+                    out: out.clone(),
+                    id: String::new(),
+                    nick: None,
+                    ready: Some(s),
+                });
+            }
+            return;
+        }
         let nick = match &out {
             // The contact's name goes with the first chat from it (XEP-0172).
             OutgoingStanza::Chat {
@@ -99,6 +143,7 @@ impl XmppProcess {
             out,
             id: self.new_id(),
             nick,
+            ready: None,
         });
     }
 

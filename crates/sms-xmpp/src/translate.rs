@@ -34,6 +34,10 @@ pub const FEATURES: &[&str] = &[
     VCARD_NS,
 ];
 
+/// Features announced on the gateway's own JID besides [`FEATURES`]:
+/// registration (XEP-0077) and ad-hoc commands (XEP-0050).
+pub const DOMAIN_FEATURES: &[&str] = &["jabber:iq:register", "http://jabber.org/protocol/commands"];
+
 /// Whether XML 1.0 can carry `c` (its `Char` production; Rust strings hold
 /// no surrogates). Most C0 controls, U+FFFE and U+FFFF are out.
 fn is_xml_char(c: char) -> bool {
@@ -271,12 +275,15 @@ pub fn answer_iq(iq: &Iq, domain: &str) -> Option<Iq> {
                 Identity::new_anonymous::<_, _, String, String>("client", "sms")
             };
             let node = payload.attr("node").map(str::to_owned);
+            // The gateway's own JID also has registration and commands.
+            let own: &[&str] = if on_domain { DOMAIN_FEATURES } else { &[] };
             Ok(Some(
                 DiscoInfoResult {
                     node,
                     identities: vec![identity],
                     features: FEATURES
                         .iter()
+                        .chain(own)
                         .map(|f| f.to_string())
                         .collect::<BTreeSet<_>>(),
                     extensions: vec![],

@@ -359,6 +359,10 @@ pub struct ProviderConfig {
     /// (default), or refuse it with an error.
     #[serde(default = "yes")]
     pub split_long: bool,
+    /// Numbers of this account that users may pick when they register
+    /// (`[registration]`), E.164.
+    #[serde(default)]
+    pub registration_numbers: Vec<String>,
     /// The provider's own settings (credentials among them: never log these).
     #[serde(flatten)]
     pub(crate) settings: BTreeMap<String, serde_json::Value>,
@@ -386,4 +390,35 @@ pub struct UserConfig {
     pub number: String,
     /// The provider account the user's texts go through.
     pub provider: String,
+}
+
+/// `[registration]`: who may register from their XMPP client (XEP-0077),
+/// picking one of the numbers the accounts offer
+/// (`providers.NAME.registration_numbers`). Closed unless `open_to` names
+/// JID domains.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// The JID domains whose users may register, e.g. `["example.com"]`.
+    #[serde(default)]
+    pub open_to: Vec<String>,
+    /// Registrations wait for an admin's approval (*Pending registrations*).
+    #[serde(default)]
+    pub approval: bool,
+}
+
+impl RegistrationConfig {
+    /// Whether a user of `domain` may register.
+    pub fn open_to_domain(&self, domain: &str) -> bool {
+        self.open_to.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// `[admins]`: who may run the admins' commands.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminsConfig {
+    /// Bare JIDs.
+    #[serde(default)]
+    pub jids: Vec<String>,
 }

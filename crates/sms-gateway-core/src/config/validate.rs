@@ -191,6 +191,42 @@ impl Config {
                 ));
             }
         }
+        for (i, domain) in self.registration.open_to.iter().enumerate() {
+            if domain.is_empty() || domain.contains(['@', '/', ' ']) {
+                return Err(invalid(
+                    format!("registration.open_to[{i}]"),
+                    domain,
+                    "expected a JID domain such as example.com",
+                ));
+            }
+        }
+        for (i, j) in self.admins.jids.iter().enumerate() {
+            if normalize_bare_jid(j).is_none() {
+                return Err(invalid(
+                    format!("admins.jids[{i}]"),
+                    j,
+                    "expected a bare JID such as admin@example.com",
+                ));
+            }
+        }
+        if self.registration.approval && self.admins.jids.is_empty() {
+            return Err(invalid(
+                "registration.approval",
+                "true",
+                "needs admins.jids: someone must approve the registrations",
+            ));
+        }
+        for (name, p) in &self.providers {
+            for (i, number) in p.registration_numbers.iter().enumerate() {
+                if let Err(e) = PhoneNumber::parse(number, None) {
+                    return Err(invalid(
+                        format!("providers.{name}.registration_numbers[{i}]"),
+                        number,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
         for (key, value) in &self.caller_id {
             if key == "lookup" {
                 if !Path::new(value).is_absolute() {

@@ -17,16 +17,20 @@ impl Gateway {
         sms: &InboundSms,
     ) -> Result<Vec<Action>, InboundRejected> {
         // Check the route before storing: a text nobody can get is refused.
-        if self.routing.users.by_number(account, &sms.to).is_none() {
+        let Some(user) = self.routing.users.by_number(account, &sms.to) else {
             return Err(InboundRejected::UnknownNumber(sms.to.to_string()));
-        }
+        };
         match tx.insert_inbound(account, sms, unix_now()) {
-            Ok(Some(id)) => match self.fetch_command(account, id, sms) {
-                // The webhook is answered once the text is stored; its
-                // media are fetched after, and the chats follow them.
-                Some(fetch) => Ok(vec![fetch]),
-                None => self.inbound_chats(account, sms, id),
-            },
+            Ok(Some(id)) => {
+                let mut actions = self.note_contact(tx, &user, &sms.from, None);
+                match self.fetch_command(account, id, sms) {
+                    // The webhook is answered once the text is stored; its
+                    // media are fetched after, and the chats follow them.
+                    Some(fetch) => actions.push(fetch),
+                    None => actions.extend(self.inbound_chats(account, sms, id)?),
+                }
+                Ok(actions)
+            }
             Ok(None) => {
                 tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
                 Ok(vec![])
@@ -87,21 +91,23 @@ impl Gateway {
         sms: &InboundSms,
         inbound_id: u64,
     ) -> Result<Vec<Action>, InboundRejected> {
-        let user_jid = self
+        let user = self
             .routing
             .users
             .by_number(account, &sms.to)
-            .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?
-            .jid
-            .to_string();
+            .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?;
+        let user_jid = user.jid.to_string();
         // Never waits: a name still being looked up comes with a later text.
-        let nick = self
-            .routing
-            .users
-            .names()
-            .name_now(&sms.from, &sms.to)
-            .flatten();
-        let from = self.routing.contact_jid(&sms.from);
+        let nick = if user.caller_id {
+            self.routing
+                .users
+                .names()
+                .name_now(&sms.from, &sms.to)
+                .flatten()
+        } else {
+            None
+        };
+        let from = self.contact_jid_for(&user, &sms.from);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         if !sms.body.is_empty() {
             actions.push(OutgoingStanza::Chat {

@@ -13,6 +13,7 @@
 //! - nothing is silent: every chat that is not texted gets an error, except
 //!   those with no text at all (chat states, markers).
 
+mod contacts;
 mod inbound;
 mod outbound;
 pub(crate) mod process;
@@ -55,6 +56,7 @@ pub struct GatewayState {
     early_order: VecDeque<(String, String)>,
     /// Each user's send allowance (`[limits]`); made at the first chat.
     rates: Option<crate::rate::Buckets>,
+    contacts: HashMap<String, contacts::Contact>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -175,6 +177,12 @@ impl Gateway {
                 }
                 vec![]
             }
+            XmppEvent::Subscription {
+                from,
+                to,
+                subscribed,
+            } => self.on_subscription(tx, &from, &to, subscribed),
+            XmppEvent::Users { change, ticket } => self.on_users(tx, change, ticket),
         }
     }
 

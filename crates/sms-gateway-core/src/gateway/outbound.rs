@@ -129,6 +129,7 @@ impl Gateway {
                 ),
             );
         }
+        let mut actions = self.note_contact(tx, &user, &to, Some(node));
         let parts: Vec<OutboundSms> = texts
             .into_iter()
             .enumerate()
@@ -144,7 +145,7 @@ impl Gateway {
             created: unix_now(),
             account: user.account.clone(),
             user_full_jid: chat.from.clone(),
-            contact_jid: self.routing.contact_jid(&to),
+            contact_jid: self.contact_jid_for(&user, &to),
             stanza_id: chat.id.clone(),
             receipt: chat.receipt_requested,
             parts,
@@ -162,9 +163,9 @@ impl Gateway {
                 );
             }
         };
-        let action = self.send_command(ticket, &chat);
+        actions.push(self.send_command(ticket, &chat));
         self.state().sending.insert(ticket, chat);
-        vec![action]
+        actions
     }
 
     pub(super) fn send_command(&self, ticket: u64, chat: &ChatRecord) -> Action {

@@ -96,7 +96,7 @@ pub(crate) async fn run_gateway(
                 Event::Xmpp(ev) => {
                     let reply_to = match &ev {
                         XmppEvent::Chat(c) => Some((c.to.clone(), c.from.clone(), c.id.clone())),
-                        XmppEvent::Delivered(_) => None,
+                        _ => None,
                     };
                     match caught(|| gateway.on_xmpp(&mut *tx, ev)) {
                         Some(a) => actions.extend(a),

@@ -104,7 +104,7 @@ impl Gateway {
                 HashMap::new()
             }
         };
-        let mut users: Vec<&User> = self.routing.users.users().iter().collect();
+        let mut users: Vec<std::sync::Arc<User>> = self.routing.users.users();
         users.sort_by_key(|u| u.jid.to_string());
         users
             .into_iter()

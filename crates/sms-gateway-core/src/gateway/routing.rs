@@ -74,7 +74,7 @@ impl Routing {
     }
 
     /// The user a full or bare JID belongs to.
-    pub fn user(&self, jid: &str) -> Option<&User> {
+    pub fn user(&self, jid: &str) -> Option<Arc<User>> {
         self.users.get_text(jid)
     }
 }

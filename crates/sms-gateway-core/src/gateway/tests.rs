@@ -18,30 +18,39 @@ trait OneByOne {
     fn inbound(&self, account: &str, sms: &InboundSms) -> Result<Vec<Action>, InboundRejected>;
 }
 
+/// The actions about texts: roster items (tested on their own, in
+/// `contacts_are_remembered_per_user`) left out.
+fn texts(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Xmpp(OutgoingStanza::RosterItem { .. })))
+        .collect()
+}
+
 impl OneByOne for Gateway {
     fn chat(&self, chat: ChatMessage) -> Vec<Action> {
         let mut tx = self.begin().unwrap();
         let a = self.on_chat(&mut *tx, chat);
         tx.commit().unwrap();
-        a
+        texts(a)
     }
     fn xmpp(&self, event: XmppEvent) -> Vec<Action> {
         let mut tx = self.begin().unwrap();
         let a = self.on_xmpp(&mut *tx, event);
         tx.commit().unwrap();
-        a
+        texts(a)
     }
     fn pstn(&self, event: PstnEvent) -> (Vec<Action>, Option<Ack>) {
         let mut tx = self.begin().unwrap();
-        let a = self.on_pstn(&mut *tx, event);
+        let (a, ack) = self.on_pstn(&mut *tx, event);
         tx.commit().unwrap();
-        a
+        (texts(a), ack)
     }
     fn inbound(&self, account: &str, sms: &InboundSms) -> Result<Vec<Action>, InboundRejected> {
         let mut tx = self.begin().unwrap();
         let a = self.on_inbound(&mut *tx, account, sms);
         tx.commit().unwrap();
-        a
+        a.map(texts)
     }
 }
 
@@ -825,4 +834,176 @@ fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
     // A clean stop leaves nothing to tell.
     next.end_run();
     assert!(next.start_run().is_empty());
+}
+
+#[test]
+fn contacts_are_remembered_per_user() {
+    let g = gateway();
+    let all = |actions: Vec<Action>| actions;
+    // Alice writes to the number as she dials it: the roster gets it
+    // under that JID, once, and replies come from it.
+    let mut tx = g.begin().unwrap();
+    let a = all(g.on_chat(
+        &mut *tx,
+        chat(
+            "alice@example.com/phone",
+            "5557654321@sms.example.com",
+            "hi",
+        ),
+    ));
+    tx.commit().unwrap();
+    let rostered: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::RosterItem { contact, user, .. }) => {
+                Some((contact.as_str(), user.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rostered,
+        vec![("5557654321@sms.example.com", "alice@example.com")]
+    );
+    let mut tx = g.begin().unwrap();
+    let again = g.on_chat(
+        &mut *tx,
+        chat(
+            "alice@example.com/phone",
+            "5557654321@sms.example.com",
+            "again",
+        ),
+    );
+    tx.commit().unwrap();
+    assert!(
+        !again
+            .iter()
+            .any(|a| matches!(a, Action::Xmpp(OutgoingStanza::RosterItem { .. }))),
+        "a contact goes to the roster once: {again:?}"
+    );
+    let sms = InboundSms {
+        id: "in-1".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "hello back".into(),
+        media: vec![],
+    };
+    let a = g.inbound("main", &sms).unwrap();
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { from, .. })] if from == "5557654321@sms.example.com"),
+        "the reply comes from the JID Alice wrote to: {a:?}"
+    );
+    // Bob never wrote to it: his chats from the number use the canonical JID.
+    let to_bob = InboundSms {
+        id: "in-2".into(),
+        to: n("+15550002222"),
+        ..sms.clone()
+    };
+    let a = g.inbound("other", &to_bob).unwrap();
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { from, .. })] if from == "+15557654321@sms.example.com"),
+        "{a:?}"
+    );
+    // Subscriptions are kept: after a restart the subscribed contacts (and
+    // the gateway) are announced available.
+    for to in ["5557654321@sms.example.com", "sms.example.com"] {
+        g.xmpp(XmppEvent::Subscription {
+            from: "alice@example.com/phone".into(),
+            to: to.into(),
+            subscribed: true,
+        });
+    }
+    let presence = g.load_people().unwrap();
+    let mut announced: Vec<(String, String)> = presence
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Presence {
+                from,
+                to,
+                available: true,
+            }) => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    announced.sort();
+    assert_eq!(
+        announced,
+        vec![
+            (
+                "5557654321@sms.example.com".to_owned(),
+                "alice@example.com".to_owned()
+            ),
+            ("sms.example.com".to_owned(), "alice@example.com".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn users_who_register_wait_for_approval_and_can_leave() {
+    use crate::directory::StoredUser;
+    use crate::message::UserChange;
+    let g = gateway();
+    let dave = jid::BareJid::new("dave@example.com").unwrap();
+    let change = |c: UserChange| match &g.xmpp(XmppEvent::Users {
+        change: c,
+        ticket: 7,
+    })[..]
+    {
+        [Action::Xmpp(OutgoingStanza::Done { ticket: 7, result })] => result.clone(),
+        other => panic!("{other:?}"),
+    };
+    let waiting = StoredUser {
+        number: n("+15550004444"),
+        account: "main".into(),
+        approved: false,
+    };
+    assert_eq!(
+        change(UserChange::Put {
+            jid: dave.clone(),
+            user: waiting
+        }),
+        Ok(())
+    );
+    let refused = g.chat(chat(
+        "dave@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    ));
+    expect_error(refused, ErrorCondition::RegistrationRequired);
+    assert_eq!(change(UserChange::Approve { jid: dave.clone() }), Ok(()));
+    let sent = g.chat(chat(
+        "dave@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    ));
+    assert!(
+        matches!(&sent[..], [Action::Pstn(PstnCommand::Send { .. })]),
+        "{sent:?}"
+    );
+    // Kept in the store: another gateway on it knows Dave.
+    let entries = g.store.entries(crate::store::ENTRY_USER).unwrap();
+    assert_eq!(entries.len(), 1);
+    // A number someone has, or a JID of the config, is refused with why.
+    let taken = StoredUser {
+        number: n("+15550001111"),
+        account: "main".into(),
+        approved: true,
+    };
+    let e = change(UserChange::Put {
+        jid: jid::BareJid::new("eve@example.com").unwrap(),
+        user: taken,
+    })
+    .unwrap_err();
+    assert!(e.contains("another user"), "{e}");
+    let e = change(UserChange::Remove {
+        jid: jid::BareJid::new("alice@example.com").unwrap(),
+    })
+    .unwrap_err();
+    assert!(e.contains("config"), "{e}");
+    assert_eq!(change(UserChange::Remove { jid: dave }), Ok(()));
+    assert!(g
+        .store
+        .entries(crate::store::ENTRY_USER)
+        .unwrap()
+        .is_empty());
 }

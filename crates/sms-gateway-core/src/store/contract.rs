@@ -214,4 +214,27 @@ pub fn check_store(store: &dyn Store) {
             .is_some(),
         "forgotten once the seen window has passed too"
     );
+
+    // Entries: written, replaced, kinds kept apart, deleted, ordered by key.
+    assert_eq!(store.entries(ENTRY_USER).expect("entries"), vec![]);
+    store
+        .write(|t| {
+            t.put_entry(ENTRY_USER, "bob@example.com", Some("{\"a\":1}"))?;
+            t.put_entry(ENTRY_USER, "alice@example.com", Some("{}"))?;
+            t.put_entry(ENTRY_CONTACT, "alice@example.com|+15557654321", Some("c"))?;
+            t.put_entry(ENTRY_USER, "bob@example.com", Some("{\"a\":2}"))
+        })
+        .expect("entries written");
+    assert_eq!(
+        store.entries(ENTRY_USER).expect("entries"),
+        vec![
+            ("alice@example.com".to_owned(), "{}".to_owned()),
+            ("bob@example.com".to_owned(), "{\"a\":2}".to_owned()),
+        ]
+    );
+    store
+        .write(|t| t.put_entry(ENTRY_USER, "alice@example.com", None))
+        .expect("entry deleted");
+    assert_eq!(store.entries(ENTRY_USER).expect("entries").len(), 1);
+    assert_eq!(store.entries(ENTRY_CONTACT).expect("entries").len(), 1);
 }

@@ -1,0 +1,243 @@
+//! What the Gateway keeps of each user's contacts, and the users' own
+//! changes (registration, commands, settings).
+//!
+//! Per (user, contact) it remembers, in the store ([`ENTRY_CONTACT`]):
+//! - the JID the user writes to, when it is not the canonical one
+//!   (`5557654321@…` rather than `+15557654321@…`): replies come from it,
+//!   so a contact is one conversation in the client whatever form was typed;
+//! - whether the user is subscribed to the contact's presence, so the
+//!   contact is announced available again after a restart;
+//! - the name last given to the user's roster (XEP-0356), so it is given
+//!   once, and again only when caller ID learns a different one.
+
+use super::{Action, Gateway, User};
+use crate::directory::{Settings, StoredUser};
+use crate::message::{OutgoingStanza, UserChange};
+use crate::phone::PhoneNumber;
+use crate::store::{StoreError, Transaction, ENTRY_CONTACT, ENTRY_SETTINGS, ENTRY_USER};
+use serde::{Deserialize, Serialize};
+
+/// What is kept of one contact of one user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Contact {
+    /// The local part the user writes to, when not the number's E.164 form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<String>,
+    /// The user is subscribed to the contact's presence.
+    #[serde(default)]
+    subscribed: bool,
+    /// The name given to the user's roster (`Some(None)`: given, nameless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rostered: Option<Option<String>>,
+}
+
+/// The store key of (user, contact); the gateway's own JID has no number.
+fn key(user: &str, number: Option<&PhoneNumber>) -> String {
+    match number {
+        Some(n) => format!("{user}|{n}"),
+        None => format!("{user}|"),
+    }
+}
+
+impl Gateway {
+    /// Reads the stored users, settings and contacts (at start), and
+    /// returns the presence that tells each user its subscribed contacts
+    /// (and the gateway) are available.
+    pub(crate) fn load_people(&self) -> Result<Vec<Action>, StoreError> {
+        self.routing.users.load(
+            &self.store.entries(ENTRY_USER)?,
+            &self.store.entries(ENTRY_SETTINGS)?,
+        );
+        let mut actions = vec![];
+        let mut state = self.state();
+        for (k, v) in self.store.entries(ENTRY_CONTACT)? {
+            let Ok(contact) = serde_json::from_str::<Contact>(&v) else {
+                tracing::error!(key = %k, "skipping an unreadable contact in the store");
+                continue;
+            };
+            if contact.subscribed {
+                if let Some((user, number)) = k.split_once('|') {
+                    let from = match PhoneNumber::parse(number, None) {
+                        Ok(n) => self.jid_of(&contact, &n),
+                        Err(_) => self.routing.domain.clone(),
+                    };
+                    actions.push(Action::Xmpp(OutgoingStanza::Presence {
+                        from,
+                        to: user.to_owned(),
+                        available: true,
+                    }));
+                }
+            }
+            state.contacts.insert(k, contact);
+        }
+        Ok(actions)
+    }
+
+    fn jid_of(&self, contact: &Contact, number: &PhoneNumber) -> String {
+        match &contact.local {
+            Some(local) => format!("{local}@{}", self.routing.domain),
+            None => self.routing.contact_jid(number),
+        }
+    }
+
+    /// The JID `number` writes to `user` from: the one the user wrote to.
+    pub(crate) fn contact_jid_for(&self, user: &User, number: &PhoneNumber) -> String {
+        let state = self.state();
+        match state.contacts.get(&key(user.jid.as_str(), Some(number))) {
+            Some(c) => self.jid_of(c, number),
+            None => self.routing.contact_jid(number),
+        }
+    }
+
+    fn put_contact(
+        &self,
+        tx: &mut dyn Transaction,
+        k: &str,
+        contact: &Contact,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(contact).expect("a contact serialises");
+        tx.put_entry(ENTRY_CONTACT, k, Some(&json))?;
+        self.state().contacts.insert(k.to_owned(), contact.clone());
+        Ok(())
+    }
+
+    /// Notes that `user` and `number` are in touch (the user wrote to
+    /// `local@…`, or the number texted the user): remembers the JID form,
+    /// and asks for a roster item when the contact is new to the user's
+    /// roster or its name has changed.
+    pub(crate) fn note_contact(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &User,
+        number: &PhoneNumber,
+        local: Option<&str>,
+    ) -> Vec<Action> {
+        let k = key(user.jid.as_str(), Some(number));
+        let old = self.state().contacts.get(&k).cloned();
+        let mut contact = old.clone().unwrap_or_default();
+        if let Some(local) = local {
+            contact.local = (local != number.as_str()).then(|| local.to_owned());
+        }
+        // Never waits: a name still being looked up comes with a later text.
+        let name = if user.caller_id {
+            self.routing.users.names().name_now(number, &user.number)
+        } else {
+            Some(None)
+        };
+        let mut actions = vec![];
+        if let Some(name) = name {
+            if contact.rostered.as_ref() != Some(&name) {
+                contact.rostered = Some(name.clone());
+                actions.push(Action::Xmpp(OutgoingStanza::RosterItem {
+                    contact: self.jid_of(&contact, number),
+                    user: user.jid.to_string(),
+                    name,
+                }));
+            }
+        }
+        if old.as_ref() != Some(&contact) {
+            if let Err(e) = self.put_contact(tx, &k, &contact) {
+                tracing::error!(error = %e, "cannot store a contact");
+            }
+        }
+        actions
+    }
+
+    /// A user's presence subscription to a contact (or the gateway) began
+    /// or ended.
+    pub(crate) fn on_subscription(
+        &self,
+        tx: &mut dyn Transaction,
+        from: &str,
+        to: &str,
+        subscribed: bool,
+    ) -> Vec<Action> {
+        let Some(user) = self.routing.user(from) else {
+            return vec![];
+        };
+        let number = match to.split_once('@') {
+            Some((local, _)) => match self.routing.phone.parse(local) {
+                Ok(n) => Some((n, local)),
+                Err(_) => return vec![],
+            },
+            None => None,
+        };
+        let k = key(user.jid.as_str(), number.as_ref().map(|(n, _)| n));
+        let old = self.state().contacts.get(&k).cloned();
+        let mut contact = old.clone().unwrap_or_default();
+        contact.subscribed = subscribed;
+        if let Some((n, local)) = &number {
+            if subscribed {
+                contact.local = (*local != n.as_str()).then(|| (*local).to_owned());
+            }
+        }
+        if old.as_ref() != Some(&contact) {
+            if let Err(e) = self.put_contact(tx, &k, &contact) {
+                tracing::error!(error = %e, "cannot store a subscription");
+            }
+        }
+        vec![]
+    }
+
+    /// A change to the users; the answer goes back with `ticket`.
+    pub(crate) fn on_users(
+        &self,
+        tx: &mut dyn Transaction,
+        change: UserChange,
+        ticket: u64,
+    ) -> Vec<Action> {
+        let result = self.change_users(tx, change);
+        if let Err(e) = &result {
+            tracing::info!(reason = %e, "a change to the users was refused");
+        }
+        vec![Action::Xmpp(OutgoingStanza::Done { ticket, result })]
+    }
+
+    fn change_users(&self, tx: &mut dyn Transaction, change: UserChange) -> Result<(), String> {
+        let users = &self.routing.users;
+        let store_failed = |e: StoreError| {
+            tracing::error!(error = %e, "cannot store a change to the users");
+            "The gateway could not store this change; try again later.".to_owned()
+        };
+        match change {
+            UserChange::Put { jid, user } => {
+                users.put_stored(&jid, &user).map_err(|e| e.0)?;
+                let json = serde_json::to_string(&user).expect("a user serialises");
+                tx.put_entry(ENTRY_USER, jid.as_str(), Some(&json))
+                    .map_err(store_failed)?;
+                tracing::info!(%jid, number = %user.number, account = %user.account, approved = user.approved, "user stored");
+            }
+            UserChange::Approve { jid } => {
+                let Some(u) = users.get_any(&jid) else {
+                    return Err(format!("{jid} has no registration."));
+                };
+                let stored = StoredUser {
+                    number: u.number.clone(),
+                    account: u.account.clone(),
+                    approved: true,
+                };
+                users.put_stored(&jid, &stored).map_err(|e| e.0)?;
+                let json = serde_json::to_string(&stored).expect("a user serialises");
+                tx.put_entry(ENTRY_USER, jid.as_str(), Some(&json))
+                    .map_err(store_failed)?;
+                tracing::info!(%jid, "registration approved");
+            }
+            UserChange::Remove { jid } => {
+                users.remove_stored(&jid).map_err(|e| e.0)?;
+                tx.put_entry(ENTRY_USER, jid.as_str(), None)
+                    .map_err(store_failed)?;
+                tx.put_entry(ENTRY_SETTINGS, jid.as_str(), None)
+                    .map_err(store_failed)?;
+                tracing::info!(%jid, "user removed");
+            }
+            UserChange::CallerId { jid, on } => {
+                users.set_caller_id(&jid, on).map_err(|e| e.0)?;
+                let json =
+                    serde_json::to_string(&Settings { caller_id: on }).expect("settings serialise");
+                tx.put_entry(ENTRY_SETTINGS, jid.as_str(), Some(&json))
+                    .map_err(store_failed)?;
+            }
+        }
+        Ok(())
+    }
+}
