@@ -69,9 +69,10 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = alice.expect_message().await;
+    // From the JID Alice wrote to (the number as dialled): one conversation.
     assert_eq!(
         (text.from(), text.body().as_deref()),
-        (Some(CONTACT), Some("Hi Alice"))
+        (Some("5557654321@sms.localhost"), Some("Hi Alice"))
     );
     let pic = alice.expect_message().await;
     let url = pic.body().expect("a link");
