@@ -1325,3 +1325,240 @@ impl Status {
         "see the gateway's log (carrier errors are reported to the users they concern)".into()
     }
 }
+
+impl XmppProcess {
+    /// The answer to a registration or command request from anyone, as the
+    /// XML written back (the Gateway's part left out): for the fuzz target.
+    #[doc(hidden)]
+    pub fn answer_request_for_fuzzing(&self, iq: &Iq) -> Vec<String> {
+        let outbox = Outbox::default();
+        match self.answer_people(iq, &outbox) {
+            Some(Answer::Now(stanzas)) => stanzas
+                .into_iter()
+                .map(|s| match s {
+                    Stanza::Iq(iq) => String::from(&Element::from(iq)),
+                    Stanza::Message(m) => String::from(&Element::from(m)),
+                    Stanza::Presence(p) => String::from(&Element::from(p)),
+                })
+                .collect(),
+            Some(Answer::Ask(_, w)) => vec![w.done],
+            None => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(extra: &str) -> XmppProcess {
+        let config = Config::from_toml(&format!(
+            r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "s"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1/"
+[phone]
+default_prefix = "+1"
+[providers.main]
+type = "sandbox"
+token = "sandbox-test-token"
+registration_numbers = ["+15550002222", "+15550003333"]
+[[users]]
+jid = "alice@example.com"
+number = "+15550001111"
+provider = "main"
+[admins]
+jids = ["root@example.com"]
+{extra}
+"#
+        ))
+        .unwrap();
+        let mut registry = sms_gateway_core::ProviderRegistry::new();
+        registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+        let providers = config.validate(&registry).unwrap();
+        XmppProcess::new(&config, providers.users.clone())
+    }
+
+    fn iq(xml: &str) -> Iq {
+        Iq::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    fn answer(p: &XmppProcess, xml: &str) -> Vec<String> {
+        p.answer_request_for_fuzzing(&iq(xml))
+    }
+
+    const REGISTER_GET: &str = "<iq xmlns='jabber:component:accept' type='get' id='r' from='bob@example.com/x' to='sms.example.com'><query xmlns='jabber:iq:register'/></iq>";
+
+    fn register_set(from: &str, number: &str) -> String {
+        format!("<iq xmlns='jabber:component:accept' type='set' id='r' from='{from}' to='sms.example.com'><query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'><field var='number'><value>{number}</value></field></x></query></iq>")
+    }
+
+    #[tokio::test]
+    async fn registration_is_closed_unless_the_domain_is_open() {
+        let closed = process("");
+        let a = answer(&closed, REGISTER_GET);
+        assert!(
+            a[0].contains("not-allowed") && a[0].contains("not open to users of example.com"),
+            "{a:?}"
+        );
+        let a = answer(&closed, &register_set("bob@example.com/x", "+15550002222"));
+        assert!(a[0].contains("not-allowed"), "{a:?}");
+        let open = process("[registration]\nopen_to = [\"Example.com\"]\n");
+        let a = answer(&open, REGISTER_GET);
+        assert!(
+            a[0].contains("+15550002222") && a[0].contains("+15550003333"),
+            "{a:?}"
+        );
+        // A configured user sees the registration, and cannot change it here.
+        let a = answer(&open, &REGISTER_GET.replace("bob@", "alice@"));
+        assert!(
+            a[0].contains("<registered/>") && a[0].contains("+15550001111"),
+            "{a:?}"
+        );
+        let a = answer(&open, &register_set("alice@example.com/x", "+15550002222"));
+        assert!(a[0].contains("not-allowed"), "{a:?}");
+        // Bad input names the field; a good one goes to the Gateway.
+        for bad in ["", "call me", "+15550009999"] {
+            let a = answer(&open, &register_set("bob@example.com/x", bad));
+            assert!(
+                a[0].contains("bad-request") && a[0].contains("number"),
+                "{bad}: {a:?}"
+            );
+        }
+        let a = answer(&open, &register_set("bob@example.com/x", "+1 555 000 2222"));
+        assert!(a[0].contains("You are registered"), "{a:?}");
+    }
+
+    fn command(from: &str, node: &str, form: &str) -> String {
+        format!("<iq xmlns='jabber:component:accept' type='set' id='c' from='{from}' to='sms.example.com'><command xmlns='http://jabber.org/protocol/commands' node='{node}'>{form}</command></iq>")
+    }
+
+    #[tokio::test]
+    async fn commands_are_for_users_and_admins_and_name_bad_fields() {
+        let p = process("");
+        for (from, node, allowed) in [
+            ("mallory@evil.example/x", "new-chat", false),
+            ("alice@example.com/x", "new-chat", true),
+            ("alice@example.com/x", "list-users", false),
+            ("root@example.com/x", "list-users", true),
+            ("root@example.com/x", "settings", false),
+            ("alice@example.com/x", "no-such", false),
+        ] {
+            let a = answer(&p, &command(from, node, ""));
+            assert_eq!(
+                !a[0].contains("type=\"error\"") && !a[0].contains("type='error'"),
+                allowed,
+                "{from} {node}: {a:?}"
+            );
+        }
+        let a = answer(&p, &command("mallory@evil.example/x", "new-chat", ""));
+        assert!(a[0].contains("forbidden"), "{a:?}");
+        let form = |fields: &str| format!("<x xmlns='jabber:x:data' type='submit'>{fields}</x>");
+        let a = answer(
+            &p,
+            &command(
+                "alice@example.com/x",
+                "new-chat",
+                &form("<field var='number'><value>555 765 4321</value></field>"),
+            ),
+        );
+        assert!(
+            a[0].contains("+15557654321@sms.example.com") && a[0].contains("completed"),
+            "{a:?}"
+        );
+        assert!(
+            a.iter()
+                .any(|s| s.contains("type=\"subscribe\"") || s.contains("type='subscribe'")),
+            "without roster access the contact asks to be added: {a:?}"
+        );
+        let a = answer(
+            &p,
+            &command(
+                "root@example.com/x",
+                "add-user",
+                &form("<field var='jid'><value>not a jid@@</value></field>"),
+            ),
+        );
+        assert!(
+            a[0].contains("bad-request") && a[0].contains("'jid'"),
+            "{a:?}"
+        );
+        let a = answer(&p, &command("root@example.com/x", "add-user", &form("<field var='jid'><value>dave@example.com</value></field><field var='number'><value>+15550004444</value></field><field var='account'><value>nope</value></field>")));
+        assert!(a[0].contains("'account'") && a[0].contains("main"), "{a:?}");
+        let a = answer(&p, &command("root@example.com/x", "list-users", ""));
+        assert!(
+            a[0].contains("alice@example.com +15550001111 main (config)"),
+            "{a:?}"
+        );
+        let a = answer(
+            &p,
+            &command(
+                "alice@example.com/x",
+                "unregister",
+                &form("<field var='confirm'><value>0</value></field>"),
+            ),
+        );
+        assert!(a[0].contains("'confirm'"), "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn a_servers_privilege_message_grants_roster_pushes_and_a_refusal_takes_it_back() {
+        let p = process("");
+        let m = |xml: &str| Message::try_from(xml.parse::<Element>().unwrap()).unwrap();
+        assert!(p
+            .roster_item(
+                "+15557654321@sms.example.com",
+                "alice@example.com",
+                Some("Jane")
+            )
+            .is_none());
+        // Only a server may grant it.
+        assert!(p.on_privilege(&m("<message xmlns='jabber:component:accept' from='mallory@example.com' to='sms.example.com'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/></privilege></message>")));
+        assert!(p
+            .roster_item(
+                "+15557654321@sms.example.com",
+                "alice@example.com",
+                Some("Jane")
+            )
+            .is_none());
+        assert!(p.on_privilege(&m("<message xmlns='jabber:component:accept' from='example.com' to='sms.example.com'><privilege xmlns='urn:xmpp:privilege:1'><perm access='roster' type='both'/></privilege></message>")));
+        let out = p
+            .roster_item(
+                "+15557654321@sms.example.com",
+                "alice@example.com",
+                Some("Jane"),
+            )
+            .unwrap();
+        let Stanza::Iq(set) = &out[0] else { panic!() };
+        let xml = String::from(&Element::from(set.clone()));
+        assert!(
+            xml.contains("name=\"Jane\"") || xml.contains("name='Jane'"),
+            "{xml}"
+        );
+        assert!(xml.contains("<group>SMS</group>"), "{xml}");
+        // Refused (ejabberd 23.01): the contact asks to be added instead,
+        // and the grant is not used again.
+        let refused = Iq::Error {
+            from: jid("alice@example.com"),
+            to: jid("sms.example.com"),
+            id: set.id().to_owned(),
+            payload: None,
+            error: translate::stanza_error(
+                ErrorType::Cancel,
+                DefinedCondition::InternalServerError,
+                "x",
+            ),
+        };
+        let fallback = p.roster_answer(&refused).unwrap();
+        assert!(
+            matches!(&fallback[..], [Stanza::Presence(p)] if p.type_ == PresenceType::Subscribe)
+        );
+        assert!(p
+            .roster_item("+15557654321@sms.example.com", "alice@example.com", None)
+            .is_none());
+    }
+}

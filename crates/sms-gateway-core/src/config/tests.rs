@@ -316,3 +316,44 @@ fn jid_normalisation() {
     assert_eq!(normalize_bare_jid("alice@example.com/res"), None);
     assert_eq!(normalize_bare_jid("example.com"), None);
 }
+
+#[test]
+fn registration_and_admins_are_checked_naming_the_key() {
+    let cases = [
+        (
+            "[registration]\nopen_to = [\"a@b\"]\n",
+            "registration.open_to[0]",
+            "a@b",
+        ),
+        ("[admins]\njids = [\"root\"]\n", "admins.jids[0]", "root"),
+        (
+            "[registration]\nopen_to = [\"example.com\"]\napproval = true\n",
+            "registration.approval",
+            "true",
+        ),
+    ];
+    for (extra, key, value) in cases {
+        match check(&format!("{GOOD}\n{extra}")) {
+            Err(ConfigError::Invalid {
+                key: k, value: v, ..
+            }) => assert_eq!((k.as_str(), v.as_str()), (key, value), "{extra}"),
+            other => panic!("{extra}: expected Invalid, got {other:?}"),
+        }
+    }
+    let offered = GOOD.replace(
+        "token = \"sandbox-test-token\"\n",
+        "token = \"sandbox-test-token\"\nregistration_numbers = [\"+15550002222\", \"555\"]\n",
+    );
+    match check(&offered) {
+        Err(ConfigError::Invalid { key, value, .. }) => assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("providers.main.registration_numbers[1]", "555")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let fine = format!(
+        "{}\n[registration]\nopen_to = [\"example.com\"]\napproval = true\n[admins]\njids = [\"root@example.com\"]\n",
+        offered.replace(", \"555\"", "")
+    );
+    check(&fine).expect("a good registration section");
+}
