@@ -1,7 +1,9 @@
 //! Stanzas from any XMPP user on any server: XML → xmpp-parsers → the
 //! event the Gateway sees or the answer the XMPP process gives. And the
 //! other way: whatever text comes from a carrier, the stanza built from it
-//! can always be written (the form-feed loop of issue #11).
+//! can always be written (the form-feed loop of issue #11). Registration
+//! and command requests (XEP-0077, XEP-0050) go through the forms' readers
+//! of a gateway with users, an admin and open registration.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +12,51 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::Stanza;
+
+/// A gateway with a user, an admin, open registration and numbers to offer,
+/// and a runtime for what its answers start (caller-ID lookups).
+fn gateway() -> &'static (tokio::runtime::Runtime, sms_xmpp::XmppProcess) {
+    static G: std::sync::OnceLock<(tokio::runtime::Runtime, sms_xmpp::XmppProcess)> =
+        std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let config = sms_gateway_core::Config::from_toml(
+            r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "s"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1/"
+[phone]
+default_prefix = "+1"
+[providers.main]
+type = "sandbox"
+token = "sandbox-fuzz-token"
+registration_numbers = ["+15550002222"]
+[[users]]
+jid = "alice@example.com"
+number = "+15550001111"
+provider = "main"
+[registration]
+open_to = ["example.com"]
+approval = true
+[admins]
+jids = ["root@example.com"]
+"#,
+        )
+        .expect("config");
+        let mut registry = sms_gateway_core::ProviderRegistry::new();
+        registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+        let providers = config.validate(&registry).expect("valid");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let process = sms_xmpp::XmppProcess::new(&config, providers.users.clone());
+        (rt, process)
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,6 +71,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = sms_xmpp::message_to_event(&m);
         } else if let Ok(iq) = Iq::try_from(el) {
             let _ = sms_xmpp::answer_iq(&iq, "sms.example.com");
+            let (rt, gateway) = gateway();
+            let _guard = rt.enter();
+            for answer in gateway.answer_request_for_fuzzing(&iq) {
+                // Whatever was asked, the answer can be read back.
+                answer
+                    .parse::<Element>()
+                    .expect("an answer is well-formed XML");
+            }
         }
     }
     // Outbound: the text as an SMS body, media URL and error text.
