@@ -11,3 +11,13 @@ Component "sms.example.com"
 -- by default; if your upload component has an access list, add the gateway:
 -- Component "upload.example.com" "http_file_share"
 --     http_file_share_access = { "sms.example.com" }
+
+-- Optional: contacts in users' rosters with their names (XEP-0356). Needs
+-- Debian's prosody-modules (mod_privilege). Put "privilege" in the global
+-- modules_enabled too, and the grant in each VirtualHost whose users text:
+-- modules_enabled = { --[[ … ]] "privilege" }
+-- VirtualHost "example.com"
+--     privileged_entities = { ["sms.example.com"] = { roster = "both" } }
+-- Component "sms.example.com"
+--     component_secret = "change me"
+--     modules_enabled = { "privilege" }
