@@ -28,6 +28,8 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_LOOKUPS: usize = 4;
 /// How much of the command's output is read.
 pub const MAX_OUTPUT: usize = 4096;
+/// How many found names may wait for the Gateway ([`CallerId::learned`]).
+const LEARNED_QUEUE: usize = 256;
 /// How many looked-up results are remembered.
 const CACHE_SIZE: usize = 10_000;
 /// How many lookups may wait for their turn; past that, none is started.
@@ -45,6 +47,8 @@ pub struct CallerId {
     /// Pairs whose lookup has been started and has not finished.
     pending: Mutex<HashSet<Pair>>,
     running: Arc<tokio::sync::Semaphore>,
+    /// Told of each name a background lookup finds ([`CallerId::learned`]).
+    learned: Mutex<Option<tokio::sync::mpsc::Sender<Pair>>>,
 }
 
 impl Default for CallerId {
@@ -74,6 +78,7 @@ impl CallerId {
             )),
             pending: Mutex::default(),
             running: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            learned: Mutex::default(),
         }
     }
 
@@ -134,13 +139,30 @@ impl CallerId {
         let me = self.clone();
         tokio::spawn(async move {
             let found = me.name(&pair.0, &pair.1).await;
+            let named = found.is_some();
             me.remember(pair.clone(), found);
             me.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&pair);
+            if named {
+                let tell = me.learned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(tell) = tell {
+                    // Full: the name comes with the pair's next text instead.
+                    let _ = tell.try_send(pair);
+                }
+            }
         });
         None
+    }
+
+    /// (contact, user) pairs whose name a background lookup has just found
+    /// (the Gateway renames the contact in the user's roster). One
+    /// receiver: a second call replaces the first.
+    pub fn learned(&self) -> tokio::sync::mpsc::Receiver<(PhoneNumber, PhoneNumber)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(LEARNED_QUEUE);
+        *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 }
 

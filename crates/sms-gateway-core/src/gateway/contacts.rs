@@ -124,20 +124,48 @@ impl Gateway {
         } else {
             Some(None)
         };
+        // A contact new to the roster goes in at once, with the name if it
+        // is known yet; a name learned later (the lookup was still running)
+        // renames it the next time the two are in touch.
+        let name = match (name, &contact.rostered) {
+            (Some(name), _) => Some(name),
+            (None, None) => Some(None),
+            (None, Some(_)) => None,
+        };
         let mut actions = vec![];
-        if let Some(name) = name {
-            if contact.rostered.as_ref() != Some(&name) {
-                contact.rostered = Some(name.clone());
-                actions.push(Action::Xmpp(OutgoingStanza::RosterItem {
-                    contact: self.jid_of(&contact, number),
-                    user: user.jid.to_string(),
-                    name,
-                }));
-            }
+        if let Some(name) = name.filter(|n| contact.rostered.as_ref() != Some(n)) {
+            contact.rostered = Some(name.clone());
+            actions.push(Action::Xmpp(OutgoingStanza::RosterItem {
+                contact: self.jid_of(&contact, number),
+                user: user.jid.to_string(),
+                name,
+            }));
         }
         if old.as_ref() != Some(&contact) {
             if let Err(e) = self.put_contact(tx, &k, &contact) {
                 tracing::error!(error = %e, "cannot store a contact");
+            }
+        }
+        actions
+    }
+
+    /// Caller ID has just found `contact`'s name for the user(s) whose
+    /// number is `user_number`: the contact is renamed in the rosters of
+    /// those who are in touch with it.
+    pub(crate) fn on_name_learned(
+        &self,
+        tx: &mut dyn Transaction,
+        contact: &PhoneNumber,
+        user_number: &PhoneNumber,
+    ) -> Vec<Action> {
+        let mut actions = vec![];
+        for user in self.routing.users.users() {
+            let in_touch = self
+                .state()
+                .contacts
+                .contains_key(&key(user.jid.as_str(), Some(contact)));
+            if user.number == *user_number && in_touch {
+                actions.extend(self.note_contact(tx, &user, contact, None));
             }
         }
         actions

@@ -149,6 +149,13 @@ impl Gateway {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Names caller ID finds in the background, for [`Gateway`]'s loop.
+    pub(crate) fn names_learned(
+        &self,
+    ) -> tokio::sync::mpsc::Receiver<(crate::phone::PhoneNumber, crate::phone::PhoneNumber)> {
+        self.routing.users.names().learned()
+    }
+
     /// Starts a store transaction for a batch of events: the handlers
     /// (`on_xmpp`, `on_pstn`) write through it, and nothing they return
     /// may leave before it is committed.

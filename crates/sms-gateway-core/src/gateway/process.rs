@@ -41,6 +41,7 @@ pub(crate) async fn run_gateway(
 ) {
     let mut xmpp_events = io.xmpp_events.lock().await;
     let mut pstn_events = io.pstn_events.lock().await;
+    let mut learned = gateway.names_learned();
     let mut expiry = tokio::time::interval_at(
         tokio::time::Instant::now() + EXPIRY_INTERVAL,
         EXPIRY_INTERVAL,
@@ -64,6 +65,7 @@ pub(crate) async fn run_gateway(
             }
             Some(ev) = xmpp_events.recv() => Event::Xmpp(ev),
             Some(ev) = pstn_events.recv() => Event::Pstn(ev),
+            Some((contact, user)) = learned.recv() => Event::Learned(contact, user),
         };
         // A burst is handled as one batch: one store transaction for all
         // of it, and nothing leaves (texts, stanzas, webhook answers)
@@ -109,6 +111,11 @@ pub(crate) async fn run_gateway(
                                 text: "The gateway failed on this message (a bug, logged); it was not sent.".into(),
                             })
                         })),
+                    }
+                }
+                Event::Learned(contact, user) => {
+                    if let Some(a) = caught(|| gateway.on_name_learned(&mut *tx, &contact, &user)) {
+                        actions.extend(a);
                     }
                 }
                 // Its webhook's answer is dropped: 503, and the carrier retries.
@@ -187,10 +194,12 @@ fn waiting(
     }
 }
 
-/// An event for the Gateway, from either side.
+/// An event for the Gateway, from either side (or caller ID).
 enum Event {
     Xmpp(XmppEvent),
     Pstn(PstnEvent),
+    /// Caller ID found a contact's name for a user's number.
+    Learned(crate::phone::PhoneNumber, crate::phone::PhoneNumber),
 }
 
 /// The most events handled in one batch.

@@ -1007,3 +1007,50 @@ fn users_who_register_wait_for_approval_and_can_leave() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_contact_goes_to_the_roster_at_once_and_is_renamed_when_caller_id_learns_the_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lookup = dir.path().join("cnam");
+    std::fs::write(&lookup, "#!/bin/sh\nsleep 0.2\necho \"Name of $FROM\"\n").unwrap();
+    std::fs::set_permissions(&lookup, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let g = gateway_with(&format!("[caller_id]\nlookup = \"{}\"\n", lookup.display()));
+    let mut learned = g.names_learned();
+    let roster = |a: &[Action]| -> Vec<Option<String>> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Xmpp(OutgoingStanza::RosterItem { name, .. }) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let sms = InboundSms {
+        id: "in-1".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "hello".into(),
+        media: vec![],
+    };
+    let mut tx = g.begin().unwrap();
+    let a = g.on_inbound(&mut *tx, "main", &sms).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        roster(&a),
+        vec![None],
+        "in the roster at once, the name not known yet"
+    );
+    let (contact, user) = tokio::time::timeout(std::time::Duration::from_secs(10), learned.recv())
+        .await
+        .expect("the lookup finishes")
+        .expect("a name");
+    let mut tx = g.begin().unwrap();
+    let a = g.on_name_learned(&mut *tx, &contact, &user);
+    tx.commit().unwrap();
+    assert_eq!(roster(&a), vec![Some("Name of +15557654321".to_owned())]);
+    // Known now: nothing more to say.
+    let mut tx = g.begin().unwrap();
+    let a = g.on_name_learned(&mut *tx, &contact, &user);
+    tx.commit().unwrap();
+    assert!(roster(&a).is_empty(), "{a:?}");
+}
