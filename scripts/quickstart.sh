@@ -18,16 +18,27 @@ COMPONENT_PORT=${COMPONENT_PORT:-15347}
 HTTP=http://127.0.0.1:9677/hooks/sandbox
 AUTH="Authorization: Bearer quickstart-sandbox-token"
 
-if ! command -v prosody >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+if ! command -v prosody >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
+  || [ ! -e /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "installing prosody and curl with apt-get"
+  echo "installing prosody, its community modules and curl with apt-get"
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends prosody curl
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends prosody prosody-modules curl
 fi
 
 rm -rf "$QS_DIR"
 mkdir -p "$QS_DIR/data"
+# With Debian's prosody-modules, Prosody grants the gateway roster access
+# (XEP-0356): contacts then appear in rosters with their names.
+PRIVILEGE_MODULE=""
+PRIVILEGED=""
+COMPONENT_MODULES=""
+if [ -e /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ] || [ -e /usr/lib/prosody/modules/mod_privilege.lua ]; then
+  PRIVILEGE_MODULE=' "privilege";'
+  PRIVILEGED='  privileged_entities = { ["sms.localhost"] = { roster = "both" } }'
+  COMPONENT_MODULES='  modules_enabled = { "privilege" }'
+fi
 cat > "$QS_DIR/prosody.cfg.lua" <<CFG
 run_as_root = true
 pidfile = "$QS_DIR/prosody.pid"
@@ -39,17 +50,20 @@ component_interfaces = { "127.0.0.1" }
 s2s_ports = { }
 http_ports = { }
 https_ports = { }
-modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline" }
+modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "iq"; "posix"; "offline";$PRIVILEGE_MODULE }
 modules_disabled = { "s2s" }
 authentication = "internal_plain"
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 log = { info = "$QS_DIR/prosody.log" }
 VirtualHost "localhost"
+$PRIVILEGED
 Component "sms.localhost"
   component_secret = "quickstart-secret"
+$COMPONENT_MODULES
 CFG
 prosodyctl --config "$QS_DIR/prosody.cfg.lua" register alice localhost alicepw >/dev/null
+prosodyctl --config "$QS_DIR/prosody.cfg.lua" register bob localhost bobpw >/dev/null
 
 echo "building sms-over-xmpp"
 cargo build -q -p sms-over-xmpp-bin
@@ -103,7 +117,10 @@ sms-over-xmpp is running against a throwaway Prosody. Log in with any XMPP clien
   account   alice@localhost     password  alicepw
   server    127.0.0.1  port $C2S_PORT   (no TLS on this test server: allow plaintext)
 
-Then start a chat with  +15557654321@sms.localhost  and type something.
+Then start a chat with  +15557654321@sms.localhost  and type something
+(or, in Gajim: Accounts > Discover Services > sms.localhost > Execute Command >
+New chat by number). bob@localhost (password bobpw) is not a user: he can
+register with the number the sandbox offers (Discover Services > Register).
 The sandbox "sends" it; see what left:
 
   curl -H '$AUTH' $HTTP/outbox

@@ -493,6 +493,17 @@ async fn suite(server: &dyn XmppServer) {
         }
     };
     assert_eq!(welcome.from(), Some(DOMAIN));
+    // The gateway itself is now one of Bob's contacts (XEP-0100).
+    if roster_works(name) {
+        let item = roster_push(&mut bob, DOMAIN, Duration::from_secs(5)).await;
+        assert!(item.is_some(), "{name}: the gateway is put in Bob's roster");
+    } else {
+        let p = presences_from(&mut bob, DOMAIN, Duration::from_secs(3)).await;
+        assert!(
+            p.iter().any(|p| p.attr("type") == Some("subscribe")),
+            "{name}: the gateway asks Bob to add it: {p:?}"
+        );
+    }
     let (users, _) = command(&mut carol, "list-users", &[], "l").await;
     let users = String::from(&users);
     assert!(
@@ -573,6 +584,20 @@ async fn suite(server: &dyn XmppServer) {
         )
         .await;
     assert_eq!(gone.attr("type"), Some("result"), "{name}: {gone:?}");
+    let bye = presences_from(&mut bob, DOMAIN, Duration::from_secs(2)).await;
+    // It goes offline, and ends the subscription where there is one
+    // (on ejabberd Bob never accepted the gateway's request: the server
+    // drops the `unsubscribed`).
+    assert!(
+        bye.iter().any(|p| p.attr("type") == Some("unavailable")),
+        "{name}: the gateway goes offline for Bob (XEP-0100): {bye:?}"
+    );
+    if roster_works(name) {
+        assert!(
+            bye.iter().any(|p| p.attr("type") == Some("unsubscribed")),
+            "{name}: the gateway ends the subscription (XEP-0100): {bye:?}"
+        );
+    }
     bob.send_chat("+15557654321@sms.localhost", "b3", "after")
         .await;
     let after = loop {

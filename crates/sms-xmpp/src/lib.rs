@@ -331,9 +331,14 @@ impl XmppProcess {
                 if self.answered(&iq) {
                     return Ok(());
                 }
-                if let Some(fallback) = self.roster_answer(&iq) {
+                if let Some((fallback, event)) = self.roster_answer(&iq) {
                     for s in fallback {
                         self.send(link, s).await?;
+                    }
+                    if let Some(ev) = event {
+                        if to_gateway.send(ev).await.is_err() {
+                            return Err(Error::GatewayGone);
+                        }
                     }
                     return Ok(());
                 }

@@ -111,10 +111,16 @@ impl XmppProcess {
                 contact,
                 user,
                 name,
-            } => Some(
-                self.roster_item(contact, user, name.as_deref())
-                    .unwrap_or_default(),
-            ),
+            } => Some(match self.roster_item(contact, user, name.as_deref()) {
+                Some(stanzas) => stanzas,
+                // Without roster access, only the gateway itself asks to
+                // be added (phone contacts are added by the user).
+                None if *contact == self.domain => self
+                    .ask_to_be_added(contact, user, name.as_deref())
+                    .into_iter()
+                    .collect(),
+                None => vec![],
+            }),
             OutgoingStanza::Done { ticket, result } => Some(self.done(*ticket, result.clone())),
             _ => None,
         };

@@ -362,7 +362,11 @@ impl XmppProcess {
     /// #3942) turns to the way that needs no privilege: the contact asks to
     /// be added, with its name, and the client offers it to the user. The
     /// server's grant is then not used again until it is given again.
-    pub(crate) fn roster_answer(&self, iq: &Iq) -> Option<Vec<Stanza>> {
+    ///
+    /// Taken, the user is subscribed to the contact (the item says
+    /// `both`): the event tells the Gateway, which announces the contact
+    /// again after a restart.
+    pub(crate) fn roster_answer(&self, iq: &Iq) -> Option<(Vec<Stanza>, Option<XmppEvent>)> {
         let (id, refused) = match iq {
             Iq::Result { id, .. } => (id, false),
             Iq::Error { id, .. } => (id, true),
@@ -370,7 +374,12 @@ impl XmppProcess {
         };
         let (contact, user, name) = self.people().roster_sets.remove(id)?;
         if !refused {
-            return Some(vec![]);
+            let taken = XmppEvent::Subscription {
+                from: user,
+                to: contact,
+                subscribed: true,
+            };
+            return Some((vec![], Some(taken)));
         }
         let domain = jid(&user)
             .map(|u| u.domain().to_string())
@@ -378,11 +387,12 @@ impl XmppProcess {
         if self.people().roster_access.remove(&domain).is_some() {
             tracing::warn!(server = %domain, "the server granted roster access but refused a roster item (ejabberd before 23.10 does: its issue #3942); contacts ask to be added instead");
         }
-        Some(
+        Some((
             self.ask_to_be_added(&contact, &user, name.as_deref())
                 .into_iter()
                 .collect(),
-        )
+            None,
+        ))
     }
 
     /// A subscription request from `contact` to `user`, with its name: the
@@ -645,6 +655,7 @@ impl XmppProcess {
                     vec![
                         Field::new("FORM_TYPE", "hidden", "").value(REGISTER_NS),
                         Field::new("number", "list-single", "Phone number")
+                            .value(free[0].1.clone())
                             .options(free)
                             .required(),
                     ],
@@ -662,9 +673,9 @@ impl XmppProcess {
                 Some(_) => self.ask(
                     iq,
                     None,
-                    UserChange::Remove { jid: bare },
+                    UserChange::Remove { jid: bare.clone() },
                     "You are unregistered.".into(),
-                    vec![],
+                    self.farewell(&bare),
                 ),
             };
         }
@@ -688,6 +699,28 @@ impl XmppProcess {
         };
         let values = form_values(x);
         self.register(iq, &bare, first(&values, "number"))
+    }
+
+    /// What XEP-0100 has a gateway say to a user who unregisters: it goes
+    /// offline, and ends the subscriptions both ways.
+    fn farewell(&self, user: &BareJid) -> Vec<Stanza> {
+        let user_jid = Jid::from(user.clone());
+        let mut out: Vec<Stanza> = self
+            .presence(&self.domain, user.as_str(), false)
+            .into_iter()
+            .map(Stanza::from)
+            .collect();
+        for t in [PresenceType::Unsubscribe, PresenceType::Unsubscribed] {
+            if let Some(me) = jid(&self.domain) {
+                out.push(
+                    Presence::new(t)
+                        .with_from(me)
+                        .with_to(user_jid.clone())
+                        .into(),
+                );
+            }
+        }
+        out
     }
 
     fn closed(&self, bare: &BareJid) -> tokio_xmpp::parsers::stanza_error::StanzaError {
@@ -1146,16 +1179,16 @@ impl XmppProcess {
                 let user = self.users.get(from).expect("a user ran it");
                 let name = self.name_for(&n, &user.number, from);
                 let mut out = vec![];
-                let how = match self.roster_item(&contact, from.as_str(), name.as_deref()) {
+                let text = match self.roster_item(&contact, from.as_str(), name.as_deref()) {
                     Some(stanzas) => {
                         out.extend(stanzas);
-                        "It is in your contacts"
+                        format!("{contact} is in your contacts now: write to it to text {n}.")
                     }
                     None => {
                         // No roster access: the contact asks to be added,
                         // and the client offers to.
                         out.extend(self.ask_to_be_added(&contact, from.as_str(), name.as_deref()));
-                        "Accept its request to be added to your contacts"
+                        format!("{contact} asks to be added to your contacts: accept it, and write to it to text {n}.")
                     }
                 };
                 let x = form(
@@ -1164,7 +1197,6 @@ impl XmppProcess {
                     "",
                     vec![Field::new("jid", "jid-single", "Write to").value(contact.clone())],
                 );
-                let text = format!("{how}, or write to {contact}.");
                 out.insert(
                     0,
                     translate::reply(
@@ -1201,7 +1233,7 @@ impl XmppProcess {
                     cmd,
                     UserChange::Remove { jid: from.clone() },
                     "You are unregistered.".into(),
-                    vec![],
+                    self.farewell(from),
                 ),
                 _ => refuse("Field 'confirm': check it to unregister.".into()),
             },
@@ -1553,7 +1585,7 @@ jids = ["root@example.com"]
                 "x",
             ),
         };
-        let fallback = p.roster_answer(&refused).unwrap();
+        let (fallback, _) = p.roster_answer(&refused).unwrap();
         assert!(
             matches!(&fallback[..], [Stanza::Presence(p)] if p.type_ == PresenceType::Subscribe)
         );

@@ -214,11 +214,27 @@ impl Gateway {
         change: UserChange,
         ticket: u64,
     ) -> Vec<Action> {
+        // A user who may text now gets the gateway in the roster (XEP-0100:
+        // the gateway is a contact too, and shows online).
+        let welcome = match &change {
+            UserChange::Put { jid, user } if user.approved => Some(jid.to_string()),
+            UserChange::Approve { jid } => Some(jid.to_string()),
+            _ => None,
+        };
         let result = self.change_users(tx, change);
         if let Err(e) = &result {
             tracing::info!(reason = %e, "a change to the users was refused");
         }
-        vec![Action::Xmpp(OutgoingStanza::Done { ticket, result })]
+        let ok = result.is_ok();
+        let mut actions = vec![Action::Xmpp(OutgoingStanza::Done { ticket, result })];
+        if let Some(user) = welcome.filter(|_| ok) {
+            actions.push(Action::Xmpp(OutgoingStanza::RosterItem {
+                contact: self.routing.domain.clone(),
+                user,
+                name: Some("SMS gateway".into()),
+            }));
+        }
+        actions
     }
 
     fn change_users(&self, tx: &mut dyn Transaction, change: UserChange) -> Result<(), String> {
