@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = Config::load(path.as_ref())?;
     let providers = config.validate(&registry)?;
-    let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, providers.users.clone()));
+    let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, &providers));
 
     // Shutdown is an argument: stop on Ctrl-C.
     let shutdown = CancellationToken::new();

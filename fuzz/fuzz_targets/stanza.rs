@@ -53,7 +53,7 @@ jids = ["root@example.com"]
             .enable_all()
             .build()
             .expect("runtime");
-        let process = sms_xmpp::XmppProcess::new(&config, providers.users.clone());
+        let process = sms_xmpp::XmppProcess::new(&config, &providers);
         (rt, process)
     })
 }

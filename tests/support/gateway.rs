@@ -28,7 +28,7 @@ impl Gateway {
         let http_base = format!("http://{}", config.http.listen);
         let port = config.http.listen.port();
         let shutdown = CancellationToken::new();
-        let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, providers.users.clone()));
+        let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, &providers));
         // With `[store] path`, the SQLite store as the binary opens it;
         // without, the in-memory one.
         let store = config.store.path.as_ref().map(|p| {

@@ -519,21 +519,47 @@ async fn suite(server: &dyn XmppServer) {
     // Bob texts now.
     bob.send_chat("+15557654321@sms.localhost", "b2", "now")
         .await;
-    let outbox = async {
-        for _ in 0..50 {
-            let o = sandbox_outbox(
-                &format!("{}/hooks/sandbox", gateway.http_base),
-                SANDBOX_AUTH,
-            )
-            .await;
-            if o.to_string().contains("+15550002222") {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let hooks = format!("{}/hooks/sandbox", gateway.http_base);
+    let mut bobs = None;
+    for _ in 0..50 {
+        let o = sandbox_outbox(&hooks, SANDBOX_AUTH).await;
+        bobs = o
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["from"] == "+15550002222"))
+            .and_then(|m| m["id"].as_str())
+            .map(str::to_owned);
+        if bobs.is_some() {
+            break;
         }
-        false
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bobs = bobs.unwrap_or_else(|| panic!("{name}: Bob's text was not sent from his number"));
+    // The carrier reports it undelivered: Bob hears, and admins see it.
+    let r = reqwest::Client::new()
+        .post(format!("{hooks}/status"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(serde_json::json!({"message_id": bobs, "status": "failed", "error": "30003 Unreachable destination handset"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let failed = loop {
+        let m = bob.expect_message().await;
+        if m.type_() == "error" {
+            break m;
+        }
     };
-    assert!(outbox.await, "{name}: Bob's text was sent from his number");
+    assert_eq!(
+        failed.error().map(|e| e.0).as_deref(),
+        Some("recipient-unavailable"),
+        "{name}"
+    );
+    let (status, _) = command(&mut carol, "status", &[], "s2").await;
+    assert!(
+        String::from(&status)
+            .contains("sandbox: not delivered: 30003 Unreachable destination handset"),
+        "{name}: {status:?}"
+    );
 
     // Admin: add and remove a user.
     let (_, added) = command(

@@ -130,6 +130,8 @@ pub struct Providers {
     pub accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
     /// The users, read once; the processes share them.
     pub users: Arc<crate::directory::Directory>,
+    /// The last carrier errors, recorded by the Gateway, shown to admins.
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 impl std::fmt::Debug for Providers {

@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
                     }
                 };
                 tracing::info!(path = %path.display(), "store opened");
-                let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, providers.users.clone()));
+                let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, &providers));
                 let media_dir = config.media.resolve_dir(&path);
                 let component = Component::new(config, providers)
                     .with_store(store)

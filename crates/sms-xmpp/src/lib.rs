@@ -116,6 +116,8 @@ pub struct XmppProcess {
     accounts: Vec<String>,
     /// What *Gateway status* shows of the link.
     status: Mutex<people::Status>,
+    /// The Gateway's record of carrier errors, for *Gateway status*.
+    activity: std::sync::Arc<sms_gateway_core::activity::Activity>,
 }
 
 type PendingQuery = (
@@ -133,9 +135,11 @@ fn jid(s: &str) -> Option<Jid> {
 }
 
 impl XmppProcess {
-    /// A process for a validated config and the users its validation read
-    /// (`Providers::users`, shared with the Gateway).
-    pub fn new(config: &Config, users: std::sync::Arc<Directory>) -> Self {
+    /// A process for a validated config and what its validation gave
+    /// (the users and the Gateway's record of carrier errors, shared with
+    /// the Gateway).
+    pub fn new(config: &Config, providers: &sms_gateway_core::Providers) -> Self {
+        let users = providers.users.clone();
         let (queries_tx, queries) = mpsc::channel(64);
         // One cache of names, the Gateway's: the XMPP process reads it for
         // vCards and presence.
@@ -182,6 +186,7 @@ impl XmppProcess {
                 .collect(),
             accounts: config.providers.keys().cloned().collect(),
             status: Mutex::default(),
+            activity: providers.activity.clone(),
         }
     }
 

@@ -1104,6 +1104,14 @@ impl XmppProcess {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
+                let mut errors = Field::new("carrier_errors", "text-multi", "Last carrier errors");
+                let recent = self.activity.recent_errors();
+                if recent.is_empty() {
+                    errors = errors.value("none since the start");
+                }
+                for e in recent {
+                    errors = errors.value(e);
+                }
                 let roster = self
                     .people()
                     .roster_access
@@ -1134,8 +1142,7 @@ impl XmppProcess {
                             } else {
                                 roster
                             }),
-                        Field::new("carrier_errors", "text-multi", "Last carrier errors")
-                            .value(s.carrier_errors()),
+                        errors,
                     ],
                 );
                 return translate::reply(
@@ -1352,12 +1359,6 @@ pub(crate) struct Status {
     pub(crate) unacked: usize,
 }
 
-impl Status {
-    fn carrier_errors(&self) -> String {
-        "see the gateway's log (carrier errors are reported to the users they concern)".into()
-    }
-}
-
 impl XmppProcess {
     /// The answer to a registration or command request from anyone, as the
     /// XML written back (the Gateway's part left out): for the fuzz target.
@@ -1412,7 +1413,7 @@ jids = ["root@example.com"]
         let mut registry = sms_gateway_core::ProviderRegistry::new();
         registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
         let providers = config.validate(&registry).unwrap();
-        XmppProcess::new(&config, providers.users.clone())
+        XmppProcess::new(&config, &providers)
     }
 
     fn iq(xml: &str) -> Iq {

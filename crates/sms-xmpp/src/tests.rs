@@ -23,10 +23,12 @@ fn start(listener: &TcpListener, extra: &str) -> Started {
         listener.local_addr().unwrap()
     ))
     .unwrap();
-    let process = XmppProcess::new(
-        &config,
-        std::sync::Arc::new(sms_gateway_core::Directory::from_config(&config).unwrap()),
-    );
+    let providers = sms_gateway_core::Providers {
+        accounts: Default::default(),
+        users: std::sync::Arc::new(sms_gateway_core::Directory::from_config(&config).unwrap()),
+        activity: Default::default(),
+    };
+    let process = XmppProcess::new(&config, &providers);
     let (to_gateway, events) = mpsc::channel(16);
     let (gateway_tx, from_gateway) = mpsc::channel(16);
     let channels = XmppChannels {

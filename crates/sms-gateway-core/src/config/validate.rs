@@ -323,6 +323,7 @@ impl Config {
         Ok(Providers {
             accounts,
             users: Default::default(),
+            activity: Default::default(),
         })
     }
 }

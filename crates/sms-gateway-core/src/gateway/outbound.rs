@@ -214,6 +214,9 @@ impl Gateway {
             tracing::error!(error = %e, "cannot forget a chat");
         }
         tracing::warn!(account = %chat.account, error = %e, "text not sent");
+        self.routing
+            .activity
+            .carrier_error(unix_now(), &chat.account, &format!("not sent: {e}"));
         let condition = match e.kind {
             ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
             ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,

@@ -98,6 +98,11 @@ impl Gateway {
                 _ => vec![],
             },
             DeliveryStatus::Failed(reason) => {
+                self.routing.activity.carrier_error(
+                    crate::time::unix_now(),
+                    &chat.account,
+                    &format!("not delivered: {reason}"),
+                );
                 let text = if parts > 1 {
                     format!("Part of the text was not delivered: {reason}.")
                 } else {

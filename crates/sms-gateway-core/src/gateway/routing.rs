@@ -29,6 +29,8 @@ pub struct Routing {
     pub(super) fetch_media: bool,
     /// Whether chats may carry media URLs on private addresses.
     pub(super) relay_private_urls: bool,
+    /// The last carrier errors, for admins.
+    pub(super) activity: Arc<crate::activity::Activity>,
 }
 
 impl Routing {
@@ -55,6 +57,7 @@ impl Routing {
             limits: config.limits.clone(),
             fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
             relay_private_urls: config.media.relay_private_urls,
+            activity: providers.activity.clone(),
         }
     }
 
