@@ -639,7 +639,20 @@ async fn suite(server: &dyn XmppServer) {
     );
 
     // --- A clean stop: every announced contact goes offline; a restart
-    // announces the subscribed ones again.
+    // announces the subscribed ones again, and the users kept in the store
+    // are still users.
+    let (_, added) = command(
+        &mut carol,
+        "add-user",
+        &[
+            ("jid", "dave@localhost"),
+            ("number", "+15550006666"),
+            ("account", "sandbox"),
+        ],
+        "add2",
+    )
+    .await;
+    assert!(note(&added.unwrap()).contains("is a user"), "{name}");
     gateway.stop().await;
     let offline = presences_from(&mut alice, other, Duration::from_secs(3)).await;
     assert!(
@@ -653,6 +666,11 @@ async fn suite(server: &dyn XmppServer) {
         back.iter().filter(|p| p.attr("type").is_none()).count(),
         1,
         "{name}: available again after the restart: {back:?}"
+    );
+    let (users, _) = command(&mut carol, "list-users", &[], "l2").await;
+    assert!(
+        String::from(&users).contains("dave@localhost +15550006666 sandbox (registered)"),
+        "{name}: a stored user survives the restart: {users:?}"
     );
     gateway.stop().await;
     for u in [alice, bob, carol, mallory] {
