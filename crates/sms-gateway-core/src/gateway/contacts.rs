@@ -17,6 +17,12 @@ use crate::phone::PhoneNumber;
 use crate::store::{StoreError, Transaction, ENTRY_CONTACT, ENTRY_SETTINGS, ENTRY_USER};
 use serde::{Deserialize, Serialize};
 
+/// The most contacts kept per user: past it, new ones are not remembered
+/// (texts still go and come; the JID form, subscription and roster name of
+/// those contacts are not kept). A user subscribing to numbers by the
+/// million cannot grow the store without bound.
+pub(crate) const MAX_CONTACTS: usize = 10_000;
+
 /// What is kept of one contact of one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Contact {
@@ -68,6 +74,9 @@ impl Gateway {
                     }));
                 }
             }
+            if let Some((user, _)) = k.split_once('|') {
+                *state.contacts_per_user.entry(user.to_owned()).or_default() += 1;
+            }
             state.contacts.insert(k, contact);
         }
         Ok(actions)
@@ -95,6 +104,18 @@ impl Gateway {
         k: &str,
         contact: &Contact,
     ) -> Result<(), StoreError> {
+        let user = k.split_once('|').map(|(u, _)| u).unwrap_or(k);
+        {
+            let mut state = self.state();
+            if !state.contacts.contains_key(k) {
+                let n = state.contacts_per_user.entry(user.to_owned()).or_default();
+                if *n >= MAX_CONTACTS {
+                    tracing::warn!(%user, max = MAX_CONTACTS, "a user has too many contacts; a new one is not remembered");
+                    return Ok(());
+                }
+                *n += 1;
+            }
+        }
         let json = serde_json::to_string(contact).expect("a contact serialises");
         tx.put_entry(ENTRY_CONTACT, k, Some(&json))?;
         self.state().contacts.insert(k.to_owned(), contact.clone());

@@ -57,6 +57,8 @@ pub struct GatewayState {
     /// Each user's send allowance (`[limits]`); made at the first chat.
     rates: Option<crate::rate::Buckets>,
     contacts: HashMap<String, contacts::Contact>,
+    /// How many contacts each user has kept (bounded: `MAX_CONTACTS`).
+    contacts_per_user: HashMap<String, usize>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.

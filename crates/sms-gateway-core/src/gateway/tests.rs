@@ -1054,3 +1054,27 @@ async fn a_contact_goes_to_the_roster_at_once_and_is_renamed_when_caller_id_lear
     tx.commit().unwrap();
     assert!(roster(&a).is_empty(), "{a:?}");
 }
+
+#[test]
+fn a_user_cannot_grow_the_contacts_without_bound() {
+    let g = gateway();
+    for i in 0..super::contacts::MAX_CONTACTS + 5 {
+        g.xmpp(XmppEvent::Subscription {
+            from: "alice@example.com/x".into(),
+            to: format!("+1555{:07}@sms.example.com", i),
+            subscribed: true,
+        });
+    }
+    let kept = g.store.entries(crate::store::ENTRY_CONTACT).unwrap().len();
+    assert_eq!(kept, super::contacts::MAX_CONTACTS);
+    // Others are not affected.
+    g.xmpp(XmppEvent::Subscription {
+        from: "bob@example.com/x".into(),
+        to: "+15557654321@sms.example.com".into(),
+        subscribed: true,
+    });
+    assert_eq!(
+        g.store.entries(crate::store::ENTRY_CONTACT).unwrap().len(),
+        kept + 1
+    );
+}
