@@ -215,3 +215,60 @@ impl User {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 }
+
+/// The child `name` of `el` in namespace `ns`.
+pub fn child<'a>(el: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
+    el.children().find(|c| c.is(name, ns))
+}
+
+/// The defined condition of an error stanza (`bad-request`, …).
+pub fn condition(stanza: &Element) -> Option<String> {
+    let err = stanza.children().find(|c| c.name() == "error")?;
+    err.children()
+        .find(|c| c.ns() == STANZAS_NS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+}
+
+/// The text of an error stanza, or nothing.
+pub fn error_text(stanza: &Element) -> String {
+    stanza
+        .children()
+        .find(|c| c.name() == "error")
+        .and_then(|e| e.children().find(|c| c.name() == "text"))
+        .map(|t| t.text())
+        .unwrap_or_default()
+}
+
+/// Waits until the component answers disco on its domain (it has logged in).
+pub async fn wait_for_component(user: &mut User) {
+    for i in 0..100 {
+        let iq = user
+            .iq(
+                "get",
+                DOMAIN,
+                &format!("wait{i}"),
+                "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+            )
+            .await;
+        if iq.attr("type") == Some("result") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the component never answered disco");
+}
+
+/// Presences whose sender's bare JID is `from`, arriving within `within`.
+pub async fn presences_from(user: &mut User, from: &str, within: Duration) -> Vec<Element> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = vec![];
+    while let Some(p) = user
+        .next_presence(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if p.attr("from").and_then(|f| f.split('/').next()) == Some(from) {
+            got.push(p);
+        }
+    }
+    got
+}

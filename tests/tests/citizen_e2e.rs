@@ -28,58 +28,6 @@ async fn start_gateway(server: &dyn XmppServer, dir: &tempfile::TempDir) -> Gate
     Gateway::start(&cfg).await
 }
 
-fn child<'a>(el: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
-    el.children().find(|c| c.is(name, ns))
-}
-
-fn error_condition(iq: &Element) -> Option<String> {
-    let err = iq.children().find(|c| c.name() == "error")?;
-    err.children()
-        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
-        .map(|c| c.name().to_owned())
-}
-
-/// Waits until the component answers disco on its domain (it has logged in).
-async fn wait_for_component(alice: &mut User) {
-    for i in 0..100 {
-        let iq = alice
-            .iq(
-                "get",
-                "sms.localhost",
-                &format!("wait{i}"),
-                "<query xmlns='http://jabber.org/protocol/disco#info'/>",
-            )
-            .await;
-        if iq.attr("type") == Some("result") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the component never answered disco");
-}
-
-/// Presences from `from` arriving within `within`.
-async fn presences_from(user: &mut User, from: &str, within: Duration) -> Vec<Element> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut got = vec![];
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return got;
-        }
-        match user.next_presence(left).await {
-            Some(p)
-                if p.attr("from")
-                    .is_some_and(|f| f.split('/').next() == Some(from)) =>
-            {
-                got.push(p)
-            }
-            Some(_) => {}
-            None => return got,
-        }
-    }
-}
-
 async fn suite(server: &dyn XmppServer) {
     let dir = tempfile::tempdir().unwrap();
     let gateway = start_gateway(server, &dir).await;
@@ -164,7 +112,7 @@ async fn suite(server: &dyn XmppServer) {
         )
         .await;
     assert_eq!(
-        (unknown.attr("type"), error_condition(&unknown).as_deref()),
+        (unknown.attr("type"), condition(&unknown).as_deref()),
         (Some("error"), Some("service-unavailable")),
         "{name}"
     );
@@ -217,7 +165,7 @@ async fn suite(server: &dyn XmppServer) {
         )
         .await;
     assert_eq!(
-        error_condition(&bad).as_deref(),
+        condition(&bad).as_deref(),
         Some("not-acceptable"),
         "{name}: {bad:?}"
     );

@@ -47,58 +47,6 @@ jids = ["carol@localhost"]
     )
 }
 
-fn child<'a>(el: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
-    el.children().find(|c| c.is(name, ns))
-}
-
-fn condition(iq: &Element) -> Option<String> {
-    let err = iq.children().find(|c| c.name() == "error")?;
-    err.children()
-        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
-        .map(|c| c.name().to_owned())
-}
-
-fn error_text(iq: &Element) -> String {
-    iq.children()
-        .find(|c| c.name() == "error")
-        .and_then(|e| e.children().find(|c| c.name() == "text"))
-        .map(|t| t.text())
-        .unwrap_or_default()
-}
-
-async fn wait_for_component(user: &mut User) {
-    for i in 0..100 {
-        let iq = user
-            .iq(
-                "get",
-                DOMAIN,
-                &format!("wait{i}"),
-                "<query xmlns='http://jabber.org/protocol/disco#info'/>",
-            )
-            .await;
-        if iq.attr("type") == Some("result") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the component never answered disco");
-}
-
-/// Presences whose sender's bare JID is `from`, arriving within `within`.
-async fn presences_from(user: &mut User, from: &str, within: Duration) -> Vec<Element> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut got = vec![];
-    while let Some(p) = user
-        .next_presence(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
-        if p.attr("from").and_then(|f| f.split('/').next()) == Some(from) {
-            got.push(p);
-        }
-    }
-    got
-}
-
 /// Roster pushes (`iq type='set'` with a roster query) for `jid` within `within`.
 async fn roster_push(user: &mut User, jid: &str, within: Duration) -> Option<Element> {
     let deadline = tokio::time::Instant::now() + within;
