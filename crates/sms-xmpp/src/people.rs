@@ -53,10 +53,11 @@ fn nc(name: &'static str) -> tokio_xmpp::minidom::rxml::NcName {
 
 /// How many (user, contact) pairs are remembered as announced available.
 const ANNOUNCED: usize = 100_000;
-/// A probe this soon after the pair was announced is not answered: the
-/// server probes right after a subscription is approved (Prosody does),
-/// and the answer would announce the contact a second time.
-const PROBE_QUIET: Duration = Duration::from_secs(3);
+/// When a user approves a contact's request (`subscribed`), the server
+/// probes the contact at once (Prosody does); the contact is announced
+/// already, so that one probe, if it comes within this time, is not
+/// answered. Every other probe (a user's new session) is.
+const PROBE_AFTER_APPROVAL: Duration = Duration::from_secs(30);
 /// How many registrations and commands may wait for the Gateway at once.
 const WAITING: usize = 1024;
 
@@ -94,6 +95,9 @@ pub(crate) struct People {
     roster_access: HashMap<String, &'static str>,
     /// Roster items sent and not yet answered, by IQ id: (contact, user, name).
     roster_sets: HashMap<String, (String, String, Option<String>)>,
+    /// (user, contact) pairs whose subscription the user just approved,
+    /// and when: the server's probe that follows is not answered.
+    approved: HashMap<(String, String), tokio::time::Instant>,
     /// Registrations and commands waiting for the Gateway, by ticket.
     waiting: HashMap<u64, Box<Waiting>>,
     next_ticket: u64,
@@ -458,13 +462,24 @@ impl XmppProcess {
                 }
                 (out, Some(event(true)))
             }
+            PresenceType::Subscribed => {
+                let key = (user.to_string(), me.as_str().to_lowercase());
+                let mut people = self.people();
+                if people.announced.contains_key(&key) {
+                    if people.approved.len() >= WAITING {
+                        people.approved.clear();
+                    }
+                    people.approved.insert(key, tokio::time::Instant::now());
+                }
+                (vec![], None)
+            }
             PresenceType::Probe => {
                 let key = (user.to_string(), me.as_str().to_lowercase());
                 let quiet = self
                     .people()
-                    .announced
-                    .get(&key)
-                    .is_some_and(|at| at.elapsed() < PROBE_QUIET);
+                    .approved
+                    .remove(&key)
+                    .is_some_and(|at| at.elapsed() < PROBE_AFTER_APPROVAL);
                 let out = if quiet {
                     vec![]
                 } else {
@@ -1594,5 +1609,55 @@ jids = ["root@example.com"]
         assert!(p
             .roster_item("+15557654321@sms.example.com", "alice@example.com", None)
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn one_available_presence_per_change_and_one_per_login() {
+        let p = process("");
+        let presence = |type_: &str| {
+            let t = if type_.is_empty() {
+                String::new()
+            } else {
+                format!(" type='{type_}'")
+            };
+            Presence::try_from(
+                format!("<presence xmlns='jabber:component:accept'{t} from='alice@example.com/x' to='+15557654321@sms.example.com'/>")
+                    .parse::<Element>()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let available = |out: &[Presence]| {
+            out.iter()
+                .filter(|p| p.type_ == PresenceType::None)
+                .inspect(|p| {
+                    assert_eq!(
+                        p.from.as_ref().map(|f| f.to_string()).as_deref(),
+                        Some("+15557654321@sms.example.com/sms")
+                    )
+                })
+                .count()
+        };
+        let (out, event) = p.answer_presence(&presence("subscribe"));
+        assert_eq!(available(&out), 1);
+        assert!(matches!(
+            event,
+            Some(XmppEvent::Subscription {
+                subscribed: true,
+                ..
+            })
+        ));
+        // Approving the contact's request, and the server's probe after it:
+        // nothing new to say.
+        assert_eq!(available(&p.answer_presence(&presence("subscribed")).0), 0);
+        assert_eq!(available(&p.answer_presence(&presence("probe")).0), 0);
+        // The user's own presence needs no answer; a later login's probe does.
+        assert_eq!(available(&p.answer_presence(&presence("")).0), 0);
+        assert_eq!(available(&p.answer_presence(&presence("probe")).0), 1);
+        assert_eq!(available(&p.answer_presence(&presence("probe")).0), 1);
+        // A stop says unavailable once per announced pair.
+        let bye = p.goodbyes();
+        assert_eq!(bye.len(), 1);
+        assert_eq!(bye[0].type_, PresenceType::Unavailable);
     }
 }
