@@ -229,6 +229,28 @@ impl XmppProcess {
         self.people.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `from` may run a command (`admin_only` or a user's): users
+    /// run users' commands; admins run admins' commands, and users' ones
+    /// only if they are users too.
+    fn may_run(&self, from: Option<&Jid>, admin_only: bool) -> bool {
+        match self.role(from) {
+            Role::Stranger => false,
+            Role::User => !admin_only,
+            Role::Admin => {
+                admin_only || from.is_some_and(|f| self.users.get(&f.to_bare()).is_some())
+            }
+        }
+    }
+
+    /// A chat from the gateway's own JID to `to`.
+    fn notice(&self, to: &BareJid, text: &str) -> Stanza {
+        let mut m = Message::chat(Jid::from(to.clone()));
+        m.from = jid(&self.domain);
+        m.id = Some(Id(self.new_id()));
+        m.with_body(Lang::new(), translate::xml_safe(text).into_owned())
+            .into()
+    }
+
     fn role(&self, from: Option<&Jid>) -> Role {
         let Some(bare) = from.map(|f| f.to_bare()) else {
             return Role::Stranger;
@@ -580,15 +602,9 @@ impl XmppProcess {
 
     /// The commands `from` may run, as disco#items.
     pub(crate) fn command_items(&self, from: Option<&Jid>) -> Element {
-        let role = self.role(from);
         let mut q = Element::builder("query", ns::DISCO_ITEMS).attr(nc("node"), COMMANDS_NS);
         for (node, name, admin) in COMMANDS {
-            let allowed = match role {
-                Role::Stranger => false,
-                Role::User => !admin,
-                Role::Admin => *admin || self.users.get(&from.expect("a role").to_bare()).is_some(),
-            };
-            if allowed {
+            if self.may_run(from, *admin) {
                 q = q.append(
                     Element::builder("item", ns::DISCO_ITEMS)
                         .attr(nc("jid"), self.domain.as_str())
@@ -773,18 +789,8 @@ impl XmppProcess {
         let done = if approved {
             format!("You are registered: your texts come from {n}. Write to +15557654321@{} (any number) to text it.", self.domain)
         } else {
-            for admin in &self.admins {
-                let mut m = Message::chat(Jid::from(admin.clone()));
-                m.from = jid(&self.domain);
-                m.id = Some(Id(self.new_id()));
-                then.push(
-                    m.with_body(
-                        Lang::new(),
-                        format!("{bare} asks to register with number {n} (account {account}). Approve or refuse it with the command \"Pending registrations\" on {}.", self.domain),
-                    )
-                    .into(),
-                );
-            }
+            let ask = format!("{bare} asks to register with number {n} (account {account}). Approve or refuse it with the command \"Pending registrations\" on {}.", self.domain);
+            then.extend(self.admins.iter().map(|admin| self.notice(admin, &ask)));
             format!("Your registration for {n} waits for an admin's approval; you will get a message when it is approved.")
         };
         self.ask(
@@ -871,13 +877,7 @@ impl XmppProcess {
             if w.command.is_none() {
                 // Registration: the user also reads what happens next.
                 if let Some(to) = w.iq.from() {
-                    let mut m = Message::chat(Jid::from(to.to_bare()));
-                    m.from = jid(&self.domain);
-                    m.id = Some(Id(self.new_id()));
-                    out.push(
-                        m.with_body(Lang::new(), translate::xml_safe(&w.done).into_owned())
-                            .into(),
-                    );
+                    out.push(self.notice(&to.to_bare(), &w.done));
                 }
             }
             out.extend(w.then);
@@ -896,18 +896,7 @@ impl XmppProcess {
                 format!("There is no command {node:?} here."),
             ));
         };
-        let role = self.role(iq.from());
-        let allowed = match role {
-            Role::Stranger => false,
-            Role::User => !admin_only,
-            Role::Admin => {
-                admin_only
-                    || self
-                        .users
-                        .get(&iq.from().expect("a role").to_bare())
-                        .is_some()
-            }
-        };
+        let allowed = self.may_run(iq.from(), admin_only);
         if !allowed {
             let who = if admin_only { "admins" } else { "users" };
             return now_err(error(
@@ -1310,12 +1299,7 @@ impl XmppProcess {
                 if self.users.get_any(&jid).is_none_or(|u| u.approved()) {
                     return refuse(format!("Field 'jid': {jid} has no registration waiting."));
                 }
-                let tell = |text: String| -> Vec<Stanza> {
-                    let mut m = Message::chat(Jid::from(jid.clone()));
-                    m.from = super::jid(&self.domain);
-                    m.id = Some(Id(self.new_id()));
-                    vec![m.with_body(Lang::new(), text).into()]
-                };
+                let tell = |text: String| vec![self.notice(&jid, &text)];
                 match first(values, "decision") {
                     Some("approve") => self.ask(
                         iq,

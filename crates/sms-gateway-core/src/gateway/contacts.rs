@@ -37,6 +37,14 @@ pub(crate) struct Contact {
     rostered: Option<Option<String>>,
 }
 
+impl Contact {
+    /// The user writes to `local@…` for `number`: kept unless it is the
+    /// canonical (E.164) form.
+    fn written_as(&mut self, local: &str, number: &PhoneNumber) {
+        self.local = (local != number.as_str()).then(|| local.to_owned());
+    }
+}
+
 /// The store key of (user, contact); the gateway's own JID has no number.
 fn key(user: &str, number: Option<&PhoneNumber>) -> String {
     match number {
@@ -122,52 +130,74 @@ impl Gateway {
         Ok(())
     }
 
+    /// Changes what is kept of contact `k` with `change`, storing it if it
+    /// changed; what is kept now.
+    fn change_contact(
+        &self,
+        tx: &mut dyn Transaction,
+        k: &str,
+        change: impl FnOnce(&mut Contact),
+    ) -> Contact {
+        let old = self.state().contacts.get(k).cloned();
+        let mut contact = old.clone().unwrap_or_default();
+        change(&mut contact);
+        if old.as_ref() != Some(&contact) {
+            if let Err(e) = self.put_contact(tx, k, &contact) {
+                tracing::error!(error = %e, "cannot store a contact");
+            }
+        }
+        contact
+    }
+
     /// Notes that `user` and `number` are in touch (the user wrote to
     /// `local@…`, or the number texted the user): remembers the JID form,
     /// and asks for a roster item when the contact is new to the user's
-    /// roster or its name has changed.
+    /// roster or its name has changed. Returns the contact's JID for this
+    /// user, and the roster item if any.
     pub(crate) fn note_contact(
         &self,
         tx: &mut dyn Transaction,
         user: &User,
         number: &PhoneNumber,
         local: Option<&str>,
-    ) -> Vec<Action> {
-        let k = key(user.jid.as_str(), Some(number));
-        let old = self.state().contacts.get(&k).cloned();
-        let mut contact = old.clone().unwrap_or_default();
-        if let Some(local) = local {
-            contact.local = (local != number.as_str()).then(|| local.to_owned());
-        }
+    ) -> (String, Vec<Action>) {
         // Never waits: a name still being looked up comes with a later text.
         let name = if user.caller_id {
             self.routing.users.names().name_now(number, &user.number)
         } else {
             Some(None)
         };
-        // A contact new to the roster goes in at once, with the name if it
-        // is known yet; a name learned later (the lookup was still running)
-        // renames it the next time the two are in touch.
-        let name = match (name, &contact.rostered) {
-            (Some(name), _) => Some(name),
-            (None, None) => Some(None),
-            (None, Some(_)) => None,
-        };
-        let mut actions = vec![];
-        if let Some(name) = name.filter(|n| contact.rostered.as_ref() != Some(n)) {
-            contact.rostered = Some(name.clone());
-            actions.push(Action::Xmpp(OutgoingStanza::RosterItem {
-                contact: self.jid_of(&contact, number),
-                user: user.jid.to_string(),
-                name,
-            }));
-        }
-        if old.as_ref() != Some(&contact) {
-            if let Err(e) = self.put_contact(tx, &k, &contact) {
-                tracing::error!(error = %e, "cannot store a contact");
+        let k = key(user.jid.as_str(), Some(number));
+        let mut renamed = None;
+        let contact = self.change_contact(tx, &k, |contact| {
+            if let Some(local) = local {
+                contact.written_as(local, number);
             }
-        }
-        actions
+            // A contact new to the roster goes in at once, with the name
+            // if it is known yet; a name learned later (the lookup was
+            // still running) renames it.
+            let name = match (name, &contact.rostered) {
+                (Some(name), _) => Some(name),
+                (None, None) => Some(None),
+                (None, Some(_)) => None,
+            };
+            if let Some(name) = name.filter(|n| contact.rostered.as_ref() != Some(n)) {
+                contact.rostered = Some(name.clone());
+                renamed = Some(name);
+            }
+        });
+        let jid = self.jid_of(&contact, number);
+        let actions = renamed
+            .map(|name| {
+                Action::Xmpp(OutgoingStanza::RosterItem {
+                    contact: jid.clone(),
+                    user: user.jid.to_string(),
+                    name,
+                })
+            })
+            .into_iter()
+            .collect();
+        (jid, actions)
     }
 
     /// Caller ID has just found `contact`'s name for the user(s) whose
@@ -186,7 +216,7 @@ impl Gateway {
                 .contacts
                 .contains_key(&key(user.jid.as_str(), Some(contact)));
             if user.number == *user_number && in_touch {
-                actions.extend(self.note_contact(tx, &user, contact, None));
+                actions.extend(self.note_contact(tx, &user, contact, None).1);
             }
         }
         actions
@@ -212,19 +242,12 @@ impl Gateway {
             None => None,
         };
         let k = key(user.jid.as_str(), number.as_ref().map(|(n, _)| n));
-        let old = self.state().contacts.get(&k).cloned();
-        let mut contact = old.clone().unwrap_or_default();
-        contact.subscribed = subscribed;
-        if let Some((n, local)) = &number {
-            if subscribed {
-                contact.local = (*local != n.as_str()).then(|| (*local).to_owned());
+        self.change_contact(tx, &k, |contact| {
+            contact.subscribed = subscribed;
+            if let (Some((n, local)), true) = (&number, subscribed) {
+                contact.written_as(local, n);
             }
-        }
-        if old.as_ref() != Some(&contact) {
-            if let Err(e) = self.put_contact(tx, &k, &contact) {
-                tracing::error!(error = %e, "cannot store a subscription");
-            }
-        }
+        });
         vec![]
     }
 
@@ -260,16 +283,9 @@ impl Gateway {
 
     fn change_users(&self, tx: &mut dyn Transaction, change: UserChange) -> Result<(), String> {
         let users = &self.routing.users;
-        let store_failed = |e: StoreError| {
-            tracing::error!(error = %e, "cannot store a change to the users");
-            "The gateway could not store this change; try again later.".to_owned()
-        };
         match change {
             UserChange::Put { jid, user } => {
-                users.put_stored(&jid, &user).map_err(|e| e.0)?;
-                let json = serde_json::to_string(&user).expect("a user serialises");
-                tx.put_entry(ENTRY_USER, jid.as_str(), Some(&json))
-                    .map_err(store_failed)?;
+                store_user(tx, users, &jid, &user)?;
                 tracing::info!(%jid, number = %user.number, account = %user.account, approved = user.approved, "user stored");
             }
             UserChange::Approve { jid } => {
@@ -281,10 +297,7 @@ impl Gateway {
                     account: u.account.clone(),
                     approved: true,
                 };
-                users.put_stored(&jid, &stored).map_err(|e| e.0)?;
-                let json = serde_json::to_string(&stored).expect("a user serialises");
-                tx.put_entry(ENTRY_USER, jid.as_str(), Some(&json))
-                    .map_err(store_failed)?;
+                store_user(tx, users, &jid, &stored)?;
                 tracing::info!(%jid, "registration approved");
             }
             UserChange::Remove { jid } => {
@@ -305,4 +318,24 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// A store failure, logged, in words for the user.
+fn store_failed(e: StoreError) -> String {
+    tracing::error!(error = %e, "cannot store a change to the users");
+    "The gateway could not store this change; try again later.".to_owned()
+}
+
+/// Puts `user` in the directory (which may refuse it, saying why) and in
+/// the store.
+fn store_user(
+    tx: &mut dyn Transaction,
+    users: &crate::directory::Directory,
+    jid: &jid::BareJid,
+    user: &StoredUser,
+) -> Result<(), String> {
+    users.put_stored(jid, user).map_err(|e| e.0)?;
+    let json = serde_json::to_string(user).expect("a user serialises");
+    tx.put_entry(ENTRY_USER, jid.as_str(), Some(&json))
+        .map_err(store_failed)
 }

@@ -22,7 +22,7 @@ impl Gateway {
         };
         match tx.insert_inbound(account, sms, unix_now()) {
             Ok(Some(id)) => {
-                let mut actions = self.note_contact(tx, &user, &sms.from, None);
+                let (_, mut actions) = self.note_contact(tx, &user, &sms.from, None);
                 match self.fetch_command(account, id, sms) {
                     // The webhook is answered once the text is stored; its
                     // media are fetched after, and the chats follow them.

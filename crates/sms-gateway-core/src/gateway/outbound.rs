@@ -129,7 +129,7 @@ impl Gateway {
                 ),
             );
         }
-        let mut actions = self.note_contact(tx, &user, &to, Some(node));
+        let (contact_jid, mut actions) = self.note_contact(tx, &user, &to, Some(node));
         let parts: Vec<OutboundSms> = texts
             .into_iter()
             .enumerate()
@@ -145,7 +145,7 @@ impl Gateway {
             created: unix_now(),
             account: user.account.clone(),
             user_full_jid: chat.from.clone(),
-            contact_jid: self.contact_jid_for(&user, &to),
+            contact_jid,
             stanza_id: chat.id.clone(),
             receipt: chat.receipt_requested,
             parts,
