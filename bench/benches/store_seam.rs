@@ -24,6 +24,8 @@ fn sms(n: u64) -> InboundSms {
         to: PhoneNumber::parse("+15550001111", None).unwrap(),
         body: "a text of a usual length, about sixty characters or so".into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     }
 }
 

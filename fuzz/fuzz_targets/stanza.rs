@@ -3,7 +3,9 @@
 //! other way: whatever text comes from a carrier, the stanza built from it
 //! can always be written (the form-feed loop of issue #11). Registration
 //! and command requests (XEP-0077, XEP-0050) go through the forms' readers
-//! of a gateway with users, an admin and open registration.
+//! of a gateway with users, an admin and open registration; stanzas to a
+//! group text's room (XEP-0045) through its checks, and the text through
+//! every stanza of a room (nicks, history, subject, invitations).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,7 @@ use sms_gateway_core::OutgoingStanza;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Message;
+use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::Stanza;
 
 /// A gateway with a user, an admin, open registration and numbers to offer,
@@ -66,6 +69,22 @@ fuzz_target!(|data: &[u8]| {
     // stanza in the component namespace.
     let bounded = sms_xmpp::limit_depth(data);
     let inbound = std::str::from_utf8(&bounded).unwrap_or("");
+    let stanza = inbound.parse::<Element>().ok().and_then(|el| {
+        Message::try_from(el.clone())
+            .map(Stanza::Message)
+            .ok()
+            .or_else(|| Iq::try_from(el.clone()).map(Stanza::Iq).ok())
+            .or_else(|| Presence::try_from(el).map(Stanza::Presence).ok())
+    });
+    {
+        let (rt, gateway) = gateway();
+        let _guard = rt.enter();
+        for answer in gateway.room_for_fuzzing(stanza, text) {
+            answer
+                .parse::<Element>()
+                .expect("a room's stanza is well-formed XML");
+        }
+    }
     if let Ok(el) = inbound.parse::<Element>() {
         if let Ok(m) = Message::try_from(el.clone()) {
             let _ = sms_xmpp::message_to_event(&m);

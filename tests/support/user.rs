@@ -118,7 +118,10 @@ impl User {
 
     async fn event(&mut self) -> Option<serde_json::Value> {
         let line = self.lines.next_line().await.ok()??;
-        Some(serde_json::from_str(&line).expect("xmpp_user.py prints JSON"))
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("xmpp_user.py printed {line:?}, not JSON: {e}")),
+        )
     }
 
     /// Sends raw XML on the user's stream.
@@ -151,23 +154,13 @@ impl User {
             let ev = tokio::time::timeout_at(deadline, self.event())
                 .await
                 .ok()??;
-            let Some(k) = ev["event"]
-                .as_str()
-                .filter(|k| matches!(*k, "message" | "iq" | "presence"))
-            else {
+            let Some((k, el)) = stanza_of(&ev) else {
                 continue;
             };
-            // slixmpp leaves out the stream's default namespace.
-            let xml = format!(
-                "<wrap xmlns='jabber:client'>{}</wrap>",
-                ev["xml"].as_str().unwrap()
-            );
-            let wrap: Element = xml.parse().expect("well-formed stanza");
-            let el = wrap.children().next().expect("a stanza").clone();
             if k == kind {
                 return Some(el);
             }
-            self.pending.push_back((k.to_owned(), el));
+            self.pending.push_back((k, el));
         }
     }
 
@@ -209,11 +202,51 @@ impl User {
             .expect("a message within 10 s")
     }
 
+    /// Joins group chat `room` as `nick` with slixmpp's XEP-0045 plugin,
+    /// which waits for the room's presence for the user (status 110); the
+    /// stanzas of the join (presence, history, subject) stay readable.
+    pub async fn join(&mut self, room: &str, nick: &str) {
+        let cmd = serde_json::json!({"op": "join", "room": room, "nick": nick}).to_string() + "\n";
+        self.stdin.write_all(cmd.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let ev = self
+                    .event()
+                    .await
+                    .expect("xmpp_user.py exited while joining");
+                match ev["event"].as_str() {
+                    Some("joined") => return Ok(()),
+                    Some("join_failed") => return Err(ev["error"].to_string()),
+                    _ => self.pending.extend(stanza_of(&ev)),
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("joining {room} failed: {e}"),
+            Err(_) => panic!("joining {room} took more than 20 s"),
+        }
+    }
+
     /// Logs out.
     pub async fn quit(mut self) {
         let _ = self.stdin.write_all(b"{\"op\": \"quit\"}\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
+}
+
+/// The stanza an event of xmpp_user.py carries, with its kind.
+fn stanza_of(ev: &serde_json::Value) -> Option<(String, Element)> {
+    let k = ev["event"]
+        .as_str()
+        .filter(|k| matches!(*k, "message" | "iq" | "presence"))?;
+    // slixmpp leaves out the stream's default namespace.
+    let xml = format!("<wrap xmlns='jabber:client'>{}</wrap>", ev["xml"].as_str()?);
+    let wrap: Element = xml.parse().expect("well-formed stanza");
+    let el = wrap.children().next().expect("a stanza").clone();
+    Some((k.to_owned(), el))
 }
 
 /// The child `name` of `el` in namespace `ns`.

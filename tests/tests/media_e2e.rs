@@ -221,6 +221,8 @@ async fn slow_and_failing_servers_are_retried_and_fetched_media_deleted_at_twili
         to: n("+15550001111"),
         body: String::new(),
         media: vec![Media::new(format!("{}/flaky.png", cdn.uri()), None)],
+        others: vec![],
+        subject: None,
     };
     let never = sms_gateway_core::CancellationToken::new();
     service

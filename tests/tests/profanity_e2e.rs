@@ -2,7 +2,9 @@
 //! (`send-keys`, `capture-pane`) against Prosody and the gateway with the
 //! sandbox carrier. It logs in, adds a contact, sees it online with its
 //! name, sends a text (which reaches the carrier), and sees the reply in
-//! the same window. The assertions are on what the screen shows.
+//! the same window; then it is invited to a group text's room, joins it,
+//! reads the text that waited and answers the group. The assertions are
+//! on what the screen shows.
 
 use sms_over_xmpp_tests::*;
 use std::process::Command;
@@ -196,6 +198,64 @@ async fn profanity_texts_through_the_gateway() {
         )
         .await
         .unwrap_or_else(|s| panic!("the reply is not shown with the text:\n{s}"));
+
+    // A group text: Profanity shows the invitation; joining the room shows
+    // the text that waited, under the sender's name.
+    let room = "+15551112222,+15557654321@sms.localhost";
+    let r = reqwest::Client::new()
+        .post(format!("{hooks}/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550001111","cc":["+15551112222"],"body":"group hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Profanity shows invitations in its console window.
+    screen.line("/win console");
+    screen
+        .wait_for(&[room, "invite"], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|s| panic!("the invitation is not shown:\n{s}"));
+    screen.line(&format!("/join {room} nick alice"));
+    screen
+        .wait_for(&["Jane Roe: group hello"], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|s| panic!("the room's history is not shown:\n{s}"));
+    // A line typed in the room goes to the group as one text, and shows as
+    // the user's own.
+    screen.line("dinner at 8?");
+    let mut sent = None;
+    for _ in 0..100 {
+        let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await;
+        sent = outbox
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["body"] == "dinner at 8?"))
+            .cloned();
+        if sent.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = sent.unwrap_or_else(|| {
+        panic!(
+            "the group text did not reach the carrier:\n{}",
+            screen.text()
+        )
+    });
+    assert_eq!(sent["to"], "+15551112222");
+    assert_eq!(sent["cc"], serde_json::json!(["+15557654321"]));
+    let shown = screen
+        .wait_for(&["alice: dinner at 8?"], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|s| panic!("the user's own line is not shown in the room:\n{s}"));
+    // Once: Profanity knows the reflection for its own message (by its id).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shown = screen
+        .text()
+        .matches("alice: dinner at 8?")
+        .count()
+        .max(shown.matches("alice: dinner at 8?").count());
+    assert_eq!(shown, 1, "{}", screen.text());
 
     screen.line("/quit");
     gateway.stop().await;

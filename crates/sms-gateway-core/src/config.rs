@@ -58,6 +58,9 @@ pub struct Config {
     /// Who may run the admins' commands (XEP-0050).
     #[serde(default)]
     pub admins: AdminsConfig,
+    /// Group texts.
+    #[serde(default)]
+    pub groups: GroupsConfig,
 }
 
 /// A config that cannot be used, and why, naming the key.

@@ -23,6 +23,7 @@ mod directory;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod gateway;
+pub mod group;
 pub mod http;
 pub mod media;
 mod message;
@@ -48,8 +49,8 @@ pub use gateway::{
 };
 pub use message::{
     run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms,
-    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, UserChange,
-    XmppEvent,
+    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, RoomLine, Speaker, StatusReport,
+    UserChange, XmppEvent,
 };
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{

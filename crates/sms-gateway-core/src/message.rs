@@ -25,6 +25,28 @@ pub struct ChatMessage {
     pub media: Vec<String>,
     /// Whether the sender asked for a delivery receipt (XEP-0184).
     pub receipt_requested: bool,
+    /// A `groupchat` message to a group's room (XEP-0045), which the
+    /// sender has joined: it is reflected to the room.
+    pub groupchat: bool,
+    /// The JIDs of an XEP-0033 `<addresses/>` (`to` and `cc`), when the
+    /// client addressed a group that way.
+    pub addresses: Vec<String>,
+}
+
+impl ChatMessage {
+    /// A one-to-one chat: not to a room, no extended addressing.
+    pub fn new(from: impl Into<String>, to: impl Into<String>, body: impl Into<String>) -> Self {
+        ChatMessage {
+            from: from.into(),
+            to: to.into(),
+            id: None,
+            body: body.into(),
+            media: vec![],
+            receipt_requested: false,
+            groupchat: false,
+            addresses: vec![],
+        }
+    }
 }
 
 /// What the XMPP process hands the Gateway.
@@ -46,6 +68,18 @@ pub enum XmppEvent {
         to: String,
         /// Subscribed (true) or no longer (false).
         subscribed: bool,
+    },
+    /// A user's session joins a group's room (XEP-0045): the Gateway
+    /// answers with [`OutgoingStanza::RoomJoined`].
+    Join {
+        /// The session's full JID.
+        from: String,
+        /// The room's bare JID (`+15551112222,+15553334444@sms.example.com`).
+        room: String,
+        /// The nick the session asked for.
+        nick: String,
+        /// At most this many history messages (`<history maxstanzas/>`).
+        max_history: Option<usize>,
     },
     /// A change to the users (registration, an admin's command, settings).
     /// The Gateway answers with [`OutgoingStanza::Done`] carrying `ticket`.
@@ -175,6 +209,37 @@ pub enum OutgoingStanza {
         /// The contact's name, if known.
         name: Option<String>,
     },
+    /// The answer to a session's [`XmppEvent::Join`]: the room's occupants,
+    /// its history and its subject, sent in XEP-0045's order.
+    RoomJoined {
+        /// The room's bare JID.
+        room: String,
+        /// The session's full JID.
+        to: String,
+        /// The session's nick.
+        nick: String,
+        /// The phone participants' nicks.
+        occupants: Vec<String>,
+        /// What was said, oldest first.
+        history: Vec<RoomLine>,
+        /// The subject (empty: none).
+        subject: String,
+    },
+    /// A line in a group's room for a user: sent as `groupchat` to each of
+    /// the user's sessions in the room; when none is there, the user is
+    /// invited instead (XEP-0249 and XEP-0045), and the line waits in the
+    /// room's history.
+    Group {
+        /// The room's bare JID.
+        room: String,
+        /// The user's bare JID.
+        user: String,
+        /// The line.
+        line: RoomLine,
+        /// Set on the last stanza of a stored inbound text (as for
+        /// [`OutgoingStanza::Chat`]).
+        inbound_id: Option<u64>,
+    },
     /// The answer to [`XmppEvent::Users`] `ticket`: done, or refused and why.
     Done {
         /// The mark the XMPP process gave.
@@ -184,17 +249,54 @@ pub enum OutgoingStanza {
     },
 }
 
+/// Who said a line in a group's room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Speaker {
+    /// A phone participant, by nick.
+    Participant(String),
+    /// The user (each session under its own nick).
+    User,
+    /// The room itself (a notice from the gateway).
+    Room,
+}
+
+/// One line of a group's room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoomLine {
+    /// Its id: the stanza id of the user's own message (reflected with it),
+    /// or one the gateway made; also its XEP-0359 stanza-id.
+    pub id: String,
+    /// Who said it.
+    pub from: Speaker,
+    /// The participant's number (for XEP-0033 `ofrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<PhoneNumber>,
+    /// The text (or a media URL).
+    pub body: String,
+    /// A media URL, sent as XEP-0066 out-of-band data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// When it was said (Unix seconds): history carries it (XEP-0203).
+    pub at: u64,
+}
+
 /// A text to send through a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutboundSms {
     /// The user's own number.
     pub from: PhoneNumber,
-    /// The contact's number.
+    /// The contact's number (in a group text, the first participant).
     pub to: PhoneNumber,
     /// The text (may be empty when `media` is not).
     pub body: String,
     /// Media URLs for an MMS.
     pub media: Vec<String>,
+    /// The other participants of a group text (empty: a one-to-one text).
+    /// Only accounts whose [`crate::text::Limits::max_group`] is not zero
+    /// are given one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<PhoneNumber>,
 }
 
 /// A media item in an inbound MMS.
@@ -253,6 +355,52 @@ pub struct InboundSms {
     pub body: String,
     /// Attached media.
     pub media: Vec<Media>,
+    /// In a group text: the other participants the carrier listed (its
+    /// `cc`, and any `to` besides the user's number); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<PhoneNumber>,
+    /// The MMS subject, if the carrier gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl InboundSms {
+    /// A one-to-one text.
+    pub fn new(
+        id: impl Into<String>,
+        from: PhoneNumber,
+        to: PhoneNumber,
+        body: impl Into<String>,
+        media: Vec<Media>,
+    ) -> Self {
+        InboundSms {
+            id: id.into(),
+            from,
+            to,
+            body: body.into(),
+            media,
+            others: vec![],
+            subject: None,
+        }
+    }
+
+    /// The group this text belongs to, as seen by the user with number
+    /// `own`: the sender and the other participants, without `own`,
+    /// sorted, each once. `None` for a one-to-one text (fewer than two
+    /// numbers besides the user's).
+    pub fn group(&self, own: &PhoneNumber) -> Option<Vec<PhoneNumber>> {
+        if self.others.is_empty() {
+            return None;
+        }
+        let mut all: Vec<PhoneNumber> = std::iter::once(&self.from)
+            .chain(&self.others)
+            .filter(|n| *n != own)
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        (all.len() >= 2).then_some(all)
+    }
 }
 
 /// Where a sent message stands, as the carrier reports it.

@@ -36,6 +36,10 @@ pub struct SandboxConfig {
     /// Media per message, to behave like a carrier (default: no limit).
     #[serde(default)]
     pub max_media: Option<usize>,
+    /// Numbers per group text (default 8, as Telnyx; 0: no group texts,
+    /// as Twilio's and SignalWire's Messages APIs).
+    #[serde(default)]
+    pub max_group: Option<usize>,
 }
 
 /// A text the sandbox "sent".
@@ -79,6 +83,12 @@ struct InjectMessage {
     media: Vec<String>,
     #[serde(default)]
     id: Option<String>,
+    /// A group text's other participants, as a carrier's `cc`.
+    #[serde(default)]
+    cc: Vec<String>,
+    /// An MMS subject.
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +114,11 @@ impl SandboxProvider {
         SandboxProvider {
             account: account.into(),
             token,
-            limits: Limits::default(),
+            // Group texts of up to eight numbers, like Telnyx's.
+            limits: Limits {
+                max_group: 8,
+                ..Limits::default()
+            },
             outbox: Arc::default(),
             run: crate::message::run_tag(),
             next_id: Arc::new(AtomicU64::new(1)),
@@ -129,6 +143,9 @@ impl SandboxProvider {
         }
         if let Some(n) = cfg.max_media {
             sandbox.limits.max_media = n;
+        }
+        if let Some(n) = cfg.max_group {
+            sandbox.limits.max_group = n;
         }
         Ok(Arc::new(sandbox))
     }
@@ -223,6 +240,13 @@ impl PstnProvider for SandboxProvider {
                         .into_iter()
                         .map(|url| Media::new(url, None))
                         .collect(),
+                    others: m
+                        .cc
+                        .iter()
+                        .take(crate::group::MAX_PARTICIPANTS)
+                        .map(|n| parse_number("cc", n))
+                        .collect::<Result<_, _>>()?,
+                    subject: m.subject,
                 };
                 if sms.body.is_empty() && sms.media.is_empty() {
                     return Err(WebhookError::BadRequest(
@@ -285,6 +309,7 @@ mod tests {
             to: PhoneNumber::parse("+15557654321", None).unwrap(),
             body: "hi".into(),
             media: vec![],
+            cc: vec![],
         };
         let id = sb.send(&sms).await.unwrap();
         assert_eq!(
@@ -395,6 +420,7 @@ mod tests {
             to: PhoneNumber::parse("+15557654321", None).unwrap(),
             body: "x".into(),
             media: vec![],
+            cc: vec![],
         };
         for _ in 0..OUTBOX_SIZE + 5 {
             rt.block_on(first.send(&sms)).unwrap();

@@ -21,6 +21,9 @@ pub const ENTRY_USER: &str = "user";
 pub const ENTRY_CONTACT: &str = "contact";
 /// Entries of a user's settings, by bare JID.
 pub const ENTRY_SETTINGS: &str = "settings";
+/// Kind of entry: a user's group room (participants, subject, history),
+/// key `{user}|{room local part}`.
+pub const ENTRY_ROOM: &str = "room";
 
 /// A store failure. The Gateway treats it as "not stored": an inbound
 /// webhook is answered 5xx (the carrier retries), a chat gets an error.
@@ -99,6 +102,11 @@ pub struct ChatRecord {
     pub parts: Vec<OutboundSms>,
     /// Where it stands.
     pub state: ChatState,
+    /// A group text: one message to several numbers, whose carrier reports
+    /// each recipient on its own. Each failure is told (naming whom); no
+    /// receipt comes, and it stays until it expires.
+    #[serde(default)]
+    pub group: bool,
 }
 
 /// The last chat a user sent that the store took: after an unclean stop,
@@ -120,10 +128,7 @@ impl LastChat {
     pub fn of(chat: &ChatRecord) -> Self {
         const PREVIEW_CHARS: usize = 40;
         let text = chat.parts.first().map(|p| p.body.as_str()).unwrap_or("");
-        let mut preview: String = text.chars().take(PREVIEW_CHARS).collect();
-        if text.chars().count() > PREVIEW_CHARS {
-            preview.push('…');
-        }
+        let preview = crate::text::preview(text, PREVIEW_CHARS);
         LastChat {
             user: chat
                 .user_full_jid

@@ -44,6 +44,7 @@ fn sms(text: &str, media: &[&str]) -> OutboundSms {
         to: PhoneNumber::parse(CONTACT_NUMBER, None).expect("valid"),
         body: text.into(),
         media: media.iter().map(|m| m.to_string()).collect(),
+        cc: vec![],
     }
 }
 

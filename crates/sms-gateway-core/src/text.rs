@@ -44,6 +44,16 @@ pub fn excerpt(s: &str, max: usize) -> String {
     out
 }
 
+/// The first `max` characters of a text, with `…` when cut: what a
+/// notice shows of a message the user wrote or received.
+pub fn preview(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// How a carrier limits one API request's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -64,6 +74,9 @@ pub struct Limits {
     pub body: BodyLimit,
     /// Media URLs per message.
     pub max_media: usize,
+    /// Recipients of one group text (`0`: the carrier has no group texts
+    /// through this API).
+    pub max_group: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +84,7 @@ impl Default for Limits {
         Limits {
             body: BodyLimit::Unlimited,
             max_media: usize::MAX,
+            max_group: 0,
         }
     }
 }

@@ -81,6 +81,9 @@ impl LamlClient {
         Limits {
             body: BodyLimit::Characters(MAX_CHARS),
             max_media: self.max_media,
+            // The Messages API takes one `To`; group MMS is only in
+            // Twilio's Conversations API, which this provider does not use.
+            max_group: 0,
         }
     }
 
@@ -134,6 +137,12 @@ impl LamlClient {
 
     /// Sends one text; one API request.
     pub async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
+        if !sms.cc.is_empty() {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("{}'s Messages API has no group texts", self.carrier),
+            ));
+        }
         if sms.media.len() > self.max_media {
             return Err(ProviderError::new(
                 ProviderErrorKind::Rejected,
@@ -276,6 +285,8 @@ pub fn parse_webhook(
                 to: number(params, "To")?,
                 body: field(params, "Body").unwrap_or("").to_owned(),
                 media,
+                others: vec![],
+                subject: None,
             };
             Ok(vec![WebhookEvent::Inbound(sms)])
         }

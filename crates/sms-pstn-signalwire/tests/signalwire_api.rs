@@ -63,6 +63,7 @@ async fn send_uses_the_laml_path_and_project_credentials() {
         to: PhoneNumber::parse("+15557654321", None).unwrap(),
         body: "hi".into(),
         media: vec![],
+        cc: vec![],
     };
     let p = provider(&server.uri());
     assert_eq!(

@@ -31,6 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const MAX_PARTS: usize = 10;
 /// Telnyx allows this many media per message.
 pub const MAX_MEDIA: usize = 10;
+/// A group MMS goes to at most this many numbers besides the sender.
+pub const MAX_GROUP: usize = 8;
 /// A webhook whose timestamp is further than this from now is refused.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
@@ -66,6 +68,7 @@ fn default_api_base() -> String {
 pub struct TelnyxProvider {
     http: sms_gateway_core::http::Client,
     messages_url: sms_gateway_core::http::Uri,
+    group_url: sms_gateway_core::http::Uri,
     /// `Bearer <api_key>`, built once.
     authorization: sms_gateway_core::http::HeaderValue,
     public_key: VerifyingKey,
@@ -145,10 +148,18 @@ struct EventData {
 struct MessagePayload {
     #[serde(default)]
     id: Option<String>,
+    /// Ties the records of one group MMS together.
+    #[serde(default)]
+    group_message_id: Option<String>,
     #[serde(default)]
     from: Option<Endpoint>,
     #[serde(default)]
     to: Vec<Endpoint>,
+    /// A group MMS's other participants.
+    #[serde(default)]
+    cc: Vec<Endpoint>,
+    #[serde(default)]
+    subject: Option<String>,
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
@@ -184,7 +195,13 @@ struct SendAnswer {
 struct SentMessage {
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    group_message_id: Option<String>,
 }
+
+/// The most numbers read from one event's `to` and `cc`: a group has at
+/// most nine; this bounds what a forged event makes us parse.
+const MAX_ENDPOINTS: usize = 32;
 
 #[derive(Deserialize)]
 struct ApiError {
@@ -239,41 +256,105 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError
             let to =
                 p.to.first()
                     .ok_or_else(|| bad("missing `data.payload.to`"))?;
-            Ok(vec![WebhookEvent::Inbound(InboundSms {
+            if p.to.len() + p.cc.len() > MAX_ENDPOINTS {
+                return Err(bad(format!(
+                    "more than {MAX_ENDPOINTS} numbers in `data.payload.to` and `cc`"
+                )));
+            }
+            let to = number("data.payload.to[0].phone_number", &to.phone_number)?;
+            // A group MMS: the other participants are in `cc` (and any
+            // `to` besides the first). The Gateway leaves the user's own
+            // number out, whichever list it is in.
+            let mut others = Vec::new();
+            for (i, e) in p.to.iter().enumerate().skip(1) {
+                others.push(number(
+                    &format!("data.payload.to[{i}].phone_number"),
+                    &e.phone_number,
+                )?);
+            }
+            for (i, e) in p.cc.iter().enumerate() {
+                others.push(number(
+                    &format!("data.payload.cc[{i}].phone_number"),
+                    &e.phone_number,
+                )?);
+            }
+            let mut sms = InboundSms::new(
                 // The event id is what repeats when Telnyx retries.
-                id: d.id,
-                from: number("data.payload.from.phone_number", &from.phone_number)?,
-                to: number("data.payload.to[0].phone_number", &to.phone_number)?,
-                body: p.text.unwrap_or_default(),
-                media: p
-                    .media
+                d.id,
+                number("data.payload.from.phone_number", &from.phone_number)?,
+                to,
+                p.text.unwrap_or_default(),
+                p.media
                     .into_iter()
                     .map(|m| Media::new(m.url, m.content_type))
                     .collect(),
-            })])
+            );
+            sms.others = others;
+            sms.subject = p.subject.filter(|s| !s.is_empty());
+            Ok(vec![WebhookEvent::Inbound(sms)])
         }
         "message.sent" | "message.finalized" => {
             let p: MessagePayload = serde_json::from_value(d.payload)
                 .map_err(|e| bad(format!("`data.payload`: {e}")))?;
-            let id = p.id.ok_or_else(|| bad("missing `data.payload.id`"))?;
-            let status =
-                p.to.first()
-                    .and_then(|t| t.status.clone())
-                    .unwrap_or_default();
-            let status = match status.as_str() {
-                "delivered" => DeliveryStatus::Delivered,
-                "delivery_failed" | "sending_failed" | "expired" => {
-                    DeliveryStatus::Failed(match describe(&p.errors) {
-                        Some(why) => format!("{status}, {why}"),
-                        None => status.clone(),
-                    })
-                }
-                _ => DeliveryStatus::InProgress,
+            // A group MMS's records share its group id, which is what
+            // `send` returned for it.
+            let group = !p.cc.is_empty() || p.to.len() > 1 || p.group_message_id.is_some();
+            let id = p
+                .group_message_id
+                .filter(|g| !g.is_empty())
+                .or(p.id)
+                .ok_or_else(|| bad("missing `data.payload.id`"))?;
+            let why = describe(&p.errors);
+            let mut reports = Vec::new();
+            for t in p.to.iter().chain(&p.cc).take(MAX_ENDPOINTS) {
+                let status = t.status.clone().unwrap_or_default();
+                let status = match status.as_str() {
+                    "delivered" => DeliveryStatus::Delivered,
+                    "delivery_failed" | "sending_failed" | "expired" => {
+                        let mut reason = match &why {
+                            Some(why) => format!("{status}, {why}"),
+                            None => status.clone(),
+                        };
+                        if group {
+                            // Which participant it did not reach.
+                            reason = format!("to {}: {reason}", t.phone_number);
+                        }
+                        DeliveryStatus::Failed(reason)
+                    }
+                    _ => DeliveryStatus::InProgress,
+                };
+                reports.push(status);
+            }
+            let report = |status| {
+                WebhookEvent::Status(StatusReport {
+                    message_id: id.clone(),
+                    status,
+                })
             };
-            Ok(vec![WebhookEvent::Status(StatusReport {
-                message_id: id,
-                status,
-            })])
+            if !group {
+                let status = reports
+                    .into_iter()
+                    .next()
+                    .unwrap_or(DeliveryStatus::InProgress);
+                return Ok(vec![report(status)]);
+            }
+            // A group MMS: each recipient it did not reach is a report of
+            // its own (naming whom); else one for delivery to any.
+            let failed: Vec<WebhookEvent> = reports
+                .iter()
+                .filter(|s| matches!(s, DeliveryStatus::Failed(_)))
+                .cloned()
+                .map(report)
+                .collect();
+            if !failed.is_empty() {
+                return Ok(failed);
+            }
+            let status = if reports.contains(&DeliveryStatus::Delivered) {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::InProgress
+            };
+            Ok(vec![report(status)])
         }
         // Acknowledged and ignored.
         _ => Ok(vec![]),
@@ -298,6 +379,8 @@ impl TelnyxProvider {
         Ok(TelnyxProvider {
             http,
             messages_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages"))
+                .map_err(|r| ProviderConfigError::key("api_base", r))?,
+            group_url: sms_gateway_core::http::endpoint(&format!("{base}/v2/messages/group_mms"))
                 .map_err(|r| ProviderConfigError::key("api_base", r))?,
             authorization: sms_gateway_core::http::authorization(&format!(
                 "Bearer {}",
@@ -329,11 +412,31 @@ impl PstnProvider for TelnyxProvider {
                 format!("Telnyx takes at most {MAX_MEDIA} media per message"),
             ));
         }
-        let mut body = serde_json::json!({
-            "from": sms.from.as_str(),
-            "to": sms.to.as_str(),
-            "webhook_url": self.webhook_url,
-        });
+        let group = !sms.cc.is_empty();
+        if group && 1 + sms.cc.len() > MAX_GROUP {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("a Telnyx group MMS goes to at most {MAX_GROUP} numbers"),
+            ));
+        }
+        let mut body = if group {
+            // `POST /v2/messages/group_mms`: every participant in `to`.
+            let to: Vec<&str> = std::iter::once(&sms.to)
+                .chain(&sms.cc)
+                .map(PhoneNumber::as_str)
+                .collect();
+            serde_json::json!({
+                "from": sms.from.as_str(),
+                "to": to,
+                "webhook_url": self.webhook_url,
+            })
+        } else {
+            serde_json::json!({
+                "from": sms.from.as_str(),
+                "to": sms.to.as_str(),
+                "webhook_url": self.webhook_url,
+            })
+        };
         if !sms.body.is_empty() {
             body["text"] = sms.body.clone().into();
         }
@@ -353,7 +456,11 @@ impl PstnProvider for TelnyxProvider {
             .http
             .post(
                 "Telnyx",
-                &self.messages_url,
+                if group {
+                    &self.group_url
+                } else {
+                    &self.messages_url
+                },
                 &self.authorization,
                 "application/json",
                 body,
@@ -365,7 +472,7 @@ impl PstnProvider for TelnyxProvider {
         if status.is_success() {
             return json
                 .data
-                .and_then(|d| d.id)
+                .and_then(|d| d.group_message_id.filter(|g| !g.is_empty()).or(d.id))
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| {
                     ProviderError::new(
@@ -389,6 +496,7 @@ impl PstnProvider for TelnyxProvider {
         Limits {
             body: BodyLimit::Segments(MAX_PARTS),
             max_media: MAX_MEDIA,
+            max_group: MAX_GROUP,
         }
     }
 
@@ -481,6 +589,62 @@ mod tests {
             br#"{"data":{"event_type":"message.received","id":"x","payload":{"to":[]}}}"#
         )
         .is_err());
+    }
+
+    // The shape of Telnyx's documented group-messaging records: an inbound
+    // `message.received` (the API reference's InboundMessageEvent with
+    // `cc` filled in as the group messaging guide describes it: "inbound
+    // group messages via webhooks with a `cc` field listing all
+    // participants") and the `group_mms` answer from the guide, numbers
+    // changed to 555 ones.
+    const GROUP_RECEIVED: &str = r#"{"data":{"event_type":"message.received","id":"bf6307bd-884d-4c1f-b6ea-c62b8c495d3c","occurred_at":"2026-11-27T10:00:00.000+00:00","payload":{"cc":[{"carrier":"T-MOBILE USA, INC.","line_type":"Wireless","phone_number":"+15551112222","status":"delivered"},{"carrier":"TELNYX LLC","line_type":"VoIP","phone_number":"+15550001111","status":"delivered"}],"direction":"inbound","encoding":"GSM-7","errors":[],"from":{"carrier":"T-MOBILE USA, INC.","line_type":"Wireless","phone_number":"+15553334444"},"group_message_id":"403188fd-58c5-4557-a8de-1700a358d768","id":"7ee4241c-f127-47e5-9c34-3aac291f8058","media":[],"parts":1,"received_at":"2026-11-27T10:00:00.000Z","record_type":"message","subject":"Dinner","text":"Hello, group!","to":[{"carrier":"TELNYX LLC","line_type":"VoIP","phone_number":"+15550001111","status":"webhook_delivered"}],"type":"MMS"},"record_type":"event"},"meta":{"attempt":1,"delivered_to":"https://sms.example.com/hooks/tx/message"}}"#;
+
+    #[test]
+    fn a_group_text_lists_the_other_participants() {
+        let events = parse_event(GROUP_RECEIVED.as_bytes()).unwrap();
+        let [WebhookEvent::Inbound(sms)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(sms.to.as_str(), "+15550001111");
+        let others: Vec<&str> = sms.others.iter().map(|n| n.as_str()).collect();
+        assert_eq!(others, ["+15551112222", "+15550001111"]);
+        assert_eq!(sms.subject.as_deref(), Some("Dinner"));
+        // The Gateway's view: the user's own number left out.
+        let group = sms.group(&sms.to).unwrap();
+        let group: Vec<&str> = group.iter().map(|n| n.as_str()).collect();
+        assert_eq!(group, ["+15551112222", "+15553334444"]);
+        // A one-to-one text has none.
+        let [WebhookEvent::Inbound(one)] = &parse_event(BODY.as_bytes()).unwrap()[..] else {
+            panic!()
+        };
+        assert!(one.others.is_empty() && one.group(&one.to).is_none());
+        // A forged event with hundreds of numbers is refused.
+        let many: Vec<String> = (0..40)
+            .map(|i| format!(r#"{{"phone_number":"+1555000{i:04}"}}"#))
+            .collect();
+        let forged = GROUP_RECEIVED.replace(r#""cc":["#, &format!(r#""cc":[{},"#, many.join(",")));
+        assert!(parse_event(forged.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_group_status_names_the_participant_it_did_not_reach() {
+        let ev = r#"{"data":{"event_type":"message.finalized","id":"e2","payload":{"id":"84cca175-0000-4000-8000-000000000001","group_message_id":"403188fd-58c5-4557-a8de-1700a358d768","to":[{"phone_number":"+15553334444","status":"delivery_failed"}],"cc":[{"phone_number":"+15551112222","status":"delivered"}],"errors":[{"code":"40300","title":"Blocked","detail":"Recipient opted out"}]}}}"#;
+        let [WebhookEvent::Status(r)] = &parse_event(ev.as_bytes()).unwrap()[..] else {
+            panic!()
+        };
+        // Matched by the group id, which `send` returned for it.
+        assert_eq!(r.message_id, "403188fd-58c5-4557-a8de-1700a358d768");
+        assert_eq!(
+            r.status,
+            DeliveryStatus::Failed(
+                "to +15553334444: delivery_failed, error 40300: Recipient opted out".into()
+            )
+        );
+        let ok = ev.replace("delivery_failed", "delivered");
+        let [WebhookEvent::Status(r)] = &parse_event(ok.as_bytes()).unwrap()[..] else {
+            panic!()
+        };
+        assert_eq!(r.status, DeliveryStatus::Delivered);
     }
 
     #[test]

@@ -141,3 +141,52 @@ async fn telnyx_meets_the_provider_contract() {
     };
     sms_gateway_core::testkit::run_contract(&fixture).await;
 }
+
+/// A group text goes to `POST /v2/messages/group_mms` with every participant
+/// in `to` (the request of Telnyx's group messaging guide), and `send`
+/// returns the group's id, which its status events carry.
+#[tokio::test]
+async fn a_group_text_is_one_group_mms_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/messages/group_mms"))
+        .and(header("authorization", "Bearer KEY-contract"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": {
+            "record_type": "message", "direction": "outbound", "id": "403188fd-58c5-4557-a8de-1700a358d768",
+            "type": "MMS", "from": "+15550001111",
+            "to": [{"phone_number": "+15551112222", "status": "queued"}, {"phone_number": "+15553334444", "status": "queued"}],
+            "text": "Greetings", "media": [], "parts": 1,
+        }})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let t = Telnyx {
+        key: SigningKey::from_bytes(&[9; 32]),
+    };
+    let p = t.provider(&server.uri());
+    let n = |s: &str| sms_gateway_core::PhoneNumber::parse(s, None).unwrap();
+    let sms = sms_gateway_core::OutboundSms {
+        from: n("+15550001111"),
+        to: n("+15551112222"),
+        body: "Greetings".into(),
+        media: vec![],
+        cc: vec![n("+15553334444")],
+    };
+    assert_eq!(
+        p.send(&sms).await.unwrap(),
+        "403188fd-58c5-4557-a8de-1700a358d768"
+    );
+    let req = &server.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["from"], "+15550001111");
+    assert_eq!(
+        body["to"],
+        serde_json::json!(["+15551112222", "+15553334444"])
+    );
+    assert_eq!(body["text"], "Greetings");
+    assert_eq!(p.limits().max_group, 8);
+    // Nine numbers: more than Telnyx takes, refused before any request.
+    let mut big = sms.clone();
+    big.cc = (0..8).map(|i| n(&format!("+1555000{i:04}"))).collect();
+    assert!(p.send(&big).await.is_err());
+}

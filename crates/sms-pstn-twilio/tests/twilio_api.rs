@@ -36,6 +36,7 @@ fn sms(body: &str, media: &[&str]) -> OutboundSms {
         to: PhoneNumber::parse("+15557654321", None).unwrap(),
         body: body.into(),
         media: media.iter().map(|s| s.to_string()).collect(),
+        cc: vec![],
     }
 }
 

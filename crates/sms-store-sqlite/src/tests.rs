@@ -11,6 +11,8 @@ fn inbound(id: &str, body: &str) -> InboundSms {
         to: sms_gateway_core::PhoneNumber::parse("+15550001111", None).unwrap(),
         body: body.into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     }
 }
 

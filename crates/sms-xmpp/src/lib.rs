@@ -27,6 +27,7 @@ mod error;
 mod answers;
 #[doc(hidden)]
 pub mod link;
+mod muc;
 mod outbox;
 mod people;
 mod translate;
@@ -106,6 +107,8 @@ pub struct XmppProcess {
     pending: Mutex<HashMap<String, PendingQuery>>,
     /// Presence said, servers' roster grants, requests waiting.
     people: Mutex<people::People>,
+    /// Who is in which group room.
+    rooms: Mutex<muc::Occupancy>,
     /// `[admins] jids`.
     admins: std::collections::HashSet<tokio_xmpp::jid::BareJid>,
     /// `[registration]`.
@@ -166,6 +169,7 @@ impl XmppProcess {
             queries: tokio::sync::Mutex::new(queries),
             pending: Mutex::default(),
             people: Mutex::default(),
+            rooms: Mutex::default(),
             admins: config
                 .admins
                 .jids
@@ -322,6 +326,9 @@ impl XmppProcess {
                 if self.on_privilege(&m) {
                     return Ok(());
                 }
+                if let Some(refusal) = self.check_room_message(&m) {
+                    return self.send(link, refusal).await;
+                }
                 if let Some(ev) = message_to_event(&m) {
                     // Waits when the Gateway is busy: back-pressure on the link.
                     if to_gateway.send(ev).await.is_err() {
@@ -368,6 +375,9 @@ impl XmppProcess {
                         return Ok(());
                     }
                 }
+                if let Some(answer) = self.answer_room_iq(&iq) {
+                    return self.send(link, answer).await;
+                }
                 if let Some(answer) = self.answer_people(&iq, outbox) {
                     return self.carry_out(link, answer, to_gateway).await;
                 }
@@ -381,7 +391,13 @@ impl XmppProcess {
                 }
             }
             Stanza::Presence(p) => {
-                let (answers, event) = self.answer_presence(&p);
+                // To a group's room, or to a contact or the gateway.
+                let (answers, event) = if p.to.as_ref().is_some_and(|t| self.is_room(t)) {
+                    self.answer_room_presence(&p)
+                } else {
+                    let (answers, event) = self.answer_presence(&p);
+                    (answers.into_iter().map(Stanza::from).collect(), event)
+                };
                 for answer in answers {
                     self.send(link, answer).await?;
                 }
@@ -469,7 +485,7 @@ impl XmppLink for XmppProcess {
             match end {
                 SessionEnd::Shutdown => {
                     // Contacts and the gateway go offline in users' clients.
-                    for p in self.goodbyes() {
+                    for p in self.goodbyes().into_iter().chain(self.room_goodbyes()) {
                         if self.send(&mut link, p).await.is_err() {
                             break;
                         }

@@ -22,7 +22,9 @@ impl Built {
     /// The stored inbound text this stanza completes, if any.
     pub(crate) fn inbound_id(&self) -> Option<u64> {
         match &self.out {
-            OutgoingStanza::Chat { inbound_id, .. } => *inbound_id,
+            OutgoingStanza::Chat { inbound_id, .. } | OutgoingStanza::Group { inbound_id, .. } => {
+                *inbound_id
+            }
             _ => None,
         }
     }
@@ -122,12 +124,21 @@ impl XmppProcess {
                 None => vec![],
             }),
             OutgoingStanza::Done { ticket, result } => Some(self.done(*ticket, result.clone())),
+            OutgoingStanza::RoomJoined { .. } | OutgoingStanza::Group { .. } => {
+                self.room_stanzas(&out)
+            }
             _ => None,
         };
         if let Some(stanzas) = ready {
-            for s in stanzas {
+            // Only the last stanza completes a stored inbound text.
+            let mut rest = out.clone();
+            if let OutgoingStanza::Group { inbound_id, .. } = &mut rest {
+                *inbound_id = None;
+            }
+            let last = stanzas.len().saturating_sub(1);
+            for (i, s) in stanzas.into_iter().enumerate() {
                 outbox.unsent.push(Built {
-                    out: out.clone(),
+                    out: if i == last { out.clone() } else { rest.clone() },
                     id: String::new(),
                     nick: None,
                     ready: Some(s),

@@ -1365,14 +1365,7 @@ impl XmppProcess {
     pub fn answer_request_for_fuzzing(&self, iq: &Iq) -> Vec<String> {
         let outbox = Outbox::default();
         match self.answer_people(iq, &outbox) {
-            Some(Answer::Now(stanzas)) => stanzas
-                .into_iter()
-                .map(|s| match s {
-                    Stanza::Iq(iq) => String::from(&Element::from(iq)),
-                    Stanza::Message(m) => String::from(&Element::from(m)),
-                    Stanza::Presence(p) => String::from(&Element::from(p)),
-                })
-                .collect(),
+            Some(Answer::Now(stanzas)) => stanzas.into_iter().map(translate::written).collect(),
             // Handed to the Gateway: nothing is written yet.
             Some(Answer::Ask(..)) => vec![],
             None => vec![],
@@ -1381,10 +1374,11 @@ impl XmppProcess {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn process(extra: &str) -> XmppProcess {
+    /// A process for the test config, with `extra` TOML at its end.
+    pub(crate) fn process(extra: &str) -> XmppProcess {
         let config = Config::from_toml(&format!(
             r#"
 [xmpp]

@@ -35,8 +35,16 @@ pub const FEATURES: &[&str] = &[
 ];
 
 /// Features announced on the gateway's own JID besides [`FEATURES`]:
-/// registration (XEP-0077) and ad-hoc commands (XEP-0050).
-pub const DOMAIN_FEATURES: &[&str] = &["jabber:iq:register", "http://jabber.org/protocol/commands"];
+/// registration (XEP-0077), ad-hoc commands (XEP-0050) and extended
+/// addressing of group texts (XEP-0033, as Cheogram uses it).
+pub const DOMAIN_FEATURES: &[&str] = &[
+    "jabber:iq:register",
+    "http://jabber.org/protocol/commands",
+    crate::muc::ADDRESS_NS,
+];
+
+/// The most addresses read from one XEP-0033 `<addresses/>`.
+const MAX_ADDRESSES: usize = 32;
 
 /// Whether XML 1.0 can carry `c` (its `Char` production; Rust strings hold
 /// no surrogates). Most C0 controls, U+FFFE and U+FFFF are out.
@@ -133,10 +141,26 @@ pub(crate) fn describe_error(e: &StanzaError) -> String {
 }
 
 /// A chat message from a user, if `message` is one the Gateway should see:
-/// `chat` or `normal` type, with a sender. The body is the best one whatever
-/// its `xml:lang`; chat states and markers come through with an empty body.
+/// `chat` or `normal` type, or `groupchat` to a group's room, with a
+/// sender. The body is the best one whatever its `xml:lang`; chat states
+/// and markers come through with an empty body.
 pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
-    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+    if !matches!(
+        message.type_,
+        MessageType::Chat | MessageType::Normal | MessageType::Groupchat
+    ) {
+        return None;
+    }
+    let groupchat = message.type_ == MessageType::Groupchat;
+    // `groupchat` only to a group's room (the XMPP process has checked
+    // that the sender is in it).
+    if groupchat
+        && !message
+            .to
+            .as_ref()
+            .and_then(|t| t.node())
+            .is_some_and(|n| sms_gateway_core::group::is_group(n.as_str()))
+    {
         return None;
     }
     let from = message.from.as_ref()?.to_string();
@@ -147,9 +171,20 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
         .unwrap_or_default();
     let mut media = Vec::new();
     let mut receipt_requested = false;
+    let mut addresses = Vec::new();
     for p in &message.payloads {
         if p.is("request", ns::RECEIPTS) {
             receipt_requested = true;
+        } else if p.is("addresses", crate::muc::ADDRESS_NS) {
+            addresses.extend(
+                p.children()
+                    .filter(|a| a.is("address", crate::muc::ADDRESS_NS))
+                    .filter(|a| matches!(a.attr("type"), Some("to" | "cc" | "bcc")))
+                    .filter_map(|a| a.attr("jid"))
+                    .take(MAX_ADDRESSES)
+                    .map(str::to_owned),
+            );
+            addresses.truncate(MAX_ADDRESSES);
         } else if p.is("x", ns::OOB) {
             if let Ok(oob) = Oob::try_from(p.clone()) {
                 media.push(oob.url.trim().to_owned());
@@ -163,6 +198,8 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
         body,
         media,
         receipt_requested,
+        groupchat,
+        addresses,
     }))
 }
 
@@ -310,6 +347,15 @@ pub fn answer_iq(iq: &Iq, domain: &str) -> Option<Iq> {
     Some(reply(iq, result_payload))
 }
 
+/// A stanza as the XML written for it.
+pub(crate) fn written(stanza: Stanza) -> String {
+    String::from(&match stanza {
+        Stanza::Iq(iq) => Element::from(iq),
+        Stanza::Message(m) => Element::from(m),
+        Stanza::Presence(p) => Element::from(p),
+    })
+}
+
 /// The `result` or `error` answering the request `iq`.
 pub fn reply(iq: &Iq, answer: Result<Option<Element>, StanzaError>) -> Iq {
     let (from, to, id) = (iq.from().cloned(), iq.to().cloned(), iq.id().to_owned());
@@ -354,6 +400,8 @@ mod tests {
                 body: "hello there".into(),
                 media: vec![],
                 receipt_requested: true,
+                addresses: vec![],
+                groupchat: false,
             }))
         );
     }
@@ -385,6 +433,33 @@ mod tests {
             panic!()
         };
         assert_eq!(c.media, vec!["https://up.example/a.jpg".to_owned()]);
+    }
+
+    #[test]
+    fn groupchat_to_a_room_and_extended_addresses_are_read() {
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='groupchat' id='g' from='a@b/c' to='+15551112222,+15553334444@sms.example.com'><body>all</body></message>",
+        );
+        let Some(XmppEvent::Chat(c)) = message_to_event(&m) else {
+            panic!()
+        };
+        assert!(c.groupchat && c.addresses.is_empty());
+        let m = parse_message(
+            "<message xmlns='jabber:component:accept' type='chat' from='a@b/c' to='sms.example.com'><body>x</body>\
+             <addresses xmlns='http://jabber.org/protocol/address'><address type='to' jid='+15551112222@sms.example.com'/>\
+             <address type='cc' jid='+15553334444@sms.example.com'/><address type='replyto' jid='z@y'/></addresses></message>",
+        );
+        let Some(XmppEvent::Chat(c)) = message_to_event(&m) else {
+            panic!()
+        };
+        assert_eq!(
+            c.addresses,
+            [
+                "+15551112222@sms.example.com",
+                "+15553334444@sms.example.com"
+            ]
+        );
+        assert!(!c.groupchat);
     }
 
     #[test]

@@ -422,3 +422,15 @@ pub struct AdminsConfig {
     #[serde(default)]
     pub jids: Vec<String>,
 }
+
+/// `[groups]`: group texts (a group MMS shown as a group chat).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// On an account whose carrier has no group texts (Twilio's and
+    /// SignalWire's Messages APIs), a group chat is sent as separate texts
+    /// to each participant, and the room says so. Off: such a send is
+    /// refused with an error saying why.
+    #[serde(default)]
+    pub fan_out: bool,
+}

@@ -62,6 +62,7 @@ impl Gateway {
             &self.store.entries(ENTRY_USER)?,
             &self.store.entries(ENTRY_SETTINGS)?,
         );
+        self.load_rooms()?;
         let mut actions = vec![];
         let mut state = self.state();
         for (k, v) in self.store.entries(ENTRY_CONTACT)? {

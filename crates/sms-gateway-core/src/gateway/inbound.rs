@@ -2,7 +2,7 @@
 //! answered, their media fetched, then delivered.
 
 use super::{Action, Gateway};
-use crate::message::{Fetched, InboundRejected, InboundSms, OutgoingStanza, PstnCommand};
+use crate::message::{Fetched, InboundRejected, InboundSms, Media, OutgoingStanza, PstnCommand};
 use crate::store::Transaction;
 use crate::time::unix_now;
 
@@ -22,12 +22,18 @@ impl Gateway {
         };
         match tx.insert_inbound(account, sms, unix_now()) {
             Ok(Some(id)) => {
-                let (_, mut actions) = self.note_contact(tx, &user, &sms.from, None);
+                // A group text's sender is a participant of a room, not a
+                // contact of the user's roster.
+                let mut actions = if sms.group(&user.number).is_some() {
+                    vec![]
+                } else {
+                    self.note_contact(tx, &user, &sms.from, None).1
+                };
                 match self.fetch_command(account, id, sms) {
                     // The webhook is answered once the text is stored; its
                     // media are fetched after, and the chats follow them.
                     Some(fetch) => actions.push(fetch),
-                    None => actions.extend(self.inbound_chats(account, sms, id)?),
+                    None => actions.extend(self.inbound_chats(tx, account, sms, id)?),
                 }
                 Ok(actions)
             }
@@ -71,7 +77,7 @@ impl Gateway {
             // Delivered all the same; after a restart, fetched again.
             tracing::error!(error = %e, id, "cannot record fetched media in the store");
         }
-        match self.inbound_chats(account, sms, id) {
+        match self.inbound_chats(tx, account, sms, id) {
             Ok(actions) => actions,
             Err(e) => {
                 tracing::warn!(%account, error = %e, "an inbound text has nobody to go to now");
@@ -84,9 +90,11 @@ impl Gateway {
     }
 
     /// The chats stored inbound text `inbound_id` becomes (the last one
-    /// carrying its id), or why it cannot be delivered.
+    /// carrying its id), or why it cannot be delivered. A group text
+    /// becomes lines of its room, kept in the room's history.
     pub(super) fn inbound_chats(
         &self,
+        tx: &mut dyn Transaction,
         account: &str,
         sms: &InboundSms,
         inbound_id: u64,
@@ -96,6 +104,9 @@ impl Gateway {
             .users
             .by_number(account, &sms.to)
             .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?;
+        if let Some(participants) = sms.group(&user.number) {
+            return Ok(self.group_lines(tx, &user, &participants, sms, inbound_id));
+        }
         let user_jid = user.jid.to_string();
         // Never waits: a name still being looked up comes with a later text.
         let nick = if user.caller_id {
@@ -121,14 +132,7 @@ impl Gateway {
         }
         let count = sms.media.len();
         for (i, m) in sms.media.iter().enumerate() {
-            let (body, media_url) = match &m.fetched {
-                Some(Fetched::Served { url }) => (url.clone(), Some(url.clone())),
-                Some(Fetched::Failed { reason }) => {
-                    (crate::media::failure_line(i, count, m, reason), None)
-                }
-                // `media.store = "link"`: the carrier's own URL.
-                None => (m.url.clone(), Some(m.url.clone())),
-            };
+            let (body, media_url) = media_line(i, count, m);
             actions.push(OutgoingStanza::Chat {
                 from: from.clone(),
                 to: user_jid.clone(),
@@ -145,5 +149,16 @@ impl Gateway {
             *last = Some(inbound_id);
         }
         Ok(actions.into_iter().map(Action::Xmpp).collect())
+    }
+}
+
+/// What media item `i` of `count` shows the user: its URL (also as
+/// out-of-band data), or why it could not be fetched.
+pub(super) fn media_line(i: usize, count: usize, m: &Media) -> (String, Option<String>) {
+    match &m.fetched {
+        Some(Fetched::Served { url }) => (url.clone(), Some(url.clone())),
+        Some(Fetched::Failed { reason }) => (crate::media::failure_line(i, count, m, reason), None),
+        // `media.store = "link"`: the carrier's own URL.
+        None => (m.url.clone(), Some(m.url.clone())),
     }
 }

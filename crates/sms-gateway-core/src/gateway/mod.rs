@@ -14,6 +14,7 @@
 //!   those with no text at all (chat states, markers).
 
 mod contacts;
+mod groups;
 mod inbound;
 mod outbound;
 pub(crate) mod process;
@@ -59,6 +60,12 @@ pub struct GatewayState {
     contacts: HashMap<String, contacts::Contact>,
     /// How many contacts each user has kept (bounded: `MAX_CONTACTS`).
     contacts_per_user: HashMap<String, usize>,
+    /// Each user's group rooms, by `{user}|{room}`.
+    rooms: HashMap<String, groups::Room>,
+    /// How many rooms each user has kept (bounded: `MAX_ROOMS`).
+    rooms_per_user: HashMap<String, usize>,
+    /// Lines made by the gateway so far (for their ids).
+    lines: u64,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -192,6 +199,12 @@ impl Gateway {
                 subscribed,
             } => self.on_subscription(tx, &from, &to, subscribed),
             XmppEvent::Users { change, ticket } => self.on_users(tx, change, ticket),
+            XmppEvent::Join {
+                from,
+                room,
+                nick,
+                max_history,
+            } => self.on_join(tx, &from, &room, &nick, max_history),
         }
     }
 

@@ -2,7 +2,10 @@
 //! the carrier's answer to each send.
 
 use super::{Action, Gateway};
-use crate::message::{ChatMessage, ErrorCondition, OutboundSms, OutgoingStanza, PstnCommand};
+use crate::message::{
+    ChatMessage, ErrorCondition, OutboundSms, OutgoingStanza, PstnCommand, RoomLine, Speaker,
+};
+use crate::phone::PhoneNumber;
 use crate::provider::{ProviderError, ProviderErrorKind};
 use crate::store::{ChatRecord, ChatState, Transaction};
 use crate::text;
@@ -32,6 +35,7 @@ impl Gateway {
         };
         let node = match chat.to.split_once('@') {
             Some((node, _)) => node,
+            None if !chat.addresses.is_empty() => "",
             None => {
                 return error(
                     ErrorCondition::BadRequest,
@@ -42,9 +46,9 @@ impl Gateway {
                 )
             }
         };
-        let to = match self.routing.phone.parse(node) {
-            Ok(n) => n,
-            Err(e) => return error(ErrorCondition::JidMalformed, format!("{e}.")),
+        let target = match self.target(&chat, node, &user) {
+            Ok(t) => t,
+            Err(text) => return error(ErrorCondition::JidMalformed, text),
         };
         for url in &chat.media {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -110,7 +114,38 @@ impl Gateway {
                 ),
             );
         }
-        let cost = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+        // A group goes as one group text per part where the carrier has
+        // them; else, if the operator allows, as one text per participant.
+        let fan_out = match &target {
+            Target::One { .. } => false,
+            Target::Group { participants, .. } => {
+                let max = policy.limits.max_group;
+                if max == 0 && !self.routing.groups_fan_out {
+                    return error(
+                        ErrorCondition::NotAcceptable,
+                        format!(
+                            "Not sent: the carrier of this gateway's account {:?} has no group texts (only Telnyx accounts do), and the operator has not set groups.fan_out to send them as separate texts.",
+                            user.account
+                        ),
+                    );
+                }
+                if max > 0 && participants.len() > max {
+                    return error(
+                        ErrorCondition::NotAcceptable,
+                        format!(
+                            "Not sent: a group text on this account takes at most {max} numbers besides yours; this group has {}.",
+                            participants.len()
+                        ),
+                    );
+                }
+                max == 0
+            }
+        };
+        let copies = match &target {
+            Target::Group { participants, .. } if fan_out => participants.len(),
+            _ => 1,
+        };
+        let cost = u32::try_from(texts.len() * copies).unwrap_or(u32::MAX);
         let allowed = {
             let mut state = self.state();
             let rates = state.rates.get_or_insert_with(|| {
@@ -129,18 +164,70 @@ impl Gateway {
                 ),
             );
         }
-        let (contact_jid, mut actions) = self.note_contact(tx, &user, &to, Some(node));
-        let parts: Vec<OutboundSms> = texts
-            .into_iter()
-            .enumerate()
-            .map(|(i, body)| OutboundSms {
-                from: user.number.clone(),
-                to: to.clone(),
-                body,
-                // Media go with the first part.
-                media: if i == 0 { chat.media.clone() } else { vec![] },
-            })
-            .collect();
+        let (contact_jid, mut actions, parts) = match &target {
+            Target::One { to } => {
+                let (jid, actions) = self.note_contact(tx, &user, to, Some(node));
+                let parts = texts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, body)| OutboundSms {
+                        from: user.number.clone(),
+                        to: to.clone(),
+                        body,
+                        // Media go with the first part.
+                        media: if i == 0 { chat.media.clone() } else { vec![] },
+                        cc: vec![],
+                    })
+                    .collect::<Vec<_>>();
+                (jid, actions, parts)
+            }
+            Target::Group {
+                participants,
+                local,
+            } => {
+                let line = RoomLine {
+                    id: chat.id.clone().unwrap_or_else(|| self.next_line_id()),
+                    from: Speaker::User,
+                    number: None,
+                    body: chat.body.clone(),
+                    media_url: chat.media.first().cloned(),
+                    at: unix_now(),
+                };
+                let (jid, mut actions) =
+                    self.group_said(tx, &user, participants, local, line, chat.groupchat);
+                let mut parts = vec![];
+                if fan_out {
+                    for to in participants {
+                        parts.extend(texts.iter().enumerate().map(|(i, body)| OutboundSms {
+                            from: user.number.clone(),
+                            to: to.clone(),
+                            body: body.clone(),
+                            media: if i == 0 { chat.media.clone() } else { vec![] },
+                            cc: vec![],
+                        }));
+                    }
+                    actions.push(self.group_notice(
+                        tx,
+                        &user,
+                        participants,
+                        format!(
+                            "Sent as {} separate texts: this account's carrier has no group texts. Each number gets it alone, and replies come one to one.",
+                            participants.len()
+                        ),
+                    ));
+                } else {
+                    parts.extend(texts.into_iter().enumerate().map(|(i, body)| OutboundSms {
+                        from: user.number.clone(),
+                        to: participants[0].clone(),
+                        body,
+                        media: if i == 0 { chat.media.clone() } else { vec![] },
+                        cc: participants[1..].to_vec(),
+                    }));
+                }
+                (jid, actions, parts)
+            }
+        };
+        let group = parts.first().is_some_and(|p| !p.cc.is_empty());
         let chat = ChatRecord {
             created: unix_now(),
             account: user.account.clone(),
@@ -150,6 +237,7 @@ impl Gateway {
             receipt: chat.receipt_requested,
             parts,
             state: ChatState::Sending,
+            group,
         };
         // Stored before anything else happens: it survives a crash from here on.
         let ticket = match tx.insert_chat(&chat) {
@@ -166,6 +254,42 @@ impl Gateway {
         actions.push(self.send_command(ticket, &chat));
         self.state().sending.insert(ticket, chat);
         actions
+    }
+
+    /// Whom a chat is for: one number, or a group (named by the room's
+    /// JID, or by XEP-0033 addresses).
+    fn target(&self, chat: &ChatMessage, node: &str, user: &super::User) -> Result<Target, String> {
+        let local = if chat.addresses.is_empty() {
+            node.to_owned()
+        } else {
+            // Extended addressing: every address at this gateway's domain
+            // is a participant; the others (the user's own server) are not
+            // ours to reach.
+            let domain = format!("@{}", self.routing.domain);
+            chat.addresses
+                .iter()
+                .filter_map(|a| a.split('/').next())
+                .filter_map(|a| a.strip_suffix(&domain))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if crate::group::is_group(&local) || chat.groupchat || !chat.addresses.is_empty() {
+            let participants =
+                crate::group::participants(&local, &self.routing.phone, &user.number)?;
+            return Ok(Target::Group {
+                participants,
+                local: if chat.addresses.is_empty() {
+                    local
+                } else {
+                    String::new()
+                },
+            });
+        }
+        self.routing
+            .phone
+            .parse(node)
+            .map(|to| Target::One { to })
+            .map_err(|e| format!("{e}."))
     }
 
     pub(super) fn send_command(&self, ticket: u64, chat: &ChatRecord) -> Action {
@@ -246,4 +370,16 @@ impl Gateway {
             text,
         })]
     }
+}
+
+/// Whom a chat is for.
+enum Target {
+    /// One number.
+    One { to: PhoneNumber },
+    /// A group: its participants (sorted), and the room's local part as
+    /// the user wrote it (empty when addressed by XEP-0033).
+    Group {
+        participants: Vec<PhoneNumber>,
+        local: String,
+    },
 }

@@ -68,6 +68,30 @@ impl Gateway {
             return vec![];
         };
         let parts = ids.len();
+        if chat.group {
+            // Reports come per recipient: a delivery to one says nothing
+            // of the others (and from other carriers none may come).
+            let DeliveryStatus::Failed(reason) = status else {
+                return vec![];
+            };
+            self.routing.activity.carrier_error(
+                crate::time::unix_now(),
+                &chat.account,
+                &format!("group text not delivered: {reason}"),
+            );
+            return vec![Action::Xmpp(OutgoingStanza::Error {
+                from: chat.contact_jid,
+                to: chat.user_full_jid,
+                id: chat.stanza_id,
+                condition: ErrorCondition::RecipientUnavailable,
+                // The carrier's reason names the participant (`to +1…: …`).
+                text: if reason.starts_with("to ") {
+                    format!("Not delivered {reason}.")
+                } else {
+                    format!("Not delivered to one of the group: {reason}.")
+                },
+            })];
+        }
         match status {
             DeliveryStatus::InProgress => return vec![],
             DeliveryStatus::Delivered if *undelivered > 1 => {

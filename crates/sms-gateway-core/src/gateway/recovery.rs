@@ -45,7 +45,10 @@ impl Gateway {
                 actions.push(fetch);
                 continue;
             }
-            match self.inbound_chats(&p.account, &p.sms, p.id) {
+            match self
+                .store
+                .write(|tx| Ok(self.inbound_chats(tx, &p.account, &p.sms, p.id)))?
+            {
                 Ok(chats) => actions.extend(chats),
                 Err(e) => {
                     tracing::warn!(account = %p.account, error = %e, "a stored inbound text has nobody to go to now");

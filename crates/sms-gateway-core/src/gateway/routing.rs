@@ -31,6 +31,8 @@ pub struct Routing {
     pub(super) relay_private_urls: bool,
     /// The last carrier errors, for admins.
     pub(super) activity: Arc<crate::activity::Activity>,
+    /// `groups.fan_out`.
+    pub(super) groups_fan_out: bool,
 }
 
 impl Routing {
@@ -58,6 +60,7 @@ impl Routing {
             fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
             relay_private_urls: config.media.relay_private_urls,
             activity: providers.activity.clone(),
+            groups_fan_out: config.groups.fan_out,
         }
     }
 

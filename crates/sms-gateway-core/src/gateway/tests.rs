@@ -4,7 +4,7 @@ use super::*;
 use crate::config::Config;
 use crate::message::{
     ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms, Media,
-    OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, StatusReport, XmppEvent,
+    OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, Speaker, StatusReport, XmppEvent,
 };
 use crate::phone::PhoneNumber;
 use crate::provider::{ProviderError, ProviderErrorKind};
@@ -112,6 +112,8 @@ fn chat(from: &str, to: &str, body: &str) -> ChatMessage {
         body: body.into(),
         media: vec![],
         receipt_requested: true,
+        addresses: vec![],
+        groupchat: false,
     }
 }
 
@@ -566,6 +568,8 @@ fn after_a_restart_pending_chats_are_resent_and_receipts_still_come() {
         to: n("+15550001111"),
         body: "in".into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     };
     let _ = before.inbound("main", &sms).unwrap();
     drop(before);
@@ -642,6 +646,8 @@ fn inbound_text_and_media_become_chats() {
             Media::new("https://carrier.example/1", Some("image/jpeg".into())),
             Media::new("https://carrier.example/2", Some("image/png".into())),
         ],
+        others: vec![],
+        subject: None,
     };
     let a = g.inbound("main", &sms).unwrap();
     let stored = g.store.pending_inbound().unwrap();
@@ -737,6 +743,8 @@ fn with_media_store_link_the_carriers_urls_go_as_they_are() {
         to: n("+15550001111"),
         body: String::new(),
         media: vec![Media::new("https://m.example/1.jpg", None)],
+        others: vec![],
+        subject: None,
     };
     let a = g.inbound("main", &sms).unwrap();
     assert!(
@@ -887,6 +895,8 @@ fn contacts_are_remembered_per_user() {
         to: n("+15550001111"),
         body: "hello back".into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     };
     let a = g.inbound("main", &sms).unwrap();
     assert!(
@@ -1031,6 +1041,8 @@ async fn a_contact_goes_to_the_roster_at_once_and_is_renamed_when_caller_id_lear
         to: n("+15550001111"),
         body: "hello".into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     };
     let mut tx = g.begin().unwrap();
     let a = g.on_inbound(&mut *tx, "main", &sms).unwrap();
@@ -1076,5 +1088,295 @@ fn a_user_cannot_grow_the_contacts_without_bound() {
     assert_eq!(
         g.store.entries(crate::store::ENTRY_CONTACT).unwrap().len(),
         kept + 1
+    );
+}
+
+// Group texts: rooms named by their participants.
+
+const ROOM: &str = "+15551112222,+15553334444@sms.example.com";
+
+fn group_text(id: &str, from: &str, others: &[&str], body: &str) -> InboundSms {
+    let mut sms = InboundSms::new(id, n(from), n("+15550001111"), body, vec![]);
+    sms.others = others.iter().map(|o| n(o)).collect();
+    sms
+}
+
+fn group_lines(actions: &[Action]) -> Vec<(String, crate::message::RoomLine, Option<u64>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Group {
+                room,
+                user,
+                line,
+                inbound_id,
+            }) => {
+                assert_eq!(user, "alice@example.com");
+                Some((room.clone(), line.clone(), *inbound_id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_text_lands_in_its_room_and_waits_in_its_history() {
+    let g = gateway_with("[caller_id]\n\"+15553334444\" = \"Jane Roe\"");
+    // The user's own number is among the participants Telnyx lists: it is
+    // left out, and the room is named by the other two, sorted.
+    let a = g
+        .inbound(
+            "main",
+            &group_text(
+                "g1",
+                "+15553334444",
+                &["+15551112222", "+15550001111"],
+                "hi all",
+            ),
+        )
+        .unwrap();
+    let lines = group_lines(&a);
+    assert_eq!(lines.len(), 1, "{a:?}");
+    let (room, line, inbound) = &lines[0];
+    assert_eq!(room, ROOM);
+    assert_eq!(line.from, Speaker::Participant("Jane Roe".into()));
+    assert_eq!(line.number, Some(n("+15553334444")));
+    assert!(inbound.is_some(), "the line completes the stored text");
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Chat { .. }))),
+        "no one-to-one chat for a group text: {a:?}"
+    );
+    // A second participant's text lands in the same room; a repeat of the
+    // first (a carrier's retry) is nothing.
+    let a = g
+        .inbound(
+            "main",
+            &group_text("g2", "+15551112222", &["+15553334444"], "hello"),
+        )
+        .unwrap();
+    assert_eq!(group_lines(&a)[0].0, ROOM);
+    assert_eq!(
+        group_lines(&a)[0].1.from,
+        Speaker::Participant("+15551112222".into())
+    );
+    assert!(g
+        .inbound(
+            "main",
+            &group_text("g1", "+15553334444", &["+15551112222"], "hi all")
+        )
+        .unwrap()
+        .is_empty());
+    // A one-to-one text from one of them is still a chat.
+    let a = g
+        .inbound(
+            "main",
+            &InboundSms::new(
+                "one",
+                n("+15551112222"),
+                n("+15550001111"),
+                "just you",
+                vec![],
+            ),
+        )
+        .unwrap();
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { from, .. })] if from == "+15551112222@sms.example.com"),
+        "{a:?}"
+    );
+    // Joining an hour later: the participants, both lines, oldest first.
+    let a = g.xmpp(XmppEvent::Join {
+        from: "alice@example.com/laptop".into(),
+        room: ROOM.into(),
+        nick: "alice".into(),
+        max_history: None,
+    });
+    let [Action::Xmpp(OutgoingStanza::RoomJoined {
+        room,
+        to,
+        occupants,
+        history,
+        ..
+    })] = &a[..]
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        (room.as_str(), to.as_str()),
+        (ROOM, "alice@example.com/laptop")
+    );
+    assert_eq!(
+        occupants,
+        &["+15551112222".to_owned(), "Jane Roe".to_owned()]
+    );
+    let said: Vec<&str> = history.iter().map(|l| l.body.as_str()).collect();
+    assert_eq!(said, ["hi all", "hello"]);
+    // `<history maxstanzas='1'/>`: the last line only.
+    let a = g.xmpp(XmppEvent::Join {
+        from: "alice@example.com/phone".into(),
+        room: ROOM.into(),
+        nick: "alice".into(),
+        max_history: Some(1),
+    });
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::RoomJoined { history, .. })] if history.len() == 1 && history[0].body == "hello"),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn a_message_to_a_room_is_one_group_text_and_is_reflected() {
+    let g = gateway();
+    let mut c = chat("alice@example.com/x", ROOM, "see you at 8");
+    c.groupchat = true;
+    let a = g.chat(c);
+    let send = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Pstn(PstnCommand::Send { parts, ticket, .. }) => Some((parts.clone(), *ticket)),
+            _ => None,
+        })
+        .expect("a send");
+    let (parts, ticket) = send;
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].to, n("+15551112222"));
+    assert_eq!(parts[0].cc, vec![n("+15553334444")]);
+    let lines = group_lines(&a);
+    assert_eq!(lines.len(), 1, "{a:?}");
+    assert_eq!(lines[0].1.id, "m1", "reflected with the client's id");
+    assert_eq!(lines[0].1.from, Speaker::User);
+    // A participant the carrier could not reach is named in the error,
+    // which comes from the room.
+    let _ = g.pstn(send_result(ticket, &["G1"], None));
+    let (a, _) = g.pstn(PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: "G1".into(),
+            status: DeliveryStatus::Failed("to +15553334444: delivery_failed".into()),
+        },
+    });
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { from, text, .. })] if from == ROOM && text.contains("+15553334444")),
+        "{a:?}"
+    );
+    // Any order of numbers names the same group; a bad one is named.
+    let a = g.chat(chat(
+        "alice@example.com/x",
+        "+15553334444,5551112222@sms.example.com",
+        "again",
+    ));
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Pstn(PstnCommand::Send { parts, .. }) if parts[0].cc == vec![n("+15553334444")])),
+        "{a:?}"
+    );
+    let a = g.chat(chat(
+        "alice@example.com/x",
+        "+15553334444,pizza@sms.example.com",
+        "x",
+    ));
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { condition: ErrorCondition::JidMalformed, text, .. })] if text.contains("pizza")),
+        "{a:?}"
+    );
+    // XEP-0033: addressed to the gateway with the participants in
+    // `<addresses/>`.
+    let mut c = chat("alice@example.com/x", "sms.example.com", "by address");
+    c.addresses = vec![
+        "+15553334444@sms.example.com".into(),
+        "+15551112222@sms.example.com".into(),
+        "alice@example.com".into(),
+    ];
+    let a = g.chat(c);
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Pstn(PstnCommand::Send { parts, .. }) if parts[0].to == n("+15551112222") && parts[0].cc == vec![n("+15553334444")])),
+        "{a:?}"
+    );
+}
+
+const PLAIN: &str = r#"
+[providers.plain]
+type = "sandbox"
+token = "sandbox-test-token"
+max_group = 2
+[[users]]
+jid = "dave@example.com"
+number = "+15550004444"
+provider = "plain"
+[[users]]
+jid = "erin@example.com"
+number = "+15550005555"
+provider = "none"
+[providers.none]
+type = "sandbox"
+token = "sandbox-test-token"
+max_group = 0
+"#;
+
+#[test]
+fn a_carrier_without_group_texts_refuses_or_fans_out() {
+    let g = gateway_with(PLAIN);
+    // Over the carrier's group size: refused, saying the limit.
+    let a = g.chat(chat(
+        "dave@example.com/x",
+        "+15551112222,+15553334444,+15556667777@sms.example.com",
+        "x",
+    ));
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { condition: ErrorCondition::NotAcceptable, text, .. })] if text.contains("at most 2")),
+        "{a:?}"
+    );
+    // No group texts at all: refused, saying why and what would do.
+    let a = g.chat(chat("erin@example.com/x", ROOM, "x"));
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { condition: ErrorCondition::NotAcceptable, text, .. })] if text.contains("groups.fan_out")),
+        "{a:?}"
+    );
+    // With `groups.fan_out`: one text to each, and the room says so.
+    let g = gateway_with(&format!("{PLAIN}\n[groups]\nfan_out = true"));
+    let mut c = chat("erin@example.com/x", ROOM, "x");
+    c.groupchat = true;
+    let a = g.chat(c);
+    let parts = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Pstn(PstnCommand::Send { parts, .. }) => Some(parts.clone()),
+            _ => None,
+        })
+        .expect("a send");
+    let to: Vec<_> = parts.iter().map(|p| (p.to.clone(), p.cc.len())).collect();
+    assert_eq!(to, [(n("+15551112222"), 0), (n("+15553334444"), 0)]);
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Group { line, .. }) if line.from == Speaker::Room && line.body.contains("2 separate texts"))),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn rooms_and_their_history_survive_a_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let routing = gateway().routing.clone();
+    let make = || {
+        Gateway::with_store(
+            routing.clone(),
+            Arc::default(),
+            store.clone(),
+            DEFAULT_RETRY_DEADLINE,
+        )
+    };
+    let before = make();
+    let mut sms = group_text("g1", "+15553334444", &["+15551112222"], "kept");
+    sms.subject = Some("Dinner".into());
+    before.inbound("main", &sms).unwrap();
+    let after = make();
+    after.load_people().unwrap();
+    let a = after.xmpp(XmppEvent::Join {
+        from: "alice@example.com/x".into(),
+        room: ROOM.into(),
+        nick: "a".into(),
+        max_history: None,
+    });
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::RoomJoined { history, subject, .. })] if history.len() == 1 && history[0].body == "kept" && subject == "Dinner"),
+        "{a:?}"
     );
 }

@@ -146,6 +146,7 @@ async fn retries_stop_with_the_process() {
                 to: n,
                 body: "hi".into(),
                 media: vec![],
+                cc: vec![],
             }],
             ticket: 1,
             retry_until: u64::MAX,

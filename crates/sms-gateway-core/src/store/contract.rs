@@ -19,8 +19,10 @@ pub fn check_store(store: &dyn Store) {
             to: n("+15557654321"),
             body: "hi ✓".into(),
             media: vec![],
+            cc: vec![],
         }],
         state: ChatState::Sending,
+        group: false,
     };
     assert_eq!(store.last_chats().expect("last"), vec![]);
     let t1 = store.write(|t| t.insert_chat(&chat)).expect("insert");
@@ -125,6 +127,8 @@ pub fn check_store(store: &dyn Store) {
         to: n("+15550001111"),
         body: "yo".into(),
         media: vec![],
+        others: vec![],
+        subject: None,
     };
     let id = store
         .write(|t| t.insert_inbound("main", &sms, 100))
