@@ -134,6 +134,12 @@ and serves it from its own /media/ (files in $QS_DIR/media):
 
   curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Look","media":["https://www.debian.org/Pics/openlogo-50.png"]}' $HTTP/message
 
+A group text from two numbers: you are invited to its room
+(+15551112222,+15557654321@sms.localhost); join it, and what you write there
+goes to both:
+
+  curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","cc":["+15551112222"],"body":"Dinner at 8?"}' $HTTP/message
+
 and report your text delivered (with a receipt in the client), with the "id"
 the outbox shows for it:
 
