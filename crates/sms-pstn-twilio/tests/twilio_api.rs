@@ -308,3 +308,18 @@ fn config_errors_name_the_key() {
     let p = provider("https://api.twilio.com");
     assert!(!format!("{p:?}").contains(TOKEN));
 }
+
+/// The Messages API takes one `To`: the account has no group texts, and a
+/// group text given anyway is refused before any request.
+#[tokio::test]
+async fn a_group_text_is_refused_without_a_request() {
+    let server = MockServer::start().await;
+    let p = provider(&server.uri());
+    assert_eq!(p.limits().max_group, 0);
+    let mut group = sms("hi all", &[]);
+    group.cc = vec![PhoneNumber::parse("+15553334444", None).unwrap()];
+    let e = p.send(&group).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Rejected);
+    assert!(e.message.contains("no group texts"), "{e}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -1259,6 +1259,23 @@ fn a_message_to_a_room_is_one_group_text_and_is_reflected() {
         matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { from, text, .. })] if from == ROOM && text.contains("+15553334444")),
         "{a:?}"
     );
+    // Reports are per recipient: a delivery to the other says nothing (no
+    // receipt in a room), and a second failure is told too.
+    let report = |status| PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: "G1".into(),
+            status,
+        },
+    };
+    assert!(g.pstn(report(DeliveryStatus::Delivered)).0.is_empty());
+    let (a, _) = g.pstn(report(DeliveryStatus::Failed(
+        "to +15551112222: expired".into(),
+    )));
+    assert!(
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { text, .. })] if text.contains("+15551112222")),
+        "{a:?}"
+    );
     // Any order of numbers names the same group; a bad one is named.
     let a = g.chat(chat(
         "alice@example.com/x",
