@@ -335,10 +335,7 @@ impl XmppProcess {
                 ))
             }
         } else if is_get && payload.is("query", ns::DISCO_INFO) && to.resource().is_none() {
-            let name = format!(
-                "SMS group {}",
-                to.node().map(|n| n.as_str()).unwrap_or_default()
-            );
+            let name = self.room_name(iq.from(), to);
             Ok(Some(
                 tokio_xmpp::parsers::disco::DiscoInfoResult {
                     node: payload.attr("node").map(str::to_owned),
@@ -370,6 +367,28 @@ impl XmppProcess {
             ))
         };
         Some(translate::reply(iq, answer))
+    }
+
+    /// What a room is called for the user asking: its participants' names
+    /// (caller ID) or numbers, `Jane Roe, +15551112222`.
+    fn room_name(&self, asker: Option<&Jid>, room: &Jid) -> String {
+        let local = room.node().map(|n| n.as_str()).unwrap_or_default();
+        let user = asker.map(|a| a.to_bare());
+        let number = asker.and_then(|a| self.user_number(a));
+        let (Some(user), Some(number)) = (user, number) else {
+            return format!("SMS group {local}");
+        };
+        match sms_gateway_core::group::participants(local, &self.phone, &number) {
+            Ok(numbers) => numbers
+                .iter()
+                .map(|n| {
+                    self.name_for(n, &number, &user)
+                        .unwrap_or_else(|| n.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(_) => format!("SMS group {local}"),
+        }
     }
 
     /// A line as a `groupchat` message to `session` (whose nick is
@@ -859,6 +878,8 @@ mod tests {
             ).unwrap())
             .unwrap();
         let info = xml(&Stanza::Iq(info));
+        // Named by its participants (their caller-ID names when known).
+        assert!(info.contains("name='+15551112222, +15553334444'"), "{info}");
         for f in [
             "muc_persistent",
             "muc_membersonly",
