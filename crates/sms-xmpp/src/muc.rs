@@ -15,6 +15,7 @@
 
 use super::*;
 use sms_gateway_core::{RoomLine, Speaker};
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Lang;
 use tokio_xmpp::parsers::ns;
@@ -577,6 +578,22 @@ impl XmppProcess {
         vec![direct.into(), mediated.into()]
     }
 
+    /// A direct invitation (XEP-0249) to `room` for `user`, from the
+    /// gateway: the answer to *New group text*.
+    pub(crate) fn invite_to(&self, room: &str, user: &BareJid) -> Stanza {
+        let mut m = Message::new(Some(user.clone().into()));
+        m.type_ = MessageType::Normal;
+        m.from = jid(&self.domain);
+        m.id = Some(Id(self.new_id()));
+        m.payloads.push(
+            Element::builder("x", CONFERENCE_NS)
+                .attr(nc("jid"), room)
+                .attr(nc("reason"), "A new group text")
+                .build(),
+        );
+        m.into()
+    }
+
     /// `unavailable` to every session in a room, for a clean stop (status
     /// 332: the service is shutting down).
     pub(crate) fn room_goodbyes(&self) -> Vec<Presence> {
@@ -641,7 +658,7 @@ impl XmppProcess {
 
     /// Whether `user` (bare) has a session in `room`: for tests.
     #[cfg(test)]
-    pub(crate) fn in_room(&self, user: &tokio_xmpp::jid::BareJid, room: &str) -> bool {
+    pub(crate) fn in_room(&self, user: &BareJid, room: &str) -> bool {
         !self.occupancy().sessions(user.as_str(), room).is_empty()
     }
 }

@@ -64,6 +64,7 @@ const WAITING: usize = 1024;
 /// The commands, by node: (node, name, for admins only).
 pub const COMMANDS: &[(&str, &str, bool)] = &[
     ("new-chat", "New chat by number", false),
+    ("new-group", "New group text", false),
     ("settings", "My settings", false),
     ("unregister", "Unregister", false),
     ("add-user", "Add user", true),
@@ -963,6 +964,15 @@ impl XmppProcess {
                     Field::new("number", "text-single", "Phone number").required(),
                 ],
             ),
+            "new-group" => form(
+                "form",
+                "New group text",
+                "Type the numbers of the others in the group, separated by commas, as you would dial them; you are invited to the group's room.",
+                vec![
+                    hidden(),
+                    Field::new("numbers", "text-single", "Phone numbers").required(),
+                ],
+            ),
             "settings" => {
                 let Some(u) = self.users.get(from) else {
                     return translate::reply(iq, Err(bad("You are not a user.")));
@@ -1217,6 +1227,37 @@ impl XmppProcess {
                     .into(),
                 );
                 Answer::Now(out)
+            }
+            "new-group" => {
+                let Some(typed) = first(values, "numbers") else {
+                    return refuse("Field 'numbers' is required.".into());
+                };
+                let user = self.users.get(from).expect("a user ran it");
+                let numbers =
+                    match sms_gateway_core::group::participants(typed, &self.phone, &user.number) {
+                        Ok(n) => n,
+                        Err(e) => return refuse(format!("Field 'numbers': {e}")),
+                    };
+                let room = format!(
+                    "{}@{}",
+                    sms_gateway_core::group::room_local(&numbers),
+                    self.domain
+                );
+                let x = form(
+                    "result",
+                    "New group text",
+                    "",
+                    vec![Field::new("jid", "jid-single", "Group chat").value(room.clone())],
+                );
+                let text = format!("Join {room} (you are invited): what you write there goes to all of them as one group text.");
+                Answer::Now(vec![
+                    translate::reply(
+                        iq,
+                        Ok(Some(completed(node, session, "info", &text, Some(x)))),
+                    )
+                    .into(),
+                    self.invite_to(&room, from),
+                ])
             }
             "settings" => {
                 let on = match first(values, "caller_id") {
@@ -1501,6 +1542,34 @@ jids = ["root@example.com"]
             a.iter()
                 .any(|s| s.contains("type=\"subscribe\"") || s.contains("type='subscribe'")),
             "without roster access the contact asks to be added: {a:?}"
+        );
+        // New group text: the numbers as dialled, the room's JID back, and
+        // an invitation to it; a bad number is named.
+        let a = answer(
+            &p,
+            &command(
+                "alice@example.com/x",
+                "new-group",
+                &form("<field var='numbers'><value>555 333 4444, (555) 111-2222</value></field>"),
+            ),
+        );
+        let room = "+15551112222,+15553334444@sms.example.com";
+        assert!(a[0].contains(room) && a[0].contains("completed"), "{a:?}");
+        assert!(
+            a[1].contains("jabber:x:conference") && a[1].contains(room),
+            "{a:?}"
+        );
+        let a = answer(
+            &p,
+            &command(
+                "alice@example.com/x",
+                "new-group",
+                &form("<field var='numbers'><value>555 333 4444, pizza</value></field>"),
+            ),
+        );
+        assert!(
+            a[0].contains("bad-request") && a[0].contains("pizza"),
+            "{a:?}"
         );
         let a = answer(
             &p,
