@@ -101,6 +101,14 @@ pub enum ComponentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr} (metrics.listen): {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The supervisor. Build it from a validated config and its providers.
@@ -248,6 +256,14 @@ impl Component {
             accounts = ?self.providers,
             "webhook server listening"
         );
+        let metrics_listener = match self.config.metrics.listen {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|source| ComponentError::MetricsListen { addr, source })?,
+            ),
+            None => None,
+        };
         let media = self.media(xmpp.as_ref())?;
         let pstn = PstnProcess::new(
             &self.config,
@@ -256,6 +272,7 @@ impl Component {
             self.to_gateway_pstn.clone(),
             self.pstn_commands.clone(),
             media,
+            self.providers.metrics.clone(),
         );
         let routing = Arc::new(Routing::new(&self.config, &self.providers));
         let retry_deadline = Duration::from_secs(self.config.retry.deadline_secs);
@@ -296,6 +313,30 @@ impl Component {
         };
 
         let mut set = tokio::task::JoinSet::new();
+        if let Some(listener) = metrics_listener {
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics and health checks listening");
+            let senders = (
+                self.to_gateway_xmpp.clone(),
+                self.to_gateway_pstn.clone(),
+                self.to_xmpp.clone(),
+                self.to_pstn.clone(),
+            );
+            let depths: crate::health::Depths = Arc::new(move || {
+                let (a, b, c, d) = &senders;
+                vec![
+                    ("to_gateway_xmpp", a.max_capacity() - a.capacity()),
+                    ("to_gateway_pstn", b.max_capacity() - b.capacity()),
+                    ("to_xmpp", c.max_capacity() - c.capacity()),
+                    ("to_pstn", d.max_capacity() - d.capacity()),
+                ]
+            });
+            set.spawn(crate::health::serve(
+                listener,
+                self.providers.metrics.clone(),
+                depths,
+                shutdown.clone(),
+            ));
+        }
         {
             let shutdown = shutdown.clone();
             set.spawn(supervise("pstn", shutdown.clone(), move || {

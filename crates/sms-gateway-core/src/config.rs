@@ -61,6 +61,12 @@ pub struct Config {
     /// Group texts.
     #[serde(default)]
     pub groups: GroupsConfig,
+    /// Prometheus metrics and health checks.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The log's format.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// A config that cannot be used, and why, naming the key.
@@ -135,6 +141,8 @@ pub struct Providers {
     pub users: Arc<crate::directory::Directory>,
     /// The last carrier errors, recorded by the Gateway, shown to admins.
     pub activity: Arc<crate::activity::Activity>,
+    /// What the three processes count (`[metrics]`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Providers {

@@ -49,6 +49,8 @@ struct Inner {
     webhook_limits: WebhookLimits,
     /// Fetches inbound media, and serves them at `/media/` when local.
     media: Option<Arc<crate::media::MediaService>>,
+    /// What is counted (`[metrics]`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The bounds on what anyone reaching the webhook port can make the gateway
@@ -73,6 +75,7 @@ impl PstnProcess {
         to_gateway: mpsc::Sender<PstnEvent>,
         commands: Lent<mpsc::Receiver<PstnCommand>>,
         media: Option<Arc<crate::media::MediaService>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let limits = accounts
             .keys()
@@ -97,6 +100,7 @@ impl PstnProcess {
                     ack_timeout: Duration::from_secs(config.http.ack_timeout_secs),
                 },
                 media,
+                metrics,
             }),
         }
     }
@@ -289,6 +293,17 @@ impl PstnProcess {
                             )
                             .await;
                         if done.is_some() {
+                            for m in &sms.media {
+                                let outcome = match m.fetched {
+                                    Some(crate::Fetched::Failed { .. }) => "failed",
+                                    _ => "fetched",
+                                };
+                                crate::metrics::Metrics::count(
+                                    &inner.metrics.media,
+                                    &account,
+                                    outcome,
+                                );
+                            }
                             let _ = inner
                                 .to_gateway
                                 .send(PstnEvent::MediaFetched { account, id, sms })
@@ -346,7 +361,17 @@ impl Inner {
                         .acquire()
                         .await
                         .expect("the semaphore is never closed");
-                    provider.send(sms).await
+                    let started = std::time::Instant::now();
+                    let result = provider.send(sms).await;
+                    // Reached: the carrier answered for itself (a refusal
+                    // of this message included).
+                    let reached = match &result {
+                        Ok(_) => true,
+                        Err(e) => e.kind == crate::ProviderErrorKind::Rejected,
+                    };
+                    self.metrics
+                        .carrier_request(account, started.elapsed().as_secs_f64(), reached);
+                    result
                 };
                 match result {
                     Ok(id) => {
@@ -365,6 +390,12 @@ impl Inner {
                             return Some((ids, Some(e)));
                         }
                         tracing::info!(%account, ticket, attempt = attempt + 1, retry_in = ?delay, error = %e, "temporary failure; retrying");
+                        let cause = match e.kind {
+                            crate::ProviderErrorKind::RateLimited => "rate_limited",
+                            crate::ProviderErrorKind::CarrierError => "carrier_error",
+                            _ => "network",
+                        };
+                        crate::metrics::Metrics::count(&self.metrics.retries, account, cause);
                         tokio::select! {
                             () = shutdown.cancelled() => return None,
                             () = tokio::time::sleep(delay) => {}

@@ -2,6 +2,7 @@
 //! that knows every provider crate ([`registry`]).
 
 use clap::{Parser, Subcommand};
+use sms_gateway_core::config::LogFormat;
 use sms_gateway_core::{CancellationToken, Component, Config, ProviderRegistry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ pub struct Cli {
         default_value = "sms-over-xmpp.toml"
     )]
     pub config: PathBuf,
+    /// How the log is written: `text` (for people) or `json` (one object a
+    /// line, for log shippers); wins over `[log] format`.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,20 +56,22 @@ pub fn registry() -> ProviderRegistry {
     r
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().init(),
+        _ => log.init(),
+    }
 }
 
 /// Runs the command line; the exit code is 0 on success, 2 for a bad config,
 /// 1 for any other failure.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +79,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(match cli.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Text,
+        None => config.log.format,
+    });
     let providers = match config.validate(&registry()) {
         Ok(p) => p,
         Err(e) => {

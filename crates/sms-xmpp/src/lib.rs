@@ -121,6 +121,8 @@ pub struct XmppProcess {
     status: Mutex<people::Status>,
     /// The Gateway's record of carrier errors, for *Gateway status*.
     activity: std::sync::Arc<sms_gateway_core::activity::Activity>,
+    /// The link's state, for `/metrics` and `/readyz`.
+    metrics: std::sync::Arc<sms_gateway_core::metrics::Metrics>,
 }
 
 type PendingQuery = (
@@ -191,6 +193,7 @@ impl XmppProcess {
             accounts: config.providers.keys().cloned().collect(),
             status: Mutex::default(),
             activity: providers.activity.clone(),
+            metrics: providers.metrics.clone(),
         }
     }
 
@@ -449,6 +452,7 @@ impl XmppLink for XmppProcess {
             let mut link = match attempt {
                 Ok(link) => {
                     tracing::info!(server = %self.server, domain = %self.domain, "connected to the XMPP server");
+                    self.metrics.link_up();
                     self.set_link(format!(
                         "up since {}",
                         sms_gateway_core::utc(sms_gateway_core::unix_now())
@@ -497,11 +501,13 @@ impl XmppLink for XmppProcess {
                         tracing::warn!(dropped, "chats arrived while the stream was closing; their senders will be told at the next start");
                         self.dropped_at_close.fetch_add(dropped, Ordering::Relaxed);
                     }
+                    self.metrics.link_down();
                     tracing::info!("XMPP stream closed");
                     return Ok(());
                 }
                 SessionEnd::Lost(reason) => {
                     tracing::warn!(%reason, "lost the XMPP link; reconnecting");
+                    self.metrics.link_down();
                     self.set_link(format!("down ({reason}); reconnecting"));
                 }
             }

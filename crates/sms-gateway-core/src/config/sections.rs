@@ -423,6 +423,38 @@ pub struct AdminsConfig {
     pub jids: Vec<String>,
 }
 
+/// `[metrics]`: Prometheus metrics and health checks, on a listener of
+/// their own (never the public webhook port). Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, e.g.
+    /// `127.0.0.1:9678`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`: how the log is written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (the default, for people) or `json` (one object a line, for
+    /// log shippers); `--log-format` wins.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The log's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[groups]`: group texts (a group MMS shown as a group chat).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

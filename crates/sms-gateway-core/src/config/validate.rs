@@ -321,6 +321,7 @@ impl Config {
             accounts.insert(name.clone(), provider);
         }
         Ok(Providers {
+            metrics: Arc::new(crate::metrics::Metrics::new(accounts.keys())),
             accounts,
             users: Default::default(),
             activity: Default::default(),

@@ -17,11 +17,23 @@ impl Gateway {
         sms: &InboundSms,
     ) -> Result<Vec<Action>, InboundRejected> {
         // Check the route before storing: a text nobody can get is refused.
+        let count = |outcome| {
+            crate::metrics::Metrics::count(&self.routing.metrics.texts_received, account, outcome)
+        };
         let Some(user) = self.routing.users.by_number(account, &sms.to) else {
+            count("refused");
             return Err(InboundRejected::UnknownNumber(sms.to.to_string()));
         };
         match tx.insert_inbound(account, sms, unix_now()) {
             Ok(Some(id)) => {
+                count("new");
+                if sms.group(&user.number).is_some() {
+                    crate::metrics::Metrics::count(
+                        &self.routing.metrics.group_texts,
+                        account,
+                        "received",
+                    );
+                }
                 // A group text's sender is a participant of a room, not a
                 // contact of the user's roster.
                 let mut actions = if sms.group(&user.number).is_some() {
@@ -38,6 +50,7 @@ impl Gateway {
                 Ok(actions)
             }
             Ok(None) => {
+                count("repeat");
                 tracing::info!(%account, id = %sms.id, "a repeated webhook: already taken");
                 Ok(vec![])
             }

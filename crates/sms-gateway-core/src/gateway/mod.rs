@@ -172,6 +172,14 @@ impl Gateway {
         self.store.begin()
     }
 
+    /// A batch's commit took `took` and succeeded (or not): counted, and
+    /// what `/readyz` reads of the store.
+    pub(crate) fn commit_done(&self, took: Duration, ok: bool) {
+        let m = &self.routing.metrics;
+        m.store_commit_seconds.observe(took.as_secs_f64());
+        m.store_ok.set(i64::from(ok));
+    }
+
     /// Forgets store entries older than `keep` allows.
     pub fn expire(&self, tx: &mut dyn Transaction, keep: crate::store::Retention) {
         let (before, seen_before) = keep.cutoffs(unix_now());

@@ -252,7 +252,12 @@ impl Gateway {
             }
         };
         actions.push(self.send_command(ticket, &chat));
-        self.state().sending.insert(ticket, chat);
+        let mut state = self.state();
+        state.sending.insert(ticket, chat);
+        self.routing
+            .metrics
+            .chats_sending
+            .set(state.sending.len() as i64);
         actions
     }
 
@@ -313,6 +318,17 @@ impl Gateway {
             tracing::warn!(ticket, "send result for an unknown ticket");
             return vec![];
         };
+        let metrics = &self.routing.metrics;
+        metrics.chats_sending.set(state.sending.len() as i64);
+        let outcome = match &error {
+            None => "accepted",
+            Some(e) if e.kind == ProviderErrorKind::Rejected => "refused",
+            Some(_) => "failed",
+        };
+        crate::metrics::Metrics::count(&metrics.texts_sent, &chat.account, outcome);
+        if chat.group && error.is_none() {
+            crate::metrics::Metrics::count(&metrics.group_texts, &chat.account, "sent");
+        }
         let Some(e) = error else {
             tracing::debug!(ids = ?ids, account = %chat.account, "text accepted by the carrier");
             chat.state = ChatState::Sent {

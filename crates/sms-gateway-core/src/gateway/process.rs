@@ -140,7 +140,10 @@ pub(crate) async fn run_gateway(
                 }
             }
         }
-        if let Err(e) = tx.commit() {
+        let started = std::time::Instant::now();
+        let committed = tx.commit();
+        gateway.commit_done(started.elapsed(), committed.is_ok());
+        if let Err(e) = committed {
             // Nothing of the batch is durable. The webhooks are refused
             // (their carriers retry: a text may then reach the user twice,
             // never zero times); the chats still go out, with their state

@@ -68,6 +68,19 @@ impl Gateway {
             return vec![];
         };
         let parts = ids.len();
+        match &status {
+            DeliveryStatus::Delivered => crate::metrics::Metrics::count(
+                &self.routing.metrics.deliveries,
+                &chat.account,
+                "delivered",
+            ),
+            DeliveryStatus::Failed(_) => crate::metrics::Metrics::count(
+                &self.routing.metrics.deliveries,
+                &chat.account,
+                "failed",
+            ),
+            _ => {}
+        }
         if chat.group {
             // Reports come per recipient: a delivery to one says nothing
             // of the others (and from other carriers none may come).

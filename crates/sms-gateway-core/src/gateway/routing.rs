@@ -33,6 +33,8 @@ pub struct Routing {
     pub(super) activity: Arc<crate::activity::Activity>,
     /// `groups.fan_out`.
     pub(super) groups_fan_out: bool,
+    /// What is counted (`[metrics]`).
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Routing {
@@ -61,6 +63,7 @@ impl Routing {
             relay_private_urls: config.media.relay_private_urls,
             activity: providers.activity.clone(),
             groups_fan_out: config.groups.fan_out,
+            metrics: providers.metrics.clone(),
         }
     }
 

@@ -54,6 +54,7 @@ fn started(http_extra: &str, accounts: BTreeMap<String, Arc<dyn PstnProvider>>) 
         to_gateway,
         Arc::new(tokio::sync::Mutex::new(commands_rx)),
         None,
+        Default::default(),
     );
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

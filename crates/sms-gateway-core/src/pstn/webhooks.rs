@@ -82,7 +82,25 @@ fn retry_later(why: &str) -> Response {
         .into_response()
 }
 
+/// Answers a request to the webhook server, counting it (`sms_webhooks`).
 pub(super) async fn hook(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    let path = request.uri().path();
+    let (account, hook_name) = match path.strip_prefix(inner.base_path.as_str()) {
+        Some(rest) if rest.starts_with("/media/") => (String::new(), "media".to_owned()),
+        Some(rest) => match rest.trim_matches('/').split_once('/') {
+            Some((a, h)) => (a.to_owned(), h.to_owned()),
+            None => (String::new(), String::new()),
+        },
+        None => (String::new(), String::new()),
+    };
+    let answer = answer(inner.clone(), request).await;
+    inner
+        .metrics
+        .webhook(&account, &hook_name, answer.status().as_u16());
+    answer
+}
+
+async fn answer(inner: Arc<Inner>, request: Request) -> Response {
     if inner.draining.load(Ordering::SeqCst) {
         return retry_later("shutting down");
     }

@@ -1,0 +1,392 @@
+//! What the gateway counts, for Prometheus (`[metrics] listen`), and what
+//! `/readyz` asks: the XMPP link, the store, the carrier accounts.
+//!
+//! One [`Metrics`] per gateway, shared by the three processes (it lives in
+//! [`crate::Providers`]). Labels are bounded: account names come from the
+//! config, hooks and outcomes from fixed lists, HTTP statuses are three
+//! digits. No phone number or JID is ever a label.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// An account.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    /// The account's name in the config.
+    pub account: String,
+}
+
+/// An account and what came of something.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// The account's name in the config.
+    pub account: String,
+    /// From a fixed list per metric.
+    pub outcome: String,
+}
+
+/// A webhook request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// The account (`unknown` for a path naming none).
+    pub account: String,
+    /// `message`, `status`, `media` or `other`.
+    pub hook: String,
+    /// The HTTP status answered.
+    pub status: String,
+}
+
+/// A channel between the processes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// `to_gateway_xmpp`, `to_gateway_pstn`, `to_xmpp`, `to_pstn`.
+    pub queue: String,
+}
+
+type Histo = Family<AccountLabel, Histogram, fn() -> Histogram>;
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    accounts: BTreeSet<String>,
+    /// Texts handed to a carrier: `accepted`, `refused` (for good),
+    /// `failed` (temporary failures past the retry deadline, or timeouts).
+    pub texts_sent: Family<Outcome, Counter>,
+    /// Inbound texts taken (stored), per account: `new`, `repeat` (a
+    /// carrier's retry), `refused` (no user has the number).
+    pub texts_received: Family<Outcome, Counter>,
+    /// Delivery reports: `delivered`, `failed`.
+    pub deliveries: Family<Outcome, Counter>,
+    /// Webhook requests answered.
+    pub webhooks: Family<HookLabels, Counter>,
+    /// Retries of a send, by cause: `rate_limited`, `carrier_error`,
+    /// `network`.
+    pub retries: Family<Outcome, Counter>,
+    /// Seconds one carrier API request took.
+    pub carrier_seconds: Histo,
+    /// Inbound media items fetched: `fetched`, `failed`.
+    pub media: Family<Outcome, Counter>,
+    /// Group texts: `sent`, `received` (per account).
+    pub group_texts: Family<Outcome, Counter>,
+    /// Whether the XMPP link is up (logged in).
+    pub xmpp_up: Gauge,
+    /// Logins to the XMPP server after the first.
+    pub xmpp_reconnects: Counter,
+    /// Seconds one store commit took.
+    pub store_commit_seconds: Histogram,
+    /// Whether the last store commit succeeded.
+    pub store_ok: Gauge,
+    /// Chats stored and not yet accepted by a carrier.
+    pub chats_sending: Gauge,
+    /// Whether each account's last request reached its carrier (1) or
+    /// failed for a reason not the message's own (0).
+    pub carrier_up: Family<AccountLabel, Gauge>,
+    /// What waits in each channel between the processes, read at each
+    /// scrape.
+    pub queue_depth: Family<QueueLabel, Gauge>,
+    logins: AtomicI64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn carrier_histogram() -> Histogram {
+    // 10 ms to about 40 s.
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+impl Metrics {
+    /// Metrics for a gateway with these accounts.
+    pub fn new<'a>(accounts: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut registry = Registry::with_prefix("sms");
+        let texts_sent = Family::<Outcome, Counter>::default();
+        let texts_received = Family::<Outcome, Counter>::default();
+        let deliveries = Family::<Outcome, Counter>::default();
+        let webhooks = Family::<HookLabels, Counter>::default();
+        let retries = Family::<Outcome, Counter>::default();
+        let carrier_seconds: Histo = Family::new_with_constructor(carrier_histogram);
+        let media = Family::<Outcome, Counter>::default();
+        let group_texts = Family::<Outcome, Counter>::default();
+        let xmpp_up = Gauge::default();
+        let xmpp_reconnects = Counter::default();
+        let store_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let store_ok = Gauge::default();
+        store_ok.set(1);
+        let chats_sending = Gauge::default();
+        let carrier_up = Family::<AccountLabel, Gauge>::default();
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        let accounts: BTreeSet<String> = accounts.into_iter().cloned().collect();
+        for a in &accounts {
+            // Up until a request says otherwise.
+            carrier_up
+                .get_or_create(&AccountLabel { account: a.clone() })
+                .set(1);
+            drop(carrier_seconds.get_or_create(&AccountLabel { account: a.clone() }));
+            // Every series exists from the start, at zero, so a rate over
+            // the first event is right and dashboards show every line.
+            for (family, outcomes) in [
+                (&texts_sent, &["accepted", "refused", "failed"][..]),
+                (&texts_received, &["new", "repeat", "refused"][..]),
+                (&deliveries, &["delivered", "failed"][..]),
+                (&retries, &["rate_limited", "carrier_error", "network"][..]),
+                (&media, &["fetched", "failed"][..]),
+                (&group_texts, &["sent", "received"][..]),
+            ] {
+                for o in outcomes {
+                    drop(family.get_or_create(&Outcome {
+                        account: a.clone(),
+                        outcome: (*o).to_owned(),
+                    }));
+                }
+            }
+        }
+        registry.register(
+            "texts_sent",
+            "Texts handed to a carrier, by account and outcome (accepted, refused, failed)",
+            texts_sent.clone(),
+        );
+        registry.register(
+            "texts_received",
+            "Inbound texts, by account and outcome (new, repeat, refused)",
+            texts_received.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery reports, by account and outcome (delivered, failed)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "webhooks",
+            "Webhook requests answered, by account, hook and HTTP status",
+            webhooks.clone(),
+        );
+        registry.register(
+            "send_retries",
+            "Retries of a send, by account and cause (rate_limited, carrier_error, network)",
+            retries.clone(),
+        );
+        registry.register(
+            "carrier_request_seconds",
+            "Seconds one carrier API request took, by account",
+            carrier_seconds.clone(),
+        );
+        registry.register(
+            "media_fetches",
+            "Inbound media items, by account and outcome (fetched, failed)",
+            media.clone(),
+        );
+        registry.register(
+            "group_texts",
+            "Group texts, by account and direction (sent, received)",
+            group_texts.clone(),
+        );
+        registry.register(
+            "xmpp_link_up",
+            "1 while the component is logged in to the XMPP server",
+            xmpp_up.clone(),
+        );
+        registry.register(
+            "xmpp_reconnects",
+            "Logins to the XMPP server after the first",
+            xmpp_reconnects.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Seconds one store commit took",
+            store_commit_seconds.clone(),
+        );
+        registry.register(
+            "store_ok",
+            "1 when the last store commit succeeded",
+            store_ok.clone(),
+        );
+        registry.register(
+            "chats_sending",
+            "Chats stored and not yet accepted by a carrier",
+            chats_sending.clone(),
+        );
+        registry.register(
+            "carrier_up",
+            "1 when the account's last request reached its carrier",
+            carrier_up.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "What waits in each channel between the processes",
+            queue_depth.clone(),
+        );
+        Metrics {
+            registry,
+            accounts,
+            texts_sent,
+            texts_received,
+            deliveries,
+            webhooks,
+            retries,
+            carrier_seconds,
+            media,
+            group_texts,
+            xmpp_up,
+            xmpp_reconnects,
+            store_commit_seconds,
+            store_ok,
+            chats_sending,
+            carrier_up,
+            queue_depth,
+            logins: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts `outcome` for `account` in `family`.
+    pub fn count(family: &Family<Outcome, Counter>, account: &str, outcome: &str) {
+        family
+            .get_or_create(&Outcome {
+                account: account.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A webhook answered: the account only if configured, the hook only
+    /// if one of the known ones (a path is anyone's to invent).
+    pub fn webhook(&self, account: &str, hook: &str, status: u16) {
+        let account = if self.accounts.contains(account) {
+            account
+        } else {
+            "unknown"
+        };
+        let hook = match hook {
+            "message" | "status" | "media" => hook,
+            _ => "other",
+        };
+        self.webhooks
+            .get_or_create(&HookLabels {
+                account: account.to_owned(),
+                hook: hook.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// One carrier request on `account` took `seconds`; `reached` says
+    /// whether the carrier answered for itself (a refusal of the message
+    /// counts as reached).
+    pub fn carrier_request(&self, account: &str, seconds: f64, reached: bool) {
+        let label = AccountLabel {
+            account: account.to_owned(),
+        };
+        self.carrier_seconds.get_or_create(&label).observe(seconds);
+        self.carrier_up
+            .get_or_create(&label)
+            .set(i64::from(reached));
+    }
+
+    /// The XMPP link logged in.
+    pub fn link_up(&self) {
+        if self.logins.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.xmpp_reconnects.inc();
+        }
+        self.xmpp_up.set(1);
+    }
+
+    /// The XMPP link is down.
+    pub fn link_down(&self) {
+        self.xmpp_up.set(0);
+    }
+
+    /// Sets `queue`'s depth.
+    pub fn queue(&self, queue: &str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// What `/readyz` says: ready, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut why = vec![];
+        if self.xmpp_up.get() != 1 {
+            why.push("the XMPP link is down".to_owned());
+        }
+        if self.store_ok.get() != 1 {
+            why.push("the store's last commit failed".to_owned());
+        }
+        let up = self
+            .accounts
+            .iter()
+            .filter(|a| {
+                self.carrier_up
+                    .get_or_create(&AccountLabel {
+                        account: (*a).clone(),
+                    })
+                    .get()
+                    == 1
+            })
+            .count();
+        if !self.accounts.is_empty() && up == 0 {
+            why.push("every carrier account's last request failed".to_owned());
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(std::iter::empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_readiness_names_what_is_wrong() {
+        let m = Metrics::new(&["main".to_owned()]);
+        m.webhook("main", "message", 200);
+        m.webhook("+15557654321", "../../etc", 404);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"sms_webhooks_total{account="main",hook="message",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sms_webhooks_total{account="unknown",hook="other",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("15557654321"), "{text}");
+        assert_eq!(m.readiness(), Err("the XMPP link is down".into()));
+        m.link_up();
+        assert_eq!(m.readiness(), Ok(()));
+        m.carrier_request("main", 0.2, false);
+        assert!(m.readiness().unwrap_err().contains("carrier"));
+        m.carrier_request("main", 0.2, true);
+        m.link_down();
+        m.link_up();
+        assert!(m.encode().contains("sms_xmpp_reconnects_total 1"));
+        assert_eq!(m.readiness(), Ok(()));
+    }
+}

@@ -1,0 +1,195 @@
+//! What an operator watches: `/metrics` moving as texts flow (scraped over
+//! real HTTP), `/healthz`, and `/readyz` turning 503 while Prosody is down
+//! and 200 once the link is back; and the binary's JSON logs.
+
+use sms_over_xmpp_tests::*;
+use std::time::Duration;
+
+const EXE: &str = env!("CARGO_BIN_EXE_sms-over-xmpp-under-test");
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url)
+        .await
+        .expect("the metrics listener answers");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The value of the sample line starting with `series` (`name{labels}`).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `url` until it answers `status`, within `within`.
+async fn wait_status(url: &str, status: u16, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (s, body) = get(url).await;
+        if s == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} answered {s} ({body:?}), not {status}, for {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_texts_flow_and_readiness_follows_the_link() {
+    let mut prosody = Prosody::start().await;
+    let metrics_port = free_port();
+    let cfg = gateway_config(
+        &prosody,
+        free_port(),
+        &format!("{SANDBOX_ALICE}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let gateway = Gateway::start(&cfg).await;
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    let mut alice = User::login(&prosody, "alice").await;
+    wait_for_component(&mut alice).await;
+
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(10)).await;
+
+    // A text out, a reply in, a repeat of the reply, a forged webhook.
+    alice.send_chat(CONTACT, "m1", "hello").await;
+    let hooks = format!("{}/hooks/sandbox", gateway.http_base);
+    sandbox_outbox(&hooks, SANDBOX_AUTH).await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = http
+            .post(format!("{hooks}/message"))
+            .header("authorization", SANDBOX_AUTH)
+            .body(r#"{"id":"in-1","from":"+15557654321","to":"+15550001111","body":"hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = http
+        .post(format!("{hooks}/message"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let m = alice.expect_message().await;
+    assert_eq!(m.body().as_deref(), Some("hi"));
+
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    for (series, want) in [
+        (
+            r#"sms_texts_sent_total{account="sandbox",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"sms_texts_received_total{account="sandbox",outcome="new"}"#,
+            1.0,
+        ),
+        (
+            r#"sms_texts_received_total{account="sandbox",outcome="repeat"}"#,
+            1.0,
+        ),
+        (
+            r#"sms_webhooks_total{account="sandbox",hook="message",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"sms_webhooks_total{account="sandbox",hook="message",status="403"}"#,
+            1.0,
+        ),
+        (r#"sms_carrier_up{account="sandbox"}"#, 1.0),
+        ("sms_xmpp_link_up", 1.0),
+        ("sms_store_ok", 1.0),
+        (
+            r#"sms_carrier_request_seconds_count{account="sandbox"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
+    }
+    assert!(sample(&text, "sms_store_commit_seconds_count").unwrap() >= 2.0);
+    assert!(
+        text.contains(r#"sms_queue_depth{queue="to_pstn"}"#),
+        "{text}"
+    );
+    // Every series the example dashboard draws exists.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grafana-dashboard.json"
+    ))
+    .unwrap();
+    for name in dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("sms_"))
+    {
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard draws {name}, which /metrics does not have"
+        );
+    }
+    // No phone number or JID is a label.
+    assert!(
+        !text.contains("+1555") && !text.contains("alice@"),
+        "{text}"
+    );
+
+    // Prosody stops: not ready, saying why; back: ready again.
+    prosody.stop();
+    let why = wait_status(&format!("{base}/readyz"), 503, Duration::from_secs(30)).await;
+    assert!(why.contains("XMPP link"), "{why}");
+    prosody.start_again().await;
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert!(
+        sample(&text, "sms_xmpp_reconnects_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    gateway.stop().await;
+}
+
+/// `--log-format json`: every line the binary logs is a JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[xmpp]\nserver = \"127.0.0.1:{}\"\ndomain = \"sms.localhost\"\nsecret = \"s\"\n[http]\nlisten = \"127.0.0.1:{}\"\npublic_url = \"https://sms.example.com/hooks\"\n{SANDBOX_ALICE}\n[store]\npath = \"{}\"\n",
+            free_port(),
+            free_port(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(EXE)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Nothing listens on the XMPP port: it logs its attempts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = child.start_kill();
+    let out = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
