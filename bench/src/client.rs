@@ -210,7 +210,33 @@ pub(crate) async fn drive(
     (back, all)
 }
 
+/// What one measured run left the gateway at (the soak's series).
+#[derive(Clone)]
+pub(crate) struct RunFigures {
+    /// Round trips since the gateway started (warm-up included).
+    pub(crate) round_trips: usize,
+    pub(crate) round_trips_per_sec: f64,
+    pub(crate) cpu_ms_per_1000: f64,
+    /// `VmHWM` and `VmRSS` after the run, MiB.
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) rss_mib: f64,
+    /// Open file descriptors after the run.
+    pub(crate) fds: usize,
+}
+
+impl RunFigures {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "round_trips": self.round_trips, "round_trips_per_sec": self.round_trips_per_sec,
+            "cpu_ms_per_1000": self.cpu_ms_per_1000, "peak_rss_mib": self.peak_rss_mib,
+            "rss_mib": self.rss_mib, "fds": self.fds,
+        })
+    }
+}
+
 pub(crate) struct Measured {
+    /// Each run's figures for the process named `gateway`, if any.
+    pub(crate) per_run: Vec<RunFigures>,
     pub(crate) rate: f64,
     pub(crate) loaded: Load,
     pub(crate) unloaded: Load,
@@ -242,6 +268,9 @@ pub(crate) async fn measure(
     let mut runs = vec![];
     let mut cpu: HashMap<&'static str, Vec<f64>> = HashMap::new();
     let (mut errors, mut lost) = (warm.errors, warm.lost);
+    let mut per_run = vec![];
+    let mut total = warm.round_trips;
+    let gateway = pids.iter().find(|(n, _)| *n == "gateway").map(|(_, p)| *p);
     for run in 1..=args.runs {
         let before: Vec<Duration> = pids.iter().map(|(_, p)| cpu_time(*p)).collect();
         let (s, load) = drive(sessions, domain, args.messages, args.window, run).await;
@@ -254,12 +283,28 @@ pub(crate) async fn measure(
         }
         errors += load.errors;
         lost += load.lost;
+        total += load.round_trips;
         eprintln!(
             "{name}: run {run}: {:.0} round trips/s, {} errors, {} lost",
             load.rate(),
             load.errors,
             load.lost
         );
+        if let Some(pid) = gateway {
+            let f = RunFigures {
+                round_trips: total,
+                round_trips_per_sec: load.rate(),
+                cpu_ms_per_1000: *cpu["gateway"].last().unwrap_or(&0.0),
+                peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
+                rss_mib: rss_kib(pid) as f64 / 1024.0,
+                fds: open_fds(pid),
+            };
+            eprintln!(
+                "{name}: after {} round trips: peak RSS {:.1} MiB, RSS {:.1} MiB, {} fds, {:.1} ms CPU / 1000",
+                f.round_trips, f.peak_rss_mib, f.rss_mib, f.fds, f.cpu_ms_per_1000
+            );
+            per_run.push(f);
+        }
         runs.push(load);
     }
     runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
@@ -280,6 +325,7 @@ pub(crate) async fn measure(
         v[v.len() / 2]
     };
     Measured {
+        per_run,
         rate: loaded.rate(),
         loaded,
         unloaded,

@@ -193,3 +193,97 @@ async fn json_logs_are_one_object_a_line() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 }
+
+/// SIGHUP re-reads the config: a user added can text at once; a config
+/// that does not validate is refused, naming the key, and the running one
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg_path, log) = (dir.path().join("c.toml"), dir.path().join("log"));
+    let http = free_port();
+    let base = format!(
+        "{}\n[store]\npath = \"{}\"\n",
+        gateway_config(&prosody, http, SANDBOX_ALICE),
+        dir.path().join("s.db").display()
+    );
+    std::fs::write(&cfg_path, &base).unwrap();
+    let gateway = Binary::start(EXE, &cfg_path, &log);
+    let hooks = format!("http://127.0.0.1:{http}/hooks/sandbox");
+    let mut bob = User::login(&prosody, "bob").await;
+    wait_for_component(&mut bob).await;
+    bob.send_chat(CONTACT, "b1", "before").await;
+    assert_eq!(
+        bob.expect_message().await.error().map(|e| e.0).as_deref(),
+        Some("registration-required")
+    );
+    let hangup = |times: usize| {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &gateway.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let log = log.clone();
+        async move {
+            for _ in 0..100 {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.matches("SIGHUP: config").count() >= times {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no reload logged");
+        }
+    };
+
+    // Bob added: he texts at once; a changed [groups] waits for a restart.
+    std::fs::write(
+        &cfg_path,
+        format!("{base}\n[[users]]\njid = \"bob@localhost\"\nnumber = \"+15550002222\"\nprovider = \"sandbox\"\n[groups]\nfan_out = true\n"),
+    )
+    .unwrap();
+    let text = hangup(1).await;
+    assert!(text.contains("config reloaded"), "{text}");
+    assert!(text.contains("[groups] changed"), "{text}");
+    bob.send_chat(CONTACT, "b2", "after").await;
+    let mut found = false;
+    for _ in 0..50 {
+        let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await.to_string();
+        if outbox.contains("after") && outbox.contains("+15550002222") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "bob's text did not reach the carrier after the reload"
+    );
+
+    // A broken config: refused, naming the key; both users still text.
+    std::fs::write(
+        &cfg_path,
+        format!("{base}\n[[users]]\njid = \"bob@localhost\"\nnumber = \"555-0002\"\nprovider = \"sandbox\"\n"),
+    )
+    .unwrap();
+    let text = hangup(2).await;
+    assert!(
+        text.contains("reload refused") && text.contains("users[1].number"),
+        "{text}"
+    );
+    bob.send_chat(CONTACT, "b3", "still here").await;
+    let mut found = false;
+    for _ in 0..50 {
+        if sandbox_outbox(&hooks, SANDBOX_AUTH)
+            .await
+            .to_string()
+            .contains("still here")
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the running config stopped serving bob");
+}

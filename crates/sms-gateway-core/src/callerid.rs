@@ -38,11 +38,34 @@ const MAX_WAITING: usize = 1_000;
 /// (contact, user)
 type Pair = (PhoneNumber, PhoneNumber);
 
+/// The config's `[caller_id]`: names, and the lookup command.
+#[derive(Debug, Default)]
+struct Names {
+    names: HashMap<PhoneNumber, String>,
+    lookup: Option<PathBuf>,
+}
+
+impl Names {
+    /// Keys that do not parse are skipped: `Config::validate` refuses them.
+    fn read(table: &BTreeMap<String, String>) -> Self {
+        let mut names = HashMap::new();
+        let mut lookup = None;
+        for (k, v) in table {
+            if k == "lookup" {
+                lookup = Some(PathBuf::from(v));
+            } else if let Ok(n) = PhoneNumber::parse(k, None) {
+                names.insert(n, v.clone());
+            }
+        }
+        Names { names, lookup }
+    }
+}
+
 /// Names for numbers.
 #[derive(Debug)]
 pub struct CallerId {
-    names: HashMap<PhoneNumber, String>,
-    lookup: Option<PathBuf>,
+    /// The `[caller_id]` table and command; replaced by a reload.
+    table: std::sync::RwLock<Names>,
     cache: Mutex<lru::LruCache<Pair, Option<String>>>,
     /// Pairs whose lookup has been started and has not finished.
     pending: Mutex<HashSet<Pair>>,
@@ -61,18 +84,8 @@ impl CallerId {
     /// From the config's `[caller_id]` table (keys that do not parse are
     /// skipped: `Config::validate` refuses them).
     pub fn from_table(table: &BTreeMap<String, String>) -> Self {
-        let mut names = HashMap::new();
-        let mut lookup = None;
-        for (k, v) in table {
-            if k == "lookup" {
-                lookup = Some(PathBuf::from(v));
-            } else if let Ok(n) = PhoneNumber::parse(k, None) {
-                names.insert(n, v.clone());
-            }
-        }
         CallerId {
-            names,
-            lookup,
+            table: std::sync::RwLock::new(Names::read(table)),
             cache: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(CACHE_SIZE).expect("not zero"),
             )),
@@ -82,15 +95,29 @@ impl CallerId {
         }
     }
 
+    /// Replaces the table and the command (a reload of the config); what
+    /// earlier lookups found is forgotten.
+    pub fn replace_table(&self, table: &BTreeMap<String, String>) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Names::read(table);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn names(&self) -> std::sync::RwLockReadGuard<'_, Names> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What is known now without running anything: `Some(name or no
     /// name)` from the table or the cache, `None` when only the command
     /// can tell.
     fn known(&self, contact: &PhoneNumber, user: &PhoneNumber) -> Option<Option<String>> {
-        if let Some(n) = self.names.get(contact) {
-            return Some(Some(n.clone()));
-        }
-        if self.lookup.is_none() {
-            return Some(None);
+        {
+            let t = self.names();
+            if let Some(n) = t.names.get(contact) {
+                return Some(Some(n.clone()));
+            }
+            if t.lookup.is_none() {
+                return Some(None);
+            }
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.get(&(contact.clone(), user.clone())).cloned()
@@ -110,7 +137,8 @@ impl CallerId {
         if let Some(known) = self.known(contact, user) {
             return known;
         }
-        let program = self.lookup.as_ref()?;
+        let program = self.names().lookup.clone()?;
+        let program = &program;
         let _turn = self.running.acquire().await.expect("never closed");
         let found = run_lookup(program, contact, user).await;
         self.remember((contact.clone(), user.clone()), found.clone());

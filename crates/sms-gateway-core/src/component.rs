@@ -238,6 +238,12 @@ impl Component {
         self
     }
 
+    /// What applies a reloaded config to this component while it runs
+    /// ([`crate::reload`]): take it before [`Component::run`].
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        crate::reload::Reloader::new(self.config.clone(), self.providers.clone())
+    }
+
     /// Runs everything until `shutdown` is cancelled, then stops the
     /// processes (the XMPP link closes its stream) and returns. What was
     /// pending in the store when it last stopped is resumed first.

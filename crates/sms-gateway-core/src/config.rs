@@ -143,6 +143,8 @@ pub struct Providers {
     pub activity: Arc<crate::activity::Activity>,
     /// What the three processes count (`[metrics]`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `[limits]`, as a reload changes them.
+    pub limits: Arc<std::sync::RwLock<LimitsConfig>>,
 }
 
 impl std::fmt::Debug for Providers {

@@ -181,6 +181,50 @@ impl Directory {
         })
     }
 
+    /// A reload of the config: its `[[users]]` replace the config's users
+    /// of before (a user removed from it can no longer text; one added
+    /// can), and its `[caller_id]` the names. Users kept in the store stay,
+    /// unless the config now has their JID or number (the config wins, as
+    /// at start). Each user keeps their settings. The names of those whose
+    /// config entry went, and of stored users now shadowed, are returned.
+    pub fn reload(&self, config: &Config) -> Result<Vec<String>, ConfigError> {
+        let fresh = Self::read(config, |_, _| Ok(()))?;
+        let mut new = fresh.table.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut gone = vec![];
+        let mut t = self.write_table();
+        for old in t.all.values() {
+            match (old.origin, new.all.get(&old.jid).cloned()) {
+                (Origin::Config, None) => gone.push(old.jid.to_string()),
+                (_, Some(kept)) => {
+                    // Settings outlive a reload.
+                    if kept.caller_id != old.caller_id {
+                        new.insert(User {
+                            caller_id: old.caller_id,
+                            ..(*kept).clone()
+                        });
+                    }
+                    if old.origin != Origin::Config {
+                        gone.push(old.jid.to_string());
+                    }
+                }
+                (Origin::Stored { .. }, None) => {
+                    if new
+                        .by_number
+                        .contains_key(&(old.account.clone(), old.number.clone()))
+                    {
+                        gone.push(old.jid.to_string());
+                    } else {
+                        new.insert((**old).clone());
+                    }
+                }
+            }
+        }
+        *t = new;
+        drop(t);
+        self.names.replace_table(&config.caller_id);
+        Ok(gone)
+    }
+
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -33,6 +33,7 @@ mod phone;
 pub mod provider;
 mod pstn;
 mod rate;
+pub mod reload;
 mod sandbox;
 mod secret;
 pub mod store;

@@ -24,6 +24,12 @@ impl Buckets {
         }
     }
 
+    /// Changes the rate and the burst (a reload of `[limits]`).
+    pub(crate) fn set_rate(&mut self, per_minute: u32, burst: u32) {
+        self.per_second = f64::from(per_minute) / 60.0;
+        self.burst = f64::from(burst);
+    }
+
     /// Takes `cost` tokens from `key`'s bucket at `now`, or says how long
     /// until there would be enough (taking nothing).
     pub(crate) fn take(&mut self, key: &str, cost: u32, now: Instant) -> Result<(), Duration> {

@@ -33,7 +33,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway until SIGTERM or SIGINT.
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP re-reads the config
+    /// (users, caller ID, limits).
     Run,
     /// Validate the config without connecting anywhere; exit non-zero naming the bad key.
     Check,
@@ -145,6 +146,7 @@ pub fn main() -> ExitCode {
                 let component = Component::new(config, providers)
                     .with_store(store)
                     .with_media_dir(media_dir);
+                tokio::spawn(reload_on_hangup(cli.config.clone(), component.reloader()));
                 match component.run(xmpp, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -153,6 +155,43 @@ pub fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+/// On each SIGHUP: reads `path` again, validates it and applies what can
+/// change live; a config that fails is refused (logged with the key) and
+/// the running one stays.
+async fn reload_on_hangup(path: PathBuf, mut reloader: sms_gateway_core::reload::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP: the config cannot be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = Config::load(&path).and_then(|c| {
+            c.validate(&registry())?;
+            Ok(c)
+        });
+        let applied = loaded.and_then(|c| reloader.apply(c));
+        match applied {
+            Ok(r) => {
+                tracing::info!(
+                    path = %path.display(),
+                    users = r.users,
+                    removed = ?r.removed,
+                    "SIGHUP: config reloaded (users, caller ID, limits)"
+                );
+                for section in r.need_restart {
+                    tracing::warn!(
+                        section,
+                        "SIGHUP: [{section}] changed; it takes effect at the next restart"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: config reload refused; the running config stays")
+            }
         }
     }
 }

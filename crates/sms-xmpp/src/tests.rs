@@ -28,6 +28,7 @@ fn start(listener: &TcpListener, extra: &str) -> Started {
         users: std::sync::Arc::new(sms_gateway_core::Directory::from_config(&config).unwrap()),
         activity: Default::default(),
         metrics: Default::default(),
+        limits: Default::default(),
     };
     let process = XmppProcess::new(&config, &providers);
     let (to_gateway, events) = mpsc::channel(16);

@@ -322,6 +322,7 @@ impl Config {
         }
         Ok(Providers {
             metrics: Arc::new(crate::metrics::Metrics::new(accounts.keys())),
+            limits: Arc::new(std::sync::RwLock::new(self.limits.clone())),
             accounts,
             users: Default::default(),
             activity: Default::default(),

@@ -103,7 +103,7 @@ impl Gateway {
                 ),
             );
         };
-        let limits = &self.routing.limits;
+        let limits = &self.routing.limits();
         if texts.len() > limits.max_parts {
             return error(
                 ErrorCondition::NotAcceptable,
@@ -151,6 +151,8 @@ impl Gateway {
             let rates = state.rates.get_or_insert_with(|| {
                 crate::rate::Buckets::new(limits.texts_per_minute, limits.texts_burst)
             });
+            // A reload may have changed the rate; each bucket keeps its tokens.
+            rates.set_rate(limits.texts_per_minute, limits.texts_burst);
             rates.take(user.jid.as_str(), cost, std::time::Instant::now())
         };
         if let Err(wait) = allowed {

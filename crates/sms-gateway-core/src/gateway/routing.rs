@@ -24,7 +24,8 @@ pub struct Routing {
     pub(super) phone: crate::config::PhoneConfig,
     pub(super) users: Arc<Directory>,
     pub(super) accounts: HashMap<String, AccountPolicy>,
-    pub(super) limits: crate::config::LimitsConfig,
+    /// `[limits]`, shared with the reloader.
+    limits: Arc<std::sync::RwLock<crate::config::LimitsConfig>>,
     /// Whether inbound media are fetched (`media.store` is not `link`).
     pub(super) fetch_media: bool,
     /// Whether chats may carry media URLs on private addresses.
@@ -58,13 +59,21 @@ impl Routing {
             phone: config.phone.clone(),
             users: providers.users.clone(),
             accounts,
-            limits: config.limits.clone(),
+            limits: providers.limits.clone(),
             fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
             relay_private_urls: config.media.relay_private_urls,
             activity: providers.activity.clone(),
             groups_fan_out: config.groups.fan_out,
             metrics: providers.metrics.clone(),
         }
+    }
+
+    /// `[limits]` as they are now (a reload may have changed them).
+    pub(super) fn limits(&self) -> crate::config::LimitsConfig {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(super) fn policy(&self, account: &str) -> AccountPolicy {
