@@ -131,16 +131,34 @@ impl SqliteStore {
             Ok(())
         }))
         .map_err(err)?;
-        let mut seen = Seen::new();
+        // The pairs not yet in `seen_expired`, from the last start or
+        // before; past the bound, the oldest go there now.
+        let moved: u64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [seen::MOVED],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(err)?
+            .unwrap_or(0)
+            .max(0) as u64;
+        let mut seen = Seen::new(moved);
         {
             let mut q = conn
-                .prepare("SELECT account, carrier_id FROM inbound")
+                .prepare("SELECT account, carrier_id, id FROM inbound WHERE id > ?1 ORDER BY id")
                 .map_err(err)?;
-            let mut rows = q.query([]).map_err(err)?;
+            let mut rows = q.query([moved as i64]).map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
                 let key = seen.key_of_row(r)?;
-                seen.keys.insert(key);
+                let id: i64 = r.get(2).map_err(err)?;
+                seen.add(id as u64, key, false);
             }
+        }
+        while let Some(upto) = seen.to_move() {
+            writes::move_pairs(&conn, seen.moved, upto)?;
+            seen.moving(upto);
+            seen.committed();
         }
         let conn = Arc::new(Mutex::new(conn));
         let checkpointer = checkpointer(conn.clone(), activity.clone());

@@ -330,3 +330,63 @@ fn a_store_from_a_newer_version_is_refused() {
     let e = SqliteStore::open(&garbage).err().unwrap();
     assert_eq!(e.kind, StoreErrorKind::Corrupt, "{e}");
 }
+
+/// The repeat check's memory is bounded: past `KEPT + CHUNK` pairs the
+/// oldest move to `seen_expired` (in a batch, leaving memory only once it
+/// commits), and every text ever taken is still a repeat, before and after
+/// reopening the store.
+#[test]
+fn the_repeat_check_memory_is_bounded_and_nothing_is_forgotten() {
+    use crate::seen::{CHUNK, KEPT};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let total = KEPT + 2 * CHUNK + 100;
+    let s = SqliteStore::open(&path).unwrap();
+    let batch = |s: &SqliteStore, from: usize, to: usize, commit: bool| {
+        let mut tx = s.begin().unwrap();
+        for i in from..to {
+            assert!(tx
+                .insert_inbound("main", &inbound(&format!("SM{i}"), "x"), 1)
+                .unwrap()
+                .is_some());
+        }
+        if commit {
+            tx.commit().unwrap();
+        }
+    };
+    for from in (0..total).step_by(1000) {
+        batch(&s, from, (from + 1000).min(total), true);
+        assert!(s.seen().keys.len() <= KEPT + CHUNK + 1000);
+    }
+    // A batch that moves a chunk and is then dropped: the chunk stays in
+    // memory (its copy was rolled back with it).
+    let before = s.seen().keys.len();
+    batch(&s, total, total + 10, false);
+    assert_eq!(s.seen().keys.len(), before);
+    let repeats = |s: &SqliteStore| {
+        let mut tx = s.begin().unwrap();
+        for i in (0..total).step_by(997).chain([0, total - 1]) {
+            assert!(
+                tx.insert_inbound("main", &inbound(&format!("SM{i}"), "x"), 1)
+                    .unwrap()
+                    .is_none(),
+                "SM{i} taken again"
+            );
+        }
+        tx.commit().unwrap();
+    };
+    repeats(&s);
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(
+        s.seen().keys.len() < KEPT + CHUNK,
+        "{}",
+        s.seen().keys.len()
+    );
+    repeats(&s);
+    // A new text is still new.
+    assert!(s
+        .write(|t| t.insert_inbound("main", &inbound("SMfresh", "x"), 1))
+        .unwrap()
+        .is_some());
+}

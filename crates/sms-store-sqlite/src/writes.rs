@@ -159,11 +159,9 @@ impl SqliteStore {
         )
         .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
         .map_err(err)?;
-        seen.keys.insert(key);
-        if !c.is_autocommit() {
-            seen.batch.push(key);
-        }
-        Ok(Some(c.last_insert_rowid() as u64))
+        let id = c.last_insert_rowid() as u64;
+        seen.add(id, key, !c.is_autocommit());
+        Ok(Some(id))
     }
     pub(crate) fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
         let data = serde_json::to_string(sms).map_err(err)?;
@@ -257,11 +255,18 @@ impl SqliteStore {
             tracing::warn!("rolling back a batch a previous Gateway left open");
             c.execute_batch("ROLLBACK").map_err(err)?;
         }
-        self.seen().rolled_back();
+        let mut seen = self.seen();
+        seen.rolled_back();
         c.prepare_cached("BEGIN")
             .and_then(|mut q| q.execute([]))
-            .map(drop)
-            .map_err(err)
+            .map_err(err)?;
+        // Memory holds too many pairs: the oldest go to `seen_expired` in
+        // this batch (and leave memory once it commits).
+        if let Some(upto) = seen.to_move() {
+            move_pairs(&c, seen.moved, upto)?;
+            seen.moving(upto);
+        }
+        Ok(())
     }
 
     /// Rolls back the open transaction (dropped without a commit).
@@ -291,4 +296,24 @@ impl SqliteStore {
         }
         done
     }
+}
+
+/// Copies the pairs of inbound texts `after < id <= upto` into
+/// `seen_expired`, where a repeat of them is found from now on, and notes
+/// how far (`meta`), in the connection's open transaction.
+pub(crate) fn move_pairs(
+    c: &rusqlite::Connection,
+    after: u64,
+    upto: u64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO seen_expired (account, carrier_id, received)
+         SELECT account, carrier_id, received FROM inbound WHERE id > ?1 AND id <= ?2",
+    )
+    .and_then(|mut q| q.execute(params![after as i64, upto as i64]))
+    .map_err(err)?;
+    c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+        .and_then(|mut q| q.execute(params![crate::seen::MOVED, upto as i64]))
+        .map_err(err)?;
+    Ok(())
 }
