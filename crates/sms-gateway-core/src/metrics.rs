@@ -49,6 +49,46 @@ pub struct QueueLabel {
     pub queue: String,
 }
 
+/// The per-account counters, by what they count.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Counted {
+    /// `sms_texts_sent_total`.
+    TextsSent,
+    /// `sms_texts_received_total`.
+    TextsReceived,
+    /// `sms_deliveries_total`.
+    Deliveries,
+    /// `sms_send_retries_total`.
+    Retries,
+    /// `sms_media_fetches_total`.
+    Media,
+    /// `sms_group_texts_total`.
+    GroupTexts,
+}
+
+/// Each counter's outcomes, all created at zero at start.
+const OUTCOMES: [(Counted, &[&str]); 6] = [
+    (Counted::TextsSent, &["accepted", "refused", "failed"]),
+    (Counted::TextsReceived, &["new", "repeat", "refused"]),
+    (Counted::Deliveries, &["delivered", "failed"]),
+    (
+        Counted::Retries,
+        &["rate_limited", "carrier_error", "network"],
+    ),
+    (Counted::Media, &["fetched", "failed"]),
+    (Counted::GroupTexts, &["sent", "received"]),
+];
+
+/// One account's series, held so that counting is an atomic add after a
+/// lookup by `&str` (no label built, nothing allocated, on the hot path).
+struct Handles {
+    counters: std::collections::HashMap<(Counted, &'static str), Counter>,
+    carrier_seconds: Histogram,
+    carrier_up: Gauge,
+    webhooks: std::sync::Mutex<std::collections::HashMap<(&'static str, u16), Counter>>,
+}
+
 type Histo = Family<AccountLabel, Histogram, fn() -> Histogram>;
 
 /// The gateway's metrics.
@@ -91,6 +131,7 @@ pub struct Metrics {
     /// scrape.
     pub queue_depth: Family<QueueLabel, Gauge>,
     logins: AtomicI64,
+    handles: std::collections::HashMap<String, Handles>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,29 +166,43 @@ impl Metrics {
         let carrier_up = Family::<AccountLabel, Gauge>::default();
         let queue_depth = Family::<QueueLabel, Gauge>::default();
         let accounts: BTreeSet<String> = accounts.into_iter().cloned().collect();
+        let mut handles = std::collections::HashMap::new();
         for a in &accounts {
+            let label = AccountLabel { account: a.clone() };
             // Up until a request says otherwise.
-            carrier_up
-                .get_or_create(&AccountLabel { account: a.clone() })
-                .set(1);
-            drop(carrier_seconds.get_or_create(&AccountLabel { account: a.clone() }));
+            let up = carrier_up.get_or_create(&label).clone();
+            up.set(1);
             // Every series exists from the start, at zero, so a rate over
             // the first event is right and dashboards show every line.
-            for (family, outcomes) in [
-                (&texts_sent, &["accepted", "refused", "failed"][..]),
-                (&texts_received, &["new", "repeat", "refused"][..]),
-                (&deliveries, &["delivered", "failed"][..]),
-                (&retries, &["rate_limited", "carrier_error", "network"][..]),
-                (&media, &["fetched", "failed"][..]),
-                (&group_texts, &["sent", "received"][..]),
-            ] {
+            let mut counters = std::collections::HashMap::new();
+            for (what, outcomes) in OUTCOMES {
+                let family = match what {
+                    Counted::TextsSent => &texts_sent,
+                    Counted::TextsReceived => &texts_received,
+                    Counted::Deliveries => &deliveries,
+                    Counted::Retries => &retries,
+                    Counted::Media => &media,
+                    Counted::GroupTexts => &group_texts,
+                };
                 for o in outcomes {
-                    drop(family.get_or_create(&Outcome {
-                        account: a.clone(),
-                        outcome: (*o).to_owned(),
-                    }));
+                    let c = family
+                        .get_or_create(&Outcome {
+                            account: a.clone(),
+                            outcome: (*o).to_owned(),
+                        })
+                        .clone();
+                    counters.insert((what, *o), c);
                 }
             }
+            handles.insert(
+                a.clone(),
+                Handles {
+                    counters,
+                    carrier_seconds: carrier_seconds.get_or_create(&label).clone(),
+                    carrier_up: up,
+                    webhooks: Default::default(),
+                },
+            );
         }
         registry.register(
             "texts_sent",
@@ -243,14 +298,33 @@ impl Metrics {
             carrier_up,
             queue_depth,
             logins: AtomicI64::new(0),
+            handles,
         }
     }
 
-    /// Counts `outcome` for `account` in `family`.
-    pub fn count(family: &Family<Outcome, Counter>, account: &str, outcome: &str) {
+    /// Counts `outcome` of `what` for `account`.
+    pub fn count(&self, what: Counted, account: &str, outcome: &'static str) {
+        if let Some(c) = self
+            .handles
+            .get(account)
+            .and_then(|h| h.counters.get(&(what, outcome)))
+        {
+            c.inc();
+            return;
+        }
+        let family = match what {
+            Counted::TextsSent => &self.texts_sent,
+            Counted::TextsReceived => &self.texts_received,
+            Counted::Deliveries => &self.deliveries,
+            Counted::Retries => &self.retries,
+            Counted::Media => &self.media,
+            Counted::GroupTexts => &self.group_texts,
+        };
+        // An account not in the config: nothing counts for one, but the
+        // label is bounded anyway.
         family
             .get_or_create(&Outcome {
-                account: account.to_owned(),
+                account: "unknown".to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
@@ -259,15 +333,29 @@ impl Metrics {
     /// A webhook answered: the account only if configured, the hook only
     /// if one of the known ones (a path is anyone's to invent).
     pub fn webhook(&self, account: &str, hook: &str, status: u16) {
-        let account = if self.accounts.contains(account) {
-            account
-        } else {
-            "unknown"
-        };
-        let hook = match hook {
-            "message" | "status" | "media" => hook,
+        let hook: &'static str = match hook {
+            "message" => "message",
+            "status" => "status",
+            "media" => "media",
             _ => "other",
         };
+        if let Some(h) = self.handles.get(account) {
+            let mut webhooks = h.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+            webhooks
+                .entry((hook, status))
+                .or_insert_with(|| {
+                    self.webhooks
+                        .get_or_create(&HookLabels {
+                            account: account.to_owned(),
+                            hook: hook.to_owned(),
+                            status: status.to_string(),
+                        })
+                        .clone()
+                })
+                .inc();
+            return;
+        }
+        let account = "unknown";
         self.webhooks
             .get_or_create(&HookLabels {
                 account: account.to_owned(),
@@ -281,6 +369,11 @@ impl Metrics {
     /// whether the carrier answered for itself (a refusal of the message
     /// counts as reached).
     pub fn carrier_request(&self, account: &str, seconds: f64, reached: bool) {
+        if let Some(h) = self.handles.get(account) {
+            h.carrier_seconds.observe(seconds);
+            h.carrier_up.set(i64::from(reached));
+            return;
+        }
         let label = AccountLabel {
             account: account.to_owned(),
         };

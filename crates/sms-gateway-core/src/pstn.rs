@@ -298,8 +298,8 @@ impl PstnProcess {
                                     Some(crate::Fetched::Failed { .. }) => "failed",
                                     _ => "fetched",
                                 };
-                                crate::metrics::Metrics::count(
-                                    &inner.metrics.media,
+                                inner.metrics.count(
+                                    crate::metrics::Counted::Media,
                                     &account,
                                     outcome,
                                 );
@@ -395,7 +395,8 @@ impl Inner {
                             crate::ProviderErrorKind::CarrierError => "carrier_error",
                             _ => "network",
                         };
-                        crate::metrics::Metrics::count(&self.metrics.retries, account, cause);
+                        self.metrics
+                            .count(crate::metrics::Counted::Retries, account, cause);
                         tokio::select! {
                             () = shutdown.cancelled() => return None,
                             () = tokio::time::sleep(delay) => {}

@@ -18,7 +18,9 @@ impl Gateway {
     ) -> Result<Vec<Action>, InboundRejected> {
         // Check the route before storing: a text nobody can get is refused.
         let count = |outcome| {
-            crate::metrics::Metrics::count(&self.routing.metrics.texts_received, account, outcome)
+            self.routing
+                .metrics
+                .count(crate::metrics::Counted::TextsReceived, account, outcome)
         };
         let Some(user) = self.routing.users.by_number(account, &sms.to) else {
             count("refused");
@@ -28,8 +30,8 @@ impl Gateway {
             Ok(Some(id)) => {
                 count("new");
                 if sms.group(&user.number).is_some() {
-                    crate::metrics::Metrics::count(
-                        &self.routing.metrics.group_texts,
+                    self.routing.metrics.count(
+                        crate::metrics::Counted::GroupTexts,
                         account,
                         "received",
                     );

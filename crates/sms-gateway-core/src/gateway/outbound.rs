@@ -327,9 +327,9 @@ impl Gateway {
             Some(e) if e.kind == ProviderErrorKind::Rejected => "refused",
             Some(_) => "failed",
         };
-        crate::metrics::Metrics::count(&metrics.texts_sent, &chat.account, outcome);
+        metrics.count(crate::metrics::Counted::TextsSent, &chat.account, outcome);
         if chat.group && error.is_none() {
-            crate::metrics::Metrics::count(&metrics.group_texts, &chat.account, "sent");
+            metrics.count(crate::metrics::Counted::GroupTexts, &chat.account, "sent");
         }
         let Some(e) = error else {
             tracing::debug!(ids = ?ids, account = %chat.account, "text accepted by the carrier");

@@ -69,13 +69,13 @@ impl Gateway {
         };
         let parts = ids.len();
         match &status {
-            DeliveryStatus::Delivered => crate::metrics::Metrics::count(
-                &self.routing.metrics.deliveries,
+            DeliveryStatus::Delivered => self.routing.metrics.count(
+                crate::metrics::Counted::Deliveries,
                 &chat.account,
                 "delivered",
             ),
-            DeliveryStatus::Failed(_) => crate::metrics::Metrics::count(
-                &self.routing.metrics.deliveries,
+            DeliveryStatus::Failed(_) => self.routing.metrics.count(
+                crate::metrics::Counted::Deliveries,
                 &chat.account,
                 "failed",
             ),
