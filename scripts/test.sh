@@ -39,4 +39,11 @@ target/debug/sms-bench run --smoke --gateway target/debug/sms-over-xmpp
 echo "== the quick start, as a smoke test"
 scripts/quickstart.sh --smoke
 
+echo "== the Debian package: built with cargo-deb, its unit verified; under CI also installed with dpkg -i"
+if [ "${CI:-}" = "true" ]; then
+  scripts/package.sh --install
+else
+  scripts/package.sh
+fi
+
 echo "== all checks passed"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the Debian package (target/debian/sms-over-xmpp_*.deb) with
+# cargo-deb, installing cargo-deb first if missing, and checks it:
+#
+#   scripts/package.sh            # build it, list it, verify its unit
+#   scripts/package.sh --install  # also dpkg -i it and run the installed
+#                                 # binary's --version and check (CI does)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb"
+  cargo install cargo-deb --locked --no-default-features
+fi
+# Stripped: the release profile keeps debug info for profiling, which
+# would make the package five times larger.
+cargo deb -p sms-over-xmpp-bin --locked --strip
+deb=$(ls -t target/debian/sms-over-xmpp_*.deb | head -n 1)
+echo "built $deb"
+dpkg-deb --info "$deb" >/dev/null
+contents=$(dpkg-deb --contents "$deb")
+for f in ./usr/bin/sms-over-xmpp ./etc/sms-over-xmpp/sms-over-xmpp.toml \
+  ./usr/lib/systemd/system/sms-over-xmpp.service ./usr/share/doc/sms-over-xmpp/operations.md; do
+  grep -q " $f\$" <<<"$contents" || { echo "$deb lacks $f" >&2; exit 1; }
+done
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # The unit names /usr/bin/sms-over-xmpp: verify it against the built one.
+  tmp=$(mktemp -d)
+  sed "s#/usr/bin/sms-over-xmpp#$PWD/target/release/sms-over-xmpp#g" \
+    packaging/debian/sms-over-xmpp.service >"$tmp/sms-over-xmpp.service"
+  # Without a running systemd (a container) it cannot load the unit's
+  # dependencies; only what it says of this unit counts.
+  SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$tmp/sms-over-xmpp.service" >"$tmp/verify.log" 2>&1 || true
+  if grep "sms-over-xmpp.service:" "$tmp/verify.log"; then
+    echo "systemd-analyze verify found problems in the unit" >&2
+    exit 1
+  fi
+  echo "systemd-analyze verify: the unit is clean"
+  rm -rf "$tmp"
+fi
+if [ "${1:-}" = "--install" ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo dpkg -i "$deb"
+  /usr/bin/sms-over-xmpp --version
+  $sudo /usr/bin/sms-over-xmpp check --config /etc/sms-over-xmpp/sms-over-xmpp.toml
+  stat -c '%a %U:%G' /etc/sms-over-xmpp/sms-over-xmpp.toml | grep -q '^640 root:sms-over-xmpp$'
+  echo "the package installs, and its binary checks its config"
+fi
