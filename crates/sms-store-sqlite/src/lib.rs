@@ -143,6 +143,19 @@ impl SqliteStore {
             .map_err(err)?
             .unwrap_or(0)
             .max(0) as u64;
+        // All but the last KEPT go to `seen_expired` first (one statement),
+        // so a store of a million texts is never read into memory.
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM inbound", [], |r| r.get(0))
+            .map_err(err)?;
+        let last = last.max(0) as u64;
+        let moved = if last > moved + seen::KEPT as u64 {
+            let upto = last - seen::KEPT as u64;
+            writes::move_pairs(&conn, moved, upto)?;
+            upto
+        } else {
+            moved
+        };
         let mut seen = Seen::new(moved);
         {
             let mut q = conn
@@ -155,11 +168,7 @@ impl SqliteStore {
                 seen.add(id as u64, key, false);
             }
         }
-        while let Some(upto) = seen.to_move() {
-            writes::move_pairs(&conn, seen.moved, upto)?;
-            seen.moving(upto);
-            seen.committed();
-        }
+
         let conn = Arc::new(Mutex::new(conn));
         let checkpointer = checkpointer(conn.clone(), activity.clone());
         if checkpointer.is_none() {
