@@ -99,6 +99,10 @@ struct RunArgs {
     /// A short check for CI: few messages, fail if any is lost.
     #[arg(long)]
     smoke: bool,
+    /// Users in the config besides the benchmark's own (which text): the
+    /// per-message cost with a big directory.
+    #[arg(long, default_value_t = 0)]
+    extra_users: usize,
     /// A soak (not for CI): this many round trips through one gateway
     /// process, in runs of 50,000, without the ceiling; prints peak RSS,
     /// RSS, open descriptors and CPU per 1,000 after each run.
@@ -257,6 +261,9 @@ async fn start_gateway(args: &RunArgs, prosody: &Prosody, me: &std::path::Path) 
     let (http_port, mock_port) = (free_port(), free_port());
     let users: String = (0..args.clients)
         .map(|i| format!("[[users]]\njid = \"bench{i}@localhost\"\nnumber = \"+1555800{i:04}\"\nprovider = \"main\"\n"))
+        .chain((0..args.extra_users).map(|i| {
+            format!("[[users]]\njid = \"idle{i}@localhost\"\nnumber = \"+1555{:07}\"\nprovider = \"main\"\n", 9_000_000 + i)
+        }))
         .collect();
     let cfg = format!(
         "[xmpp]\nserver = \"127.0.0.1:{}\"\ndomain = \"sms.localhost\"\nsecret = \"{SECRET}\"\n\
