@@ -32,26 +32,25 @@ pub(crate) fn stat_cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / 100) // USER_HZ is 100 on Linux
 }
 
-/// Peak resident memory of a process, KiB (`VmHWM`).
-pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+/// A KiB figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), 0 if missing.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
+/// Peak resident memory of a process, KiB (`VmHWM`).
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
 /// Resident memory of a process now, KiB (`VmRSS`).
 pub(crate) fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status_kib(pid, "VmRSS:")
 }
 
 /// Open file descriptors of a process.

@@ -64,7 +64,7 @@ pub struct Settings {
 #[error("{0}")]
 pub struct Refused(pub String);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Table {
     /// Everyone, approved or not.
     all: BTreeMap<BareJid, Arc<User>>,
@@ -187,9 +187,9 @@ impl Directory {
     /// unless the config now has their JID or number (the config wins, as
     /// at start). Each user keeps their settings. The names of those whose
     /// config entry went, and of stored users now shadowed, are returned.
-    pub fn reload(&self, config: &Config) -> Result<Vec<String>, ConfigError> {
-        let fresh = Self::read(config, |_, _| Ok(()))?;
-        let mut new = fresh.table.into_inner().unwrap_or_else(|p| p.into_inner());
+    /// `fresh` is the directory [`Config::validate`] read from `config`.
+    pub fn reload(&self, fresh: &Directory, config: &Config) -> Vec<String> {
+        let mut new = fresh.read_table().clone();
         let mut gone = vec![];
         let mut t = self.write_table();
         for old in t.all.values() {
@@ -222,7 +222,7 @@ impl Directory {
         *t = new;
         drop(t);
         self.names.replace_table(&config.caller_id);
-        Ok(gone)
+        gone
     }
 
     fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {

@@ -166,44 +166,6 @@ impl Metrics {
         let carrier_up = Family::<AccountLabel, Gauge>::default();
         let queue_depth = Family::<QueueLabel, Gauge>::default();
         let accounts: BTreeSet<String> = accounts.into_iter().cloned().collect();
-        let mut handles = std::collections::HashMap::new();
-        for a in &accounts {
-            let label = AccountLabel { account: a.clone() };
-            // Up until a request says otherwise.
-            let up = carrier_up.get_or_create(&label).clone();
-            up.set(1);
-            // Every series exists from the start, at zero, so a rate over
-            // the first event is right and dashboards show every line.
-            let mut counters = std::collections::HashMap::new();
-            for (what, outcomes) in OUTCOMES {
-                let family = match what {
-                    Counted::TextsSent => &texts_sent,
-                    Counted::TextsReceived => &texts_received,
-                    Counted::Deliveries => &deliveries,
-                    Counted::Retries => &retries,
-                    Counted::Media => &media,
-                    Counted::GroupTexts => &group_texts,
-                };
-                for o in outcomes {
-                    let c = family
-                        .get_or_create(&Outcome {
-                            account: a.clone(),
-                            outcome: (*o).to_owned(),
-                        })
-                        .clone();
-                    counters.insert((what, *o), c);
-                }
-            }
-            handles.insert(
-                a.clone(),
-                Handles {
-                    counters,
-                    carrier_seconds: carrier_seconds.get_or_create(&label).clone(),
-                    carrier_up: up,
-                    webhooks: Default::default(),
-                },
-            );
-        }
         registry.register(
             "texts_sent",
             "Texts handed to a carrier, by account and outcome (accepted, refused, failed)",
@@ -279,7 +241,7 @@ impl Metrics {
             "What waits in each channel between the processes",
             queue_depth.clone(),
         );
-        Metrics {
+        let mut metrics = Metrics {
             registry,
             accounts,
             texts_sent,
@@ -298,7 +260,47 @@ impl Metrics {
             carrier_up,
             queue_depth,
             logins: AtomicI64::new(0),
-            handles,
+            handles: Default::default(),
+        };
+        for a in &metrics.accounts {
+            let label = AccountLabel { account: a.clone() };
+            // Up until a request says otherwise.
+            let up = metrics.carrier_up.get_or_create(&label).clone();
+            up.set(1);
+            // Every series exists from the start, at zero, so a rate over
+            // the first event is right and dashboards show every line.
+            let mut counters = std::collections::HashMap::new();
+            for (what, outcomes) in OUTCOMES {
+                for o in outcomes {
+                    let c = metrics
+                        .family(what)
+                        .get_or_create(&Outcome {
+                            account: a.clone(),
+                            outcome: (*o).to_owned(),
+                        })
+                        .clone();
+                    counters.insert((what, *o), c);
+                }
+            }
+            let handles = Handles {
+                counters,
+                carrier_seconds: metrics.carrier_seconds.get_or_create(&label).clone(),
+                carrier_up: up,
+                webhooks: Default::default(),
+            };
+            metrics.handles.insert(a.clone(), handles);
+        }
+        metrics
+    }
+
+    fn family(&self, what: Counted) -> &Family<Outcome, Counter> {
+        match what {
+            Counted::TextsSent => &self.texts_sent,
+            Counted::TextsReceived => &self.texts_received,
+            Counted::Deliveries => &self.deliveries,
+            Counted::Retries => &self.retries,
+            Counted::Media => &self.media,
+            Counted::GroupTexts => &self.group_texts,
         }
     }
 
@@ -312,17 +314,9 @@ impl Metrics {
             c.inc();
             return;
         }
-        let family = match what {
-            Counted::TextsSent => &self.texts_sent,
-            Counted::TextsReceived => &self.texts_received,
-            Counted::Deliveries => &self.deliveries,
-            Counted::Retries => &self.retries,
-            Counted::Media => &self.media,
-            Counted::GroupTexts => &self.group_texts,
-        };
         // An account not in the config: nothing counts for one, but the
         // label is bounded anyway.
-        family
+        self.family(what)
             .get_or_create(&Outcome {
                 account: "unknown".to_owned(),
                 outcome: outcome.to_owned(),
@@ -369,18 +363,11 @@ impl Metrics {
     /// whether the carrier answered for itself (a refusal of the message
     /// counts as reached).
     pub fn carrier_request(&self, account: &str, seconds: f64, reached: bool) {
+        // Requests go through configured accounts only.
         if let Some(h) = self.handles.get(account) {
             h.carrier_seconds.observe(seconds);
             h.carrier_up.set(i64::from(reached));
-            return;
         }
-        let label = AccountLabel {
-            account: account.to_owned(),
-        };
-        self.carrier_seconds.get_or_create(&label).observe(seconds);
-        self.carrier_up
-            .get_or_create(&label)
-            .set(i64::from(reached));
     }
 
     /// The XMPP link logged in.
@@ -414,19 +401,7 @@ impl Metrics {
         if self.store_ok.get() != 1 {
             why.push("the store's last commit failed".to_owned());
         }
-        let up = self
-            .accounts
-            .iter()
-            .filter(|a| {
-                self.carrier_up
-                    .get_or_create(&AccountLabel {
-                        account: (*a).clone(),
-                    })
-                    .get()
-                    == 1
-            })
-            .count();
-        if !self.accounts.is_empty() && up == 0 {
+        if !self.handles.is_empty() && self.handles.values().all(|h| h.carrier_up.get() != 1) {
             why.push("every carrier account's last request failed".to_owned());
         }
         if why.is_empty() {

@@ -35,9 +35,9 @@ impl Reloader {
         Reloader { running, providers }
     }
 
-    /// Applies `new` (which passed [`Config::validate`]): its users, caller
-    /// ID names and limits take effect now.
-    pub fn apply(&mut self, new: Config) -> Result<Reloaded, ConfigError> {
+    /// Applies `new`, with what [`Config::validate`] gave for it (`fresh`):
+    /// its users, caller ID names and limits take effect now.
+    pub fn apply(&mut self, new: Config, fresh: &Providers) -> Result<Reloaded, ConfigError> {
         for (i, u) in new.users.iter().enumerate() {
             if !self.providers.accounts.contains_key(&u.provider) {
                 return Err(ConfigError::Invalid {
@@ -49,7 +49,7 @@ impl Reloader {
                 });
             }
         }
-        let removed = self.providers.users.reload(&new)?;
+        let removed = self.providers.users.reload(&fresh.users, &new);
         *self
             .providers
             .limits
@@ -67,81 +67,47 @@ impl Reloader {
 
 /// The sections of `new` that differ from `old` and apply only at start.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
-    // Secrets are compared by value (their Debug hides them), and never
-    // shown: only the section's name is.
-    let same = |a: String, b: String| a == b;
-    let mut changed = vec![];
-    let checks: [(&'static str, bool); 12] = [
+    // Sections are compared as their Debug shows them; secrets, which Debug
+    // hides, by value (and never shown: only the section's name is).
+    macro_rules! unchanged {
+        ($section:ident) => {
+            format!("{:?}", old.$section) == format!("{:?}", new.$section)
+        };
+    }
+    let providers = old.providers.len() == new.providers.len()
+        && old
+            .providers
+            .iter()
+            .zip(&new.providers)
+            .all(|((an, a), (bn, b))| {
+                an == bn
+                    && a.kind == b.kind
+                    && a.split_long == b.split_long
+                    && a.registration_numbers == b.registration_numbers
+                    && a.settings == b.settings
+            });
+    let checks = [
         (
             "xmpp",
-            same(format!("{:?}", old.xmpp), format!("{:?}", new.xmpp))
-                && old.xmpp.secret.expose() == new.xmpp.secret.expose(),
+            unchanged!(xmpp) && old.xmpp.secret.expose() == new.xmpp.secret.expose(),
         ),
-        (
-            "http",
-            same(format!("{:?}", old.http), format!("{:?}", new.http)),
-        ),
-        (
-            "phone",
-            same(format!("{:?}", old.phone), format!("{:?}", new.phone)),
-        ),
-        (
-            "providers",
-            old.providers.len() == new.providers.len()
-                && old
-                    .providers
-                    .iter()
-                    .zip(&new.providers)
-                    .all(|((an, a), (bn, b))| {
-                        an == bn
-                            && a.kind == b.kind
-                            && a.split_long == b.split_long
-                            && a.registration_numbers == b.registration_numbers
-                            && a.settings == b.settings
-                    }),
-        ),
-        (
-            "store",
-            same(format!("{:?}", old.store), format!("{:?}", new.store)),
-        ),
-        (
-            "retry",
-            same(format!("{:?}", old.retry), format!("{:?}", new.retry)),
-        ),
-        (
-            "media",
-            same(format!("{:?}", old.media), format!("{:?}", new.media)),
-        ),
-        (
-            "registration",
-            same(
-                format!("{:?}", old.registration),
-                format!("{:?}", new.registration),
-            ),
-        ),
-        (
-            "admins",
-            same(format!("{:?}", old.admins), format!("{:?}", new.admins)),
-        ),
-        (
-            "groups",
-            same(format!("{:?}", old.groups), format!("{:?}", new.groups)),
-        ),
-        (
-            "metrics",
-            same(format!("{:?}", old.metrics), format!("{:?}", new.metrics)),
-        ),
-        (
-            "log",
-            same(format!("{:?}", old.log), format!("{:?}", new.log)),
-        ),
+        ("http", unchanged!(http)),
+        ("phone", unchanged!(phone)),
+        ("providers", providers),
+        ("store", unchanged!(store)),
+        ("retry", unchanged!(retry)),
+        ("media", unchanged!(media)),
+        ("registration", unchanged!(registration)),
+        ("admins", unchanged!(admins)),
+        ("groups", unchanged!(groups)),
+        ("metrics", unchanged!(metrics)),
+        ("log", unchanged!(log)),
     ];
-    for (section, unchanged) in checks {
-        if !unchanged {
-            changed.push(section);
-        }
-    }
-    changed
+    checks
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(section, _)| section)
+        .collect()
 }
 
 #[cfg(test)]
@@ -195,8 +161,13 @@ provider = "main"
             .set_caller_id(&bare("alice@example.com"), false)
             .unwrap();
         let mut r = Reloader::new(Arc::new(start), providers.clone());
-        let done = r
-            .apply(config(
+        let apply = |r: &mut Reloader, c: Config| {
+            let fresh = c.validate(&crate::sandbox::registry())?;
+            r.apply(c, &fresh)
+        };
+        let done = apply(
+            &mut r,
+            config(
                 "[[users]]\njid = \"bob@example.com\"\nnumber = \"+15550002222\"\nprovider = \"main\"\n[limits]\ntexts_per_minute = 5\ntexts_burst = 10\n[caller_id]\n\"+15557654321\" = \"Jane Roe\"\n[groups]\nfan_out = true\n",
             ))
             .unwrap();
@@ -213,7 +184,7 @@ provider = "main"
         );
         assert_eq!(done.need_restart, vec!["groups"]);
         // Bob gone again: he can no longer text.
-        let done = r.apply(config("")).unwrap();
+        let done = apply(&mut r, config("")).unwrap();
         assert_eq!(done.removed, vec!["bob@example.com".to_owned()]);
         assert!(users.get(&bare("bob@example.com")).is_none());
         // A user on an account that was not running: refused, naming it.
@@ -222,7 +193,7 @@ provider = "main"
         );
         c.providers
             .insert("new".into(), c.providers["main"].clone());
-        let e = r.apply(c).unwrap_err();
+        let e = apply(&mut r, c).unwrap_err();
         assert!(e.to_string().contains("users[1].provider"), "{e}");
         assert!(users.get(&bare("dan@example.com")).is_none());
     }

@@ -169,11 +169,10 @@ async fn reload_on_hangup(path: PathBuf, mut reloader: sms_gateway_core::reload:
         return;
     };
     while hup.recv().await.is_some() {
-        let loaded = Config::load(&path).and_then(|c| {
-            c.validate(&registry())?;
-            Ok(c)
+        let applied = Config::load(&path).and_then(|c| {
+            let fresh = c.validate(&registry())?;
+            reloader.apply(c, &fresh)
         });
-        let applied = loaded.and_then(|c| reloader.apply(c));
         match applied {
             Ok(r) => {
                 tracing::info!(

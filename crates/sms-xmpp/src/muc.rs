@@ -152,6 +152,15 @@ impl XmppProcess {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The nick session `from` has in the room `to` names, if it is in.
+    fn session_nick(&self, from: &Jid, to: &Jid) -> Option<String> {
+        self.occupancy().nick(
+            from.to_bare().as_str(),
+            to.to_bare().as_str(),
+            &from.to_string(),
+        )
+    }
+
     /// Whether `to` is one of our group rooms (or an occupant in one).
     pub(crate) fn is_room(&self, to: &Jid) -> bool {
         to.domain().as_str() == self.domain
@@ -285,16 +294,7 @@ impl XmppProcess {
                 "Private messages in a group text are not supported: write to the participant's number at this gateway.".into(),
             );
         }
-        if m.type_ == MessageType::Groupchat
-            && self
-                .occupancy()
-                .nick(
-                    from.to_bare().as_str(),
-                    to.to_bare().as_str(),
-                    &from.to_string(),
-                )
-                .is_none()
-        {
+        if m.type_ == MessageType::Groupchat && self.session_nick(from, to).is_none() {
             return refuse(
                 DefinedCondition::NotAcceptable,
                 "Join the room before writing to it.".into(),
@@ -319,12 +319,7 @@ impl XmppProcess {
         let answer = if is_get && payload.is("ping", ns::PING) {
             let from = iq.from()?;
             let in_room = self
-                .occupancy()
-                .nick(
-                    from.to_bare().as_str(),
-                    to.to_bare().as_str(),
-                    &from.to_string(),
-                )
+                .session_nick(from, to)
                 .is_some_and(|n| to.resource().is_none_or(|r| r.as_str() == n));
             if in_room {
                 Ok(None)

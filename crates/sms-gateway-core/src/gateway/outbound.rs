@@ -169,18 +169,7 @@ impl Gateway {
         let (contact_jid, mut actions, parts) = match &target {
             Target::One { to } => {
                 let (jid, actions) = self.note_contact(tx, &user, to, Some(node));
-                let parts = texts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, body)| OutboundSms {
-                        from: user.number.clone(),
-                        to: to.clone(),
-                        body,
-                        // Media go with the first part.
-                        media: if i == 0 { chat.media.clone() } else { vec![] },
-                        cc: vec![],
-                    })
-                    .collect::<Vec<_>>();
+                let parts = parts_to(&user.number, &texts, &chat.media, to, &[]);
                 (jid, actions, parts)
             }
             Target::Group {
@@ -197,17 +186,7 @@ impl Gateway {
                 };
                 let (jid, mut actions) =
                     self.group_said(tx, &user, participants, local, line, chat.groupchat);
-                let mut parts = vec![];
-                if fan_out {
-                    for to in participants {
-                        parts.extend(texts.iter().enumerate().map(|(i, body)| OutboundSms {
-                            from: user.number.clone(),
-                            to: to.clone(),
-                            body: body.clone(),
-                            media: if i == 0 { chat.media.clone() } else { vec![] },
-                            cc: vec![],
-                        }));
-                    }
+                let parts = if fan_out {
                     actions.push(self.group_notice(
                         tx,
                         &user,
@@ -217,15 +196,14 @@ impl Gateway {
                             participants.len()
                         ),
                     ));
+                    participants
+                        .iter()
+                        .flat_map(|to| parts_to(&user.number, &texts, &chat.media, to, &[]))
+                        .collect()
                 } else {
-                    parts.extend(texts.into_iter().enumerate().map(|(i, body)| OutboundSms {
-                        from: user.number.clone(),
-                        to: participants[0].clone(),
-                        body,
-                        media: if i == 0 { chat.media.clone() } else { vec![] },
-                        cc: participants[1..].to_vec(),
-                    }));
-                }
+                    let (to, cc) = participants.split_first().expect("a group has two");
+                    parts_to(&user.number, &texts, &chat.media, to, cc)
+                };
                 (jid, actions, parts)
             }
         };
@@ -388,6 +366,28 @@ impl Gateway {
             text,
         })]
     }
+}
+
+/// The texts of a chat from `from` to `to` (and `cc`, a group's others),
+/// one per part; the media go with the first.
+fn parts_to(
+    from: &PhoneNumber,
+    texts: &[String],
+    media: &[String],
+    to: &PhoneNumber,
+    cc: &[PhoneNumber],
+) -> Vec<OutboundSms> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, body)| OutboundSms {
+            from: from.clone(),
+            to: to.clone(),
+            body: body.clone(),
+            media: if i == 0 { media.to_vec() } else { vec![] },
+            cc: cc.to_vec(),
+        })
+        .collect()
 }
 
 /// Whom a chat is for.
