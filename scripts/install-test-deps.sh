@@ -4,7 +4,8 @@
 # configs), slixmpp (the XMPP client library the tests use as the user, so our
 # component is checked by a client that is not ours), Prosody's community
 # modules (mod_privilege, for XEP-0356 roster pushes), Profanity and tmux (a
-# real terminal client the tests drive) and curl. Does nothing when all are
+# real terminal client the tests drive), curl, and adduser (which the Debian
+# package the tests build and install depends on). Does nothing when all are
 # there.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ command -v ejabberdctl >/dev/null 2>&1 || missing+=(ejabberd)
 command -v profanity >/dev/null 2>&1 || missing+=(profanity)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The Debian package depends on it (its postinst makes a system user).
+command -v adduser >/dev/null 2>&1 || missing+=(adduser)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 sudo=""
