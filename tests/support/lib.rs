@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_xmpp::minidom::Element;
 
+mod accounts;
 mod binary;
 mod carriers;
 mod gateway;
 mod servers;
 mod user;
 
+pub use accounts::*;
 pub use binary::*;
 pub use carriers::*;
 pub use gateway::*;

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
-pub use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+pub use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,6 +101,33 @@ impl Client {
             .header(http::header::USER_AGENT, USER_AGENT)
             .body(Full::new(body.into()));
         self.exchange(carrier, request).await
+    }
+
+    /// Calls `method` on `url` with `authorization` and, if any, a body of
+    /// a content type, asking for JSON; otherwise as [`Client::post`]. For
+    /// the account set-up calls (`check --online`, `configure-carrier`).
+    pub async fn call(
+        &self,
+        carrier: &str,
+        method: http::Method,
+        url: &Uri,
+        authorization: &HeaderValue,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<Answer, ProviderError> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url.clone())
+            .header(http::header::AUTHORIZATION, authorization.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, USER_AGENT);
+        let body = match body {
+            Some((content_type, body)) => {
+                request = request.header(http::header::CONTENT_TYPE, content_type);
+                body
+            }
+            None => Bytes::new(),
+        };
+        self.exchange(carrier, request.body(Full::new(body))).await
     }
 
     /// DELETEs `url` with `authorization`; otherwise as [`Client::post`].

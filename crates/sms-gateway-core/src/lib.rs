@@ -36,6 +36,7 @@ mod rate;
 pub mod reload;
 mod sandbox;
 mod secret;
+pub mod setup;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -8,6 +8,8 @@
 
 use crate::message::{InboundSms, Media, OutboundSms, StatusReport};
 pub use crate::message::{ProviderError, ProviderErrorKind};
+use crate::phone::PhoneNumber;
+pub use crate::setup::NumberSetup;
 use crate::text::Limits;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -257,6 +259,30 @@ pub trait PstnProvider: Send + Sync + 'static {
     async fn delete_media(&self, media: &Media) -> Result<bool, ProviderError> {
         let _ = media;
         Ok(false)
+    }
+
+    /// The carrier's own "who am I" for this account's credentials (for
+    /// `check --online`): the account's name and state, in words. The
+    /// default says the carrier offers none.
+    async fn whoami(&self) -> Result<String, ProviderError> {
+        Err(crate::setup::unsupported("checking the account"))
+    }
+
+    /// Finds `number` on this account (for `check --online` and
+    /// `configure-carrier`): `None` when the account does not hold it.
+    async fn find_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<NumberSetup>, ProviderError> {
+        let _ = number;
+        Err(crate::setup::unsupported("looking up numbers"))
+    }
+
+    /// Points what `number` names (`NumberSetup::handle`) at `url` for
+    /// inbound texts, by POST (for `configure-carrier`).
+    async fn point_number(&self, number: &NumberSetup, url: &str) -> Result<(), ProviderError> {
+        let _ = (number, url);
+        Err(crate::setup::unsupported("pointing numbers"))
     }
 }
 

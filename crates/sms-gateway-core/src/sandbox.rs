@@ -70,6 +70,10 @@ pub struct SandboxProvider {
     /// unique for ever, and the store takes a repeated id for a retry.
     run: String,
     next_id: Arc<AtomicU64>,
+    /// `{public_url}/{account}/message`, where its inject hook lives (set
+    /// by [`SandboxProvider::from_config`]): what `check --online` reports
+    /// as every number's inbound URL.
+    message_hook: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +126,7 @@ impl SandboxProvider {
             outbox: Arc::default(),
             run: crate::message::run_tag(),
             next_id: Arc::new(AtomicU64::new(1)),
+            message_hook: None,
         }
     }
 
@@ -138,6 +143,7 @@ impl SandboxProvider {
             ));
         }
         let mut sandbox = SandboxProvider::new(ctx.account.clone(), cfg.token);
+        sandbox.message_hook = Some(ctx.hook_url("message"));
         if let Some(n) = cfg.max_chars {
             sandbox.limits.body = BodyLimit::Characters(n);
         }
@@ -186,6 +192,34 @@ fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
 
 #[async_trait]
 impl PstnProvider for SandboxProvider {
+    /// There is no carrier: every number is the sandbox's, and its texts
+    /// arrive by the inject hook.
+    async fn whoami(&self) -> Result<String, ProviderError> {
+        Ok("the built-in sandbox (no carrier; texts stay on this machine)".into())
+    }
+
+    async fn find_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<crate::setup::NumberSetup>, ProviderError> {
+        Ok(Some(crate::setup::NumberSetup {
+            handle: number.to_string(),
+            handle_name: "sandbox number".into(),
+            inbound_url: self.message_hook.clone(),
+            method: None,
+            blocked: None,
+        }))
+    }
+
+    /// Nothing to point: the sandbox's hook is where it is.
+    async fn point_number(
+        &self,
+        _: &crate::setup::NumberSetup,
+        _: &str,
+    ) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
         let id = self.new_id("SB");
         tracing::info!(account = %self.account, %id, from = %sms.from, to = %sms.to, media = sms.media.len(), "sandbox: text sent");

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use sms_gateway_core::config::LogFormat;
+use sms_gateway_core::setup::{self, Report, Verdict};
 use sms_gateway_core::{CancellationToken, Component, Config, ProviderRegistry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +37,26 @@ pub enum Command {
     /// Run the gateway until SIGTERM or SIGINT; SIGHUP re-reads the config
     /// (users, caller ID, limits).
     Run,
-    /// Validate the config without connecting anywhere; exit non-zero naming the bad key.
-    Check,
+    /// Validate the config; exit 2 naming the bad key. With `--online`,
+    /// also log in to the XMPP server as the component (and leave), check
+    /// each carrier account's credentials, that it holds each number, and
+    /// where each number's inbound texts go; print a table of what is
+    /// right and what to fix, and exit 1 if anything needs fixing.
+    Check {
+        /// Also check the XMPP server and the carriers, by connecting.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Point each configured number's inbound texts at this gateway
+    /// (`{public_url}/{account}/message`) through the carrier's API:
+    /// Twilio's and SignalWire's `SmsUrl`, Telnyx's messaging profile
+    /// `webhook_url`. Changes only what is wrong; exit 1 if anything could
+    /// not be set.
+    ConfigureCarrier {
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Every provider type this build knows: `sandbox` always, the others by
@@ -94,12 +113,51 @@ pub fn main() -> ExitCode {
     };
     for warning in config.warnings() {
         match cli.command {
-            Command::Check => eprintln!("warning: {warning}"),
             Command::Run => tracing::warn!("{warning}"),
+            _ => eprintln!("warning: {warning}"),
         }
     }
     match cli.command {
-        Command::Check => {
+        Command::Check { online: true } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let report = runtime.block_on(async {
+                let mut report = Report::default();
+                let subject = format!("xmpp {} at {}", config.xmpp.domain, config.xmpp.server);
+                match sms_xmpp::probe(&config.xmpp).await {
+                    Ok(0) => report.push(subject, Verdict::Ok, "logged in as the component"),
+                    Ok(n) => report.push(
+                        subject,
+                        Verdict::Ok,
+                        format!("logged in as the component; {n} message(s) arrived meanwhile and were not taken"),
+                    ),
+                    Err(e) => {
+                        let hint = if e.to_string().contains("conflict") {
+                            " (is the gateway already running? Prosody takes one connection per component)"
+                        } else {
+                            " (check [xmpp] server, domain and secret against the server's component config)"
+                        };
+                        report.push(subject, Verdict::Failed, format!("{e}{hint}"))
+                    }
+                }
+                setup::check(&config, &providers, &mut report).await;
+                report
+            });
+            finish(&report)
+        }
+        Command::ConfigureCarrier { dry_run } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let report = runtime.block_on(async {
+                let mut report = Report::default();
+                setup::configure(&config, &providers, dry_run, &mut report).await;
+                report
+            });
+            finish(&report)
+        }
+        Command::Check { online: false } => {
             println!(
                 "{}: OK ({} user(s); accounts: {})",
                 cli.config.display(),
@@ -119,15 +177,8 @@ pub fn main() -> ExitCode {
             // a fifth of the CPU per message) and the per-thread malloc
             // arenas (memory) of a multi-threaded one. Embedders may run the
             // Component on any runtime.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             runtime.block_on(async move {
                 let shutdown = CancellationToken::new();
@@ -156,6 +207,32 @@ pub fn main() -> ExitCode {
                 }
             })
         }
+    }
+}
+
+/// The single-threaded runtime every command runs on, or `None` (said on
+/// stderr) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Prints a set-up report; success when nothing needs fixing.
+fn finish(report: &Report) -> ExitCode {
+    print!("{}", report.table());
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        println!("\nSomething needs fixing: see the lines marked FIX or FAILED.");
+        ExitCode::FAILURE
     }
 }
 

@@ -135,6 +135,146 @@ impl LamlClient {
         }
     }
 
+    /// `…/Accounts/{account}`: the account resource, without `.json`.
+    fn account_url(&self) -> String {
+        let messages = self.messages_url.to_string();
+        messages
+            .strip_suffix("/Messages.json")
+            .unwrap_or(&messages)
+            .to_owned()
+    }
+
+    /// One set-up call (`GET` or a form `POST`) to `url`: the answer's
+    /// JSON, or the carrier's error.
+    async fn setup_call<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        form: Option<String>,
+    ) -> Result<T, ProviderError> {
+        let uri = sms_gateway_core::http::endpoint(url)
+            .map_err(|e| ProviderError::new(ProviderErrorKind::Rejected, e))?;
+        let (method, body) = match form {
+            Some(f) => (
+                sms_gateway_core::http::Method::POST,
+                Some(("application/x-www-form-urlencoded", f.into())),
+            ),
+            None => (sms_gateway_core::http::Method::GET, None),
+        };
+        let answer = self
+            .http
+            .call(self.carrier, method, &uri, &self.authorization, body)
+            .await?;
+        if !answer.status.is_success() {
+            let json: LamlAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
+            return Err(sms_gateway_core::http::carrier_error(
+                answer.status.as_u16(),
+                json.message,
+                json.code.as_ref(),
+                "20429",
+                sms_gateway_core::http::retry_after(&answer.headers),
+            ));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            ProviderError::new(
+                ProviderErrorKind::CarrierError,
+                format!(
+                    "{} answered {} with JSON we cannot read: {e}",
+                    self.carrier, answer.status
+                ),
+            )
+        })
+    }
+
+    /// The Account resource: its name, sid and status. A suspended or
+    /// closed account is an error.
+    pub async fn whoami(&self) -> Result<String, ProviderError> {
+        let account: LamlAccount = self
+            .setup_call(&format!("{}.json", self.account_url()), None)
+            .await?;
+        let who = format!(
+            "{} ({})",
+            account.friendly_name.as_deref().unwrap_or("unnamed"),
+            account.sid.as_deref().unwrap_or(&self.username)
+        );
+        match account.status.as_deref() {
+            None | Some("active") => Ok(who),
+            Some(status) => Err(ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("the account {who} is {status}"),
+            )),
+        }
+    }
+
+    /// The IncomingPhoneNumber that is `number`, if the account has it. The
+    /// `PhoneNumber` filter also matches partial numbers, so the answer is
+    /// searched for the exact one.
+    pub async fn find_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("PhoneNumber", number.as_str())
+            .finish();
+        let list: LamlNumbers = self
+            .setup_call(
+                &format!("{}/IncomingPhoneNumbers.json?{query}", self.account_url()),
+                None,
+            )
+            .await?;
+        Ok(list
+            .incoming_phone_numbers
+            .into_iter()
+            .find(|n| n.phone_number.as_deref() == Some(number.as_str()))
+            .map(|n| sms_gateway_core::setup::NumberSetup {
+                handle_name: format!("number {}", n.sid),
+                handle: n.sid,
+                inbound_url: n.sms_url,
+                method: n.sms_method,
+                blocked: None,
+            }))
+    }
+
+    /// Sets the number's `SmsUrl` to `url` and `SmsMethod` to POST.
+    pub async fn point_number(
+        &self,
+        number: &sms_gateway_core::setup::NumberSetup,
+        url: &str,
+    ) -> Result<(), ProviderError> {
+        if !number.handle.starts_with("PN")
+            || !number.handle.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Rejected,
+                format!("`{}` is not an IncomingPhoneNumber sid", number.handle),
+            ));
+        }
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("SmsUrl", url)
+            .append_pair("SmsMethod", "POST")
+            .finish();
+        let updated: LamlNumber = self
+            .setup_call(
+                &format!(
+                    "{}/IncomingPhoneNumbers/{}.json",
+                    self.account_url(),
+                    number.handle
+                ),
+                Some(form),
+            )
+            .await?;
+        if updated.sms_url.as_deref() != Some(url) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::CarrierError,
+                format!(
+                    "{} took the change but answered with SmsUrl {:?}",
+                    self.carrier,
+                    updated.sms_url.unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sends one text; one API request.
     pub async fn send(&self, sms: &OutboundSms) -> Result<String, ProviderError> {
         if !sms.cc.is_empty() {
@@ -210,6 +350,36 @@ struct LamlAnswer {
     /// A number from Twilio, which SignalWire may send as a string.
     #[serde(default)]
     code: Option<serde_json::Value>,
+}
+
+/// What is read of the Account resource.
+#[derive(serde::Deserialize)]
+struct LamlAccount {
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    friendly_name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// What is read of an IncomingPhoneNumbers page.
+#[derive(serde::Deserialize)]
+struct LamlNumbers {
+    #[serde(default)]
+    incoming_phone_numbers: Vec<LamlNumber>,
+}
+
+/// What is read of one IncomingPhoneNumber.
+#[derive(serde::Deserialize)]
+struct LamlNumber {
+    sid: String,
+    #[serde(default)]
+    phone_number: Option<String>,
+    #[serde(default)]
+    sms_url: Option<String>,
+    #[serde(default)]
+    sms_method: Option<String>,
 }
 
 fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -142,3 +142,154 @@ impl ContractFixture for LamlFixture {
         )
     }
 }
+
+/// The account set-up calls (`check --online`, `configure-carrier`) against
+/// a wiremock carrier answering in Twilio's documented shapes (Account
+/// and IncomingPhoneNumber resources, errors `{code, message, more_info,
+/// status}`), which SignalWire's LaML API shares. `basic` is the
+/// `user:password` the provider built by `fixture.build` sends.
+pub async fn run_setup_contract(fixture: &LamlFixture, basic: &str) {
+    use base64::Engine;
+    use sms_gateway_core::{PhoneNumber, ProviderErrorKind};
+    use wiremock::matchers::{body_string, header, query_param};
+    let account = fixture
+        .messages_path
+        .strip_suffix("/Messages.json")
+        .expect("the Messages path ends in /Messages.json")
+        .to_owned();
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(basic)
+    );
+    let sid = account.rsplit('/').next().unwrap().to_owned();
+    let number = PhoneNumber::parse("+15550001111", None).unwrap();
+
+    // Who am I, with the right credentials and with wrong ones.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{account}.json")))
+        .and(header("authorization", auth.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": sid, "friendly_name": "My first account", "status": "active", "type": "Full",
+            "owner_account_sid": sid, "date_created": "Thu, 01 Oct 2026 00:00:00 +0000",
+        })))
+        .mount(&server)
+        .await;
+    let provider = fixture.provider(&server.uri());
+    let who = provider.whoami().await.unwrap();
+    assert_eq!(who, format!("My first account ({sid})"));
+
+    let refusing = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "code": 20003, "message": "Authenticate",
+            "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401,
+        })))
+        .mount(&refusing)
+        .await;
+    let e = fixture
+        .provider(&refusing.uri())
+        .whoami()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Unauthorized, "{e}");
+    assert_eq!(e.code.as_deref(), Some("20003"));
+
+    let suspended = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": sid, "friendly_name": "Old", "status": "suspended",
+        })))
+        .mount(&suspended)
+        .await;
+    let e = fixture
+        .provider(&suspended.uri())
+        .whoami()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is suspended"), "{e}");
+
+    // The number: the filter matches partial numbers, so a near one comes
+    // back too; the exact one is picked, with its URL and method.
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/IncomingPhoneNumbers.json")))
+        .and(query_param("PhoneNumber", "+15550001111"))
+        .and(header("authorization", auth.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "incoming_phone_numbers": [
+                {"sid": "PN0000000000000000000000000000000a", "phone_number": "+155500011110",
+                 "sms_url": "", "sms_method": "POST"},
+                {"sid": "PN0123456789abcdef0123456789abcdef", "phone_number": "+15550001111",
+                 "sms_url": "https://old.example.com/sms", "sms_method": "GET",
+                 "friendly_name": "(555) 000-1111", "capabilities": {"sms": true, "mms": true}},
+            ],
+            "page": 0, "page_size": 50, "first_page_uri": "", "next_page_uri": null,
+        })))
+        .mount(&server)
+        .await;
+    let found = provider.find_number(&number).await.unwrap().unwrap();
+    assert_eq!(found.handle, "PN0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        found.inbound_url.as_deref(),
+        Some("https://old.example.com/sms")
+    );
+    assert_eq!(found.method.as_deref(), Some("GET"));
+    assert!(
+        !found.points_at("https://old.example.com/sms"),
+        "GET is not POST"
+    );
+    let other = PhoneNumber::parse("+15550009999", None).unwrap();
+    Mock::given(method("GET"))
+        .and(path(format!("{account}/IncomingPhoneNumbers.json")))
+        .and(query_param("PhoneNumber", "+15550009999"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"incoming_phone_numbers": [], "page": 0, "page_size": 50}),
+        ))
+        .mount(&server)
+        .await;
+    assert_eq!(provider.find_number(&other).await.unwrap(), None);
+
+    // Pointing it: SmsUrl and SmsMethod, form-encoded, on the number.
+    let url = "https://sms.example.com/hooks/acct/message";
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "{account}/IncomingPhoneNumbers/PN0123456789abcdef0123456789abcdef.json"
+        )))
+        .and(header("authorization", auth.as_str()))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string(
+            "SmsUrl=https%3A%2F%2Fsms.example.com%2Fhooks%2Facct%2Fmessage&SmsMethod=POST",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "sid": "PN0123456789abcdef0123456789abcdef", "phone_number": "+15550001111",
+            "sms_url": url, "sms_method": "POST",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    provider.point_number(&found, url).await.unwrap();
+
+    // A sid that is not one never reaches a URL path.
+    let mut bad = found.clone();
+    bad.handle = "../../Messages".into();
+    let e = provider.point_number(&bad, url).await.unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Rejected);
+
+    // A number the account lost between the look-up and the change: 404
+    // with Twilio's 20404.
+    let gone = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "code": 20404, "message": "The requested resource was not found",
+            "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404,
+        })))
+        .mount(&gone)
+        .await;
+    let e = fixture
+        .provider(&gone.uri())
+        .point_number(&found, url)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ProviderErrorKind::Rejected, "{e}");
+    assert_eq!(e.code.as_deref(), Some("20404"));
+}

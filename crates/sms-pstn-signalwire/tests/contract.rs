@@ -29,3 +29,15 @@ async fn signalwire_meets_the_provider_contract() {
     };
     sms_gateway_core::testkit::run_contract(&fixture).await;
 }
+
+#[tokio::test]
+async fn signalwire_account_setup_calls() {
+    let fixture = LamlFixture {
+        build,
+        messages_path: "/api/laml/2010-04-01/Accounts/p-1/Messages.json".into(),
+        signature_header: "x-signalwire-signature",
+        signing_key: "PSK-contract".into(),
+        webhook_base: "https://sms.example.com/hooks/sw".into(),
+    };
+    sms_pstn_laml::testkit::run_setup_contract(&fixture, "p-1:PT-token").await;
+}

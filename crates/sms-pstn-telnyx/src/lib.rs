@@ -13,6 +13,8 @@
 //! api_base = "https://api.telnyx.com"  # optional
 //! ```
 
+mod setup;
+
 use async_trait::async_trait;
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -74,6 +76,8 @@ pub struct TelnyxProvider {
     public_key: VerifyingKey,
     messaging_profile_id: Option<String>,
     webhook_url: String,
+    /// `https://api.telnyx.com`, for the set-up calls ([`setup`]).
+    api_base: String,
 }
 
 impl std::fmt::Debug for TelnyxProvider {
@@ -390,6 +394,7 @@ impl TelnyxProvider {
             public_key,
             messaging_profile_id: config.messaging_profile_id,
             webhook_url: ctx.hook_url("status"),
+            api_base: base,
         })
     }
 
@@ -498,6 +503,25 @@ impl PstnProvider for TelnyxProvider {
             max_media: MAX_MEDIA,
             max_group: MAX_GROUP,
         }
+    }
+
+    async fn whoami(&self) -> Result<String, ProviderError> {
+        self.setup_whoami().await
+    }
+
+    async fn find_number(
+        &self,
+        number: &PhoneNumber,
+    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+        self.setup_find(number).await
+    }
+
+    async fn point_number(
+        &self,
+        number: &sms_gateway_core::setup::NumberSetup,
+        url: &str,
+    ) -> Result<(), ProviderError> {
+        self.setup_point(number, url).await
     }
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {

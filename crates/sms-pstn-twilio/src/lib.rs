@@ -126,6 +126,25 @@ impl PstnProvider for TwilioProvider {
         self.client.delete_media(media).await
     }
 
+    async fn whoami(&self) -> Result<String, ProviderError> {
+        self.client.whoami().await
+    }
+
+    async fn find_number(
+        &self,
+        number: &sms_gateway_core::PhoneNumber,
+    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+        self.client.find_number(number).await
+    }
+
+    async fn point_number(
+        &self,
+        number: &sms_gateway_core::setup::NumberSetup,
+        url: &str,
+    ) -> Result<(), ProviderError> {
+        self.client.point_number(number, url).await
+    }
+
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |signed| {
             laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)

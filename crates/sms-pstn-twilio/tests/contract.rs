@@ -30,3 +30,15 @@ async fn twilio_meets_the_provider_contract() {
     };
     sms_gateway_core::testkit::run_contract(&fixture).await;
 }
+
+#[tokio::test]
+async fn twilio_account_setup_calls() {
+    let fixture = LamlFixture {
+        build,
+        messages_path: format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+        signature_header: "x-twilio-signature",
+        signing_key: "contract-token".into(),
+        webhook_base: "https://sms.example.com/hooks/main".into(),
+    };
+    sms_pstn_laml::testkit::run_setup_contract(&fixture, &format!("{SID}:contract-token")).await;
+}

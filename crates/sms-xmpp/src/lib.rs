@@ -139,6 +139,24 @@ fn jid(s: &str) -> Option<Jid> {
     Jid::new(s).ok()
 }
 
+/// Logs in to the server as the component `xmpp` describes and leaves at
+/// once (`check --online`): `Ok` with how many messages the server routed
+/// to us meanwhile (not taken: a running gateway's users would miss them,
+/// which is why `check --online` is best run before the service starts).
+pub async fn probe(xmpp: &sms_gateway_core::config::XmppConfig) -> Result<usize, Error> {
+    let login = link::login(
+        &xmpp.server,
+        &xmpp.domain,
+        xmpp.secret.expose(),
+        Timeouts::tight(),
+    );
+    let mut link = match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
+        Ok(r) => r?,
+        Err(_) => return Err(Error::Login(format!("no answer within {LOGIN_TIMEOUT:?}"))),
+    };
+    Ok(link::close(&mut link, Duration::from_secs(2)).await)
+}
+
 impl XmppProcess {
     /// A process for a validated config and what its validation gave
     /// (the users and the Gateway's record of carrier errors, shared with
