@@ -196,7 +196,7 @@ async fn json_logs_are_one_object_a_line() {
 
 /// SIGHUP re-reads the config: a user added can text at once; a config
 /// that does not validate is refused, naming the key, and the running one
-/// keeps serving.
+/// keeps serving; a carrier account added sends and takes webhooks at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
     let prosody = Prosody::start().await;
@@ -286,4 +286,41 @@ async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found, "the running config stopped serving bob");
+
+    // A carrier account added, with Carol on it: her texts go out through
+    // it and its webhooks are taken, without a restart.
+    std::fs::write(
+        &cfg_path,
+        format!("{base}\n[providers.second]\ntype = \"sandbox\"\ntoken = \"second-sandbox-token\"\n[[users]]\njid = \"carol@localhost\"\nnumber = \"+15550003333\"\nprovider = \"second\"\n"),
+    )
+    .unwrap();
+    let text = hangup(3).await;
+    assert!(text.contains("[\"second\"]"), "{text}");
+    let mut carol = User::login(&prosody, "carol").await;
+    carol
+        .send_chat(CONTACT, "c1", "through the new account")
+        .await;
+    let second = format!("http://127.0.0.1:{http}/hooks/second");
+    let mut found = false;
+    for _ in 0..50 {
+        let outbox = sandbox_outbox(&second, "Bearer second-sandbox-token")
+            .await
+            .to_string();
+        if outbox.contains("through the new account") && outbox.contains("+15550003333") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "carol's text did not go through the added account");
+    let r = reqwest::Client::new()
+        .post(format!("{second}/message"))
+        .header("authorization", "Bearer second-sandbox-token")
+        .body(r#"{"id":"second-1","from":"+15557654321","to":"+15550003333","body":"reply to carol"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = carol.expect_message().await;
+    assert_eq!(m.body().as_deref(), Some("reply to carol"), "{m:?}");
 }

@@ -7,7 +7,7 @@
 //! `check` command runs exactly that.
 
 use crate::phone::PhoneNumber;
-use crate::provider::{ProviderContext, ProviderRegistry, PstnProvider};
+use crate::provider::{ProviderContext, ProviderRegistry};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
@@ -135,8 +135,8 @@ impl Config {
 /// The provider accounts built from a validated config, by name.
 #[derive(Clone, Default)]
 pub struct Providers {
-    /// Account name → provider.
-    pub accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+    /// The carrier accounts, by name; a reload replaces them.
+    pub accounts: Arc<crate::accounts::Accounts>,
     /// The users, read once; the processes share them.
     pub users: Arc<crate::directory::Directory>,
     /// The last carrier errors, recorded by the Gateway, shown to admins.
@@ -149,7 +149,7 @@ pub struct Providers {
 
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.accounts.keys()).finish()
+        f.debug_list().entries(self.accounts.names()).finish()
     }
 }
 

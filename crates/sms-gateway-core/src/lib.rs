@@ -15,6 +15,7 @@
 //! loads and validates a [`Config`], and runs a [`Component`] with an
 //! [`XmppLink`] (the one in `sms-xmpp`, usually). See `examples/embed.rs`.
 
+pub mod accounts;
 pub mod activity;
 pub mod callerid;
 mod component;

@@ -94,7 +94,6 @@ type Histo = Family<AccountLabel, Histogram, fn() -> Histogram>;
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
-    accounts: BTreeSet<String>,
     /// Texts handed to a carrier: `accepted`, `refused` (for good),
     /// `failed` (temporary failures past the retry deadline, or timeouts).
     pub texts_sent: Family<Outcome, Counter>,
@@ -131,7 +130,9 @@ pub struct Metrics {
     /// scrape.
     pub queue_depth: Family<QueueLabel, Gauge>,
     logins: AtomicI64,
-    handles: std::collections::HashMap<String, Handles>,
+    /// Each running account's series, made when the account starts (at
+    /// start, or by a reload).
+    handles: std::sync::RwLock<std::collections::HashMap<String, Handles>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -165,7 +166,6 @@ impl Metrics {
         let chats_sending = Gauge::default();
         let carrier_up = Family::<AccountLabel, Gauge>::default();
         let queue_depth = Family::<QueueLabel, Gauge>::default();
-        let accounts: BTreeSet<String> = accounts.into_iter().cloned().collect();
         registry.register(
             "texts_sent",
             "Texts handed to a carrier, by account and outcome (accepted, refused, failed)",
@@ -241,9 +241,8 @@ impl Metrics {
             "What waits in each channel between the processes",
             queue_depth.clone(),
         );
-        let mut metrics = Metrics {
+        let metrics = Metrics {
             registry,
-            accounts,
             texts_sent,
             texts_received,
             deliveries,
@@ -262,17 +261,40 @@ impl Metrics {
             logins: AtomicI64::new(0),
             handles: Default::default(),
         };
-        for a in &metrics.accounts {
+        metrics.set_accounts(accounts);
+        metrics
+    }
+
+    /// Makes the series of each account in `accounts` that has none, and
+    /// drops the running set of any other (their counters stay, frozen;
+    /// their `carrier_up` goes, so `/readyz` asks about running accounts
+    /// only). For a reload that adds or removes accounts.
+    pub fn set_accounts<'a>(&self, accounts: impl IntoIterator<Item = &'a String>) {
+        let accounts: BTreeSet<&String> = accounts.into_iter().collect();
+        let mut handles = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        handles.retain(|name, _| {
+            let keep = accounts.contains(name);
+            if !keep {
+                self.carrier_up.remove(&AccountLabel {
+                    account: name.clone(),
+                });
+            }
+            keep
+        });
+        for a in accounts {
+            if handles.contains_key(a) {
+                continue;
+            }
             let label = AccountLabel { account: a.clone() };
             // Up until a request says otherwise.
-            let up = metrics.carrier_up.get_or_create(&label).clone();
+            let up = self.carrier_up.get_or_create(&label).clone();
             up.set(1);
             // Every series exists from the start, at zero, so a rate over
             // the first event is right and dashboards show every line.
             let mut counters = std::collections::HashMap::new();
             for (what, outcomes) in OUTCOMES {
                 for o in outcomes {
-                    let c = metrics
+                    let c = self
                         .family(what)
                         .get_or_create(&Outcome {
                             account: a.clone(),
@@ -282,15 +304,23 @@ impl Metrics {
                     counters.insert((what, *o), c);
                 }
             }
-            let handles = Handles {
+            let h = Handles {
                 counters,
-                carrier_seconds: metrics.carrier_seconds.get_or_create(&label).clone(),
+                carrier_seconds: self.carrier_seconds.get_or_create(&label).clone(),
                 carrier_up: up,
                 webhooks: Default::default(),
             };
-            metrics.handles.insert(a.clone(), handles);
+            handles.insert(a.clone(), h);
         }
-        metrics
+    }
+
+    /// `f` of the running account's series, if it runs.
+    fn with<R>(&self, account: &str, f: impl FnOnce(&Handles) -> R) -> Option<R> {
+        self.handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .map(f)
     }
 
     fn family(&self, what: Counted) -> &Family<Outcome, Counter> {
@@ -306,12 +336,10 @@ impl Metrics {
 
     /// Counts `outcome` of `what` for `account`.
     pub fn count(&self, what: Counted, account: &str, outcome: &'static str) {
-        if let Some(c) = self
-            .handles
-            .get(account)
-            .and_then(|h| h.counters.get(&(what, outcome)))
-        {
-            c.inc();
+        let counted = self.with(account, |h| {
+            h.counters.get(&(what, outcome)).map(Counter::inc).is_some()
+        });
+        if counted == Some(true) {
             return;
         }
         // An account not in the config: nothing counts for one, but the
@@ -333,7 +361,7 @@ impl Metrics {
             "media" => "media",
             _ => "other",
         };
-        if let Some(h) = self.handles.get(account) {
+        let counted = self.with(account, |h| {
             let mut webhooks = h.webhooks.lock().unwrap_or_else(|p| p.into_inner());
             webhooks
                 .entry((hook, status))
@@ -347,6 +375,8 @@ impl Metrics {
                         .clone()
                 })
                 .inc();
+        });
+        if counted.is_some() {
             return;
         }
         let account = "unknown";
@@ -364,10 +394,10 @@ impl Metrics {
     /// counts as reached).
     pub fn carrier_request(&self, account: &str, seconds: f64, reached: bool) {
         // Requests go through configured accounts only.
-        if let Some(h) = self.handles.get(account) {
+        self.with(account, |h| {
             h.carrier_seconds.observe(seconds);
             h.carrier_up.set(i64::from(reached));
-        }
+        });
     }
 
     /// The XMPP link logged in.
@@ -401,7 +431,8 @@ impl Metrics {
         if self.store_ok.get() != 1 {
             why.push("the store's last commit failed".to_owned());
         }
-        if !self.handles.is_empty() && self.handles.values().all(|h| h.carrier_up.get() != 1) {
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        if !handles.is_empty() && handles.values().all(|h| h.carrier_up.get() != 1) {
             why.push("every carrier account's last request failed".to_owned());
         }
         if why.is_empty() {

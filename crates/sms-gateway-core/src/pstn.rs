@@ -8,10 +8,9 @@
 
 use crate::config::Config;
 use crate::message::{PstnCommand, PstnEvent};
-use crate::provider::PstnProvider;
 /// What the component lends a process (see `crate::component::Lent`).
 type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +37,9 @@ pub struct PstnProcess {
 struct Inner {
     base_path: String,
     public_base: String,
-    accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
-    limits: HashMap<String, Arc<Semaphore>>,
+    accounts: Arc<crate::accounts::Accounts>,
+    /// Sends in flight per account, at most [`SENDS_PER_ACCOUNT`] each.
+    limits: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     to_gateway: mpsc::Sender<PstnEvent>,
     commands: Lent<mpsc::Receiver<PstnCommand>>,
     listener: std::net::TcpListener,
@@ -70,17 +70,14 @@ impl PstnProcess {
     /// A PSTN process for `config`'s accounts, serving on `listener`.
     pub fn new(
         config: &Config,
-        accounts: BTreeMap<String, Arc<dyn PstnProvider>>,
+        accounts: Arc<crate::accounts::Accounts>,
         listener: std::net::TcpListener,
         to_gateway: mpsc::Sender<PstnEvent>,
         commands: Lent<mpsc::Receiver<PstnCommand>>,
         media: Option<Arc<crate::media::MediaService>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        let limits = accounts
-            .keys()
-            .map(|k| (k.clone(), Arc::new(Semaphore::new(SENDS_PER_ACCOUNT))))
-            .collect();
+        let limits = Default::default();
         PstnProcess {
             inner: Arc::new(Inner {
                 base_path: config.http.base_path(),
@@ -268,7 +265,7 @@ impl PstnProcess {
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         let (Some(media), Some(provider)) =
-                            (inner.media.as_ref(), inner.accounts.get(&account))
+                            (inner.media.as_ref(), inner.accounts.provider(&account))
                         else {
                             // Nothing to fetch with: the carrier's links go as they are.
                             tracing::error!(%account, id, "media fetching is not set up; delivering the carrier's links");
@@ -317,6 +314,18 @@ impl PstnProcess {
 }
 
 impl Inner {
+    /// The account's bound on sends in flight (made at its first send, so
+    /// an account added by a reload has one too).
+    fn sends(&self, account: &str) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = limits.get(account) {
+            return l.clone();
+        }
+        let l = Arc::new(Semaphore::new(SENDS_PER_ACCOUNT));
+        limits.insert(account.to_owned(), l.clone());
+        l
+    }
+
     /// Sends `parts` in order through `account`, retrying temporary failures
     /// until `retry_until` (Unix seconds) and stopping at the first failure
     /// that is not retried: the ids accepted, and that failure if any.
@@ -328,14 +337,14 @@ impl Inner {
         retry_until: u64,
         shutdown: &CancellationToken,
     ) -> Option<(Vec<String>, Option<crate::ProviderError>)> {
-        let (Some(provider), Some(limit)) = (self.accounts.get(account), self.limits.get(account))
-        else {
+        let Some(provider) = self.accounts.provider(account) else {
             let e = crate::ProviderError::new(
                 crate::ProviderErrorKind::Rejected,
                 format!("no provider account {account:?}"),
             );
             return Some((vec![], Some(e)));
         };
+        let limit = self.sends(account);
         let relayed;
         let parts = if parts
             .iter()

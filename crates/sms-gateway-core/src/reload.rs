@@ -1,12 +1,14 @@
 //! Reloading the config while the gateway runs (SIGHUP in the binary).
 //!
-//! What changes live: `[[users]]` (a user added can text at once, one
-//! removed can no longer), `[caller_id]`, and `[limits]`. Nothing in
-//! flight is dropped: the Gateway, its store and the links are untouched.
-//! Everything else is read at start; a reload that changes it says which
-//! keys wait for a restart. A config that does not validate, or whose users
-//! need an account that was not running at start, is refused as a whole,
-//! naming the key, and the running config stays.
+//! What changes live: `[providers]` (accounts added, removed, or with new
+//! credentials), `[[users]]` (a user added can text at once, one removed
+//! can no longer), `[caller_id]`, and `[limits]`. Nothing in flight is
+//! dropped: the Gateway, its store and the links are untouched, and a send
+//! under way finishes with the account it started with. Everything else is
+//! read at start; a reload that changes it says which keys wait for a
+//! restart. A config that does not validate, or that removes an account a
+//! stored user is on, is refused as a whole, naming the key, and the
+//! running config stays.
 
 use crate::config::{Config, ConfigError, Providers};
 use std::sync::Arc;
@@ -26,6 +28,10 @@ pub struct Reloaded {
     /// Users who can no longer text (gone from the config, or stored users
     /// the config now shadows).
     pub removed: Vec<String>,
+    /// Accounts added, or whose settings changed (rebuilt).
+    pub accounts_changed: Vec<String>,
+    /// Accounts no longer running.
+    pub accounts_removed: Vec<String>,
     /// Sections changed that only a restart applies.
     pub need_restart: Vec<&'static str>,
 }
@@ -36,19 +42,56 @@ impl Reloader {
     }
 
     /// Applies `new`, with what [`Config::validate`] gave for it (`fresh`):
-    /// its users, caller ID names and limits take effect now.
+    /// its accounts, users, caller ID names and limits take effect now.
+    ///
+    /// An account whose `[providers.NAME]` is unchanged keeps running as
+    /// it was (its connections, the sandbox's outbox); a changed one is
+    /// replaced by `fresh`'s, and sends under way finish with the old one.
+    /// An account may go only when no stored user (registered, added by an
+    /// admin) is on it.
     pub fn apply(&mut self, new: Config, fresh: &Providers) -> Result<Reloaded, ConfigError> {
-        for (i, u) in new.users.iter().enumerate() {
-            if !self.providers.accounts.contains_key(&u.provider) {
-                return Err(ConfigError::Invalid {
-                    key: format!("users[{i}].provider"),
-                    value: u.provider.clone(),
-                    reason:
-                        "this account was not running at start: adding an account needs a restart"
-                            .into(),
-                });
+        let stored = self.providers.users.users();
+        if let Some(u) = stored.iter().find(|u| {
+            u.origin != crate::directory::Origin::Config && !fresh.accounts.contains(&u.account)
+        }) {
+            return Err(ConfigError::Invalid {
+                key: format!("providers.{}", u.account),
+                value: "(removed)".into(),
+                reason: format!(
+                    "the stored user {} is on this account: remove the user first (Remove a user), or keep the account",
+                    u.jid
+                ),
+            });
+        }
+        let running = self.providers.accounts.snapshot();
+        let mut accounts = std::collections::BTreeMap::new();
+        let mut changed = vec![];
+        for (name, account) in fresh.accounts.snapshot().iter() {
+            let same = running.contains_key(name)
+                && match (self.running.providers.get(name), new.providers.get(name)) {
+                    (Some(a), Some(b)) => {
+                        a.kind == b.kind && a.split_long == b.split_long && a.settings == b.settings
+                    }
+                    _ => false,
+                };
+            if same {
+                accounts.insert(name.clone(), running[name].clone());
+            } else {
+                accounts.insert(name.clone(), account.clone());
+                changed.push(name.clone());
             }
         }
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|n| !accounts.contains_key(*n))
+            .cloned()
+            .collect();
+        self.providers
+            .accounts
+            .replace(&crate::accounts::Accounts::new(accounts));
+        self.providers
+            .metrics
+            .set_accounts(self.providers.accounts.names().iter());
         let removed = self.providers.users.reload(&fresh.users, &new);
         *self
             .providers
@@ -60,6 +103,8 @@ impl Reloader {
         Ok(Reloaded {
             users: self.providers.users.users().len(),
             removed,
+            accounts_changed: changed,
+            accounts_removed: gone,
             need_restart,
         })
     }
@@ -74,18 +119,16 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
             format!("{:?}", old.$section) == format!("{:?}", new.$section)
         };
     }
-    let providers = old.providers.len() == new.providers.len()
-        && old
-            .providers
-            .iter()
-            .zip(&new.providers)
-            .all(|((an, a), (bn, b))| {
-                an == bn
-                    && a.kind == b.kind
-                    && a.split_long == b.split_long
-                    && a.registration_numbers == b.registration_numbers
-                    && a.settings == b.settings
-            });
+    // Accounts change live; the numbers they offer for registration are
+    // read by the XMPP process at start.
+    let registration_numbers = old.providers.iter().all(|(name, a)| {
+        new.providers
+            .get(name)
+            .is_none_or(|b| a.registration_numbers == b.registration_numbers)
+    }) && new
+        .providers
+        .iter()
+        .all(|(name, b)| old.providers.contains_key(name) || b.registration_numbers.is_empty());
     let checks = [
         (
             "xmpp",
@@ -93,7 +136,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("http", unchanged!(http)),
         ("phone", unchanged!(phone)),
-        ("providers", providers),
+        ("providers.*.registration_numbers", registration_numbers),
         ("store", unchanged!(store)),
         ("retry", unchanged!(retry)),
         ("media", unchanged!(media)),
@@ -187,14 +230,52 @@ provider = "main"
         let done = apply(&mut r, config("")).unwrap();
         assert_eq!(done.removed, vec!["bob@example.com".to_owned()]);
         assert!(users.get(&bare("bob@example.com")).is_none());
-        // A user on an account that was not running: refused, naming it.
-        let mut c = config(
-            "[[users]]\njid = \"dan@example.com\"\nnumber = \"+15550004444\"\nprovider = \"new\"\n",
-        );
-        c.providers
-            .insert("new".into(), c.providers["main"].clone());
-        let e = apply(&mut r, c).unwrap_err();
-        assert!(e.to_string().contains("users[1].provider"), "{e}");
+        // An account added, with a user on it: both run at once; the
+        // unchanged account keeps running as it was.
+        let main_before = providers.accounts.provider("main").unwrap();
+        let with_new = |token: &str| {
+            let mut c = config(
+                "[[users]]\njid = \"dan@example.com\"\nnumber = \"+15550004444\"\nprovider = \"new\"\n",
+            );
+            let mut p = c.providers["main"].clone();
+            p.settings.insert("token".into(), token.into());
+            c.providers.insert("new".into(), p);
+            c
+        };
+        let done = apply(&mut r, with_new("new-account-token-1")).unwrap();
+        assert_eq!(done.accounts_changed, vec!["new".to_owned()]);
+        assert!(done.need_restart.is_empty(), "{:?}", done.need_restart);
+        assert_eq!(providers.accounts.names(), ["main", "new"]);
+        assert!(users.get(&bare("dan@example.com")).is_some());
+        assert!(Arc::ptr_eq(
+            &providers.accounts.provider("main").unwrap(),
+            &main_before
+        ));
+        assert!(providers.metrics.encode().contains("account=\"new\""));
+        // Its credentials changed: rebuilt; the same again: kept.
+        let new_before = providers.accounts.provider("new").unwrap();
+        let done = apply(&mut r, with_new("new-account-token-2")).unwrap();
+        assert_eq!(done.accounts_changed, vec!["new".to_owned()]);
+        assert!(!Arc::ptr_eq(
+            &providers.accounts.provider("new").unwrap(),
+            &new_before
+        ));
+        let done = apply(&mut r, with_new("new-account-token-2")).unwrap();
+        assert!(done.accounts_changed.is_empty());
+        // Removed again, with its user.
+        let done = apply(&mut r, config("")).unwrap();
+        assert_eq!(done.accounts_removed, vec!["new".to_owned()]);
+        assert!(!providers.accounts.contains("new"));
         assert!(users.get(&bare("dan@example.com")).is_none());
+        // The account a stored user is on cannot go: refused, naming it,
+        // and everything stays as it was.
+        let mut c = config("");
+        let p = c.providers.remove("main").unwrap();
+        c.providers.insert("other".into(), p);
+        c.users[0].provider = "other".into();
+        let e = apply(&mut r, c).unwrap_err();
+        assert!(e.to_string().contains("providers.main"), "{e}");
+        assert!(e.to_string().contains("carol@example.com"), "{e}");
+        assert_eq!(providers.accounts.names(), ["main"]);
     }
 }

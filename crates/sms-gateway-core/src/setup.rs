@@ -13,7 +13,7 @@ use crate::config::{Config, Providers};
 use crate::message::{ProviderError, ProviderErrorKind};
 use crate::phone::PhoneNumber;
 use crate::provider::PstnProvider;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -164,11 +164,13 @@ struct Account<'a> {
 
 /// Each account with the numbers it should hold: the configured users'
 /// and its `registration_numbers`, each once.
-fn accounts<'a>(config: &'a Config, providers: &'a Providers) -> Vec<Account<'a>> {
-    providers
-        .accounts
+fn accounts<'a>(
+    config: &'a Config,
+    running: &'a BTreeMap<String, crate::accounts::Account>,
+) -> Vec<Account<'a>> {
+    running
         .iter()
-        .map(|(name, provider)| {
+        .map(|(name, account)| {
             let p = &config.providers[name.as_str()];
             let numbers: BTreeSet<PhoneNumber> = config
                 .users
@@ -181,7 +183,7 @@ fn accounts<'a>(config: &'a Config, providers: &'a Providers) -> Vec<Account<'a>
             Account {
                 name,
                 kind: &p.kind,
-                provider,
+                provider: &account.provider,
                 url: format!("{}/{name}/message", config.http.public_base()),
                 numbers: numbers.into_iter().collect(),
             }
@@ -271,7 +273,8 @@ async fn find(a: &Account<'_>, number: &PhoneNumber, report: &mut Report) -> Opt
 /// `check --online`'s carrier part: each account's credentials, then each
 /// of its numbers: held by the account, and where its inbound texts go.
 pub async fn check(config: &Config, providers: &Providers, report: &mut Report) {
-    for a in accounts(config, providers) {
+    let running = providers.accounts.snapshot();
+    for a in accounts(config, &running) {
         if !whoami(&a, report).await {
             continue;
         }
@@ -308,7 +311,8 @@ pub async fn check(config: &Config, providers: &Providers, report: &mut Report) 
 /// only saying what it would change). What one change covers (a Telnyx
 /// messaging profile) is changed once.
 pub async fn configure(config: &Config, providers: &Providers, dry_run: bool, report: &mut Report) {
-    for a in accounts(config, providers) {
+    let running = providers.accounts.snapshot();
+    for a in accounts(config, &running) {
         if !whoami(&a, report).await {
             continue;
         }

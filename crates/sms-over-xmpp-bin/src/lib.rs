@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway until SIGTERM or SIGINT; SIGHUP re-reads the config
-    /// (users, caller ID, limits).
+    /// (carrier accounts, users, caller ID, limits).
     Run,
     /// Validate the config; exit 2 naming the bad key. With `--online`,
     /// also log in to the XMPP server as the component (and leave), check
@@ -256,7 +256,9 @@ async fn reload_on_hangup(path: PathBuf, mut reloader: sms_gateway_core::reload:
                     path = %path.display(),
                     users = r.users,
                     removed = ?r.removed,
-                    "SIGHUP: config reloaded (users, caller ID, limits)"
+                    accounts_changed = ?r.accounts_changed,
+                    accounts_removed = ?r.accounts_removed,
+                    "SIGHUP: config reloaded (accounts, users, caller ID, limits)"
                 );
                 for section in r.need_restart {
                     tracing::warn!(

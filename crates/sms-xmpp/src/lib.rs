@@ -115,8 +115,8 @@ pub struct XmppProcess {
     registration: sms_gateway_core::config::RegistrationConfig,
     /// Numbers offered for registration: (account, number).
     offered: Vec<(String, PhoneNumber)>,
-    /// The carrier accounts, by name.
-    accounts: Vec<String>,
+    /// The carrier accounts, as a reload leaves them.
+    accounts: std::sync::Arc<sms_gateway_core::accounts::Accounts>,
     /// What *Gateway status* shows of the link.
     status: Mutex<people::Status>,
     /// The Gateway's record of carrier errors, for *Gateway status*.
@@ -208,7 +208,7 @@ impl XmppProcess {
                         .map(move |n| (account.clone(), n))
                 })
                 .collect(),
-            accounts: config.providers.keys().cloned().collect(),
+            accounts: providers.accounts.clone(),
             status: Mutex::default(),
             activity: providers.activity.clone(),
             metrics: providers.metrics.clone(),

@@ -951,8 +951,9 @@ impl XmppProcess {
         let hidden = || Field::new("FORM_TYPE", "hidden", "").value(COMMANDS_NS);
         let accounts: Vec<(String, String)> = self
             .accounts
-            .iter()
-            .map(|a| (a.clone(), a.clone()))
+            .names()
+            .into_iter()
+            .map(|a| (a.clone(), a))
             .collect();
         let x = match node {
             "new-chat" => form(
@@ -1301,12 +1302,11 @@ impl XmppProcess {
                     Ok(n) => n,
                     Err(e) => return refuse(format!("Field 'number': {e}.")),
                 };
-                let Some(account) =
-                    first(values, "account").filter(|a| self.accounts.iter().any(|x| x == a))
+                let Some(account) = first(values, "account").filter(|a| self.accounts.contains(a))
                 else {
                     return refuse(format!(
                         "Field 'account': pick one of {}.",
-                        self.accounts.join(", ")
+                        self.accounts.names().join(", ")
                     ));
                 };
                 let done = format!("{jid} is a user, with number {number} on {account}.");

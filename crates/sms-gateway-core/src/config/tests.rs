@@ -183,7 +183,7 @@ fn plain_links_off_this_machine_are_warned_about() {
 fn good_config_validates() {
     let cfg = Config::from_toml(GOOD).unwrap();
     let p = cfg.validate(&crate::sandbox::registry()).unwrap();
-    assert_eq!(p.accounts.keys().collect::<Vec<_>>(), ["main"]);
+    assert_eq!(p.accounts.names(), ["main"]);
     assert_eq!(cfg.http.public_base(), "https://sms.example.com/hooks");
     assert_eq!(cfg.http.base_path(), "/hooks");
     assert_eq!(cfg.xmpp.keepalive_secs, 30);

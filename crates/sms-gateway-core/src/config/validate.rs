@@ -265,7 +265,7 @@ impl Config {
         let providers = self.build_providers(registry)?;
         let mut providers = providers;
         let users = crate::directory::Directory::read(self, |i, user| {
-            if providers.accounts.contains_key(&user.provider) {
+            if providers.accounts.contains(&user.provider) {
                 return Ok(());
             }
             Err(invalid(
@@ -273,7 +273,7 @@ impl Config {
                 &user.provider,
                 format!(
                     "no such account; configured: {}",
-                    list(providers.accounts.keys().map(String::as_str))
+                    list(providers.accounts.names().iter().map(String::as_str))
                 ),
             ))
         })?;
@@ -318,12 +318,16 @@ impl Config {
                 value: format!("type = {}", p.kind),
                 reason: e.reason,
             })?;
-            accounts.insert(name.clone(), provider);
+            let account = crate::accounts::Account {
+                provider,
+                split_long: p.split_long,
+            };
+            accounts.insert(name.clone(), account);
         }
         Ok(Providers {
             metrics: Arc::new(crate::metrics::Metrics::new(accounts.keys())),
             limits: Arc::new(std::sync::RwLock::new(self.limits.clone())),
-            accounts,
+            accounts: Arc::new(crate::accounts::Accounts::new(accounts)),
             users: Default::default(),
             activity: Default::default(),
         })

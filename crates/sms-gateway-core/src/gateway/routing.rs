@@ -5,7 +5,6 @@ use crate::config::{Config, Providers};
 use crate::directory::{Directory, User};
 use crate::phone::PhoneNumber;
 use crate::text::Limits;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What an account accepts per request, and what to do with a longer text.
@@ -23,7 +22,8 @@ pub struct Routing {
     pub(super) domain: String,
     pub(super) phone: crate::config::PhoneConfig,
     pub(super) users: Arc<Directory>,
-    pub(super) accounts: HashMap<String, AccountPolicy>,
+    /// The carrier accounts, as a reload leaves them.
+    pub(super) accounts: Arc<crate::accounts::Accounts>,
     /// `[limits]`, shared with the reloader.
     limits: Arc<std::sync::RwLock<crate::config::LimitsConfig>>,
     /// Whether inbound media are fetched (`media.store` is not `link`).
@@ -42,23 +42,11 @@ impl Routing {
     /// Builds the routing tables from a config that passed
     /// [`Config::validate`] and what it gave (the accounts and the users).
     pub fn new(config: &Config, providers: &Providers) -> Self {
-        let accounts = providers
-            .accounts
-            .iter()
-            .map(|(name, provider)| {
-                let split_long = config.providers.get(name).is_none_or(|p| p.split_long);
-                let policy = AccountPolicy {
-                    limits: provider.limits(),
-                    split_long,
-                };
-                (name.clone(), policy)
-            })
-            .collect();
         Routing {
             domain: config.xmpp.domain.to_lowercase(),
             phone: config.phone.clone(),
             users: providers.users.clone(),
-            accounts,
+            accounts: providers.accounts.clone(),
             limits: providers.limits.clone(),
             fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
             relay_private_urls: config.media.relay_private_urls,
@@ -79,7 +67,10 @@ impl Routing {
     pub(super) fn policy(&self, account: &str) -> AccountPolicy {
         self.accounts
             .get(account)
-            .copied()
+            .map(|a| AccountPolicy {
+                limits: a.provider.limits(),
+                split_long: a.split_long,
+            })
             .unwrap_or(AccountPolicy {
                 limits: Limits::default(),
                 split_long: true,

@@ -1,7 +1,8 @@
 //! Tests of `pstn.rs`.
 
 use super::*;
-use crate::provider::WebhookRequest;
+use crate::provider::{PstnProvider, WebhookRequest};
+use std::collections::BTreeMap;
 
 #[test]
 fn retry_delays_double_with_spread_and_cap() {
@@ -49,7 +50,7 @@ fn started(http_extra: &str, accounts: BTreeMap<String, Arc<dyn PstnProvider>>) 
     let (commands, commands_rx) = mpsc::channel(1);
     let pstn = PstnProcess::new(
         &config,
-        accounts,
+        Arc::new(crate::accounts::Accounts::of(accounts)),
         listener,
         to_gateway,
         Arc::new(tokio::sync::Mutex::new(commands_rx)),

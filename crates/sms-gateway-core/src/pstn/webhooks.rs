@@ -138,7 +138,7 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
     if hook_name.contains('/') {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    let Some(provider) = inner.accounts.get(account) else {
+    let Some(provider) = inner.accounts.provider(account) else {
         return text(StatusCode::NOT_FOUND, "no such account\n");
     };
     let body = match read_body(&inner.webhook_limits, &headers, body).await {
