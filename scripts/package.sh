@@ -11,15 +11,19 @@ if ! cargo deb --version >/dev/null 2>&1; then
   echo "installing cargo-deb"
   cargo install cargo-deb --locked --no-default-features
 fi
-# Stripped: the release profile keeps debug info for profiling, which
-# would make the package five times larger.
-cargo deb -p sms-over-xmpp-bin --locked --strip
+# The binary first, so its manual page (`sms-over-xmpp man`) can go in
+# the package too. Stripped: the release profile keeps debug info for
+# profiling, which would make the package five times larger.
+cargo build --release -p sms-over-xmpp-bin --locked
+target/release/sms-over-xmpp man | gzip -9n >target/release/sms-over-xmpp.1.gz
+cargo deb -p sms-over-xmpp-bin --locked --no-build --strip
 deb=$(ls -t target/debian/sms-over-xmpp_*.deb | head -n 1)
 echo "built $deb"
 dpkg-deb --info "$deb" >/dev/null
 contents=$(dpkg-deb --contents "$deb")
 for f in ./usr/bin/sms-over-xmpp ./etc/sms-over-xmpp/sms-over-xmpp.toml \
-  ./usr/lib/systemd/system/sms-over-xmpp.service ./usr/share/doc/sms-over-xmpp/operations.md; do
+  ./usr/lib/systemd/system/sms-over-xmpp.service ./usr/share/doc/sms-over-xmpp/operations.md \
+  ./usr/share/man/man1/sms-over-xmpp.1.gz; do
   grep -q " $f\$" <<<"$contents" || { echo "$deb lacks $f" >&2; exit 1; }
 done
 if command -v systemd-analyze >/dev/null 2>&1; then
@@ -44,5 +48,6 @@ if [ "${1:-}" = "--install" ]; then
   /usr/bin/sms-over-xmpp --version
   $sudo /usr/bin/sms-over-xmpp check --config /etc/sms-over-xmpp/sms-over-xmpp.toml
   stat -c '%a %U:%G' /etc/sms-over-xmpp/sms-over-xmpp.toml | grep -q '^640 root:sms-over-xmpp$'
+  zcat /usr/share/man/man1/sms-over-xmpp.1.gz | grep -q '^\.SH COMMANDS'
   echo "the package installs, and its binary checks its config"
 fi

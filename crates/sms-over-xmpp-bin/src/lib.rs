@@ -10,8 +10,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// An SMS/MMS gateway for XMPP: chat with phone numbers from any XMPP client.
+///
+/// sms-over-xmpp runs as an XMPP component (XEP-0114) beside your XMPP
+/// server (Prosody, ejabberd) and sends and receives SMS and MMS through
+/// carrier APIs (Twilio, Telnyx, SignalWire; `sandbox` for trying it). A
+/// chat to +15557654321@sms.example.com becomes a text from the user's
+/// number; replies come back as chats; group texts are group chats.
 #[derive(Debug, Parser)]
-#[command(name = "sms-over-xmpp", version, about)]
+#[command(
+    name = "sms-over-xmpp",
+    version,
+    about = "An SMS/MMS gateway for XMPP: chat with phone numbers from any XMPP client",
+    long_about
+)]
 pub struct Cli {
     /// The config file (TOML).
     #[arg(
@@ -57,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the manual page (roff) on stdout: `sms-over-xmpp man | man -l -`.
+    Man,
 }
 
 /// Every provider type this build knows: `sandbox` always, the others by
@@ -92,6 +105,16 @@ fn init_logging(format: LogFormat) {
 /// 1 for any other failure.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Man = cli.command {
+        let mut out = std::io::stdout().lock();
+        return match manual(&mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the manual: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -118,6 +141,7 @@ pub fn main() -> ExitCode {
         }
     }
     match cli.command {
+        Command::Man => unreachable!("answered before the config is read"),
         Command::Check { online: true } => {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
@@ -208,6 +232,82 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The manual's sections after the options, in roff.
+const MANUAL_MORE: &str = r#".SH COMMANDS
+.TP
+\fBrun\fR
+Run the gateway until SIGTERM or SIGINT. It logs in to the XMPP server as
+the component named in \fB[xmpp]\fR, serves the carriers' webhooks on
+\fB[http] listen\fR, and keeps its state in \fB[store] path\fR.
+.TP
+\fBcheck\fR [\fB\-\-online\fR]
+Validate the config and exit; a bad key is named with its value. With
+\fB\-\-online\fR, also log in to the XMPP server (and leave), ask each
+carrier account who it is, whether it holds each number and where the
+number's inbound texts go, and print a table of what is right (ok) and what
+to fix (FIX, FAILED).
+.TP
+\fBconfigure\-carrier\fR [\fB\-\-dry\-run\fR]
+Point each number whose inbound texts go elsewhere at
+\fI{public_url}/{account}/message\fR through the carrier's API (Twilio and
+SignalWire: the number's SmsUrl; Telnyx: its messaging profile's
+webhook_url), and print what changed. With \fB\-\-dry\-run\fR, change
+nothing.
+.TP
+\fBman\fR
+Print this page.
+.SH SIGNALS
+.TP
+\fBSIGHUP\fR
+Re\-read the config: carrier accounts, users, caller ID and limits change
+at once, with nothing in flight dropped; a config that does not validate is
+refused and logged, and the running one stays. Other sections take effect at
+the next start, and the log says which changed.
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop: webhooks are answered 503 so carriers retry, what is in flight is
+finished or kept in the store, and the XMPP stream is closed.
+.SH EXIT STATUS
+0 on success; 2 when the config cannot be read or does not validate; 1 for
+any other failure, and for \fBcheck \-\-online\fR or
+\fBconfigure\-carrier\fR when something needs fixing.
+.SH ENVIRONMENT
+.TP
+\fBSMS_OVER_XMPP_CONFIG\fR
+The config file, when \fB\-\-config\fR is not given.
+.TP
+\fBRUST_LOG\fR
+What is logged (default \fBinfo\fR; \fBdebug\fR shows more). Message
+bodies and credentials are never logged.
+.SH FILES
+.TP
+\fI/etc/sms\-over\-xmpp/sms\-over\-xmpp.toml\fR
+The config the Debian package installs (the sandbox carrier).
+.TP
+\fI/var/lib/sms\-over\-xmpp/\fR
+The store (SQLite) and media files, under the packaged systemd unit.
+.TP
+\fI/usr/share/doc/sms\-over\-xmpp/\fR
+README.md (the configuration reference), operations.md (metrics, alerts,
+reload, backups, upgrades) and example configs.
+.SH SEE ALSO
+\fBprosody\fR(1), \fBejabberdctl\fR(8), \fBsystemctl\fR(1)
+"#;
+
+/// Writes the manual page (roff): clap's name, synopsis, description and
+/// options, then the commands, signals, exit status, environment and files.
+pub fn manual(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = clap_mangen::Man::new(Cli::command()).manual("sms-over-xmpp manual");
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    out.write_all(MANUAL_MORE.as_bytes())?;
+    man.render_version_section(out)
 }
 
 /// The single-threaded runtime every command runs on, or `None` (said on

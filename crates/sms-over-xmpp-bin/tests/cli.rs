@@ -44,6 +44,33 @@ fn help_and_version() {
     );
 }
 
+/// `man` needs no config, and the page has every command and the
+/// sections a manual page is read for.
+#[test]
+fn the_manual_page() {
+    let o = bin()
+        .args(["--config", "/nonexistent.toml", "man"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let page = String::from_utf8(o.stdout).unwrap();
+    for needle in [
+        ".TH sms-over-xmpp 1",
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH OPTIONS",
+        ".SH COMMANDS",
+        "configure\\-carrier",
+        "\\-\\-online",
+        ".SH SIGNALS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        "SMS_OVER_XMPP_CONFIG",
+    ] {
+        assert!(page.contains(needle), "the page lacks {needle:?}:\n{page}");
+    }
+}
+
 #[test]
 fn every_example_config_checks() {
     for name in [
