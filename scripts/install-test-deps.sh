@@ -5,8 +5,8 @@
 # component is checked by a client that is not ours), Prosody's community
 # modules (mod_privilege, for XEP-0356 roster pushes), Profanity and tmux (a
 # real terminal client the tests drive), curl, and adduser (which the Debian
-# package the tests build and install depends on). Does nothing when all are
-# there.
+# package the tests build and install depends on), and PostgreSQL's server when
+# no database is at hand. Does nothing when all are there.
 set -euo pipefail
 
 missing=()
@@ -19,6 +19,12 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The Debian package depends on it (its postinst makes a system user).
 command -v adduser >/dev/null 2>&1 || missing+=(adduser)
+# PostgreSQL's server, for a throwaway cluster, unless the tests have one
+# ($DATABASE_URL, or a server on 127.0.0.1:5432: scripts/postgres-for-tests.sh).
+if [ -z "${DATABASE_URL:-}" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null &&
+  ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 sudo=""

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+# shellcheck source=scripts/postgres-for-tests.sh
+. scripts/postgres-for-tests.sh
 
 echo "== format and lints"
 cargo fmt --all --check
@@ -14,7 +16,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== unit, provider, CLI and end-to-end tests (Prosody on loopback)"
+echo "== unit, provider, store (SQLite and PostgreSQL), CLI and end-to-end tests (Prosody on loopback)"
 cargo test --workspace --locked
 
 echo "== fuzzing every parser of outside input, 20 s a target (scripts/fuzz.sh SECONDS to run longer)"

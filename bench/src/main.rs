@@ -108,6 +108,63 @@ struct RunArgs {
     /// RSS, open descriptors and CPU per 1,000 after each run.
     #[arg(long)]
     soak: Option<usize>,
+    /// The gateway's store: `sqlite` (a file in the run's directory) or
+    /// `postgres` (a database made afresh for each gateway on
+    /// `$DATABASE_URL`'s server, default 127.0.0.1:5432, and dropped
+    /// after).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    store: String,
+}
+
+/// A PostgreSQL database made for one gateway run, dropped with it.
+struct Database {
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    /// Runs `sql` on the server as its admin, on a thread of its own (the
+    /// blocking client must not run inside the benchmark's runtime).
+    fn admin(admin: &str, sql: String) -> Result<(), String> {
+        let admin = admin.to_owned();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+                .map_err(|e| format!("no PostgreSQL at {admin}: {e} (set DATABASE_URL)"))?;
+            c.batch_execute(&sql).map_err(|e| format!("{sql}: {e}"))
+        })
+        .join()
+        .expect("the admin thread")
+    }
+
+    /// A fresh database; its URL.
+    fn new() -> (Database, String) {
+        let admin = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("sox_bench_{}", std::process::id());
+        Self::admin(
+            &admin,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .and_then(|()| Self::admin(&admin, format!("CREATE DATABASE {name}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let server = admin
+            .split('?')
+            .next()
+            .and_then(|b| b.rsplit_once('/'))
+            .map_or(admin.as_str(), |(s, _)| s)
+            .to_owned();
+        let url = format!("{server}/{name}");
+        (Database { admin, name }, url)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Self::admin(
+            &self.admin,
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
 }
 
 fn gateway_binary(arg: &Option<PathBuf>) -> PathBuf {
@@ -169,7 +226,10 @@ async fn run(args: RunArgs) -> bool {
     drop(echo);
 
     // The gateway, with the carrier mock.
+    // `_database` first: bindings drop in reverse, so it goes after the
+    // gateway has stopped.
     let GatewayRun {
+        _database,
         gateway,
         mock,
         _dir,
@@ -252,6 +312,8 @@ struct GatewayRun {
     gateway: Killed,
     mock: Killed,
     _dir: tempfile::TempDir,
+    /// Dropped after the gateway (fields drop in declaration order).
+    _database: Option<Database>,
 }
 
 /// Starts the gateway binary with a Twilio account pointed at the carrier
@@ -265,10 +327,17 @@ async fn start_gateway(args: &RunArgs, prosody: &Prosody, me: &std::path::Path) 
             format!("[[users]]\njid = \"idle{i}@localhost\"\nnumber = \"+1555{:07}\"\nprovider = \"main\"\n", 9_000_000 + i)
         }))
         .collect();
+    let (database, store) = match args.store.as_str() {
+        "postgres" => {
+            let (db, url) = Database::new();
+            (Some(db), format!("url = \"{url}\""))
+        }
+        _ => (None, "path = \"bench.db\"".to_owned()),
+    };
     let cfg = format!(
         "[xmpp]\nserver = \"127.0.0.1:{}\"\ndomain = \"sms.localhost\"\nsecret = \"{SECRET}\"\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_url = \"{PUBLIC}\"\n\
-         [store]\npath = \"bench.db\"\n\
+         [store]\n{store}\n\
          [limits]\ntexts_per_minute = 100000000\ntexts_burst = 100000000\n\
          [providers.main]\ntype = \"twilio\"\naccount_sid = \"{SID}\"\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:{mock_port}\"\n{users}",
         prosody.component
@@ -308,6 +377,7 @@ async fn start_gateway(args: &RunArgs, prosody: &Prosody, me: &std::path::Path) 
         gateway,
         mock,
         _dir: dir,
+        _database: database,
     }
 }
 

@@ -103,3 +103,67 @@ pub async fn wait_for_port(port: u16, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A PostgreSQL database of a test's own (`$DATABASE_URL`'s server, else
+/// 127.0.0.1:5432; `scripts/test.sh` makes sure one answers), dropped
+/// with it.
+pub struct Database {
+    /// Its name.
+    pub name: String,
+    /// `postgresql://…/{name}`, for `[store] url`.
+    pub url: String,
+}
+
+impl Database {
+    fn admin_url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// Runs `sql`, one statement a call, as the server's admin, on a
+    /// thread of its own (the blocking client must not run inside the
+    /// test's runtime).
+    fn admin(sql: Vec<String>) -> Result<(), String> {
+        let admin = Self::admin_url();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).map_err(|e| {
+                format!("no PostgreSQL at {admin} ({e}): set DATABASE_URL, or run scripts/test.sh")
+            })?;
+            for q in sql {
+                c.batch_execute(&q).map_err(|e| format!("{q}: {e}"))?;
+            }
+            Ok(())
+        })
+        .join()
+        .expect("the admin thread")
+    }
+
+    /// Makes the database `sox_{pid}_{test}` afresh.
+    pub fn new(test: &str) -> Database {
+        let admin = Self::admin_url();
+        let name = format!("sox_{}_{test}", std::process::id());
+        Self::admin(vec![
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (base, query) = match admin.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin.as_str(), String::new()),
+        };
+        let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+        Database {
+            url: format!("{server}/{name}{query}"),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Self::admin(vec![format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )]);
+    }
+}

@@ -137,7 +137,12 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("http", unchanged!(http)),
         ("phone", unchanged!(phone)),
         ("providers.*.registration_numbers", registration_numbers),
-        ("store", unchanged!(store)),
+        (
+            "store",
+            unchanged!(store)
+                && old.store.url.as_ref().map(|u| u.expose())
+                    == new.store.url.as_ref().map(|u| u.expose()),
+        ),
         ("retry", unchanged!(retry)),
         ("media", unchanged!(media)),
         ("registration", unchanged!(registration)),

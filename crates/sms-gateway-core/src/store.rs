@@ -568,6 +568,46 @@ impl Retention {
     }
 }
 
+/// Everything a store holds, row by row, records as their JSON text: what
+/// `sms-over-xmpp migrate-store` copies from one backend to another, ids
+/// kept (tickets, inbound ids), so nothing a carrier or a client refers
+/// to changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// Chats: ticket, created, whether sent, the [`ChatRecord`] as JSON.
+    pub chats: Vec<(u64, u64, bool, String)>,
+    /// The receipt map: account, carrier id, ticket.
+    pub sent_ids: Vec<(String, String, u64)>,
+    /// Inbound texts: id, account, carrier id, received, delivered, the
+    /// [`InboundSms`] as JSON (empty once delivered).
+    pub inbound: Vec<(u64, String, String, u64, bool, String)>,
+    /// Carrier ids of expired inbound texts: account, carrier id, received.
+    pub seen_expired: Vec<(String, String, u64)>,
+    /// Each user's last chat.
+    pub last_chats: Vec<LastChat>,
+    /// The numbers kept by [`Transaction::set_meta`].
+    pub meta: Vec<(String, u64)>,
+    /// The entries: kind, key, value.
+    pub entries: Vec<(String, String, String)>,
+}
+
+impl Dump {
+    /// How many rows of each kind, for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} chats ({} carrier ids), {} inbound texts ({} waiting), {} expired ids, {} last chats, {} meta, {} entries",
+            self.chats.len(),
+            self.sent_ids.len(),
+            self.inbound.len(),
+            self.inbound.iter().filter(|r| !r.4).count(),
+            self.seen_expired.len(),
+            self.last_chats.len(),
+            self.meta.len(),
+            self.entries.len()
+        )
+    }
+}
+
 mod contract;
 pub use contract::check_store;
 

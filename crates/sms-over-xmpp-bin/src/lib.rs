@@ -70,6 +70,17 @@ pub enum Command {
     },
     /// Print the manual page (roff) on stdout: `sms-over-xmpp man | man -l -`.
     Man,
+    /// Copy a SQLite store into an empty PostgreSQL database, ids kept, in
+    /// one transaction; then set `[store] url` and remove `path`. Stop the
+    /// gateway first.
+    MigrateStore {
+        /// The SQLite store file (`[store] path`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database: `postgres://user:password@host/db`.
+        #[arg(long, env = "SMS_OVER_XMPP_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 /// Every provider type this build knows: `sandbox` always, the others by
@@ -105,6 +116,9 @@ fn init_logging(format: LogFormat) {
 /// 1 for any other failure.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::MigrateStore { from, to } = &cli.command {
+        return migrate_store(from, to);
+    }
     if let Command::Man = cli.command {
         let mut out = std::io::stdout().lock();
         return match manual(&mut out) {
@@ -141,7 +155,9 @@ pub fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Man => unreachable!("answered before the config is read"),
+        Command::Man | Command::MigrateStore { .. } => {
+            unreachable!("answered before the config is read")
+        }
         Command::Check { online: true } => {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
@@ -208,14 +224,13 @@ pub fn main() -> ExitCode {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 let path = config.store.resolve(&cli.config);
-                let store = match sms_store_sqlite::SqliteStore::open(&path) {
-                    Ok(s) => Arc::new(s),
+                let store = match open_store(&config, &path) {
+                    Ok(s) => s,
                     Err(e) => {
-                        eprintln!("error: cannot open the store (store.path): {e}");
+                        eprintln!("error: {e}");
                         return ExitCode::FAILURE;
                     }
                 };
-                tracing::info!(path = %path.display(), "store opened");
                 let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, &providers));
                 let media_dir = config.media.resolve_dir(&path);
                 let component = Component::new(config, providers)
@@ -231,6 +246,83 @@ pub fn main() -> ExitCode {
                 }
             })
         }
+    }
+}
+
+/// The store `[store]` names: PostgreSQL at `url`, or the SQLite file at
+/// `path` (resolved next to the config). The error names the key.
+fn open_store(
+    config: &Config,
+    path: &std::path::Path,
+) -> Result<Arc<dyn sms_gateway_core::store::Store>, String> {
+    if let Some(url) = &config.store.url {
+        #[cfg(feature = "postgres")]
+        {
+            let store = sms_store_postgres::PostgresStore::connect(url.expose())
+                .map_err(|e| format!("cannot open the store (store.url): {e}"))?;
+            tracing::info!("store opened: PostgreSQL");
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err(
+                "store.url names a PostgreSQL database, and this build has no PostgreSQL store (cargo feature `postgres`)"
+                    .into(),
+            );
+        }
+    }
+    let store = sms_store_sqlite::SqliteStore::open(path)
+        .map_err(|e| format!("cannot open the store (store.path): {e}"))?;
+    tracing::info!(path = %path.display(), "store opened");
+    Ok(Arc::new(store))
+}
+
+/// `migrate-store`: the SQLite store at `from` into the empty PostgreSQL
+/// database at `to`.
+fn migrate_store(from: &std::path::Path, to: &str) -> ExitCode {
+    #[cfg(feature = "postgres")]
+    {
+        if !from.is_file() {
+            eprintln!("error: --from {}: no such store file", from.display());
+            return ExitCode::from(2);
+        }
+        let dump = match sms_store_sqlite::SqliteStore::open(from).and_then(|s| s.dump()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", from.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("read {}: {}", from.display(), dump.summary());
+        let copied = sms_store_postgres::PostgresStore::connect(to).and_then(|pg| {
+            pg.import(dump.clone())?;
+            pg.dump()
+        });
+        match copied {
+            Ok(check) if check == dump => {
+                println!("copied into PostgreSQL, and read back the same. Now set [store] url and remove [store] path.");
+                ExitCode::SUCCESS
+            }
+            Ok(check) => {
+                eprintln!(
+                    "error: the copy reads back different: {} (the source: {})",
+                    check.summary(),
+                    dump.summary()
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (from, to);
+        eprintln!("error: this build has no PostgreSQL store (cargo feature `postgres`)");
+        ExitCode::from(2)
     }
 }
 
@@ -255,6 +347,11 @@ Point each number whose inbound texts go elsewhere at
 SignalWire: the number's SmsUrl; Telnyx: its messaging profile's
 webhook_url), and print what changed. With \fB\-\-dry\-run\fR, change
 nothing.
+.TP
+\fBmigrate\-store\fR \fB\-\-from\fR \fIstore.db\fR \fB\-\-to\fR \fIpostgres://...\fR
+Copy a SQLite store into an empty PostgreSQL database, ids kept, in one
+transaction, and read it back to compare. Stop the gateway first; then set
+\fB[store] url\fR and remove \fB[store] path\fR.
 .TP
 \fBman\fR
 Print this page.

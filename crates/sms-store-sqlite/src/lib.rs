@@ -341,6 +341,7 @@ impl Drop for SqliteTx<'_> {
 }
 
 mod checkpoint;
+mod dump;
 mod errors;
 mod schema;
 mod seen;

@@ -161,6 +161,12 @@ pub struct StoreConfig {
     /// `sms-over-xmpp.db` next to the config file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// A PostgreSQL database instead of the SQLite file:
+    /// `postgres://user:password@host:5432/database` (a secret: it may
+    /// hold the password; `SMS_OVER_XMPP_STORE__URL` sets it from the
+    /// environment). Needs a build with the `postgres` feature (default).
+    #[serde(default)]
+    pub url: Option<Secret>,
     /// Days the receipt map and delivered inbound texts are kept.
     #[serde(default = "default_keep_days")]
     pub keep_days: u64,
@@ -179,6 +185,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: None,
+            url: None,
             keep_days: default_keep_days(),
             seen_days: default_seen_days(),
         }

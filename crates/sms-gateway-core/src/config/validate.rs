@@ -69,6 +69,23 @@ impl Config {
         if self.xmpp.secret.is_empty() {
             return Err(invalid("xmpp.secret", "", "must not be empty"));
         }
+        if let Some(url) = &self.store.url {
+            if self.store.path.is_some() {
+                return Err(invalid(
+                    "store.url",
+                    "(hidden)",
+                    "set store.url (PostgreSQL) or store.path (SQLite), not both",
+                ));
+            }
+            let u = url.expose();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "store.url",
+                    "(hidden)",
+                    "expected a PostgreSQL URL: postgres://user:password@host:5432/database",
+                ));
+            }
+        }
         if self.store.keep_days == 0 {
             return Err(invalid("store.keep_days", "0", "must be at least 1"));
         }

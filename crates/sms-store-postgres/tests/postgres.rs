@@ -1,0 +1,294 @@
+//! The PostgreSQL store against a real PostgreSQL: `$DATABASE_URL` when it
+//! is set, else `postgresql://postgres@127.0.0.1:5432/postgres` (the test
+//! command starts a throwaway cluster when neither answers). Each test
+//! makes a database of its own and drops it after.
+
+use sms_gateway_core::store::{check_store, Store, StoreErrorKind, StoreExt};
+use sms_gateway_core::{InboundSms, PhoneNumber};
+use sms_store_postgres::{Config, PostgresStore};
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of the test's own, dropped with it.
+struct Db {
+    name: String,
+    config: Config,
+}
+
+impl Db {
+    fn new(test: &str) -> Db {
+        let name = format!("sox_{}_{test}", std::process::id());
+        let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap_or_else(|e| {
+            panic!(
+                "no PostgreSQL at {} ({e}): set DATABASE_URL, or run scripts/test.sh, which starts one",
+                admin_url()
+            )
+        });
+        // One statement a call: neither may run in a transaction block.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let mut config: Config = admin_url().parse().unwrap();
+        config.dbname(&name);
+        Db { name, config }
+    }
+
+    fn store(&self) -> PostgresStore {
+        PostgresStore::with_config(self.config.clone()).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn inbound(id: &str) -> InboundSms {
+    InboundSms {
+        id: id.into(),
+        from: PhoneNumber::parse("+15557654321", None).unwrap(),
+        to: PhoneNumber::parse("+15550001111", None).unwrap(),
+        body: "hello".into(),
+        media: vec![],
+        others: vec![],
+        subject: None,
+    }
+}
+
+#[test]
+fn postgres_store_meets_the_contract() {
+    let db = Db::new("contract");
+    check_store(&db.store());
+}
+
+#[test]
+fn what_was_written_survives_reconnecting_and_the_schema_is_migrated_once() {
+    let db = Db::new("reopen");
+    {
+        let s = db.store();
+        assert!(s
+            .write(|t| t.insert_inbound("main", &inbound("SM1"), 1))
+            .unwrap()
+            .is_some());
+        s.write(|t| t.set_meta("running", 1)).unwrap();
+    }
+    let s = db.store();
+    assert_eq!(s.meta("running").unwrap(), Some(1));
+    let pending = s.pending_inbound().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].sms, inbound("SM1"));
+    let mut own = db.config.connect(postgres::NoTls).unwrap();
+    let v: i32 = own
+        .query_one("SELECT version FROM sox_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+    assert_eq!(own.query("SELECT * FROM sox_schema", &[]).unwrap().len(), 1);
+}
+
+/// The repeat check is the database's: a carrier's retry that reaches a
+/// second process on the same database is still a repeat.
+#[test]
+fn a_repeat_is_a_repeat_whoever_stored_the_first() {
+    let db = Db::new("repeat");
+    let (a, b) = (db.store(), db.store());
+    assert!(a
+        .write(|t| t.insert_inbound("main", &inbound("SM9"), 1))
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        b.write(|t| t.insert_inbound("main", &inbound("SM9"), 2))
+            .unwrap(),
+        None
+    );
+    assert!(b
+        .write(|t| t.insert_inbound("other", &inbound("SM9"), 2))
+        .unwrap()
+        .is_some());
+}
+
+/// A transaction dropped without a commit keeps nothing; one whose
+/// connection is cut fails as a whole, and the next one works on a new
+/// connection.
+#[test]
+fn a_cut_connection_fails_its_transaction_and_the_next_one_reconnects() {
+    let db = Db::new("cut");
+    let s = db.store();
+    {
+        let mut tx = s.begin().unwrap();
+        assert!(tx
+            .insert_inbound("main", &inbound("SM1"), 1)
+            .unwrap()
+            .is_some());
+        drop(tx);
+    }
+    assert!(s.pending_inbound().unwrap().is_empty(), "rolled back");
+
+    let mut tx = s.begin().unwrap();
+    assert!(tx
+        .insert_inbound("main", &inbound("SM2"), 1)
+        .unwrap()
+        .is_some());
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'sms-over-xmpp'",
+            &[&db.name],
+        )
+        .unwrap();
+    let e = tx
+        .insert_inbound("main", &inbound("SM3"), 1)
+        .err()
+        .or_else(|| tx.commit().err())
+        .expect("the cut transaction fails");
+    assert_eq!(e.kind, StoreErrorKind::Io, "{e}");
+    assert!(e.is_temporary());
+    // The carrier's retry of SM2 is stored: nothing of the cut one stayed.
+    assert!(s
+        .write(|t| t.insert_inbound("main", &inbound("SM2"), 2))
+        .unwrap()
+        .is_some());
+    assert_eq!(s.pending_inbound().unwrap().len(), 1);
+}
+
+#[test]
+fn a_bad_url_is_refused_naming_the_key() {
+    let e = PostgresStore::connect("mysql://nope").unwrap_err();
+    assert!(e.message.contains("store.url"), "{e}");
+    let e = PostgresStore::connect("postgresql://postgres@127.0.0.1:1/x").unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Io, "{e}");
+}
+
+/// `migrate-store`: a SQLite store with every kind of row is copied with
+/// its ids, and the copy behaves as the original would: the receipt map
+/// finds what it found (and not an id already reported), a text seen
+/// (delivered, or expired) is still a repeat, and new tickets come after
+/// the old.
+#[test]
+fn a_sqlite_store_migrates_with_its_ids() {
+    use sms_gateway_core::store::{ChatRecord, ChatState};
+    use sms_store_sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let n = |s: &str| PhoneNumber::parse(s, None).unwrap();
+    let chat = |body: &str| ChatRecord {
+        created: 100,
+        account: "main".into(),
+        user_full_jid: "alice@example.com/phone".into(),
+        contact_jid: "+15557654321@sms.example.com".into(),
+        stanza_id: Some("m1".into()),
+        receipt: true,
+        parts: vec![sms_gateway_core::OutboundSms {
+            from: n("+15550001111"),
+            to: n("+15557654321"),
+            body: body.into(),
+            media: vec![],
+            cc: vec![],
+        }],
+        state: ChatState::Sending,
+        group: false,
+    };
+    let t1 = sqlite.write(|t| t.insert_chat(&chat("one"))).unwrap();
+    let t2 = sqlite.write(|t| t.insert_chat(&chat("two"))).unwrap();
+    let mut sent = chat("two");
+    sent.state = ChatState::Sent {
+        ids: vec!["SM-a".into(), "SM-b".into()],
+        undelivered: 2,
+    };
+    sqlite
+        .write(|t| {
+            t.update_chat(t2, &sent)?;
+            t.forget_sent_id("main", "SM-a")
+        })
+        .unwrap();
+    let kept = sqlite
+        .write(|t| t.insert_inbound("main", &inbound("IN-1"), 10))
+        .unwrap()
+        .unwrap();
+    let gone = sqlite
+        .write(|t| t.insert_inbound("main", &inbound("IN-2"), 10))
+        .unwrap()
+        .unwrap();
+    sqlite.write(|t| t.inbound_delivered(gone)).unwrap();
+    let old = sqlite
+        .write(|t| t.insert_inbound("main", &inbound("IN-0"), 1))
+        .unwrap()
+        .unwrap();
+    sqlite.write(|t| t.inbound_delivered(old)).unwrap();
+    sqlite.write(|t| t.expire(5, 0)).unwrap();
+    sqlite
+        .write(|t| {
+            t.set_meta("running", 1)?;
+            t.put_entry(
+                "user",
+                "carol@example.com",
+                Some("{\"number\":\"+15550003333\"}"),
+            )
+        })
+        .unwrap();
+    let dump = sqlite.dump().unwrap();
+    assert_eq!(dump.chats.len(), 2);
+    assert_eq!(dump.seen_expired.len(), 1, "{dump:?}");
+    drop(sqlite);
+
+    let db = Db::new("migrate");
+    let pg = db.store();
+    pg.import(dump.clone()).unwrap();
+    assert_eq!(pg.dump().unwrap(), dump, "read back the same");
+    assert_eq!(
+        pg.chats().unwrap().iter().map(|c| c.0).collect::<Vec<_>>(),
+        [t1, t2]
+    );
+    assert_eq!(
+        pg.pending_inbound()
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        [kept]
+    );
+    assert_eq!(
+        pg.write(|t| t.find_sent("main", "SM-a")).unwrap(),
+        None,
+        "reported before"
+    );
+    assert_eq!(
+        pg.write(|t| t.find_sent("main", "SM-b"))
+            .unwrap()
+            .map(|f| f.0),
+        Some(t2)
+    );
+    for repeat in ["IN-1", "IN-2", "IN-0"] {
+        assert_eq!(
+            pg.write(|t| t.insert_inbound("main", &inbound(repeat), 20))
+                .unwrap(),
+            None,
+            "{repeat}"
+        );
+    }
+    assert!(pg.write(|t| t.insert_chat(&chat("three"))).unwrap() > t2);
+    assert!(
+        pg.write(|t| t.insert_inbound("main", &inbound("IN-3"), 20))
+            .unwrap()
+            .unwrap()
+            > kept
+    );
+    assert_eq!(pg.meta("running").unwrap(), Some(1));
+    assert_eq!(pg.entries("user").unwrap().len(), 1);
+    // A database that holds a store is not migrated into.
+    let e = pg.import(dump).unwrap_err();
+    assert!(e.message.contains("already holds a store"), "{e}");
+}
