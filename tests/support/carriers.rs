@@ -290,6 +290,25 @@ pub async fn sandbox_outbox(hooks: &str, auth: &str) -> serde_json::Value {
     outbox
 }
 
+/// Whether the sandbox account at `hooks` sent a text holding every one of
+/// `needles` (its body, its numbers) within 5 s.
+pub async fn sandbox_sent(hooks: &str, auth: &str, needles: &[&str]) -> bool {
+    for _ in 0..50 {
+        let outbox = sandbox_outbox(hooks, auth).await;
+        let found = outbox.as_array().is_some_and(|texts| {
+            texts.iter().any(|t| {
+                let t = t.to_string();
+                needles.iter().all(|n| t.contains(n))
+            })
+        });
+        if found {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// SignalWire's project id in [`three_carriers`].
 pub const SW_PROJECT: &str = "sw-project";
 /// SignalWire's API token in [`three_carriers`].

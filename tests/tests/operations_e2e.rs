@@ -247,17 +247,8 @@ async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
     assert!(text.contains("config reloaded"), "{text}");
     assert!(text.contains("[groups] changed"), "{text}");
     bob.send_chat(CONTACT, "b2", "after").await;
-    let mut found = false;
-    for _ in 0..50 {
-        let outbox = sandbox_outbox(&hooks, SANDBOX_AUTH).await.to_string();
-        if outbox.contains("after") && outbox.contains("+15550002222") {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        found,
+        sandbox_sent(&hooks, SANDBOX_AUTH, &["after", "+15550002222"]).await,
         "bob's text did not reach the carrier after the reload"
     );
 
@@ -273,19 +264,10 @@ async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
         "{text}"
     );
     bob.send_chat(CONTACT, "b3", "still here").await;
-    let mut found = false;
-    for _ in 0..50 {
-        if sandbox_outbox(&hooks, SANDBOX_AUTH)
-            .await
-            .to_string()
-            .contains("still here")
-        {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(found, "the running config stopped serving bob");
+    assert!(
+        sandbox_sent(&hooks, SANDBOX_AUTH, &["still here"]).await,
+        "the running config stopped serving bob"
+    );
 
     // A carrier account added, with Carol on it: her texts go out through
     // it and its webhooks are taken, without a restart.
@@ -301,18 +283,15 @@ async fn sighup_adds_a_user_and_a_broken_config_is_refused() {
         .send_chat(CONTACT, "c1", "through the new account")
         .await;
     let second = format!("http://127.0.0.1:{http}/hooks/second");
-    let mut found = false;
-    for _ in 0..50 {
-        let outbox = sandbox_outbox(&second, "Bearer second-sandbox-token")
-            .await
-            .to_string();
-        if outbox.contains("through the new account") && outbox.contains("+15550003333") {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(found, "carol's text did not go through the added account");
+    assert!(
+        sandbox_sent(
+            &second,
+            "Bearer second-sandbox-token",
+            &["through the new account", "+15550003333"]
+        )
+        .await,
+        "carol's text did not go through the added account"
+    );
     let r = reqwest::Client::new()
         .post(format!("{second}/message"))
         .header("authorization", "Bearer second-sandbox-token")

@@ -18,26 +18,22 @@ fn build(api_base: &str) -> Arc<dyn PstnProvider> {
     Arc::new(SignalWireProvider::new(&ctx, serde_json::from_value(v).unwrap()).unwrap())
 }
 
-#[tokio::test]
-async fn signalwire_meets_the_provider_contract() {
-    let fixture = LamlFixture {
+fn fixture() -> LamlFixture {
+    LamlFixture {
         build,
         messages_path: "/api/laml/2010-04-01/Accounts/p-1/Messages.json".into(),
         signature_header: "x-signalwire-signature",
         signing_key: "PSK-contract".into(),
         webhook_base: "https://sms.example.com/hooks/sw".into(),
-    };
-    sms_gateway_core::testkit::run_contract(&fixture).await;
+    }
+}
+
+#[tokio::test]
+async fn signalwire_meets_the_provider_contract() {
+    sms_gateway_core::testkit::run_contract(&fixture()).await;
 }
 
 #[tokio::test]
 async fn signalwire_account_setup_calls() {
-    let fixture = LamlFixture {
-        build,
-        messages_path: "/api/laml/2010-04-01/Accounts/p-1/Messages.json".into(),
-        signature_header: "x-signalwire-signature",
-        signing_key: "PSK-contract".into(),
-        webhook_base: "https://sms.example.com/hooks/sw".into(),
-    };
-    sms_pstn_laml::testkit::run_setup_contract(&fixture, "p-1:PT-token").await;
+    sms_pstn_laml::testkit::run_setup_contract(&fixture(), "p-1:PT-token").await;
 }

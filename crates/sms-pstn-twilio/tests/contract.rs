@@ -19,26 +19,22 @@ fn build(api_base: &str) -> Arc<dyn PstnProvider> {
     Arc::new(TwilioProvider::new(&ctx, cfg).unwrap())
 }
 
-#[tokio::test]
-async fn twilio_meets_the_provider_contract() {
-    let fixture = LamlFixture {
+fn fixture() -> LamlFixture {
+    LamlFixture {
         build,
         messages_path: format!("/2010-04-01/Accounts/{SID}/Messages.json"),
         signature_header: "x-twilio-signature",
         signing_key: "contract-token".into(),
         webhook_base: "https://sms.example.com/hooks/main".into(),
-    };
-    sms_gateway_core::testkit::run_contract(&fixture).await;
+    }
+}
+
+#[tokio::test]
+async fn twilio_meets_the_provider_contract() {
+    sms_gateway_core::testkit::run_contract(&fixture()).await;
 }
 
 #[tokio::test]
 async fn twilio_account_setup_calls() {
-    let fixture = LamlFixture {
-        build,
-        messages_path: format!("/2010-04-01/Accounts/{SID}/Messages.json"),
-        signature_header: "x-twilio-signature",
-        signing_key: "contract-token".into(),
-        webhook_base: "https://sms.example.com/hooks/main".into(),
-    };
-    sms_pstn_laml::testkit::run_setup_contract(&fixture, &format!("{SID}:contract-token")).await;
+    sms_pstn_laml::testkit::run_setup_contract(&fixture(), &format!("{SID}:contract-token")).await;
 }
