@@ -125,10 +125,21 @@ impl Conn {
             return Err(lost());
         }
         let r = f(self.client()?);
-        if r.as_ref().is_err_and(|e| e.kind == StoreErrorKind::Io) {
-            self.broken = true;
+        if let Err(e) = &r {
+            if e.kind == StoreErrorKind::Io {
+                self.broken = true;
+                self.dropped_if_lost(e);
+            }
         }
         r
+    }
+
+    /// Forgets the connection after an error of the connection itself, so
+    /// the next call makes a new one.
+    fn dropped_if_lost(&mut self, e: &StoreError) {
+        if e.kind == StoreErrorKind::Io {
+            self.client = None;
+        }
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -138,7 +149,21 @@ impl Conn {
             tracing::warn!("rolling back a batch a previous Gateway left open");
             self.rollback();
         }
-        self.client()?.client.batch_execute("BEGIN").map_err(err)?;
+        // A connection the server closed may not know it yet: its first
+        // use fails. Outside a transaction nothing is lost by trying once
+        // more on a new one.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.client()?.client.batch_execute("BEGIN").map_err(err) {
+                Ok(()) => break,
+                Err(e) if e.kind == StoreErrorKind::Io && tries < 2 => self.client = None,
+                Err(e) => {
+                    self.dropped_if_lost(&e);
+                    return Err(e);
+                }
+            }
+        }
         self.in_tx = true;
         self.broken = false;
         Ok(())
@@ -177,6 +202,9 @@ impl Conn {
         // the carrier's retry stores the text again rather than lose it).
         self.in_tx = false;
         self.broken = false;
+        if let Err(e) = &done {
+            self.dropped_if_lost(e);
+        }
         done
     }
 }
@@ -242,7 +270,13 @@ impl Worker {
         &self,
         f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.call(move |conn| f(conn.client()?))
+        self.call(move |conn| {
+            let r = f(conn.client()?);
+            if let Err(e) = &r {
+                conn.dropped_if_lost(e);
+            }
+            r
+        })
     }
 
     /// `f` in the open transaction.

@@ -141,14 +141,7 @@ fn a_cut_connection_fails_its_transaction_and_the_next_one_reconnects() {
         .insert_inbound("main", &inbound("SM2"), 1)
         .unwrap()
         .is_some());
-    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'sms-over-xmpp'",
-            &[&db.name],
-        )
-        .unwrap();
+    terminate(&db);
     let e = tx
         .insert_inbound("main", &inbound("SM3"), 1)
         .err()
@@ -157,11 +150,36 @@ fn a_cut_connection_fails_its_transaction_and_the_next_one_reconnects() {
     assert_eq!(e.kind, StoreErrorKind::Io, "{e}");
     assert!(e.is_temporary());
     // The carrier's retry of SM2 is stored: nothing of the cut one stayed.
+    // (The client may not have noticed the cut yet: the next transaction
+    // starts on a new connection all the same.)
     assert!(s
         .write(|t| t.insert_inbound("main", &inbound("SM2"), 2))
         .unwrap()
         .is_some());
     assert_eq!(s.pending_inbound().unwrap().len(), 1);
+    // Cut between transactions, twice in a row: each next transaction
+    // starts on a new connection.
+    for id in ["SM4", "SM5"] {
+        terminate(&db);
+        assert!(s
+            .write(|t| t.insert_inbound("main", &inbound(id), 3))
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(s.pending_inbound().unwrap().len(), 3);
+}
+
+/// Ends the store's connections from the server's side, waiting (up to
+/// 5 s) until their backends are gone.
+fn terminate(db: &Db) {
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'sms-over-xmpp'",
+            &[&db.name],
+        )
+        .unwrap();
 }
 
 #[test]
