@@ -43,6 +43,9 @@ pub struct Config {
     /// The durable store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Several instances sharing the PostgreSQL store (absent: one).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Retries of temporary carrier failures.
     #[serde(default)]
     pub retry: RetryConfig,

@@ -154,13 +154,53 @@ pub struct PendingInbound {
     pub sms: InboundSms,
 }
 
+/// This gateway's place in a store shared by several ([`Store::member`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The instance's name (`[cluster] instance`): unique among those on
+    /// the store at once.
+    pub instance: String,
+    /// How long the instance's lease lasts unless renewed: its work is
+    /// taken over by another instance this long after it stops renewing.
+    pub lease: std::time::Duration,
+}
+
+/// What instances that are gone left undone, taken over by this one
+/// ([`Store::adopt`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Orphans {
+    /// The instances whose leases lapsed (they died, or lost the database
+    /// for longer than a lease), found in this call.
+    pub dead: Vec<String>,
+    /// Their chats not yet accepted by the carrier, by ticket: to send.
+    pub chats: Vec<(u64, ChatRecord)>,
+    /// Their inbound texts not yet taken by the XMPP server, oldest first.
+    pub inbound: Vec<PendingInbound>,
+    /// The last chat each user had handed to a dead instance: those users
+    /// are told that what they sent after it may not have arrived.
+    pub last_chats: Vec<LastChat>,
+}
+
+impl Orphans {
+    /// Whether nothing was taken over.
+    pub fn is_empty(&self) -> bool {
+        self.dead.is_empty()
+            && self.chats.is_empty()
+            && self.inbound.is_empty()
+            && self.last_chats.is_empty()
+    }
+}
+
 /// Durable state, written through transactions ([`Store::begin`]).
 ///
-/// The contract assumes a single gateway process (a clustered store will
-/// replace these assumptions with leases): one Gateway writes at a time,
-/// so at most one transaction is open; the reads below are made at start,
-/// before any transaction; and [`crate::Gateway::recover`] resends every
-/// pending chat as its own.
+/// Within one gateway process, one Gateway writes at a time, so at most
+/// one transaction is open. A store of one gateway (SQLite, memory, or
+/// PostgreSQL without `[cluster]`) is read whole at start, and
+/// [`crate::Gateway::recover`] resends every pending chat as its own. A
+/// store shared by several instances ([`Store::member`] is `Some`) marks
+/// each chat and inbound text with the instance that took it: the reads
+/// below return this instance's own, and the work of an instance that is
+/// gone is taken over under leases ([`Store::adopt`]).
 pub trait Store: Send + Sync + 'static {
     /// Starts a transaction. What is written through it becomes durable at
     /// [`Transaction::commit`], all of it together; the Gateway lets
@@ -181,6 +221,24 @@ pub trait Store: Send + Sync + 'static {
     /// Every entry of `kind` ([`Transaction::put_entry`]), as (key, value),
     /// ordered by key.
     fn entries(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// This instance's name and lease when the store is shared by several
+    /// gateways; `None` (the default) for a store of one.
+    fn member(&self) -> Option<&Member> {
+        None
+    }
+    /// For a shared store: renews this instance's lease, and takes over
+    /// the unfinished work of instances whose leases lapsed or that
+    /// stopped cleanly, each piece by one instance only. Called every
+    /// third of a lease. A store of one gateway has nothing to take.
+    fn adopt(&self) -> Result<Orphans, StoreError> {
+        Ok(Orphans::default())
+    }
+    /// For a shared store, at a clean stop: gives the lease up, so what
+    /// this instance leaves undone is taken over at once, without telling
+    /// anyone of a loss.
+    fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// [`Store::begin`], the writes of a closure, and the commit, in one call.

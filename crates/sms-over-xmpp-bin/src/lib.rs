@@ -258,9 +258,16 @@ fn open_store(
     if let Some(url) = &config.store.url {
         #[cfg(feature = "postgres")]
         {
-            let store = sms_store_postgres::PostgresStore::connect(url.expose())
+            let mut store = sms_store_postgres::PostgresStore::connect(url.expose())
                 .map_err(|e| format!("cannot open the store (store.url): {e}"))?;
-            tracing::info!("store opened: PostgreSQL");
+            match &config.cluster {
+                Some(cluster) => {
+                    let member = cluster.member();
+                    tracing::info!(instance = %member.instance, lease = ?member.lease, "store opened: PostgreSQL, shared by several instances");
+                    store = store.in_cluster(member);
+                }
+                None => tracing::info!("store opened: PostgreSQL"),
+            }
             return Ok(Arc::new(store));
         }
         #[cfg(not(feature = "postgres"))]

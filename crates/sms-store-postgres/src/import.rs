@@ -151,7 +151,8 @@ impl PostgresStore {
             }
             for r in tx
                 .query(
-                    "SELECT usr, contact_jid, created, preview FROM last_chat ORDER BY usr",
+                    "SELECT DISTINCT ON (usr) usr, contact_jid, created, preview FROM last_chat
+                     ORDER BY usr, created DESC",
                     &[],
                 )
                 .map_err(err)?

@@ -21,7 +21,15 @@
 //! and retried by the carrier). Connections are not encrypted: keep the
 //! database on loopback or a private network.
 //!
-//! The contract assumes one gateway writes at a time, as for SQLite.
+//! Several gateways may share one database (`[cluster]`,
+//! [`PostgresStore::in_cluster`]): each chat and inbound text is marked
+//! with the instance that took it, each instance renews a lease in
+//! `sox_instances`, and the work of an instance whose lease lapsed is
+//! taken over by one of the others ([`Store::adopt`]), its rows claimed in
+//! one transaction (`FOR UPDATE SKIP LOCKED` on the lapsed leases), so two
+//! instances never both take the same. The receipt map, the ids already
+//! seen and each user's last chats are shared: a delivery report reaching
+//! any instance finds the chat whichever sent it.
 
 mod import;
 mod schema;
@@ -30,7 +38,8 @@ mod worker;
 pub use postgres::Config;
 
 use sms_gateway_core::store::{
-    ChatRecord, ChatState, LastChat, PendingInbound, Store, StoreError, StoreErrorKind, Transaction,
+    ChatRecord, ChatState, LastChat, Member, Orphans, PendingInbound, Store, StoreError,
+    StoreErrorKind, Transaction,
 };
 use sms_gateway_core::InboundSms;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +50,10 @@ use worker::Worker;
 pub struct PostgresStore {
     worker: Worker,
     open: AtomicBool,
+    /// This instance, when the database is shared by several.
+    member: Option<Member>,
+    /// Whether this instance has held a lease yet.
+    leased: AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -130,7 +143,33 @@ impl PostgresStore {
         Ok(PostgresStore {
             worker,
             open: AtomicBool::new(false),
+            member: None,
+            leased: AtomicBool::new(false),
         })
+    }
+
+    /// Shares the database with other instances, as `member`: what this
+    /// instance takes is marked as its own, read back as its own, and
+    /// taken over by another instance if its lease lapses.
+    pub fn in_cluster(mut self, member: Member) -> Self {
+        self.member = Some(member);
+        self
+    }
+
+    /// This instance's name, if the database is shared.
+    fn owner(&self) -> Option<String> {
+        self.member.as_ref().map(|m| m.instance.clone())
+    }
+
+    /// Runs `f` in a transaction of its own, and commits it.
+    fn transaction<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let tx = self.begin()?;
+        let value = self.in_tx(f)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     fn query<T: Send + 'static>(
@@ -167,67 +206,159 @@ impl Store for PostgresStore {
     }
 
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
-        self.query(|c| {
-            let rows = c
-                .query("SELECT ticket, data FROM chats ORDER BY ticket", &[])
-                .map_err(err)?;
-            let mut out = vec![];
-            for r in rows {
-                let (ticket, data): (i64, String) = (r.get(0), r.get(1));
-                match serde_json::from_str(&data) {
-                    Ok(chat) => out.push((ticket as u64, chat)),
-                    Err(e) => {
-                        tracing::error!(ticket, error = %e, "skipping an unreadable chat in the store")
-                    }
-                }
+        let owner = self.owner();
+        self.query(move |c| {
+            let rows = match &owner {
+                // Shared: this instance's own chats not yet sent (the sent
+                // ones wait for reports, which any instance applies).
+                Some(me) => c.query(
+                    "SELECT ticket, data FROM chats WHERE owner = $1 AND NOT sent ORDER BY ticket",
+                    &[me],
+                ),
+                None => c.query("SELECT ticket, data FROM chats ORDER BY ticket", &[]),
             }
-            Ok(out)
+            .map_err(err)?;
+            Ok(read_chats(rows))
         })
     }
 
     fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
-        self.query(|c| {
-            let rows = c
-                .query(
+        let owner = self.owner();
+        self.query(move |c| {
+            let rows = match &owner {
+                Some(me) => c.query(
+                    "SELECT id, account, data FROM inbound WHERE NOT delivered AND owner = $1
+                     ORDER BY id",
+                    &[me],
+                ),
+                None => c.query(
                     "SELECT id, account, data FROM inbound WHERE NOT delivered ORDER BY id",
                     &[],
-                )
-                .map_err(err)?;
-            let mut out = vec![];
-            for r in rows {
-                let (id, account, data): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
-                match serde_json::from_str(&data) {
-                    Ok(sms) => out.push(PendingInbound {
-                        id: id as u64,
-                        account,
-                        sms,
-                    }),
-                    Err(e) => {
-                        tracing::error!(id, error = %e, "skipping an unreadable inbound text in the store")
-                    }
-                }
+                ),
             }
-            Ok(out)
+            .map_err(err)?;
+            Ok(read_inbound(rows))
         })
     }
 
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
         self.query(|c| {
+            // Kept per instance: each user's latest, whichever took it.
             let rows = c
                 .query(
-                    "SELECT usr, contact_jid, created, preview FROM last_chat ORDER BY usr",
+                    "SELECT DISTINCT ON (usr) usr, contact_jid, created, preview FROM last_chat
+                     ORDER BY usr, created DESC",
                     &[],
                 )
                 .map_err(err)?;
-            Ok(rows
+            Ok(read_last_chats(&rows))
+        })
+    }
+
+    fn member(&self) -> Option<&Member> {
+        self.member.as_ref()
+    }
+
+    fn adopt(&self) -> Result<Orphans, StoreError> {
+        let Some(member) = self.member.clone() else {
+            return Ok(Orphans::default());
+        };
+        let lease = member.lease.as_secs().max(1) as i64;
+        let me = member.instance;
+        let (renewed, orphans) = self.transaction(move |c| {
+            let now = now();
+            // xmax is 0 on a row this statement inserted: the lease was
+            // not there (first call, or taken over as lapsed).
+            let renewed: bool = c
+                .query_one(
+                    "INSERT INTO sox_instances (id, expires) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires
+                     RETURNING xmax <> 0",
+                    &[&me, &(now + lease)],
+                )
+                .map_err(err)?
+                .get(0);
+            // Lapsed leases, each taken by one instance (the others skip
+            // the rows this one locked).
+            let dead: Vec<String> = c
+                .query(
+                    "DELETE FROM sox_instances WHERE id IN (
+                        SELECT id FROM sox_instances WHERE expires < $1
+                        FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                    &[&now],
+                )
+                .map_err(err)?
                 .iter()
-                .map(|r| LastChat {
-                    user: r.get(0),
-                    contact_jid: r.get(1),
-                    created: r.get::<_, i64>(2) as u64,
-                    preview: r.get(3),
-                })
-                .collect())
+                .map(|r| r.get(0))
+                .collect();
+            // Unfinished work of every instance without a lease: those
+            // just found dead, those that stopped cleanly, and a gateway
+            // that ran alone before (owner NULL).
+            let chats = c
+                .query(
+                    "UPDATE chats SET owner = $1 WHERE NOT sent
+                     AND (owner IS NULL OR owner NOT IN (SELECT id FROM sox_instances))
+                     RETURNING ticket, data",
+                    &[&me],
+                )
+                .map_err(err)?;
+            let mut chats = read_chats(chats);
+            chats.sort_by_key(|(t, _)| *t);
+            let inbound = c
+                .query(
+                    "UPDATE inbound SET owner = $1 WHERE NOT delivered
+                     AND (owner IS NULL OR owner NOT IN (SELECT id FROM sox_instances))
+                     RETURNING id, account, data",
+                    &[&me],
+                )
+                .map_err(err)?;
+            let mut inbound = read_inbound(inbound);
+            inbound.sort_by_key(|p| p.id);
+            // The users whose chats a dead instance had taken.
+            let last = c
+                .query(
+                    "DELETE FROM last_chat WHERE owner = ANY($1)
+                     RETURNING usr, contact_jid, created, preview",
+                    &[&dead],
+                )
+                .map_err(err)?;
+            let mut last_chats = read_last_chats(&last);
+            last_chats.sort_by(|a, b| a.user.cmp(&b.user));
+            Ok((
+                renewed,
+                Orphans {
+                    dead,
+                    chats,
+                    inbound,
+                    last_chats,
+                },
+            ))
+        })?;
+        let instance = self.owner().unwrap_or_default();
+        let before = self.leased.swap(true, Ordering::SeqCst);
+        match (before, renewed) {
+            (false, _) => tracing::info!(%instance, "joined the instances sharing the store"),
+            (true, false) => tracing::error!(
+                %instance,
+                "this instance's lease had lapsed (cut from the database for longer than a lease?) \
+                 and its work was taken over: chats it was sending may go out twice"
+            ),
+            (true, true) => {}
+        }
+        Ok(orphans)
+    }
+
+    fn leave(&self) -> Result<(), StoreError> {
+        let Some(me) = self.owner() else {
+            return Ok(());
+        };
+        self.transaction(move |c| {
+            c.execute("DELETE FROM last_chat WHERE owner = $1", &[&me])
+                .map_err(err)?;
+            c.execute("DELETE FROM sox_instances WHERE id = $1", &[&me])
+                .map_err(err)?;
+            Ok(())
         })
     }
 
@@ -282,21 +413,25 @@ impl Transaction for PgTx<'_> {
             matches!(chat.state, ChatState::Sent { .. }),
         );
         let last = LastChat::of(chat);
+        let owner = self.store.owner();
         self.store.in_tx(move |c| {
             let ticket: i64 = c
                 .query_one(
-                    "INSERT INTO chats (created, sent, data) VALUES ($1, $2, $3) RETURNING ticket",
-                    &[&created, &sent, &data],
+                    "INSERT INTO chats (created, sent, data, owner) VALUES ($1, $2, $3, $4)
+                     RETURNING ticket",
+                    &[&created, &sent, &data, &owner],
                 )
                 .map_err(err)?
                 .get(0);
             index_sent(c, &account, &ids, ticket)?;
             c.execute(
-                "INSERT INTO last_chat (usr, contact_jid, created, preview) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (usr) DO UPDATE SET contact_jid = EXCLUDED.contact_jid,
+                "INSERT INTO last_chat (usr, owner, contact_jid, created, preview)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (usr, owner) DO UPDATE SET contact_jid = EXCLUDED.contact_jid,
                     created = EXCLUDED.created, preview = EXCLUDED.preview",
                 &[
                     &last.user,
+                    &owner.unwrap_or_default(),
                     &last.contact_jid,
                     &(last.created as i64),
                     &last.preview,
@@ -388,6 +523,7 @@ impl Transaction for PgTx<'_> {
     ) -> Result<Option<u64>, StoreError> {
         let data = json(sms)?;
         let (account, carrier_id) = (account.to_owned(), sms.id.clone());
+        let owner = self.store.owner();
         self.store.in_tx(move |c| {
             let replayed = c
                 .query_opt(
@@ -402,9 +538,10 @@ impl Transaction for PgTx<'_> {
             // The unique key on (account, carrier_id) makes a repeat
             // whoever stored the first.
             Ok(c.query_opt(
-                "INSERT INTO inbound (account, carrier_id, received, data) VALUES ($1, $2, $3, $4)
+                "INSERT INTO inbound (account, carrier_id, received, data, owner)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (account, carrier_id) DO NOTHING RETURNING id",
-                &[&account, &carrier_id, &(now as i64), &data],
+                &[&account, &carrier_id, &(now as i64), &data, &owner],
             )
             .map_err(err)?
             .map(|r| r.get::<_, i64>(0) as u64))
@@ -512,4 +649,59 @@ fn index_sent(c: &mut Db, account: &str, ids: &[String], ticket: i64) -> Result<
         .map_err(err)?;
     }
     Ok(())
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Rows of (ticket, data) as chats; an unreadable one is skipped, and said.
+fn read_chats(rows: Vec<postgres::Row>) -> Vec<(u64, ChatRecord)> {
+    let mut out = vec![];
+    for r in rows {
+        let (ticket, data): (i64, String) = (r.get(0), r.get(1));
+        match serde_json::from_str(&data) {
+            Ok(chat) => out.push((ticket as u64, chat)),
+            Err(e) => {
+                tracing::error!(ticket, error = %e, "skipping an unreadable chat in the store")
+            }
+        }
+    }
+    out
+}
+
+/// Rows of (id, account, data) as inbound texts; an unreadable one is
+/// skipped, and said.
+fn read_inbound(rows: Vec<postgres::Row>) -> Vec<PendingInbound> {
+    let mut out = vec![];
+    for r in rows {
+        let (id, account, data): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
+        match serde_json::from_str(&data) {
+            Ok(sms) => out.push(PendingInbound {
+                id: id as u64,
+                account,
+                sms,
+            }),
+            Err(e) => {
+                tracing::error!(id, error = %e, "skipping an unreadable inbound text in the store")
+            }
+        }
+    }
+    out
+}
+
+/// Rows of (user, contact, created, preview) as last chats.
+fn read_last_chats(rows: &[postgres::Row]) -> Vec<LastChat> {
+    rows.iter()
+        .map(|r| LastChat {
+            user: r.get(0),
+            contact_jid: r.get(1),
+            created: r.get::<_, i64>(2) as u64,
+            preview: r.get(3),
+        })
+        .collect()
 }

@@ -57,6 +57,19 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (kind, key)
     );",
+    // 2: several instances on one database ([cluster]). Chats and inbound
+    // texts are marked with the instance that took them (NULL: a gateway
+    // alone); each instance holds a lease in sox_instances; a user's last
+    // chat is kept per instance, so only the users of an instance that
+    // died are told.
+    "ALTER TABLE chats ADD COLUMN owner TEXT;
+    ALTER TABLE inbound ADD COLUMN owner TEXT;
+    CREATE INDEX chats_sending ON chats (owner) WHERE NOT sent;
+    CREATE INDEX inbound_pending_owner ON inbound (owner) WHERE NOT delivered;
+    ALTER TABLE last_chat ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE last_chat DROP CONSTRAINT last_chat_pkey;
+    ALTER TABLE last_chat ADD PRIMARY KEY (usr, owner);
+    CREATE TABLE sox_instances (id TEXT PRIMARY KEY, expires BIGINT NOT NULL);",
 ];
 
 /// Brings the schema up to date; refuses a schema newer than this program.

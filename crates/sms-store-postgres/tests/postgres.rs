@@ -94,7 +94,7 @@ fn what_was_written_survives_reconnecting_and_the_schema_is_migrated_once() {
         .query_one("SELECT version FROM sox_schema", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, 1);
+    assert_eq!(v, 2);
     assert_eq!(own.query("SELECT * FROM sox_schema", &[]).unwrap().len(), 1);
 }
 
@@ -309,4 +309,189 @@ fn a_sqlite_store_migrates_with_its_ids() {
     // A database that holds a store is not migrated into.
     let e = pg.import(dump).unwrap_err();
     assert!(e.message.contains("already holds a store"), "{e}");
+}
+
+fn chat(user: &str, body: &str) -> sms_gateway_core::store::ChatRecord {
+    let n = |s: &str| PhoneNumber::parse(s, None).unwrap();
+    sms_gateway_core::store::ChatRecord {
+        created: 100,
+        account: "main".into(),
+        user_full_jid: format!("{user}/phone"),
+        contact_jid: "+15557654321@sms.example.com".into(),
+        stanza_id: Some("m1".into()),
+        receipt: true,
+        parts: vec![sms_gateway_core::OutboundSms {
+            from: n("+15550001111"),
+            to: n("+15557654321"),
+            body: body.into(),
+            media: vec![],
+            cc: vec![],
+        }],
+        state: sms_gateway_core::store::ChatState::Sending,
+        group: false,
+    }
+}
+
+impl Db {
+    /// A store shared with others, as `instance`.
+    fn member(&self, instance: &str) -> PostgresStore {
+        self.store().in_cluster(sms_gateway_core::store::Member {
+            instance: instance.into(),
+            lease: std::time::Duration::from_secs(15),
+        })
+    }
+
+    /// Makes `instance`'s lease lapse, as if it had stopped renewing it a
+    /// lease ago (waiting out 15 s would only slow the test).
+    fn lapse(&self, instance: &str) {
+        let mut c = self.config.connect(postgres::NoTls).unwrap();
+        let n = c
+            .execute(
+                "UPDATE sox_instances SET expires = 0 WHERE id = $1",
+                &[&instance],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{instance} held no lease");
+    }
+}
+
+/// Two instances on one database: each reads back only its own work, the
+/// receipt map is shared, and when one's lease lapses the other takes its
+/// unfinished chats and inbound texts, once, with the last chat of each of
+/// its users (to tell them).
+#[test]
+fn a_lapsed_lease_hands_the_instance_s_work_to_another_once() {
+    use sms_gateway_core::store::ChatState;
+    let db = Db::new("lease");
+    let (a, b) = (db.member("a"), db.member("b"));
+    assert!(a.adopt().unwrap().is_empty());
+    assert!(b.adopt().unwrap().is_empty());
+    let sending = a
+        .write(|t| t.insert_chat(&chat("alice@x", "pending one")))
+        .unwrap();
+    let sent = a
+        .write(|t| t.insert_chat(&chat("bob@x", "sent one")))
+        .unwrap();
+    let mut record = chat("bob@x", "sent one");
+    record.state = ChatState::Sent {
+        ids: vec!["SM-1".into()],
+        undelivered: 1,
+    };
+    a.write(|t| t.update_chat(sent, &record)).unwrap();
+    let waiting = a
+        .write(|t| t.insert_inbound("main", &inbound("IN-1"), 10))
+        .unwrap()
+        .unwrap();
+    b.write(|t| t.insert_chat(&chat("carol@x", "b's own")))
+        .unwrap();
+
+    // Each reads its own; the receipt map is everyone's.
+    assert_eq!(
+        a.chats().unwrap().iter().map(|c| c.0).collect::<Vec<_>>(),
+        [sending]
+    );
+    assert_eq!(a.pending_inbound().unwrap()[0].id, waiting);
+    assert!(b.pending_inbound().unwrap().is_empty());
+    assert_eq!(
+        b.write(|t| t.find_sent("main", "SM-1"))
+            .unwrap()
+            .map(|f| f.0),
+        Some(sent)
+    );
+    // While a's lease holds, b takes nothing.
+    assert!(b.adopt().unwrap().is_empty());
+
+    db.lapse("a");
+    let o = b.adopt().unwrap();
+    assert_eq!(o.dead, ["a"]);
+    assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [sending]);
+    assert_eq!(
+        o.inbound.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [waiting]
+    );
+    let told: Vec<_> = o.last_chats.iter().map(|l| l.user.as_str()).collect();
+    assert_eq!(told, ["alice@x", "bob@x"], "a's users, not carol");
+    assert!(b.adopt().unwrap().is_empty(), "taken once");
+    assert_eq!(b.chats().unwrap().len(), 2, "b's own and a's");
+    // a comes back: its lease is new, and its old work is b's now.
+    assert!(a.adopt().unwrap().is_empty());
+    assert!(a.chats().unwrap().is_empty());
+}
+
+/// An instance that stops cleanly gives its lease up: its unfinished work
+/// is taken at once, and nobody is told of a loss. A gateway that ran
+/// alone on the database before leaves work that the first instance takes.
+#[test]
+fn a_clean_stop_and_a_lone_gateway_s_work_are_taken_without_a_notice() {
+    let db = Db::new("leave");
+    let alone = db.store();
+    let old = alone
+        .write(|t| t.insert_chat(&chat("dave@x", "from before")))
+        .unwrap();
+    drop(alone);
+    let (a, b) = (db.member("a"), db.member("b"));
+    let o = a.adopt().unwrap();
+    assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [old]);
+    assert!(o.last_chats.is_empty() && o.dead.is_empty());
+    b.adopt().unwrap();
+    let t = a
+        .write(|t| t.insert_chat(&chat("alice@x", "left")))
+        .unwrap();
+    a.leave().unwrap();
+    let o = b.adopt().unwrap();
+    assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [old, t]);
+    assert!(o.dead.is_empty() && o.last_chats.is_empty());
+    assert_eq!(b.last_chats().unwrap().len(), 1, "dave's, from before");
+}
+
+/// Instances taking over at the same moment never take the same piece.
+#[test]
+fn instances_taking_over_at_once_take_each_piece_once() {
+    let db = Db::new("race");
+    let dead = db.member("dead");
+    dead.adopt().unwrap();
+    for i in 0..60 {
+        dead.write(|t| t.insert_chat(&chat("alice@x", &format!("chat {i}"))))
+            .unwrap();
+        dead.write(|t| t.insert_inbound("main", &inbound(&format!("IN-{i}")), 10))
+            .unwrap();
+    }
+    let survivors: Vec<_> = ["b", "c", "d"].iter().map(|n| db.member(n)).collect();
+    for s in &survivors {
+        s.adopt().unwrap();
+    }
+    db.lapse("dead");
+    let taken: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = survivors
+            .iter()
+            .map(|s| scope.spawn(|| s.adopt().unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut chats: Vec<u64> = taken
+        .iter()
+        .flat_map(|o| o.chats.iter().map(|c| c.0))
+        .collect();
+    let mut inbound: Vec<u64> = taken
+        .iter()
+        .flat_map(|o| o.inbound.iter().map(|p| p.id))
+        .collect();
+    let deaths: usize = taken.iter().map(|o| o.dead.len()).sum();
+    let notices: usize = taken.iter().map(|o| o.last_chats.len()).sum();
+    chats.sort();
+    inbound.sort();
+    chats.dedup();
+    inbound.dedup();
+    assert_eq!((chats.len(), inbound.len()), (60, 60));
+    assert_eq!(
+        taken.iter().map(|o| o.chats.len()).sum::<usize>(),
+        60,
+        "no chat taken twice"
+    );
+    assert_eq!(taken.iter().map(|o| o.inbound.len()).sum::<usize>(), 60);
+    assert_eq!(
+        (deaths, notices),
+        (1, 1),
+        "one death found, alice told once"
+    );
 }

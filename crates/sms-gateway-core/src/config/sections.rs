@@ -220,6 +220,52 @@ impl StoreConfig {
     }
 }
 
+/// `[cluster]`: several gateways on one PostgreSQL store serve one domain.
+/// Its presence turns the sharing on; it needs `[store] url`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This instance's name, unique among those running at once: letters,
+    /// digits, `.`, `_` and `-`, at most 64. Default: the host name and
+    /// the process id (`host-1234`), new at each start.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// How long an instance's lease lasts, in seconds: renewed every third
+    /// of it; when an instance stops renewing (killed, its machine lost,
+    /// cut from the database), another takes its work over this long
+    /// after. Default 15.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    15
+}
+
+impl ClusterConfig {
+    /// This instance's name and lease.
+    pub fn member(&self) -> crate::store::Member {
+        let instance = self.instance.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| {
+                    h.trim()
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                        .take(48)
+                        .collect::<String>()
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        crate::store::Member {
+            instance,
+            lease: std::time::Duration::from_secs(self.lease_secs),
+        }
+    }
+}
+
 /// `[retry]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

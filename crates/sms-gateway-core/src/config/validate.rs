@@ -86,6 +86,36 @@ impl Config {
                 ));
             }
         }
+        if let Some(cluster) = &self.cluster {
+            if self.store.url.is_none() {
+                return Err(invalid(
+                    "cluster",
+                    "(set)",
+                    "several instances share a PostgreSQL store: set store.url too",
+                ));
+            }
+            if let Some(name) = &cluster.instance {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    return Err(invalid(
+                        "cluster.instance",
+                        name,
+                        "expected 1 to 64 letters, digits, '.', '_' or '-'",
+                    ));
+                }
+            }
+            if !(3..=600).contains(&cluster.lease_secs) {
+                return Err(invalid(
+                    "cluster.lease_secs",
+                    cluster.lease_secs.to_string(),
+                    "expected 3 to 600 seconds",
+                ));
+            }
+        }
         if self.store.keep_days == 0 {
             return Err(invalid("store.keep_days", "0", "must be at least 1"));
         }

@@ -174,6 +174,11 @@ impl Gateway {
 
     /// A batch's commit took `took` and succeeded (or not): counted, and
     /// what `/readyz` reads of the store.
+    /// This instance's place in a store shared by several, if it is.
+    pub fn member(&self) -> Option<&crate::store::Member> {
+        self.store.member()
+    }
+
     pub(crate) fn commit_done(&self, took: Duration, ok: bool) {
         let m = &self.routing.metrics;
         m.store_commit_seconds.observe(took.as_secs_f64());

@@ -46,11 +46,38 @@ pub(crate) async fn run_gateway(
         tokio::time::Instant::now() + EXPIRY_INTERVAL,
         EXPIRY_INTERVAL,
     );
+    // In a cluster, the lease is renewed (and the work of instances that
+    // are gone taken over) every third of it, first at once.
+    let mut lease = gateway
+        .member()
+        .map(|m| tokio::time::interval((m.lease / 3).max(Duration::from_millis(100))));
     loop {
         #[cfg(feature = "fault-injection")]
         crate::fault::trip(crate::fault::Process::Gateway);
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = async {
+                match lease.as_mut() {
+                    Some(l) => l.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Handed on by a task of their own, as at a restart: a
+                // dead instance's work can be more than the channels hold,
+                // and the Gateway must go on reading their results.
+                let adopted = gateway.adopt();
+                if !adopted.is_empty() {
+                    let io = io.clone();
+                    tokio::spawn(async move {
+                        for action in adopted {
+                            if !io.dispatch(action).await {
+                                return;
+                            }
+                        }
+                    });
+                }
+                continue;
+            }
             _ = expiry.tick() => {
                 match gateway.begin() {
                     Ok(mut tx) => {

@@ -27,19 +27,42 @@ impl Gateway {
         if removed > 0 {
             tracing::info!(removed, "expired old entries from the store");
         }
-        let mut actions = vec![];
         let chats = self.store.chats()?;
         let pending = self.store.pending_inbound()?;
+        let mut actions = self.resume_chats(chats);
+        let resent = actions.len();
+        actions.extend(self.resume_inbound(pending)?);
+        if !actions.is_empty() {
+            tracing::info!(
+                chats = resent,
+                inbound = actions.len() - resent,
+                "resuming what was pending before the restart"
+            );
+        }
+        Ok(actions)
+    }
+
+    /// Sends again the chats of `chats` not yet accepted by the carrier
+    /// (sent chats stay in the store until their reports come).
+    fn resume_chats(&self, chats: Vec<(u64, crate::store::ChatRecord)>) -> Vec<Action> {
+        let mut actions = vec![];
         let mut state = self.state();
         for (ticket, chat) in chats {
-            // Sent chats stay in the store until their reports come.
             if chat.state == ChatState::Sending {
                 actions.push(self.send_command(ticket, &chat));
                 state.sending.insert(ticket, chat);
             }
         }
-        drop(state);
-        let resent = actions.len();
+        actions
+    }
+
+    /// Delivers stored inbound texts (fetching their media first where
+    /// that is still to do), in order.
+    fn resume_inbound(
+        &self,
+        pending: Vec<crate::store::PendingInbound>,
+    ) -> Result<Vec<Action>, StoreError> {
+        let mut actions = vec![];
         for p in pending {
             if let Some(fetch) = self.fetch_command(&p.account, p.id, &p.sms) {
                 actions.push(fetch);
@@ -56,14 +79,65 @@ impl Gateway {
                 }
             }
         }
-        if !actions.is_empty() {
-            tracing::info!(
-                chats = resent,
-                inbound = actions.len() - resent,
-                "resuming what was pending before the restart"
-            );
-        }
         Ok(actions)
+    }
+
+    /// Where the store is shared by several instances (`[cluster]`), every
+    /// third of a lease: renews this instance's lease and takes over what
+    /// instances that are gone left undone. Their chats not yet accepted
+    /// by the carrier are sent (one in flight when its instance died may
+    /// go out twice, as after a `kill -9` of a single gateway); their
+    /// inbound texts are delivered through this instance's link; and the
+    /// users whose chats a dead instance had taken are told, as after an
+    /// unclean stop, naming the last one it took.
+    pub fn adopt(&self) -> Vec<Action> {
+        let orphans = match self.store.adopt() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew this instance's lease in the store");
+                return vec![];
+            }
+        };
+        if orphans.is_empty() {
+            return vec![];
+        }
+        for dead in &orphans.dead {
+            tracing::warn!(instance = %dead, "an instance's lease lapsed: taking over its work");
+        }
+        let mut actions = self.resume_chats(orphans.chats);
+        let resent = actions.len();
+        match self.resume_inbound(orphans.inbound) {
+            Ok(a) => actions.extend(a),
+            // Taken, not delivered: they stay this instance's, and are
+            // delivered at its next start, or by whoever takes its work.
+            Err(e) => tracing::error!(error = %e, "cannot deliver the inbound texts taken over"),
+        }
+        let inbound = actions.len() - resent;
+        let mut told = 0;
+        for last in orphans.last_chats {
+            told += 1;
+            actions.push(Action::Xmpp(OutgoingStanza::Chat {
+                from: self.routing.domain.clone(),
+                to: last.user.clone(),
+                body: format!(
+                    "One of the SMS gateway's instances stopped unexpectedly. The last chat it received from you was to {} on {}: \"{}\". Anything you sent after that may not have reached the gateway: if it gets no answer, please send it again.",
+                    last.contact_jid.split('@').next().unwrap_or(&last.contact_jid),
+                    utc(last.created),
+                    last.preview
+                ),
+                media_url: None,
+                nick: None,
+                inbound_id: None,
+            }));
+        }
+        tracing::info!(
+            dead = ?orphans.dead,
+            chats = resent,
+            inbound,
+            users_told = told,
+            "took over the work of instances that are gone"
+        );
+        actions
     }
 
     /// At the start of a run: marks the store as in use and, if the last
@@ -74,6 +148,11 @@ impl Gateway {
     /// makes that loss visible, and names where it starts. Not repeated
     /// within [`NOTICE_INTERVAL`] (a crash loop must not flood anyone).
     pub fn start_run(&self) -> Vec<Action> {
+        if self.store.member().is_some() {
+            // Several instances share the store: an instance that died is
+            // found by its lease, and only its users are told ([`Self::adopt`]).
+            return vec![];
+        }
         let unclean = match self.store.meta(RUNNING) {
             Ok(v) => v == Some(1),
             Err(e) => {
@@ -135,6 +214,12 @@ impl Gateway {
 
     /// At a clean stop: the next start has nothing to report.
     pub fn end_run(&self) {
+        if self.store.member().is_some() {
+            if let Err(e) = self.store.leave() {
+                tracing::error!(error = %e, "cannot give this instance's lease up in the store");
+            }
+            return;
+        }
         if let Err(e) = self.store.write(|tx| tx.set_meta(RUNNING, 0)) {
             tracing::error!(error = %e, "cannot mark a clean stop in the store");
         }
