@@ -159,6 +159,29 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The first column of what `sql` returns, as text (NULL as ""), read
+    /// on a thread of its own.
+    pub async fn column(&self, sql: &str) -> Vec<String> {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            c.simple_query(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or_default().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .await
+        .expect("the query thread")
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         let _ = Self::admin(vec![format!(
