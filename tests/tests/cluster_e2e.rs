@@ -340,5 +340,109 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
         }
         assert!(Instant::now() < deadline, "no receipt for the probe");
     }
-    drop(survivor);
+}
+
+/// Two instances on Prosody, which takes one connection per component
+/// domain: the first holds the link, the second stands by (refused with
+/// `conflict`, trying again every third of a lease) and still takes
+/// webhooks, which wait in the store. The holder is killed with
+/// `kill -9`: the stand-by takes the link, delivers what it stored, takes
+/// over the dead one's work, and chats flow again. The fail-over time is
+/// printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
+    const N: usize = 100;
+    let prosody = Prosody::start().await;
+    let db = Database::new("standby");
+    let twilio = MockServer::start().await;
+    let carrier = Carrier::default();
+    Mock::given(method("POST"))
+        .and(path(twilio_messages_path()))
+        .respond_with(carrier.clone())
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut active = Instance::start(dir.path(), "gw-active", &prosody, &twilio.uri(), &db);
+    active.connected().await;
+    let standby = Instance::start(dir.path(), "gw-standby", &prosody, &twilio.uri(), &db);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&standby.log)
+        .unwrap_or_default()
+        .contains("standing by")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second instance never stood by"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut alice = User::login(&prosody, "alice").await;
+
+    // Webhooks to both; the stand-by's wait for its link.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ports = [active.port, standby.port];
+    let mut killed = Instant::now();
+    for i in 0..N {
+        if i == N / 2 {
+            active.binary.kill_9();
+            killed = Instant::now();
+        }
+        let sid = format!("SMsby{i:027}");
+        let text = format!("in-{i:03}");
+        let params = [
+            ("MessageSid", sid.as_str()),
+            ("AccountSid", TWILIO_SID),
+            ("From", "+15557654321"),
+            ("To", "+15550001111"),
+            ("Body", text.as_str()),
+            ("NumMedia", "0"),
+        ];
+        deliver(&http, &ports, i % 2, "message", &params).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&standby.log)
+        .unwrap_or_default()
+        .contains("connected to the XMPP server")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stand-by never took the link"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "prosody fail-over: the stand-by held the link within {:.1} s of the holder being killed (lease {LEASE_SECS} s)",
+        killed.elapsed().as_secs_f64()
+    );
+    let mut inbound: HashMap<String, usize> = HashMap::new();
+    while let Some(m) = alice.next_message(Duration::from_secs(8)).await {
+        if let Some(body) = m.body() {
+            *inbound.entry(body).or_default() += 1;
+        }
+    }
+    let delivered = (0..N)
+        .filter(|i| inbound.contains_key(&format!("in-{i:03}")))
+        .count();
+    let dups: usize = inbound
+        .iter()
+        .filter(|(k, _)| k.starts_with("in-"))
+        .map(|(_, n)| n - 1)
+        .sum();
+    println!("prosody fail-over, webhooks: sent {N}, delivered {delivered}, duplicated {dups}");
+    assert_eq!(delivered, N, "a stored text was lost");
+    // Chats flow through the new holder.
+    alice
+        .send_chat(CONTACT, "after", "after the fail-over")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !carrier.seen().iter().any(|b| b == "after the fail-over") {
+        assert!(
+            Instant::now() < deadline,
+            "no chat went out after the fail-over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

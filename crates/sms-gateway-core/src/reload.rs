@@ -143,6 +143,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
                 && old.store.url.as_ref().map(|u| u.expose())
                     == new.store.url.as_ref().map(|u| u.expose()),
         ),
+        ("cluster", unchanged!(cluster)),
         ("retry", unchanged!(retry)),
         ("media", unchanged!(media)),
         ("registration", unchanged!(registration)),

@@ -80,12 +80,19 @@ const ACK_AT_STOP: Duration = Duration::from_secs(2);
 /// is taken from the Gateway until the server catches up.
 const MAX_UNACKED: usize = 4096;
 
+/// The longest wait between logins of an instance standing by.
+const STANDBY_MAX: Duration = Duration::from_secs(5);
+
 /// The XMPP process. One value serves every incarnation the supervisor starts.
 pub struct XmppProcess {
     server: String,
     domain: String,
     secret: sms_gateway_core::Secret,
     keepalive: Duration,
+    /// With `[cluster]`: the longest wait between two logins, so an
+    /// instance standing by (the server holds one link per component, as
+    /// Prosody does) takes the link over soon after its holder is gone.
+    standby: Option<Duration>,
     phone: PhoneConfig,
     /// The configured users.
     users: std::sync::Arc<Directory>,
@@ -172,6 +179,9 @@ impl XmppProcess {
             domain: config.xmpp.domain.to_lowercase(),
             secret: config.xmpp.secret.clone(),
             keepalive: Duration::from_secs(config.xmpp.keepalive_secs),
+            standby: config.cluster.as_ref().map(|c| {
+                Duration::from_secs(c.lease_secs / 3).clamp(Duration::from_secs(1), STANDBY_MAX)
+            }),
             phone: config.phone.clone(),
             users,
             caller_id,
@@ -479,9 +489,26 @@ impl XmppLink for XmppProcess {
                     link
                 }
                 Err(e) => {
-                    let delay = backoff(failures);
+                    let mut delay = backoff(failures);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(server = %self.server, error = %e, retry_in = ?delay, "cannot log in to the XMPP server");
+                    match self.standby {
+                        // Refused while another instance holds the link:
+                        // this one stands by, trying again soon.
+                        Some(most) if matches!(&e, Error::Login(why) if why.contains("conflict")) =>
+                        {
+                            delay = delay.min(most);
+                            if failures == 1 || failures % 100 == 0 {
+                                tracing::info!(server = %self.server, retry_every = ?most, "standing by: another instance holds the component's link");
+                            }
+                        }
+                        Some(most) => {
+                            delay = delay.min(most);
+                            tracing::warn!(server = %self.server, error = %e, retry_in = ?delay, "cannot log in to the XMPP server");
+                        }
+                        None => {
+                            tracing::warn!(server = %self.server, error = %e, retry_in = ?delay, "cannot log in to the XMPP server")
+                        }
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(delay) => continue,

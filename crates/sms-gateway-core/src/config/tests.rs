@@ -357,3 +357,35 @@ fn registration_and_admins_are_checked_naming_the_key() {
     );
     check(&fine).expect("a good registration section");
 }
+
+/// `[cluster]` needs a PostgreSQL store, a usable instance name and a
+/// lease the gateway can keep; each refusal names its key.
+#[test]
+fn cluster_settings_are_checked_naming_the_key() {
+    let pg = "[store]\nurl = \"postgres://gw@127.0.0.1/sms\"\n";
+    for (more, key) in [
+        ("[cluster]\n", "cluster"),
+        (
+            &*format!("{pg}[cluster]\ninstance = \"a b\"\n"),
+            "cluster.instance",
+        ),
+        (
+            &*format!("{pg}[cluster]\nlease_secs = 1\n"),
+            "cluster.lease_secs",
+        ),
+        (&*format!("{pg}[cluster]\nleases = 3\n"), "leases"),
+    ] {
+        let err = check(&format!("{GOOD}\n{more}")).unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let cfg = Config::from_toml(&format!("{GOOD}\n{pg}[cluster]\ninstance = \"gw-1\"\n")).unwrap();
+    let member = cfg.cluster.as_ref().unwrap().member();
+    assert_eq!(member.instance, "gw-1");
+    assert_eq!(member.lease, std::time::Duration::from_secs(15));
+    let default = Config::from_toml(&format!("{GOOD}\n{pg}[cluster]\n")).unwrap();
+    let name = default.cluster.unwrap().member().instance;
+    assert!(
+        name.ends_with(&format!("-{}", std::process::id())),
+        "host name and pid: {name}"
+    );
+}
