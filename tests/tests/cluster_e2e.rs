@@ -383,6 +383,41 @@ async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    // While the holder lives, texts reaching the stand-by are handed to
+    // it (LISTEN/NOTIFY) and delivered at once, not kept for later.
+    const EARLY: usize = 20;
+    let mut early: HashMap<String, usize> = HashMap::new();
+    for i in 0..EARLY {
+        let sid = format!("SMearly{i:025}");
+        let text = format!("early-{i:02}");
+        let params = [
+            ("MessageSid", sid.as_str()),
+            ("AccountSid", TWILIO_SID),
+            ("From", "+15557654321"),
+            ("To", "+15550001111"),
+            ("Body", text.as_str()),
+            ("NumMedia", "0"),
+        ];
+        assert_eq!(
+            deliver(&http, &[standby.port], 0, "message", &params).await,
+            0
+        );
+    }
+    let handed = Instant::now();
+    while early.len() < EARLY {
+        let m = alice
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("texts taken by the stand-by reach the user while the holder lives");
+        if let Some(body) = m.body() {
+            *early.entry(body).or_default() += 1;
+        }
+    }
+    println!(
+        "prosody stand-by: {EARLY} texts it took were delivered through the holder within {:.2} s",
+        handed.elapsed().as_secs_f64()
+    );
+    assert!(early.values().all(|n| *n == 1), "duplicated: {early:?}");
     let ports = [active.port, standby.port];
     let mut killed = Instant::now();
     for i in 0..N {

@@ -408,6 +408,11 @@ impl Metrics {
         self.xmpp_up.set(1);
     }
 
+    /// Whether the XMPP link is up now.
+    pub fn link_is_up(&self) -> bool {
+        self.xmpp_up.get() == 1
+    }
+
     /// The XMPP link is down.
     pub fn link_down(&self) {
         self.xmpp_up.set(0);

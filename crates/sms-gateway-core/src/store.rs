@@ -230,8 +230,21 @@ pub trait Store: Send + Sync + 'static {
     /// the unfinished work of instances whose leases lapsed or that
     /// stopped cleanly, each piece by one instance only. Called every
     /// third of a lease. A store of one gateway has nothing to take.
-    fn adopt(&self) -> Result<Orphans, StoreError> {
+    ///
+    /// Inbound texts are taken only `with_link` (this instance holds an
+    /// XMPP link to deliver them through): those of dead instances, and
+    /// those released by instances without one
+    /// ([`Transaction::release_inbound`]).
+    fn adopt(&self, with_link: bool) -> Result<Orphans, StoreError> {
+        let _ = with_link;
         Ok(Orphans::default())
+    }
+    /// For a shared store: notified when another instance released work
+    /// for an instance with a link to take ([`Transaction::release_inbound`];
+    /// PostgreSQL's `LISTEN`/`NOTIFY`). The Gateway then calls
+    /// [`Store::adopt`] at once instead of at its next renewal.
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
     }
     /// For a shared store, at a clean stop: gives the lease up, so what
     /// this instance leaves undone is taken over at once, without telling
@@ -307,6 +320,14 @@ pub trait Transaction: Send {
     /// ([`ENTRY_USER`]), what it knows of each user's contacts
     /// ([`ENTRY_CONTACT`]), users' settings ([`ENTRY_SETTINGS`]).
     fn put_entry(&mut self, kind: &str, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// For a shared store: gives inbound text `id`, stored by this
+    /// instance, to whichever instance holds an XMPP link (this one has
+    /// none now), waking them at the commit ([`Store::wake`]). A store of
+    /// one gateway keeps it: delivered when the link is back.
+    fn release_inbound(&mut self, id: u64) -> Result<(), StoreError> {
+        let _ = id;
+        Ok(())
+    }
     /// Makes everything written through this transaction durable.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

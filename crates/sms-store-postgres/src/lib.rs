@@ -32,6 +32,7 @@
 //! any instance finds the chat whichever sent it.
 
 mod import;
+mod listen;
 mod schema;
 mod worker;
 
@@ -54,6 +55,10 @@ pub struct PostgresStore {
     member: Option<Member>,
     /// Whether this instance has held a lease yet.
     leased: AtomicBool,
+    /// Woken by `NOTIFY sox_work` (another instance released work).
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Where to connect the listener.
+    config: postgres::Config,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -138,13 +143,15 @@ impl PostgresStore {
 
     /// Connects as `config` says and brings the schema up to date.
     pub fn with_config(config: postgres::Config) -> Result<Self, StoreError> {
-        let worker = Worker::start(config)?;
+        let worker = Worker::start(config.clone())?;
         worker.run(|c| schema::migrate(&mut c.client))?;
         Ok(PostgresStore {
             worker,
             open: AtomicBool::new(false),
             member: None,
             leased: AtomicBool::new(false),
+            wake: None,
+            config,
         })
     }
 
@@ -153,6 +160,7 @@ impl PostgresStore {
     /// taken over by another instance if its lease lapses.
     pub fn in_cluster(mut self, member: Member) -> Self {
         self.member = Some(member);
+        self.wake = Some(listen::start(self.config.clone()));
         self
     }
 
@@ -259,12 +267,17 @@ impl Store for PostgresStore {
         self.member.as_ref()
     }
 
-    fn adopt(&self) -> Result<Orphans, StoreError> {
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.wake.clone()
+    }
+
+    fn adopt(&self, with_link: bool) -> Result<Orphans, StoreError> {
         let Some(member) = self.member.clone() else {
             return Ok(Orphans::default());
         };
         let lease = member.lease.as_secs().max(1) as i64;
         let me = member.instance;
+        let first = !self.leased.load(Ordering::SeqCst);
         let (renewed, orphans) = self.transaction(move |c| {
             let now = now();
             // xmax is 0 on a row this statement inserted: the lease was
@@ -280,7 +293,7 @@ impl Store for PostgresStore {
                 .get(0);
             // Lapsed leases, each taken by one instance (the others skip
             // the rows this one locked).
-            let dead: Vec<String> = c
+            let mut dead: Vec<String> = c
                 .query(
                     "DELETE FROM sox_instances WHERE id IN (
                         SELECT id FROM sox_instances WHERE expires < $1
@@ -305,15 +318,25 @@ impl Store for PostgresStore {
                 .map_err(err)?;
             let mut chats = read_chats(chats);
             chats.sort_by_key(|(t, _)| *t);
-            let inbound = c
-                .query(
+            // Inbound texts need a link to go through.
+            let inbound = if with_link {
+                c.query(
                     "UPDATE inbound SET owner = $1 WHERE NOT delivered
                      AND (owner IS NULL OR owner NOT IN (SELECT id FROM sox_instances))
                      RETURNING id, account, data",
                     &[&me],
                 )
-                .map_err(err)?;
+                .map_err(err)?
+            } else {
+                vec![]
+            };
             let mut inbound = read_inbound(inbound);
+            // A lease of this name still held at this process's first
+            // call: the last process of this name died without giving it
+            // up (restarted within a lease), so its users are told too.
+            if first && renewed {
+                dead.push(me.clone());
+            }
             inbound.sort_by_key(|p| p.id);
             // The users whose chats a dead instance had taken.
             let last = c
@@ -628,6 +651,23 @@ impl Transaction for PgTx<'_> {
                 ),
             }
             .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn release_inbound(&mut self, id: u64) -> Result<(), StoreError> {
+        if self.store.member.is_none() {
+            return Ok(());
+        }
+        self.store.in_tx(move |c| {
+            c.execute(
+                "UPDATE inbound SET owner = NULL WHERE id = $1 AND NOT delivered",
+                &[&(id as i64)],
+            )
+            .map_err(err)?;
+            // Delivered to the listeners at the commit.
+            c.execute("SELECT pg_notify('sox_work', '')", &[])
+                .map_err(err)?;
             Ok(())
         })
     }

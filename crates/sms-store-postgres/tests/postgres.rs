@@ -364,8 +364,8 @@ fn a_lapsed_lease_hands_the_instance_s_work_to_another_once() {
     use sms_gateway_core::store::ChatState;
     let db = Db::new("lease");
     let (a, b) = (db.member("a"), db.member("b"));
-    assert!(a.adopt().unwrap().is_empty());
-    assert!(b.adopt().unwrap().is_empty());
+    assert!(a.adopt(true).unwrap().is_empty());
+    assert!(b.adopt(true).unwrap().is_empty());
     let sending = a
         .write(|t| t.insert_chat(&chat("alice@x", "pending one")))
         .unwrap();
@@ -399,10 +399,10 @@ fn a_lapsed_lease_hands_the_instance_s_work_to_another_once() {
         Some(sent)
     );
     // While a's lease holds, b takes nothing.
-    assert!(b.adopt().unwrap().is_empty());
+    assert!(b.adopt(true).unwrap().is_empty());
 
     db.lapse("a");
-    let o = b.adopt().unwrap();
+    let o = b.adopt(true).unwrap();
     assert_eq!(o.dead, ["a"]);
     assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [sending]);
     assert_eq!(
@@ -411,10 +411,10 @@ fn a_lapsed_lease_hands_the_instance_s_work_to_another_once() {
     );
     let told: Vec<_> = o.last_chats.iter().map(|l| l.user.as_str()).collect();
     assert_eq!(told, ["alice@x", "bob@x"], "a's users, not carol");
-    assert!(b.adopt().unwrap().is_empty(), "taken once");
+    assert!(b.adopt(true).unwrap().is_empty(), "taken once");
     assert_eq!(b.chats().unwrap().len(), 2, "b's own and a's");
     // a comes back: its lease is new, and its old work is b's now.
-    assert!(a.adopt().unwrap().is_empty());
+    assert!(a.adopt(true).unwrap().is_empty());
     assert!(a.chats().unwrap().is_empty());
 }
 
@@ -430,15 +430,15 @@ fn a_clean_stop_and_a_lone_gateway_s_work_are_taken_without_a_notice() {
         .unwrap();
     drop(alone);
     let (a, b) = (db.member("a"), db.member("b"));
-    let o = a.adopt().unwrap();
+    let o = a.adopt(true).unwrap();
     assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [old]);
     assert!(o.last_chats.is_empty() && o.dead.is_empty());
-    b.adopt().unwrap();
+    b.adopt(true).unwrap();
     let t = a
         .write(|t| t.insert_chat(&chat("alice@x", "left")))
         .unwrap();
     a.leave().unwrap();
-    let o = b.adopt().unwrap();
+    let o = b.adopt(true).unwrap();
     assert_eq!(o.chats.iter().map(|c| c.0).collect::<Vec<_>>(), [old, t]);
     assert!(o.dead.is_empty() && o.last_chats.is_empty());
     assert_eq!(b.last_chats().unwrap().len(), 1, "dave's, from before");
@@ -449,7 +449,7 @@ fn a_clean_stop_and_a_lone_gateway_s_work_are_taken_without_a_notice() {
 fn instances_taking_over_at_once_take_each_piece_once() {
     let db = Db::new("race");
     let dead = db.member("dead");
-    dead.adopt().unwrap();
+    dead.adopt(true).unwrap();
     for i in 0..60 {
         dead.write(|t| t.insert_chat(&chat("alice@x", &format!("chat {i}"))))
             .unwrap();
@@ -458,13 +458,13 @@ fn instances_taking_over_at_once_take_each_piece_once() {
     }
     let survivors: Vec<_> = ["b", "c", "d"].iter().map(|n| db.member(n)).collect();
     for s in &survivors {
-        s.adopt().unwrap();
+        s.adopt(true).unwrap();
     }
     db.lapse("dead");
     let taken: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = survivors
             .iter()
-            .map(|s| scope.spawn(|| s.adopt().unwrap()))
+            .map(|s| scope.spawn(|| s.adopt(true).unwrap()))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -494,4 +494,58 @@ fn instances_taking_over_at_once_take_each_piece_once() {
         (1, 1),
         "one death found, alice told once"
     );
+}
+
+/// An instance without an XMPP link hands an inbound text over: instances
+/// listening are woken at once, and only one with a link takes it.
+#[test]
+fn a_released_text_wakes_the_others_and_goes_to_one_with_a_link() {
+    let db = Db::new("release");
+    let (a, b) = (db.member("a"), db.member("b"));
+    a.adopt(true).unwrap();
+    b.adopt(true).unwrap();
+    let wake = b.wake().expect("a shared store wakes its Gateway");
+    // Give the listener its moment to LISTEN.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let id = a
+        .write(|t| {
+            let id = t.insert_inbound("main", &inbound("IN-r"), 10)?.unwrap();
+            t.release_inbound(id)?;
+            Ok(id)
+        })
+        .unwrap();
+    assert!(a.pending_inbound().unwrap().is_empty(), "no longer a's");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), wake.notified()).await
+    })
+    .expect("the other instance is woken");
+    assert!(
+        b.adopt(false).unwrap().inbound.is_empty(),
+        "no link, no texts"
+    );
+    let with = b.adopt(true).unwrap();
+    assert_eq!(with.inbound.iter().map(|p| p.id).collect::<Vec<_>>(), [id]);
+}
+
+/// A process that comes back under the name of one that died within its
+/// lease (a restart) finds the lease still held: the last run ended
+/// without a clean stop, and its users are told.
+#[test]
+fn a_restart_within_the_lease_tells_the_instance_s_users() {
+    let db = Db::new("restart");
+    let a = db.member("a");
+    a.adopt(true).unwrap();
+    a.write(|t| t.insert_chat(&chat("alice@x", "before the crash")))
+        .unwrap();
+    drop(a);
+    let again = db.member("a");
+    let o = again.adopt(true).unwrap();
+    assert_eq!(o.dead, ["a"]);
+    assert_eq!(o.last_chats.len(), 1);
+    assert_eq!(again.chats().unwrap().len(), 1, "its own chats are its own");
+    assert!(again.adopt(true).unwrap().is_empty());
 }

@@ -119,6 +119,22 @@ impl Gateway {
             .users
             .by_number(account, &sms.to)
             .ok_or_else(|| InboundRejected::UnknownNumber(sms.to.to_string()))?;
+        if self.store.member().is_some() && !self.routing.metrics.link_is_up() {
+            // One of several instances, without a link now (standing by,
+            // or reconnecting): the text goes to one that has a link.
+            match tx.release_inbound(inbound_id) {
+                Ok(()) => {
+                    tracing::debug!(
+                        id = inbound_id,
+                        "no XMPP link here: handed to an instance with one"
+                    );
+                    return Ok(vec![]);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand an inbound text to another instance: it waits for this one's link")
+                }
+            }
+        }
         if let Some(participants) = sms.group(&user.number) {
             return Ok(self.group_lines(tx, &user, &participants, sms, inbound_id));
         }

@@ -179,6 +179,11 @@ impl Gateway {
         self.store.member()
     }
 
+    /// Notified when another instance released work for this one.
+    pub(crate) fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.store.wake()
+    }
+
     pub(crate) fn commit_done(&self, took: Duration, ok: bool) {
         let m = &self.routing.metrics;
         m.store_commit_seconds.observe(took.as_secs_f64());

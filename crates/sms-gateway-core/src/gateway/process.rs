@@ -51,15 +51,24 @@ pub(crate) async fn run_gateway(
     let mut lease = gateway
         .member()
         .map(|m| tokio::time::interval((m.lease / 3).max(Duration::from_millis(100))));
+    let wake = gateway.wake();
     loop {
         #[cfg(feature = "fault-injection")]
         crate::fault::trip(crate::fault::Process::Gateway);
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = async {
-                match lease.as_mut() {
-                    Some(l) => l.tick().await,
-                    None => std::future::pending().await,
+                match (lease.as_mut(), &wake) {
+                    (Some(l), Some(w)) => {
+                        tokio::select! {
+                            _ = l.tick() => {}
+                            () = w.notified() => {}
+                        }
+                    }
+                    (Some(l), None) => {
+                        l.tick().await;
+                    }
+                    _ => std::future::pending().await,
                 }
             } => {
                 // Handed on by a task of their own, as at a restart: a

@@ -91,7 +91,7 @@ impl Gateway {
     /// users whose chats a dead instance had taken are told, as after an
     /// unclean stop, naming the last one it took.
     pub fn adopt(&self) -> Vec<Action> {
-        let orphans = match self.store.adopt() {
+        let orphans = match self.store.adopt(self.routing.metrics.link_is_up()) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "cannot renew this instance's lease in the store");
@@ -101,8 +101,13 @@ impl Gateway {
         if orphans.is_empty() {
             return vec![];
         }
+        let me = self.store.member().map(|m| m.instance.as_str());
         for dead in &orphans.dead {
-            tracing::warn!(instance = %dead, "an instance's lease lapsed: taking over its work");
+            if Some(dead.as_str()) == me {
+                tracing::warn!(instance = %dead, "this instance's last run ended without a clean stop (killed or crashed)");
+            } else {
+                tracing::warn!(instance = %dead, "an instance's lease lapsed: taking over its work");
+            }
         }
         let mut actions = self.resume_chats(orphans.chats);
         let resent = actions.len();
