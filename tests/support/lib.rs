@@ -160,6 +160,15 @@ impl Database {
 }
 
 impl Database {
+    /// Runs `sql` as the server's admin (from another database).
+    pub async fn admin_sql(&self, sql: &str) {
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || Self::admin(vec![sql]))
+            .await
+            .expect("the admin thread")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The first column of what `sql` returns, as text (NULL as ""), read
     /// on a thread of its own.
     pub async fn column(&self, sql: &str) -> Vec<String> {

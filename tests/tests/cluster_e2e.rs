@@ -59,9 +59,20 @@ impl Instance {
         api: &str,
         db: &Database,
     ) -> Instance {
+        Self::start_with_lease(dir, name, server, api, db, LEASE_SECS)
+    }
+
+    fn start_with_lease(
+        dir: &std::path::Path,
+        name: &'static str,
+        server: &dyn XmppServer,
+        api: &str,
+        db: &Database,
+        lease: u64,
+    ) -> Instance {
         let port = free_port();
         let cfg = format!(
-            "{}\n[store]\nurl = \"{}\"\n\n[cluster]\ninstance = \"{name}\"\nlease_secs = {LEASE_SECS}\n",
+            "{}\n[store]\nurl = \"{}\"\n\n[cluster]\ninstance = \"{name}\"\nlease_secs = {lease}\n",
             gateway_config(server, port, &twilio_alice(api, TOKEN, "")),
             db.url
         );
@@ -480,4 +491,123 @@ async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The database goes away for a few seconds under load (connections cut,
+/// new ones refused, as during a restart), with both instances on
+/// ejabberd: webhooks are answered 503 meanwhile and retried, chats wait
+/// for the store; once it is back, everything gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_instances_ride_out_the_database_going_away() {
+    const N: usize = 200;
+    const OUTAGE: Duration = Duration::from_secs(3);
+    let ejabberd = Ejabberd::start().await;
+    let db = Database::new("outage");
+    let twilio = MockServer::start().await;
+    let carrier = Carrier::default();
+    Mock::given(method("POST"))
+        .and(path(twilio_messages_path()))
+        .respond_with(carrier.clone())
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // A lease longer than the outage: neither is taken for dead.
+    let a = Instance::start_with_lease(dir.path(), "gw-a", &ejabberd, &twilio.uri(), &db, 15);
+    let b = Instance::start_with_lease(dir.path(), "gw-b", &ejabberd, &twilio.uri(), &db, 15);
+    a.connected().await;
+    b.connected().await;
+    let mut alice = User::login(&ejabberd, "alice").await;
+    wait_for_component(&mut alice).await;
+    let ports = [a.port, b.port];
+    let hooks = tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut failed = 0;
+        for i in 0..N {
+            let sid = format!("SMout{i:027}");
+            let text = format!("in-{i:03}");
+            let params = [
+                ("MessageSid", sid.as_str()),
+                ("AccountSid", TWILIO_SID),
+                ("From", "+15557654321"),
+                ("To", "+15550001111"),
+                ("Body", text.as_str()),
+                ("NumMedia", "0"),
+            ];
+            failed += deliver(&http, &ports, i % 2, "message", &params).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        failed
+    });
+    for i in 0..N {
+        alice
+            .send_chat(CONTACT, &format!("o{i}"), &format!("out-{i:03}"))
+            .await;
+        if i == N / 4 {
+            // The database goes away.
+            db.admin_sql(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+                db.name
+            ))
+            .await;
+            db.admin_sql(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                db.name
+            ))
+            .await;
+            tokio::time::sleep(OUTAGE).await;
+            db.admin_sql(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                db.name
+            ))
+            .await;
+            println!("database outage: {} s, at chat {i}", OUTAGE.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = hooks.await.unwrap();
+    let mut inbound: HashMap<String, usize> = HashMap::new();
+    let mut errors = 0;
+    while let Some(m) = alice.next_message(Duration::from_secs(8)).await {
+        if m.error().is_some() {
+            errors += 1;
+        } else if let Some(body) = m.body() {
+            *inbound.entry(body).or_default() += 1;
+        }
+    }
+    let texted: std::collections::HashSet<String> = carrier.seen().into_iter().collect();
+    let out_texted = (0..N)
+        .filter(|i| texted.contains(&format!("out-{i:03}")))
+        .count();
+    let in_delivered = (0..N)
+        .filter(|i| inbound.contains_key(&format!("in-{i:03}")))
+        .count();
+    let in_dups: usize = inbound.values().map(|n| n - 1).sum();
+    println!(
+        "database outage: chats sent {N}, texted {out_texted}, answered with an error {errors}; webhooks sent {N} (refused and retried {refused} times), delivered {in_delivered}, duplicated {in_dups}"
+    );
+    assert_eq!(in_delivered, N, "a webhook answered 200 was lost");
+    assert_eq!(out_texted + errors, N, "a chat was lost without a word");
+    // The outage was felt: webhooks go one at a time, so the one waiting
+    // on an instance may keep the other idle through it.
+    let mut felt = 0;
+    for i in [&a, &b] {
+        let log = std::fs::read_to_string(&i.log).unwrap_or_default();
+        let failures: Vec<&str> = log
+            .lines()
+            .filter(|l| (l.contains("ERROR") || l.contains("WARN")) && l.contains("store"))
+            .collect();
+        println!(
+            "database outage: {} logged {} store failures while it lasted",
+            i.name,
+            failures.len()
+        );
+        for l in failures.iter().take(3) {
+            println!("  {l}");
+        }
+        felt += failures.len();
+    }
+    assert!(felt > 0, "neither instance saw the outage");
 }

@@ -30,13 +30,13 @@ fn run(config: postgres::Config, notify: Weak<Notify>) {
         let mut client = match config.connect(postgres::NoTls) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "the store's listener cannot connect; trying again");
+                tracing::warn!(error = %crate::describe(&e), "the store's listener cannot connect; trying again");
                 std::thread::sleep(POLL);
                 continue;
             }
         };
         if let Err(e) = client.batch_execute("LISTEN sox_work") {
-            tracing::warn!(error = %e, "the store's listener cannot listen; trying again");
+            tracing::warn!(error = %crate::describe(&e), "the store's listener cannot listen; trying again");
             std::thread::sleep(POLL);
             continue;
         }
@@ -54,7 +54,7 @@ fn run(config: postgres::Config, notify: Weak<Notify>) {
                         Ok(Some(_)) => woke = true,
                         Ok(None) => break,
                         Err(e) => {
-                            tracing::warn!(error = %e, "the store's listener lost its connection");
+                            tracing::warn!(error = %crate::describe(&e), "the store's listener lost its connection");
                             lost = true;
                             break;
                         }
