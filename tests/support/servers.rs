@@ -249,23 +249,29 @@ impl Ejabberd {
     /// Starts ejabberd with users `alice`, `bob`, `carol` and `mallory`
     /// (password `{name}pw`) on `localhost`, and the component `sms.localhost`.
     pub async fn start() -> Ejabberd {
-        Self::start_configured(false, false).await
+        Self::start_configured(false, false, "").await
     }
 
     /// [`Ejabberd::start`] with `mod_privilege` granting the component
     /// roster access (XEP-0356): the lines the README gives operators.
     pub async fn start_with_privilege() -> Ejabberd {
-        Self::start_configured(false, true).await
+        Self::start_configured(false, true, "").await
     }
 
     /// [`Ejabberd::start`] with `mod_http_upload` as `upload.localhost`
     /// (XEP-0363) on an HTTP listener on loopback, and the access rule the
     /// README gives operators, letting the component upload.
     pub async fn start_with_upload() -> Ejabberd {
-        Self::start_configured(true, false).await
+        Self::start_configured(true, false, "").await
     }
 
-    async fn start_configured(upload: bool, privilege: bool) -> Ejabberd {
+    /// [`Ejabberd::start`] with `yml` added to its config (top-level
+    /// options such as `domain_balancing`).
+    pub async fn start_with(yml: &str) -> Ejabberd {
+        Self::start_configured(false, false, yml).await
+    }
+
+    async fn start_configured(upload: bool, privilege: bool, extra: &str) -> Ejabberd {
         assert!(
             Command::new("ejabberdctl").arg("help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok(),
             "ejabberd is not installed: run `apt-get install -y ejabberd` (the README's test command does)"
@@ -332,6 +338,7 @@ listen:
 auth_password_format: plain
 {upload_rules}shaper_rules: {{c2s_shaper: none}}
 modules: {{mod_disco: {{}}, mod_ping: {{}}, mod_roster: {{}}, mod_offline: {{}}, mod_stream_mgmt: {{}}, mod_vcard: {{}}{upload_module}{privilege_module}}}
+{extra}
 "#
         );
         std::fs::write(d.join("cfg/ejabberd.yml"), yml).unwrap();
