@@ -79,6 +79,8 @@ fn every_example_config_checks() {
         "telnyx.toml",
         "signalwire.toml",
         "all-carriers.toml",
+        "postgres.toml",
+        "cluster.toml",
     ] {
         let path = examples().join(name);
         let o = bin()
