@@ -328,6 +328,30 @@ pub trait Transaction: Send {
         let _ = id;
         Ok(())
     }
+    /// For a shared store: keeps a final delivery report for a carrier id
+    /// no sent chat has yet (the instance that sent it, maybe another, has
+    /// not recorded the send's result), for [`Transaction::take_early`].
+    /// Kept until [`Transaction::expire`]'s `before`. A store of one
+    /// gateway keeps nothing: the Gateway holds such reports in memory.
+    fn keep_early(
+        &mut self,
+        account: &str,
+        carrier_id: &str,
+        status: &crate::message::DeliveryStatus,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (account, carrier_id, status, now);
+        Ok(())
+    }
+    /// Takes the report [`Transaction::keep_early`] kept for `carrier_id`.
+    fn take_early(
+        &mut self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<crate::message::DeliveryStatus>, StoreError> {
+        let _ = (account, carrier_id);
+        Ok(None)
+    }
     /// Makes everything written through this transaction durable.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -42,7 +42,7 @@ use sms_gateway_core::store::{
     ChatRecord, ChatState, LastChat, Member, Orphans, PendingInbound, Store, StoreError,
     StoreErrorKind, Transaction,
 };
-use sms_gateway_core::InboundSms;
+use sms_gateway_core::{DeliveryStatus, InboundSms};
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::Db;
 use worker::Worker;
@@ -610,6 +610,8 @@ impl Transaction for PgTx<'_> {
                 &[&before, &seen_before],
             )
             .map_err(err)?;
+            c.execute("DELETE FROM early_reports WHERE at < $1", &[&before])
+                .map_err(err)?;
             let chats = c
                 .execute("DELETE FROM chats WHERE sent AND created < $1", &[&before])
                 .map_err(err)?;
@@ -652,6 +654,52 @@ impl Transaction for PgTx<'_> {
             }
             .map_err(err)?;
             Ok(())
+        })
+    }
+
+    fn keep_early(
+        &mut self,
+        account: &str,
+        carrier_id: &str,
+        status: &DeliveryStatus,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let status = match status {
+            DeliveryStatus::Delivered => "delivered".to_owned(),
+            DeliveryStatus::Failed(why) => format!("failed:{why}"),
+            _ => return Ok(()),
+        };
+        let (account, carrier_id) = (account.to_owned(), carrier_id.to_owned());
+        self.store.in_tx(move |c| {
+            c.execute(
+                "INSERT INTO early_reports (account, carrier_id, status, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (account, carrier_id) DO UPDATE SET status = EXCLUDED.status",
+                &[&account, &carrier_id, &status, &(now as i64)],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn take_early(
+        &mut self,
+        account: &str,
+        carrier_id: &str,
+    ) -> Result<Option<DeliveryStatus>, StoreError> {
+        let (account, carrier_id) = (account.to_owned(), carrier_id.to_owned());
+        self.store.in_tx(move |c| {
+            Ok(c.query_opt(
+                "DELETE FROM early_reports WHERE account = $1 AND carrier_id = $2 RETURNING status",
+                &[&account, &carrier_id],
+            )
+            .map_err(err)?
+            .map(|r| {
+                let s: String = r.get(0);
+                match s.strip_prefix("failed:") {
+                    Some(why) => DeliveryStatus::Failed(why.to_owned()),
+                    None => DeliveryStatus::Delivered,
+                }
+            }))
         })
     }
 

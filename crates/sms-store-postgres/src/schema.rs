@@ -70,6 +70,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE last_chat DROP CONSTRAINT last_chat_pkey;
     ALTER TABLE last_chat ADD PRIMARY KEY (usr, owner);
     CREATE TABLE sox_instances (id TEXT PRIMARY KEY, expires BIGINT NOT NULL);",
+    // 3: delivery reports that reached an instance before the sender
+    // recorded its send's result.
+    "CREATE TABLE early_reports (
+        account TEXT NOT NULL,
+        carrier_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        PRIMARY KEY (account, carrier_id)
+    );",
 ];
 
 /// Brings the schema up to date; refuses a schema newer than this program.

@@ -94,7 +94,7 @@ fn what_was_written_survives_reconnecting_and_the_schema_is_migrated_once() {
         .query_one("SELECT version FROM sox_schema", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     assert_eq!(own.query("SELECT * FROM sox_schema", &[]).unwrap().len(), 1);
 }
 
@@ -548,4 +548,42 @@ fn a_restart_within_the_lease_tells_the_instance_s_users() {
     assert_eq!(o.last_chats.len(), 1);
     assert_eq!(again.chats().unwrap().len(), 1, "its own chats are its own");
     assert!(again.adopt(true).unwrap().is_empty());
+}
+
+/// A delivery report that reached one instance before the sender recorded
+/// its send's result is kept for the sender, taken once, and expires.
+#[test]
+fn an_early_report_is_kept_for_whichever_instance_sent_the_text() {
+    use sms_gateway_core::DeliveryStatus;
+    let db = Db::new("early");
+    let (a, b) = (db.member("a"), db.member("b"));
+    b.write(|t| t.keep_early("main", "SM-1", &DeliveryStatus::Delivered, 100))
+        .unwrap();
+    b.write(|t| {
+        t.keep_early(
+            "main",
+            "SM-2",
+            &DeliveryStatus::Failed("30006 landline".into()),
+            100,
+        )
+    })
+    .unwrap();
+    b.write(|t| t.keep_early("main", "SM-3", &DeliveryStatus::Delivered, 100))
+        .unwrap();
+    assert_eq!(
+        a.write(|t| t.take_early("main", "SM-1")).unwrap(),
+        Some(DeliveryStatus::Delivered)
+    );
+    assert_eq!(a.write(|t| t.take_early("main", "SM-1")).unwrap(), None);
+    assert_eq!(
+        a.write(|t| t.take_early("main", "SM-2")).unwrap(),
+        Some(DeliveryStatus::Failed("30006 landline".into()))
+    );
+    assert_eq!(a.write(|t| t.take_early("other", "SM-3")).unwrap(), None);
+    a.write(|t| t.expire(101, 0)).unwrap();
+    assert_eq!(
+        a.write(|t| t.take_early("main", "SM-3")).unwrap(),
+        None,
+        "expired"
+    );
 }

@@ -322,9 +322,18 @@ impl Gateway {
                 tracing::error!(error = %e, "cannot store a sent chat");
             }
             let mut actions = vec![];
+            let shared = self.store.member().is_some();
             for id in ids {
                 let key = (chat.account.clone(), id);
-                if let Some(status) = state.early.remove(&key) {
+                let mut early = state.early.remove(&key);
+                if early.is_none() && shared {
+                    // Or it reached another instance.
+                    early = tx.take_early(&key.0, &key.1).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot look for an early delivery report");
+                        None
+                    });
+                }
+                if let Some(status) = early {
                     actions.extend(self.apply_status(tx, &key, status, None));
                 }
             }

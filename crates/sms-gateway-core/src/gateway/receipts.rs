@@ -23,6 +23,13 @@ impl Gateway {
                 return vec![];
             }
         };
+        if found.is_none() && self.store.member().is_some() {
+            // Another instance may have sent it and not yet recorded the
+            // send's result: kept where that instance will look.
+            if let Err(e) = tx.keep_early(&key.0, &key.1, &report.status, crate::time::unix_now()) {
+                tracing::error!(error = %e, "cannot keep an early delivery report");
+            }
+        }
         if found.is_none() {
             let mut state = self.state();
             if state.sending.is_empty() {
