@@ -109,6 +109,19 @@ impl Gateway {
                 tracing::warn!(instance = %dead, "an instance's lease lapsed: taking over its work");
             }
         }
+        if !orphans.dead.is_empty() {
+            // The dead instance's users come here now: those who
+            // registered through it since this one started are read again.
+            match (
+                self.store.entries(crate::store::ENTRY_USER),
+                self.store.entries(crate::store::ENTRY_SETTINGS),
+            ) {
+                (Ok(users), Ok(settings)) => self.routing.users.load(&users, &settings),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the registered users again")
+                }
+            }
+        }
         let mut actions = self.resume_chats(orphans.chats);
         let resent = actions.len();
         match self.resume_inbound(orphans.inbound) {

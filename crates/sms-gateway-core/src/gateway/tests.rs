@@ -1397,3 +1397,178 @@ fn rooms_and_their_history_survive_a_restart() {
         "{a:?}"
     );
 }
+
+/// A store shared with other instances, whose next [`Store::adopt`] hands
+/// over what the test put there (and records whether a link was up).
+struct Shared {
+    inner: MemoryStore,
+    member: crate::store::Member,
+    orphans: std::sync::Mutex<Option<crate::store::Orphans>>,
+    asked_with_link: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Store for Shared {
+    fn begin(&self) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        self.inner.begin()
+    }
+    fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError> {
+        self.inner.chats()
+    }
+    fn pending_inbound(&self) -> Result<Vec<crate::store::PendingInbound>, StoreError> {
+        self.inner.pending_inbound()
+    }
+    fn last_chats(&self) -> Result<Vec<crate::store::LastChat>, StoreError> {
+        self.inner.last_chats()
+    }
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.meta(key)
+    }
+    fn entries(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.entries(kind)
+    }
+    fn member(&self) -> Option<&crate::store::Member> {
+        Some(&self.member)
+    }
+    fn adopt(&self, with_link: bool) -> Result<crate::store::Orphans, StoreError> {
+        self.asked_with_link.lock().unwrap().push(with_link);
+        Ok(self.orphans.lock().unwrap().take().unwrap_or_default())
+    }
+}
+
+/// Taking a dead instance's work over: its pending chat is sent, its
+/// pending text delivered, its user told (naming the last chat it took),
+/// and a user who registered through it becomes known here. Without a
+/// link, an inbound text is handed on instead of delivered.
+#[test]
+fn a_dead_instance_s_work_is_resumed_and_its_users_told() {
+    use crate::store::{ChatState, LastChat, Orphans, PendingInbound, StoreExt};
+    let cfg_gateway = gateway();
+    let n = |s: &str| PhoneNumber::parse(s, None).unwrap();
+    let shared = Arc::new(Shared {
+        inner: MemoryStore::default(),
+        member: crate::store::Member {
+            instance: "gw-a".into(),
+            lease: Duration::from_secs(15),
+        },
+        orphans: Default::default(),
+        asked_with_link: Default::default(),
+    });
+    // Dave registered through the dead instance.
+    shared
+        .inner
+        .write(|t| {
+            t.put_entry(
+                crate::store::ENTRY_USER,
+                "dave@example.com",
+                Some(r#"{"number":"+15550004444","account":"main","approved":true}"#),
+            )
+        })
+        .unwrap();
+    let gw = Gateway::with_store(
+        cfg_gateway.routing.clone(),
+        Arc::default(),
+        shared.clone(),
+        DEFAULT_RETRY_DEADLINE,
+    );
+    assert!(gw.start_run().is_empty(), "no global notice when shared");
+    let sms = InboundSms {
+        id: "SM-in".into(),
+        from: n("+15557654321"),
+        to: n("+15550001111"),
+        body: "while gw-b died".into(),
+        media: vec![],
+        others: vec![],
+        subject: None,
+    };
+    let pending_chat = ChatRecord {
+        created: 100,
+        account: "main".into(),
+        user_full_jid: "alice@example.com/phone".into(),
+        contact_jid: "+15557654321@sms.example.com".into(),
+        stanza_id: Some("m9".into()),
+        receipt: true,
+        parts: vec![OutboundSms {
+            from: n("+15550001111"),
+            to: n("+15557654321"),
+            body: "pending at gw-b".into(),
+            media: vec![],
+            cc: vec![],
+        }],
+        state: ChatState::Sending,
+        group: false,
+    };
+    *shared.orphans.lock().unwrap() = Some(Orphans {
+        dead: vec!["gw-b".into()],
+        chats: vec![(77, pending_chat)],
+        inbound: vec![PendingInbound {
+            id: 5,
+            account: "main".into(),
+            sms: sms.clone(),
+        }],
+        last_chats: vec![LastChat {
+            user: "alice@example.com".into(),
+            contact_jid: "+15557654321@sms.example.com".into(),
+            created: 100,
+            preview: "pending at gw-b".into(),
+        }],
+    });
+    cfg_gateway.routing.metrics.link_up();
+    let actions = gw.adopt();
+    assert_eq!(shared.asked_with_link.lock().unwrap()[..], [true]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Pstn(PstnCommand::Send { ticket: 77, .. }))),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Xmpp(OutgoingStanza::Chat { body, inbound_id: Some(5), .. }) if body == "while gw-b died")),
+        "{actions:?}"
+    );
+    let notices: Vec<&String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Chat { from, to, body, .. })
+                if from == "sms.example.com" && to == "alice@example.com" =>
+            {
+                Some(body)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices.len(), 1, "{actions:?}");
+    assert!(notices[0].contains("instances stopped unexpectedly"));
+    assert!(notices[0].contains("\"pending at gw-b\""));
+    assert!(
+        gw.routing
+            .users
+            .by_number("main", &n("+15550004444"))
+            .is_some(),
+        "dave, who registered through gw-b, is known here now"
+    );
+    // Nothing more to take: nothing happens.
+    assert!(gw.adopt().is_empty());
+
+    // Without a link, a text is handed on, not delivered here.
+    cfg_gateway.routing.metrics.link_down();
+    let out = gw
+        .inbound(
+            "main",
+            &InboundSms {
+                id: "SM-2".into(),
+                ..sms
+            },
+        )
+        .unwrap();
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Xmpp(OutgoingStanza::Chat { .. }))),
+        "{out:?}"
+    );
+    assert!(gw.adopt().is_empty());
+    assert_eq!(
+        shared.asked_with_link.lock().unwrap()[..],
+        [true, true, false]
+    );
+}
