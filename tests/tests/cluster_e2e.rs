@@ -105,6 +105,18 @@ impl Instance {
     }
 }
 
+/// A signed Twilio inbound text's fields: `text` from the contact to Alice.
+fn text_params<'a>(sid: &'a str, text: &'a str) -> [(&'static str, &'a str); 6] {
+    [
+        ("MessageSid", sid),
+        ("AccountSid", TWILIO_SID),
+        ("From", "+15557654321"),
+        ("To", "+15550001111"),
+        ("Body", text),
+        ("NumMedia", "0"),
+    ]
+}
+
 fn signed(params: &[(&str, &str)], hook: &str) -> (String, String) {
     let sig = twilio_sign(TOKEN, &format!("{PUBLIC}/main/{hook}"), params);
     let body = form_urlencoded::Serializer::new(String::new())
@@ -198,16 +210,8 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
             .unwrap();
         let mut failed = 0;
         for i in 0..N {
-            let sid = format!("SMclu{i:027}");
-            let text = format!("in-{i:03}");
-            let params = [
-                ("MessageSid", sid.as_str()),
-                ("AccountSid", TWILIO_SID),
-                ("From", "+15557654321"),
-                ("To", "+15550001111"),
-                ("Body", text.as_str()),
-                ("NumMedia", "0"),
-            ];
+            let (sid, text) = (format!("SMclu{i:027}"), format!("in-{i:03}"));
+            let params = text_params(&sid, &text);
             failed += deliver(&http, &ports, i % 2, "message", &params).await;
         }
         failed
@@ -399,16 +403,8 @@ async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
     const EARLY: usize = 20;
     let mut early: HashMap<String, usize> = HashMap::new();
     for i in 0..EARLY {
-        let sid = format!("SMearly{i:025}");
-        let text = format!("early-{i:02}");
-        let params = [
-            ("MessageSid", sid.as_str()),
-            ("AccountSid", TWILIO_SID),
-            ("From", "+15557654321"),
-            ("To", "+15550001111"),
-            ("Body", text.as_str()),
-            ("NumMedia", "0"),
-        ];
+        let (sid, text) = (format!("SMearly{i:025}"), format!("early-{i:02}"));
+        let params = text_params(&sid, &text);
         assert_eq!(
             deliver(&http, &[standby.port], 0, "message", &params).await,
             0
@@ -436,16 +432,8 @@ async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
             active.binary.kill_9();
             killed = Instant::now();
         }
-        let sid = format!("SMsby{i:027}");
-        let text = format!("in-{i:03}");
-        let params = [
-            ("MessageSid", sid.as_str()),
-            ("AccountSid", TWILIO_SID),
-            ("From", "+15557654321"),
-            ("To", "+15550001111"),
-            ("Body", text.as_str()),
-            ("NumMedia", "0"),
-        ];
+        let (sid, text) = (format!("SMsby{i:027}"), format!("in-{i:03}"));
+        let params = text_params(&sid, &text);
         deliver(&http, &ports, i % 2, "message", &params).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -531,16 +519,8 @@ async fn both_instances_ride_out_the_database_going_away() {
             .unwrap();
         let mut failed = 0;
         for i in 0..N {
-            let sid = format!("SMout{i:027}");
-            let text = format!("in-{i:03}");
-            let params = [
-                ("MessageSid", sid.as_str()),
-                ("AccountSid", TWILIO_SID),
-                ("From", "+15557654321"),
-                ("To", "+15550001111"),
-                ("Body", text.as_str()),
-                ("NumMedia", "0"),
-            ];
+            let (sid, text) = (format!("SMout{i:027}"), format!("in-{i:03}"));
+            let params = text_params(&sid, &text);
             failed += deliver(&http, &ports, i % 2, "message", &params).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

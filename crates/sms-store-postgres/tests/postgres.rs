@@ -197,28 +197,11 @@ fn a_bad_url_is_refused_naming_the_key() {
 /// the old.
 #[test]
 fn a_sqlite_store_migrates_with_its_ids() {
-    use sms_gateway_core::store::{ChatRecord, ChatState};
+    use sms_gateway_core::store::ChatState;
     use sms_store_sqlite::SqliteStore;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-    let n = |s: &str| PhoneNumber::parse(s, None).unwrap();
-    let chat = |body: &str| ChatRecord {
-        created: 100,
-        account: "main".into(),
-        user_full_jid: "alice@example.com/phone".into(),
-        contact_jid: "+15557654321@sms.example.com".into(),
-        stanza_id: Some("m1".into()),
-        receipt: true,
-        parts: vec![sms_gateway_core::OutboundSms {
-            from: n("+15550001111"),
-            to: n("+15557654321"),
-            body: body.into(),
-            media: vec![],
-            cc: vec![],
-        }],
-        state: ChatState::Sending,
-        group: false,
-    };
+    let chat = |body: &str| chat("alice@example.com", body);
     let t1 = sqlite.write(|t| t.insert_chat(&chat("one"))).unwrap();
     let t2 = sqlite.write(|t| t.insert_chat(&chat("two"))).unwrap();
     let mut sent = chat("two");
