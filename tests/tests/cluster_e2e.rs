@@ -24,6 +24,18 @@ struct Carrier {
 }
 
 impl Carrier {
+    /// A wiremock Twilio answering as this carrier.
+    async fn mounted() -> (MockServer, Carrier) {
+        let twilio = MockServer::start().await;
+        let carrier = Carrier::default();
+        Mock::given(method("POST"))
+            .and(path(twilio_messages_path()))
+            .respond_with(carrier.clone())
+            .mount(&twilio)
+            .await;
+        (twilio, carrier)
+    }
+
     fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
@@ -167,13 +179,7 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
     const N: usize = 500;
     let ejabberd = Ejabberd::start().await;
     let db = Database::new("cluster");
-    let twilio = MockServer::start().await;
-    let carrier = Carrier::default();
-    Mock::given(method("POST"))
-        .and(path(twilio_messages_path()))
-        .respond_with(carrier.clone())
-        .mount(&twilio)
-        .await;
+    let (twilio, carrier) = Carrier::mounted().await;
     let dir = tempfile::tempdir().unwrap();
     let mut a = Instance::start(dir.path(), "gw-a", &ejabberd, &twilio.uri(), &db);
     let mut b = Instance::start(dir.path(), "gw-b", &ejabberd, &twilio.uri(), &db);
@@ -369,13 +375,7 @@ async fn prosody_stand_by_takes_the_link_when_the_holder_dies() {
     const N: usize = 100;
     let prosody = Prosody::start().await;
     let db = Database::new("standby");
-    let twilio = MockServer::start().await;
-    let carrier = Carrier::default();
-    Mock::given(method("POST"))
-        .and(path(twilio_messages_path()))
-        .respond_with(carrier.clone())
-        .mount(&twilio)
-        .await;
+    let (twilio, carrier) = Carrier::mounted().await;
     let dir = tempfile::tempdir().unwrap();
     let mut active = Instance::start(dir.path(), "gw-active", &prosody, &twilio.uri(), &db);
     active.connected().await;
@@ -496,13 +496,7 @@ async fn both_instances_ride_out_the_database_going_away() {
     ))
     .await;
     let db = Database::new("outage");
-    let twilio = MockServer::start().await;
-    let carrier = Carrier::default();
-    Mock::given(method("POST"))
-        .and(path(twilio_messages_path()))
-        .respond_with(carrier.clone())
-        .mount(&twilio)
-        .await;
+    let (twilio, carrier) = Carrier::mounted().await;
     let dir = tempfile::tempdir().unwrap();
     // A lease longer than the outage: neither is taken for dead.
     let a = Instance::start_with_lease(dir.path(), "gw-a", &ejabberd, &twilio.uri(), &db, 15);

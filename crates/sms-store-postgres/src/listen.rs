@@ -44,30 +44,21 @@ fn run(config: postgres::Config, notify: Weak<Notify>) {
             let Some(n) = notify.upgrade() else {
                 return;
             };
-            let mut woke = false;
-            let mut lost = false;
-            {
+            let next = {
                 let mut notifications = client.notifications();
-                let mut iter = notifications.timeout_iter(POLL);
-                loop {
-                    match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
-                        Ok(Some(_)) => woke = true,
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %crate::describe(&e), "the store's listener lost its connection");
-                            lost = true;
-                            break;
-                        }
-                    }
-                    if woke {
-                        break;
-                    }
+                let mut waiting = notifications.timeout_iter(POLL);
+                let next = postgres::fallible_iterator::FallibleIterator::next(&mut waiting);
+                next.map(|n| n.is_some())
+            };
+            match next {
+                Ok(true) => n.notify_one(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::describe(&e), "the store's listener lost its connection");
+                    break;
                 }
             }
-            if woke {
-                n.notify_one();
-            }
-            if lost || client.is_closed() {
+            if client.is_closed() {
                 break;
             }
         }
