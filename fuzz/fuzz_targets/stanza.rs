@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
             media_url: Some(text.into()),
             nick: Some(text.into()),
             inbound_id: Some(1),
+            stable_id: Some(text.into()),
         },
         OutgoingStanza::Error {
             from: "+15557654321@sms.example.com".into(),

@@ -34,6 +34,13 @@ const LEARNED_QUEUE: usize = 256;
 const CACHE_SIZE: usize = 10_000;
 /// How many lookups may wait for their turn; past that, none is started.
 const MAX_WAITING: usize = 1_000;
+/// Lookups started in the background per user and minute, after a burst
+/// of [`LOOKUP_BURST`]: a user asking for the vCards of a range of numbers
+/// (or joining rooms of many) cannot make the command run without limit
+/// (#26). Past it the contact has no name for now; a later chat asks again.
+pub const LOOKUPS_PER_MINUTE: u32 = 6;
+/// The burst of those lookups.
+pub const LOOKUP_BURST: u32 = 30;
 
 /// (contact, user)
 type Pair = (PhoneNumber, PhoneNumber);
@@ -72,6 +79,11 @@ pub struct CallerId {
     running: Arc<tokio::sync::Semaphore>,
     /// Told of each name a background lookup finds ([`CallerId::learned`]).
     learned: Mutex<Option<tokio::sync::mpsc::Sender<Pair>>>,
+    /// Each user's allowance of background lookups (keyed by the user's
+    /// number: users only, so bounded by the directory).
+    budget: Mutex<crate::rate::Buckets>,
+    /// Lookups not started because their user's allowance was spent.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Default for CallerId {
@@ -92,7 +104,15 @@ impl CallerId {
             pending: Mutex::default(),
             running: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
             learned: Mutex::default(),
+            budget: Mutex::new(crate::rate::Buckets::new(LOOKUPS_PER_MINUTE, LOOKUP_BURST)),
+            refused: Default::default(),
         }
+    }
+
+    /// How many background lookups were not started because their user's
+    /// allowance ([`LOOKUPS_PER_MINUTE`]) was spent.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the table and the command (a reload of the config); what
@@ -160,6 +180,17 @@ impl CallerId {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.contains(&pair) || pending.len() >= MAX_WAITING {
+                return None;
+            }
+            let allowed = self
+                .budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(user.as_str(), 1, std::time::Instant::now())
+                .is_ok();
+            if !allowed {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return None;
             }
             pending.insert(pair.clone());
@@ -383,5 +414,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the background lookup never finished");
+    }
+
+    /// A user asking for the names of many numbers (vCards for a range,
+    /// rooms of many) runs the command at most [`LOOKUP_BURST`] times at
+    /// once, then [`LOOKUPS_PER_MINUTE`]; another user is not held back.
+    #[tokio::test]
+    async fn each_user_has_a_lookup_allowance() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let mut table = BTreeMap::new();
+        table.insert(
+            "lookup".to_owned(),
+            script(&dir, &format!("echo \"$FROM\" >> {}", log.display())),
+        );
+        let c = Arc::new(CallerId::from_table(&table));
+        let greedy = n("+15550001111");
+        for i in 0..1000 {
+            let contact = n(&format!("+1555200{i:04}"));
+            assert_eq!(c.name_now(&contact, &greedy), None);
+        }
+        assert_eq!(c.refused(), 1000 - u64::from(LOOKUP_BURST));
+        // Someone else still gets a lookup.
+        assert_eq!(c.name_now(&n("+15559998888"), &n("+15550002222")), None);
+        assert_eq!(c.refused(), 1000 - u64::from(LOOKUP_BURST));
+        for _ in 0..100 {
+            let runs = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            if runs == LOOKUP_BURST as usize + 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "expected {} runs, saw {:?}",
+            LOOKUP_BURST + 1,
+            std::fs::read_to_string(&log)
+        );
     }
 }

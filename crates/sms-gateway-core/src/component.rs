@@ -312,6 +312,7 @@ impl Component {
             pstn_events: self.pstn_events.clone(),
             to_xmpp: self.to_xmpp.clone(),
             to_pstn: self.to_pstn.clone(),
+            metrics: self.providers.metrics.clone(),
         };
         let channels = XmppChannels {
             to_gateway: self.to_gateway_xmpp.clone(),
@@ -503,6 +504,7 @@ mod tests {
             pstn_events: lent(pstn_rx),
             to_xmpp,
             to_pstn,
+            metrics: providers.metrics.clone(),
         };
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(run_gateway(

@@ -165,6 +165,13 @@ pub enum OutgoingStanza {
         /// Set on the last stanza of a stored inbound text: once it is
         /// written, the XMPP process reports [`XmppEvent::Delivered`].
         inbound_id: Option<u64>,
+        /// The stanza's id (and XEP-0359 origin-id) when it must be the
+        /// same at every delivery: a stored inbound text's chats carry one
+        /// made from the carrier's id for the text, so a redelivery (after
+        /// a crash, a restart, a take-over by another instance) repeats the
+        /// first one's id and clients can fold the copies. `None`: the XMPP
+        /// process makes one.
+        stable_id: Option<String>,
     },
     /// A XEP-0184 `<received/>` for the user's stanza `id`.
     Receipt {

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
 /// An account.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +48,13 @@ pub struct HookLabels {
 pub struct QueueLabel {
     /// `to_gateway_xmpp`, `to_gateway_pstn`, `to_xmpp`, `to_pstn`.
     pub queue: String,
+}
+
+/// Why a request was refused, from a fixed list ([`Metrics::refused`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: String,
 }
 
 /// The per-account counters, by what they count.
@@ -129,6 +137,15 @@ pub struct Metrics {
     /// What waits in each channel between the processes, read at each
     /// scrape.
     pub queue_depth: Family<QueueLabel, Gauge>,
+    /// Times a channel stayed full (nothing taken) past its bound, by queue.
+    pub queue_stalls: Family<QueueLabel, Counter>,
+    /// Requests refused to share the gateway fairly, by reason:
+    /// `queue_full` (the sender's share of the Gateway's queue),
+    /// `not_a_user` (answered without the Gateway), `stranger_budget`
+    /// (non-users past their budget), `caller_id_budget`.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Channels stalled now (they fail `/readyz`).
+    stalled: Mutex<BTreeSet<String>>,
     logins: AtomicI64,
     /// Each running account's series, made when the account starts (at
     /// start, or by a reload).
@@ -166,6 +183,18 @@ impl Metrics {
         let chats_sending = Gauge::default();
         let carrier_up = Family::<AccountLabel, Gauge>::default();
         let queue_depth = Family::<QueueLabel, Gauge>::default();
+        let queue_stalls = Family::<QueueLabel, Counter>::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "queue_stalls",
+            "Times a channel between the processes stayed full past its bound",
+            queue_stalls.clone(),
+        );
+        registry.register(
+            "refused",
+            "Requests refused to share the gateway fairly, by reason",
+            refused.clone(),
+        );
         registry.register(
             "texts_sent",
             "Texts handed to a carrier, by account and outcome (accepted, refused, failed)",
@@ -258,6 +287,9 @@ impl Metrics {
             chats_sending,
             carrier_up,
             queue_depth,
+            queue_stalls,
+            refused,
+            stalled: Mutex::default(),
             logins: AtomicI64::new(0),
             handles: Default::default(),
         };
@@ -427,9 +459,43 @@ impl Metrics {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
+    /// `queue` stayed full past its bound (`true`, counted), or moves again.
+    /// A stalled queue fails `/readyz` until it moves.
+    pub fn stall(&self, queue: &str, stalled: bool) {
+        let mut s = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+        if stalled {
+            if s.insert(queue.to_owned()) {
+                self.queue_stalls
+                    .get_or_create(&QueueLabel {
+                        queue: queue.to_owned(),
+                    })
+                    .inc();
+            }
+        } else {
+            s.remove(queue);
+        }
+    }
+
+    /// Counts a request refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// What `/readyz` says: ready, or why not.
     pub fn readiness(&self) -> Result<(), String> {
         let mut why = vec![];
+        for queue in self
+            .stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            why.push(format!("the {queue} channel is stalled"));
+        }
         if self.xmpp_up.get() != 1 {
             why.push("the XMPP link is down".to_owned());
         }

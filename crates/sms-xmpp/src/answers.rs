@@ -215,7 +215,7 @@ impl XmppProcess {
         &self,
         link: &mut Link,
         answer: people::Answer,
-        to_gateway: &mpsc::Sender<XmppEvent>,
+        outbox: &mut crate::outbox::Outbox,
     ) -> Result<(), Error> {
         match answer {
             people::Answer::Now(stanzas) => {
@@ -226,10 +226,8 @@ impl XmppProcess {
             }
             people::Answer::Ask(change, waiting) => {
                 let ticket = self.wait_for(waiting);
-                to_gateway
-                    .send(XmppEvent::Users { change, ticket })
+                self.hand_on(link, outbox, XmppEvent::Users { change, ticket })
                     .await
-                    .map_err(|_| Error::GatewayGone)
             }
         }
     }

@@ -23,6 +23,7 @@
 
 mod depth;
 mod error;
+mod inbox;
 // Not API: sms-bench's bare echo component logs in with it.
 mod answers;
 #[doc(hidden)]
@@ -80,6 +81,15 @@ const ACK_AT_STOP: Duration = Duration::from_secs(2);
 /// is taken from the Gateway until the server catches up.
 const MAX_UNACKED: usize = 4096;
 
+/// How long events may wait for the Gateway without one being taken
+/// before the channel counts as stalled (logged, counted, `/readyz` fails).
+const STALL_AFTER: Duration = Duration::from_secs(10);
+/// Chats from non-users answered with a sentence per second, all domains
+/// together; past it (and its burst) they get a bare `resource-constraint`.
+const STRANGER_ANSWERS_PER_SEC: f64 = 20.0;
+/// The burst of those answers.
+const STRANGER_BURST: f64 = 200.0;
+
 /// The longest wait between logins of an instance standing by.
 const STANDBY_MAX: Duration = Duration::from_secs(5);
 
@@ -116,6 +126,8 @@ pub struct XmppProcess {
     people: Mutex<people::People>,
     /// Who is in which group room.
     rooms: Mutex<muc::Occupancy>,
+    /// What is left of the budget for answering non-users' chats.
+    strangers: Mutex<inbox::StrangerBudget>,
     /// `[admins] jids`.
     admins: std::collections::HashSet<tokio_xmpp::jid::BareJid>,
     /// `[registration]`.
@@ -200,6 +212,7 @@ impl XmppProcess {
             pending: Mutex::default(),
             people: Mutex::default(),
             rooms: Mutex::default(),
+            strangers: Mutex::default(),
             admins: config
                 .admins
                 .jids
@@ -281,7 +294,7 @@ impl XmppProcess {
             #[cfg(feature = "fault-injection")]
             sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
             if !outbox.unsent.is_empty() {
-                if let Err(e) = self.write_batch(link, outbox, to_gateway).await {
+                if let Err(e) = self.write_batch(link, outbox).await {
                     return SessionEnd::Lost(e);
                 }
             } else if outbox.ping_due() {
@@ -299,10 +312,15 @@ impl XmppProcess {
                 )));
             }
             let room = outbox.unacked_stanzas() + outbox.unsent.len() < MAX_UNACKED;
+            // Events have waited for the Gateway since then with none taken.
+            let stall_at = outbox
+                .inbox_since
+                .filter(|_| !outbox.stalled)
+                .map(|since| since + STALL_AFTER);
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 incoming = link::read(link) => match incoming {
-                    Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, to_gateway, outbox).await,
+                    Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, outbox).await,
                     Incoming::Invalid { kind, from, to, id, type_, error } => {
                         self.on_invalid(link, kind, from, to, id, type_, error).await
                     }
@@ -311,6 +329,29 @@ impl XmppProcess {
                     Incoming::Closed(reason) => Err(Error::Lost(reason)),
                 },
                 Some(q) = queries.recv() => self.send_query(link, q).await,
+                // The Gateway takes what waits for it, one origin at a
+                // time; the link is read meanwhile, whatever the Gateway does.
+                permit = to_gateway.reserve(), if !outbox.inbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = outbox.inbox.next() {
+                            permit.send(ev);
+                        }
+                        self.progressed(outbox);
+                        Ok(())
+                    }
+                    Err(_) => return SessionEnd::Shutdown,
+                },
+                () = async {
+                    match stall_at {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    outbox.stalled = true;
+                    self.metrics.stall("gateway_input", true);
+                    tracing::warn!(waiting = outbox.inbox.len(), after = ?STALL_AFTER, "the Gateway has taken nothing from the XMPP link for a while");
+                    Ok(())
+                },
                 () = async {
                     match ack_deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -349,7 +390,6 @@ impl XmppProcess {
         &self,
         link: &mut Link,
         stanza: Stanza,
-        to_gateway: &mpsc::Sender<XmppEvent>,
         outbox: &mut Outbox,
     ) -> Result<(), Error> {
         match stanza {
@@ -361,10 +401,18 @@ impl XmppProcess {
                     return self.send(link, refusal).await;
                 }
                 if let Some(ev) = message_to_event(&m) {
-                    // Waits when the Gateway is busy: back-pressure on the link.
-                    if to_gateway.send(ev).await.is_err() {
-                        return Err(Error::GatewayGone);
+                    if let XmppEvent::Chat(c) = &ev {
+                        // Chat states, markers, receipts: nothing for the
+                        // Gateway to do (it would drop them), so they never
+                        // take a place in the queue.
+                        if c.body.trim().is_empty() && c.media.is_empty() {
+                            return Ok(());
+                        }
+                        if self.users.get_text(&c.from).is_none() {
+                            return self.answer_stranger(link, c).await;
+                        }
                     }
+                    return self.hand_on(link, outbox, ev).await;
                 } else if m.type_ == MessageType::Error {
                     tracing::warn!(from = ?m.from.as_ref().map(|j| j.to_string()), "a message we sent bounced");
                 }
@@ -379,9 +427,7 @@ impl XmppProcess {
                         self.send(link, s).await?;
                     }
                     if let Some(ev) = event {
-                        if to_gateway.send(ev).await.is_err() {
-                            return Err(Error::GatewayGone);
-                        }
+                        return self.hand_on(link, outbox, ev).await;
                     }
                     return Ok(());
                 }
@@ -401,7 +447,7 @@ impl XmppProcess {
                 {
                     if payload.is("ping", tokio_xmpp::parsers::ns::PING)
                         && from.to_string() == self.domain
-                        && self.acknowledged(id, outbox, to_gateway).await
+                        && self.acknowledged(id, outbox)
                     {
                         return Ok(());
                     }
@@ -410,7 +456,7 @@ impl XmppProcess {
                     return self.send(link, answer).await;
                 }
                 if let Some(answer) = self.answer_people(&iq, outbox) {
-                    return self.carry_out(link, answer, to_gateway).await;
+                    return self.carry_out(link, answer, outbox).await;
                 }
                 let answer = match self.answer_own_iq(&iq).await {
                     Some(a) => Some(a),
@@ -432,12 +478,10 @@ impl XmppProcess {
                 for answer in answers {
                     self.send(link, answer).await?;
                 }
-                if let Some(ev) = event {
-                    if to_gateway.send(ev).await.is_err() {
-                        return Err(Error::GatewayGone);
-                    }
+                match event {
+                    Some(ev) => self.hand_on(link, outbox, ev).await,
+                    None => Ok(()),
                 }
-                Ok(())
             }
         }
     }
@@ -539,7 +583,8 @@ impl XmppLink for XmppProcess {
                             break;
                         }
                     }
-                    self.await_acks(&mut link, &mut outbox, &channels.to_gateway)
+                    self.await_acks(&mut link, &mut outbox).await;
+                    self.hand_over_at_stop(&mut outbox, &channels.to_gateway)
                         .await;
                     let dropped = link::close(&mut link, CLOSE_TIMEOUT).await;
                     if dropped > 0 {

@@ -50,6 +50,9 @@ pub const ROOM_FEATURES: &[&str] = &[
 /// The most sessions in rooms, over all users and rooms: past it, a join
 /// is refused (`resource-constraint`).
 const MAX_OCCUPANTS: usize = 10_000;
+/// The most sessions one user may have in group rooms, so one user cannot
+/// take the whole gateway's [`MAX_OCCUPANTS`] from everyone else (#26).
+pub(crate) const MAX_OCCUPANTS_PER_USER: usize = 200;
 
 /// Who is in which room: (user's bare JID, room's bare JID) → each
 /// session's full JID and nick.
@@ -57,6 +60,8 @@ const MAX_OCCUPANTS: usize = 10_000;
 pub(crate) struct Occupancy {
     rooms: HashMap<(String, String), HashMap<String, String>>,
     count: usize,
+    /// Sessions in rooms, per user: one user's share of the whole (#26).
+    per_user: HashMap<String, usize>,
 }
 
 impl Occupancy {
@@ -67,13 +72,15 @@ impl Occupancy {
             .entry((user.to_owned(), room.to_owned()))
             .or_default();
         if !sessions.contains_key(session) {
-            if self.count >= MAX_OCCUPANTS {
+            let mine = self.per_user.get(user).copied().unwrap_or(0);
+            if self.count >= MAX_OCCUPANTS || mine >= MAX_OCCUPANTS_PER_USER {
                 if sessions.is_empty() {
                     self.rooms.remove(&(user.to_owned(), room.to_owned()));
                 }
                 return false;
             }
             self.count += 1;
+            *self.per_user.entry(user.to_owned()).or_default() += 1;
         }
         sessions.insert(session.to_owned(), nick.to_owned());
         true
@@ -85,6 +92,12 @@ impl Occupancy {
         let sessions = self.rooms.get_mut(&k)?;
         let nick = sessions.remove(session)?;
         self.count -= 1;
+        if let Some(mine) = self.per_user.get_mut(user) {
+            *mine -= 1;
+            if *mine == 0 {
+                self.per_user.remove(user);
+            }
+        }
         if sessions.is_empty() {
             self.rooms.remove(&k);
         }
@@ -112,7 +125,7 @@ impl Occupancy {
 const MAX_ID: usize = 256;
 
 /// A line's id as written: XML-safe, at most [`MAX_ID`] characters.
-fn line_id(id: &str) -> String {
+pub(crate) fn line_id(id: &str) -> String {
     translate::xml_safe(&id.chars().take(MAX_ID).collect::<String>()).into_owned()
 }
 
@@ -248,7 +261,7 @@ impl XmppProcess {
                     return refuse(
                         ErrorType::Wait,
                         DefinedCondition::ResourceConstraint,
-                        "The gateway has too many sessions in group texts; try later.".into(),
+                        "You (or the gateway) have too many sessions in group texts; leave one and try again.".into(),
                     );
                 }
                 let max_history = joining
@@ -651,6 +664,14 @@ impl XmppProcess {
         out.into_iter().map(translate::written).collect()
     }
 
+    /// Takes session `from` out of `room` (a join the Gateway never took).
+    pub(crate) fn left_room(&self, from: &str, room: &str) {
+        if let Some(session) = jid(from) {
+            let user = session.to_bare();
+            self.occupancy().leave(user.as_str(), room, from);
+        }
+    }
+
     /// Whether `user` (bare) has a session in `room`: for tests.
     #[cfg(test)]
     pub(crate) fn in_room(&self, user: &BareJid, room: &str) -> bool {
@@ -672,11 +693,28 @@ mod tests {
         assert_eq!(o.leave("u", "r", "u/a").as_deref(), Some("me2"));
         assert_eq!(o.leave("u", "r", "u/a"), None);
         assert_eq!(o.sessions("u", "r").len(), 1);
-        for i in 0..MAX_OCCUPANTS - 1 {
+        // One user's share: the rest stays for everyone else (#26).
+        for i in 0..MAX_OCCUPANTS_PER_USER - 1 {
             assert!(o.join("u", &format!("r{i}"), "u/a", "n"));
         }
-        assert!(!o.join("v", "r", "v/a", "n"));
-        assert!(!o.rooms.contains_key(&("v".into(), "r".into())));
+        assert!(!o.join("u", "one-more", "u/a", "n"));
+        assert!(o.join("v", "r", "v/a", "n"));
+        // The whole gateway's bound.
+        let mut users = 0;
+        while o.count < MAX_OCCUPANTS {
+            users += 1;
+            for i in 0..MAX_OCCUPANTS_PER_USER {
+                if o.count == MAX_OCCUPANTS {
+                    break;
+                }
+                assert!(o.join(&format!("w{users}"), &format!("r{i}"), "s", "n"));
+            }
+        }
+        assert!(!o.join("x", "r", "x/a", "n"));
+        assert!(!o.rooms.contains_key(&("x".into(), "r".into())));
+        // Leaving gives the share back.
+        assert!(o.leave("u", "r0", "u/a").is_some());
+        assert_eq!(o.per_user["u"], MAX_OCCUPANTS_PER_USER - 1);
     }
 
     const ROOM: &str = "+15551112222,+15553334444@sms.example.com";

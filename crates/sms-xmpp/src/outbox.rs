@@ -73,6 +73,12 @@ pub(crate) struct Outbox {
     pub(crate) unacked: VecDeque<Batch>,
     /// When the ping now out was written.
     pub(crate) ping_written: Option<tokio::time::Instant>,
+    /// What the link read for the Gateway and the Gateway has not taken.
+    pub(crate) inbox: crate::inbox::Inbox,
+    /// Since when events have waited for the Gateway with none taken.
+    pub(crate) inbox_since: Option<tokio::time::Instant>,
+    /// Whether that wait has been reported as a stall.
+    pub(crate) stalled: bool,
 }
 
 impl Outbox {
@@ -156,9 +162,18 @@ impl XmppProcess {
             } => self.first_nick(from, to, name),
             _ => None,
         };
+        // A stored inbound text's chat has the same id at every delivery
+        // (#26); anything else gets a new one.
+        let id = match &out {
+            OutgoingStanza::Chat {
+                stable_id: Some(id),
+                ..
+            } => format!("sms-{}", muc::line_id(id)),
+            _ => self.new_id(),
+        };
         outbox.unsent.push(Built {
             out,
-            id: self.new_id(),
+            id,
             nick,
             ready: None,
         });
@@ -188,7 +203,6 @@ impl XmppProcess {
         &self,
         link: &mut Link,
         outbox: &mut Outbox,
-        to_gateway: &mpsc::Sender<XmppEvent>,
     ) -> Result<(), Error> {
         let mut refused = vec![];
         for (i, built) in outbox.unsent.iter().enumerate() {
@@ -226,7 +240,7 @@ impl XmppProcess {
         // it would fail again at every start.
         for i in refused.into_iter().rev() {
             if let Some(id) = stanzas.remove(i).inbound_id() {
-                let _ = to_gateway.send(XmppEvent::Delivered(id)).await;
+                outbox.inbox.control(XmppEvent::Delivered(id));
             }
         }
         outbox.unacked.push_back(Batch { ping_id, stanzas });
@@ -266,12 +280,7 @@ impl XmppProcess {
 
     /// The server routed back the ping written after a batch: it has taken
     /// that batch and every one before it. Returns whether `id` was one.
-    pub(crate) async fn acknowledged(
-        &self,
-        id: &str,
-        outbox: &mut Outbox,
-        to_gateway: &mpsc::Sender<XmppEvent>,
-    ) -> bool {
+    pub(crate) fn acknowledged(&self, id: &str, outbox: &mut Outbox) -> bool {
         let Some(n) = outbox
             .unacked
             .iter()
@@ -280,15 +289,17 @@ impl XmppProcess {
             return false;
         };
         outbox.ping_written = None;
+        let mut delivered = vec![];
         for batch in outbox.unacked.drain(..=n) {
-            for built in batch.stanzas {
-                if let Some(id) = built.inbound_id() {
-                    // Closed only when the component is going away; the text
-                    // then stays pending in the store and is delivered again
-                    // after the restart (a duplicate the user may see).
-                    let _ = to_gateway.send(XmppEvent::Delivered(id)).await;
-                }
-            }
+            delivered.extend(batch.stanzas.iter().filter_map(Built::inbound_id));
+        }
+        // Handed to the Gateway ahead of everything else, never refused
+        // (#26): there are never more than stanzas written.
+        for id in delivered {
+            outbox.inbox.control(XmppEvent::Delivered(id));
+        }
+        if !outbox.inbox.is_empty() && outbox.inbox_since.is_none() {
+            outbox.inbox_since = Some(tokio::time::Instant::now());
         }
         true
     }
@@ -296,12 +307,7 @@ impl XmppProcess {
     /// At a clean stop: waits (at most [`ACK_AT_STOP`]) for the server to
     /// acknowledge what was written. What it does not acknowledge stays
     /// pending in the store and is delivered again at the next start.
-    pub(crate) async fn await_acks(
-        &self,
-        link: &mut Link,
-        outbox: &mut Outbox,
-        to_gateway: &mpsc::Sender<XmppEvent>,
-    ) {
+    pub(crate) async fn await_acks(&self, link: &mut Link, outbox: &mut Outbox) {
         if outbox.ping_due() && self.write_ping(link, outbox).await.is_err() {
             return;
         }
@@ -316,7 +322,7 @@ impl XmppProcess {
                         }) = *stanza
                         {
                             if from.to_string() == self.domain {
-                                self.acknowledged(&id, outbox, to_gateway).await;
+                                self.acknowledged(&id, outbox);
                             }
                         }
                     }

@@ -489,6 +489,7 @@ mod tests {
                 media_url: None,
                 nick: None,
                 inbound_id: None,
+                stable_id: None,
             },
             || "id1".into(),
         )
@@ -541,6 +542,7 @@ mod tests {
                 media_url: Some("https://m/1.jpg".into()),
                 nick: None,
                 inbound_id: None,
+                stable_id: None,
             },
             || "i".into(),
         )
@@ -571,6 +573,7 @@ mod tests {
                     media_url: Some(format!("https://m.example/{c}.jpg")),
                     nick: None,
                     inbound_id: Some(1),
+                    stable_id: None,
                 },
                 || "i".into(),
             )
@@ -607,6 +610,7 @@ mod tests {
                 media_url: None,
                 nick: None,
                 inbound_id: None,
+                stable_id: None,
             },
             || "i".into(),
         );

@@ -159,6 +159,7 @@ impl Gateway {
                 media_url: None,
                 nick: nick.clone(),
                 inbound_id: None,
+                stable_id: Some(sms.id.clone()),
             });
         }
         let count = sms.media.len();
@@ -171,6 +172,8 @@ impl Gateway {
                 media_url,
                 nick: nick.clone(),
                 inbound_id: None,
+                // As a group text's media lines are (see `group_lines`).
+                stable_id: Some(format!("{}/{i}", sms.id)),
             });
         }
         if let Some(OutgoingStanza::Chat {

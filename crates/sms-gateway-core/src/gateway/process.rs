@@ -11,6 +11,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long the Gateway may wait to hand a stanza to the XMPP process
+/// before that channel counts as stalled (logged, counted, `/readyz` fails).
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(10);
+
 /// How often old entries are expired from the store.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -20,6 +24,7 @@ pub(crate) struct GatewayIo {
     pub(crate) pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
     pub(crate) to_xmpp: mpsc::Sender<OutgoingStanza>,
     pub(crate) to_pstn: mpsc::Sender<PstnCommand>,
+    pub(crate) metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl GatewayIo {
@@ -27,7 +32,30 @@ impl GatewayIo {
     /// the whole component is going away (it owns the receivers).
     pub(crate) async fn dispatch(&self, action: Action) -> bool {
         match action {
-            Action::Xmpp(st) => self.to_xmpp.send(st).await.is_ok(),
+            Action::Xmpp(st) => {
+                // The XMPP process never waits for the Gateway (it reads its
+                // link whatever the Gateway does, #26), so this wait ends
+                // when the server takes what was written, or when the link
+                // is given up as unacknowledged and made again.
+                let permit = match tokio::time::timeout(STALL_AFTER, self.to_xmpp.reserve()).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tracing::warn!(after = ?STALL_AFTER, "the XMPP process has taken nothing from the Gateway for a while");
+                        self.metrics.stall("to_xmpp", true);
+                        let p = self.to_xmpp.reserve().await;
+                        self.metrics.stall("to_xmpp", false);
+                        tracing::info!("the XMPP process takes from the Gateway again");
+                        p
+                    }
+                };
+                match permit {
+                    Ok(permit) => {
+                        permit.send(st);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
             Action::Pstn(cmd) => self.to_pstn.send(cmd).await.is_ok(),
         }
     }

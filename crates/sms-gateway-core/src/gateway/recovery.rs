@@ -146,6 +146,7 @@ impl Gateway {
                 media_url: None,
                 nick: None,
                 inbound_id: None,
+                stable_id: None,
             }));
         }
         tracing::info!(
@@ -225,6 +226,7 @@ impl Gateway {
                     media_url: None,
                     nick: None,
                     inbound_id: None,
+                    stable_id: None,
                 })
             })
             .collect()

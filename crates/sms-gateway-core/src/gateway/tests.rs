@@ -690,7 +690,7 @@ fn inbound_text_and_media_become_chats() {
         sms: fetched.clone(),
     });
     assert!(ack.is_none());
-    let chat = |body: &str, media_url: Option<&str>, inbound_id| {
+    let chat = |body: &str, media_url: Option<&str>, inbound_id, stable_id: &str| {
         Action::Xmpp(OutgoingStanza::Chat {
             from: "+15557654321@sms.example.com".into(),
             to: "alice@example.com".into(),
@@ -698,21 +698,26 @@ fn inbound_text_and_media_become_chats() {
             media_url: media_url.map(Into::into),
             nick: None,
             inbound_id,
+            stable_id: Some(stable_id.into()),
         })
     };
+    // Each chat's id comes from the carrier's id for the text, so the
+    // delivery after a restart (below) repeats it (#26).
     assert_eq!(
         chats,
         vec![
-            chat("hey", None, None),
+            chat("hey", None, None, "SMx"),
             chat(
                 "https://gw.example/media/0123/1.jpg",
                 Some("https://gw.example/media/0123/1.jpg"),
-                None
+                None,
+                "SMx/0"
             ),
             chat(
                 "[Attachment 2 of 2 (image/png) could not be fetched: the carrier no longer has it (HTTP 404).]",
                 None,
-                Some(id)
+                Some(id),
+                "SMx/1"
             ),
         ]
     );
