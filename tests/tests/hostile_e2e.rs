@@ -513,3 +513,118 @@ async fn a_user_over_the_rate_or_the_parts_cap_is_told_which_limit() {
     assert_eq!(outbox.as_array().unwrap().len(), 3, "{outbox}");
     println!("limits: 4 parts against max_parts 3 refused; 4 chats against a burst of 3: 3 sent, the 4th {answers:?}: {text}");
 }
+
+/// #26: a stranger on the same server sends 8,000 chats to numbers at the
+/// gateway as fast as his client can. Before, past 4,096 stanzas in flight
+/// the XMPP process and the Gateway waited on each other for good: a
+/// user's chat never reached the carrier, a phone's reply was answered
+/// 503, and `/readyz` said ready. Now each of the stranger's chats is
+/// answered (without the Gateway), the user's chat reaches the carrier and
+/// the phone's reply reaches the user within 5 s, memory stays bounded and
+/// `/readyz` is true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_burst_delays_only_the_stranger() {
+    const BURST: usize = 8_000;
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics_port = free_port();
+    let gateway = binary(
+        &prosody,
+        dir.path(),
+        port,
+        &format!("{SANDBOX_ALICE}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    )
+    .await;
+    let mut mallory = User::login(&prosody, "mallory").await;
+    let mut alice = User::login(&prosody, "alice").await;
+    wait_for_component(&mut alice).await;
+    let rss_before = gateway.status_kib("VmHWM:");
+    let started = Instant::now();
+    for chunk in 0..BURST / 100 {
+        let xml: String = (0..100)
+            .map(|i| {
+                format!(
+                    "<message type='chat' to='+1555200{:04}@sms.localhost' id='b{chunk}-{i}'><body>spam</body></message>",
+                    (chunk * 100 + i) % 10_000
+                )
+            })
+            .collect();
+        mallory.send_raw(&xml).await;
+    }
+    // While the burst is in flight: a user's chat, a phone's reply.
+    let sent_at = Instant::now();
+    alice.send_chat(CONTACT, "during", "during the burst").await;
+    let hooks = format!("http://127.0.0.1:{port}/hooks/sandbox");
+    assert!(
+        sandbox_sent(&hooks, SANDBOX_AUTH, &["during the burst"]).await,
+        "the user's chat did not reach the carrier within 5 s"
+    );
+    let to_carrier = sent_at.elapsed();
+    let replied_at = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{hooks}/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"reply in the burst"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the phone's reply webhook");
+    let to_user = loop {
+        let m = alice
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("the phone's reply reached the user within 5 s");
+        if m.body().as_deref() == Some("reply in the burst") {
+            break replied_at.elapsed();
+        }
+    };
+    assert!(to_user < Duration::from_secs(5), "{to_user:?}");
+    // Every chat of the stranger is answered with an error.
+    let mut answered = std::collections::BTreeMap::new();
+    let mut total = 0;
+    while total < BURST {
+        let Some(m) = mallory.next_message(Duration::from_secs(30)).await else {
+            break;
+        };
+        let condition = m.error().map(|(c, _)| c).unwrap_or_else(|| "none".into());
+        *answered.entry(condition).or_insert(0) += 1;
+        total += 1;
+    }
+    let burst_took = started.elapsed();
+    let ready = reqwest::get(format!("http://127.0.0.1:{metrics_port}/readyz"))
+        .await
+        .unwrap();
+    let ready_status = ready.status().as_u16();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sms_refused_total"))
+        .collect();
+    let rss_after = gateway.status_kib("VmHWM:");
+    println!(
+        "stranger's burst of {BURST}: all answered after {burst_took:?} ({answered:?}); the user's chat reached the carrier after {to_carrier:?}, the phone's reply the user after {to_user:?}; /readyz {ready_status}; {refused:?}; gateway peak RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    assert_eq!(total, BURST, "answers to the stranger: {answered:?}");
+    assert!(
+        answered
+            .keys()
+            .all(|c| c == "registration-required" || c == "resource-constraint"),
+        "{answered:?}"
+    );
+    assert_eq!(ready_status, 200);
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "peak RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    assert!(gateway_is_alive(&gateway));
+}
+
+fn gateway_is_alive(gateway: &Binary) -> bool {
+    std::path::Path::new(&format!("/proc/{}", gateway.pid())).exists()
+}
