@@ -267,6 +267,8 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
 
     // Collect until quiet.
     let mut inbound: HashMap<String, usize> = HashMap::new();
+    // The stanza ids each inbound text came with: one, however often (#26).
+    let mut inbound_ids: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
     let mut errors: HashMap<String, String> = HashMap::new();
     let mut notices = vec![];
     loop {
@@ -282,7 +284,11 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
         } else if let Some((cond, _)) = m.error() {
             errors.insert(m.id().unwrap_or_default().to_owned(), cond);
         } else if let Some(body) = m.body() {
-            *inbound.entry(body).or_default() += 1;
+            *inbound.entry(body.clone()).or_default() += 1;
+            inbound_ids
+                .entry(body)
+                .or_default()
+                .insert(m.id().unwrap_or_default().to_owned());
         }
     }
     let mut texted: HashMap<String, usize> = HashMap::new();
@@ -311,6 +317,13 @@ async fn two_instances_on_ejabberd_one_killed_under_load() {
         N - in_delivered
     );
     assert_eq!(in_delivered, N, "inbound texts lost");
+    // A text delivered again (by the survivor, after the kill) carries the
+    // first delivery's stanza id, so a client can fold the copies.
+    let changed: Vec<_> = inbound_ids
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .collect();
+    assert!(changed.is_empty(), "repeated under new ids: {changed:?}");
 
     // The dead instance's users are told once, naming the last chat it
     // took; what was lost comes after it.

@@ -628,3 +628,120 @@ async fn a_strangers_burst_delays_only_the_stranger() {
 fn gateway_is_alive(gateway: &Binary) -> bool {
     std::path::Path::new(&format!("/proc/{}", gateway.pid())).exists()
 }
+
+/// #26: one user joins 1,000 group rooms in a burst (each join costs the
+/// gateway 3 or more stanzas) and asks for the vCards of 1,000 numbers
+/// (each may run the caller-ID program). Her share of the rooms (200 of
+/// the gateway's 10,000) and her lookup allowance (30, then 6 a minute)
+/// hold; another user's chat reaches the carrier and a phone's reply
+/// reaches him within 5 s meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_joins_and_vcard_requests_stay_within_her_share() {
+    const JOINS: usize = 1_000;
+    const CARDS: usize = 1_000;
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runs = dir.path().join("lookups");
+    let lookup = dir.path().join("lookup.sh");
+    std::fs::write(
+        &lookup,
+        format!(
+            "#!/bin/sh\necho \"$FROM\" >> {}\necho Someone\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&lookup, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "{SANDBOX_ALICE}\n[[users]]\njid = \"bob@localhost\"\nnumber = \"+15550002222\"\nprovider = \"sandbox\"\n\n[caller_id]\nlookup = \"{}\"\n",
+        lookup.display()
+    );
+    let gateway = binary(&prosody, dir.path(), port, &extra).await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let mut bob = User::login(&prosody, "bob").await;
+    wait_for_component(&mut bob).await;
+    let rss_before = gateway.status_kib("VmHWM:");
+    for chunk in 0..JOINS / 100 {
+        let xml: String = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                format!(
+                    "<presence to='+1555300{n:04},+15554440000@sms.localhost/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                )
+            })
+            .collect();
+        alice.send_raw(&xml).await;
+    }
+    for chunk in 0..CARDS / 100 {
+        let xml: String = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                format!("<iq type='get' id='v{n}' to='+1555500{n:04}@sms.localhost'><vCard xmlns='vcard-temp'/></iq>")
+            })
+            .collect();
+        alice.send_raw(&xml).await;
+    }
+    // Meanwhile, bob.
+    let started = Instant::now();
+    bob.send_chat(CONTACT, "bob-1", "bob during alice's burst")
+        .await;
+    let hooks = format!("http://127.0.0.1:{port}/hooks/sandbox");
+    assert!(
+        sandbox_sent(&hooks, SANDBOX_AUTH, &["bob during alice's burst"]).await,
+        "bob's chat did not reach the carrier within 5 s"
+    );
+    let to_carrier = started.elapsed();
+    let replied = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{hooks}/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550002222","body":"to bob in the burst"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let to_user = loop {
+        let m = bob
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("the phone's reply reached bob within 5 s");
+        if m.body().as_deref() == Some("to bob in the burst") {
+            break replied.elapsed();
+        }
+    };
+    // Count what alice got: joins taken (her own presence back from the
+    // room, status 110) and refused; vCards answered.
+    let (mut joined, mut refused, mut cards) = (0, 0, 0);
+    while cards < CARDS {
+        if alice.next_of("iq", Duration::from_secs(20)).await.is_none() {
+            break;
+        }
+        cards += 1;
+    }
+    while joined + refused < JOINS {
+        let Some(p) = alice.next_presence(Duration::from_secs(20)).await else {
+            break;
+        };
+        if p.attr("type") == Some("error") {
+            refused += 1;
+        } else if format!("{p:?}").contains("110") {
+            joined += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lookups = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let rss_after = gateway.status_kib("VmHWM:");
+    println!(
+        "one user's burst: {JOINS} joins ({joined} taken, {refused} refused), {CARDS} vCards ({cards} answered, caller-ID program run {lookups} times); another user's chat reached the carrier after {to_carrier:?}, a reply reached him after {to_user:?}; gateway peak RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    assert!(joined <= 200, "her share of the rooms: {joined}");
+    assert_eq!(joined + refused, JOINS, "every join answered");
+    assert_eq!(cards, CARDS, "every vCard request answered");
+    assert!(lookups <= 31, "caller-ID runs: {lookups}");
+    assert!(to_user < Duration::from_secs(5));
+    assert!(gateway_is_alive(&gateway));
+}

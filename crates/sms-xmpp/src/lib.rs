@@ -81,6 +81,8 @@ const ACK_AT_STOP: Duration = Duration::from_secs(2);
 /// is taken from the Gateway until the server catches up.
 const MAX_UNACKED: usize = 4096;
 
+/// How far the link is read ahead of the Gateway while the outbox has room.
+const READ_AHEAD: usize = 32;
 /// How long events may wait for the Gateway without one being taken
 /// before the channel counts as stalled (logged, counted, `/readyz` fails).
 const STALL_AFTER: Duration = Duration::from_secs(10);
@@ -281,6 +283,9 @@ impl XmppProcess {
         // What the last link wrote but the server never acknowledged goes
         // first, in order, ahead of what was never written.
         outbox.ping_written = None;
+        outbox.paused_at = None;
+        // What waited for the Gateway while the link was down waits anew.
+        outbox.inbox_since = (!outbox.inbox.is_empty()).then(tokio::time::Instant::now);
         if !outbox.unacked.is_empty() {
             let mut again: Vec<Built> = outbox.unacked.drain(..).flat_map(|b| b.stanzas).collect();
             tracing::info!(
@@ -302,16 +307,38 @@ impl XmppProcess {
                     return SessionEnd::Lost(e);
                 }
             }
+            let room = outbox.unacked_stanzas() + outbox.unsent.len() < MAX_UNACKED;
+            // What is read and not yet stored is lost if the process is
+            // killed (XEP-0114 has no acknowledgements), so the link is read
+            // only so far ahead of the Gateway: past READ_AHEAD the server
+            // and TCP hold the rest. Unless the outbox is full: then reading
+            // is what frees it (the server's acknowledgements), so the link
+            // is read whatever waits, and a sender past its share is refused.
+            // The pause waits only on the Gateway, which never waits on us
+            // while the outbox has room: no cycle.
+            let reading = outbox.inbox.len() < READ_AHEAD || !room;
+            let now = tokio::time::Instant::now();
+            match (reading, outbox.paused_at) {
+                (false, None) => outbox.paused_at = Some(now),
+                (true, Some(since)) => {
+                    // The server's answer could not be read meanwhile.
+                    outbox.ping_written = outbox.ping_written.map(|w| w + (now - since));
+                    outbox.paused_at = None;
+                }
+                _ => {}
+            }
             // A server that takes stanzas but never routes the ping back is
             // as good as gone: what it took is not known to be taken.
-            let ack_deadline = outbox.ping_written.map(|at| at + self.keepalive * 2);
+            let ack_deadline = outbox
+                .ping_written
+                .filter(|_| reading)
+                .map(|at| at + self.keepalive * 2);
             if ack_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return SessionEnd::Lost(Error::Lost(format!(
                     "the server did not acknowledge what was written within {:?}",
                     self.keepalive * 2
                 )));
             }
-            let room = outbox.unacked_stanzas() + outbox.unsent.len() < MAX_UNACKED;
             // Events have waited for the Gateway since then with none taken.
             let stall_at = outbox
                 .inbox_since
@@ -319,7 +346,7 @@ impl XmppProcess {
                 .map(|since| since + STALL_AFTER);
             let result = tokio::select! {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
-                incoming = link::read(link) => match incoming {
+                incoming = link::read(link), if reading => match incoming {
                     Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, outbox).await,
                     Incoming::Invalid { kind, from, to, id, type_, error } => {
                         self.on_invalid(link, kind, from, to, id, type_, error).await
@@ -518,7 +545,10 @@ impl XmppLink for XmppProcess {
         let mut failures = 0u32;
         loop {
             let attempt = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => {
+                    self.hand_over_at_stop(&mut outbox, &channels.to_gateway).await;
+                    return Ok(());
+                }
                 r = self.connect() => r,
             };
             let mut link = match attempt {
@@ -554,7 +584,10 @@ impl XmppLink for XmppProcess {
                         }
                     }
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = shutdown.cancelled() => {
+                            self.hand_over_at_stop(&mut outbox, &channels.to_gateway).await;
+                            return Ok(());
+                        }
                         () = tokio::time::sleep(delay) => continue,
                     }
                 }

@@ -79,6 +79,8 @@ pub(crate) struct Outbox {
     pub(crate) inbox_since: Option<tokio::time::Instant>,
     /// Whether that wait has been reported as a stall.
     pub(crate) stalled: bool,
+    /// Since when the link has not been read (the Gateway is behind).
+    pub(crate) paused_at: Option<tokio::time::Instant>,
 }
 
 impl Outbox {

@@ -28,6 +28,22 @@ pub(crate) struct GatewayIo {
 }
 
 impl GatewayIo {
+    /// Waits for room towards the XMPP process; past [`STALL_AFTER`] the
+    /// channel counts as stalled until it moves.
+    async fn wait_for_xmpp(
+        &self,
+    ) -> Result<mpsc::Permit<'_, OutgoingStanza>, mpsc::error::SendError<()>> {
+        if let Ok(p) = tokio::time::timeout(STALL_AFTER, self.to_xmpp.reserve()).await {
+            return p;
+        }
+        tracing::warn!(after = ?STALL_AFTER, "the XMPP process has taken nothing from the Gateway for a while");
+        self.metrics.stall("to_xmpp", true);
+        let p = self.to_xmpp.reserve().await;
+        self.metrics.stall("to_xmpp", false);
+        tracing::info!("the XMPP process takes from the Gateway again");
+        p
+    }
+
     /// Hands `action` to the process that carries it out. False only when
     /// the whole component is going away (it owns the receivers).
     pub(crate) async fn dispatch(&self, action: Action) -> bool {
@@ -37,16 +53,11 @@ impl GatewayIo {
                 // link whatever the Gateway does, #26), so this wait ends
                 // when the server takes what was written, or when the link
                 // is given up as unacknowledged and made again.
-                let permit = match tokio::time::timeout(STALL_AFTER, self.to_xmpp.reserve()).await {
-                    Ok(p) => p,
-                    Err(_) => {
-                        tracing::warn!(after = ?STALL_AFTER, "the XMPP process has taken nothing from the Gateway for a while");
-                        self.metrics.stall("to_xmpp", true);
-                        let p = self.to_xmpp.reserve().await;
-                        self.metrics.stall("to_xmpp", false);
-                        tracing::info!("the XMPP process takes from the Gateway again");
-                        p
-                    }
+                // Room at once, as almost always: no timer on the hot path.
+                let permit = match self.to_xmpp.try_reserve() {
+                    Ok(permit) => Ok(permit),
+                    Err(mpsc::error::TrySendError::Closed(())) => return false,
+                    Err(mpsc::error::TrySendError::Full(())) => self.wait_for_xmpp().await,
                 };
                 match permit {
                     Ok(permit) => {
