@@ -53,9 +53,9 @@ pub use gateway::{
     AccountPolicy, Ack, Action, Gateway, GatewayState, Routing, User, NOTICE_INTERVAL,
 };
 pub use message::{
-    run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected, InboundSms,
-    Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, RoomLine, Speaker, StatusReport,
-    UserChange, XmppEvent,
+    random_id, run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected,
+    InboundSms, Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, RoomLine, Speaker,
+    StatusReport, UserChange, XmppEvent,
 };
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{

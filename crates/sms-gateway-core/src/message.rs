@@ -521,14 +521,21 @@ pub enum PstnCommand {
     },
 }
 
-/// A tag unique to this run of the program (its start time in microseconds
-/// and its process id, in base 36), for ids that must never repeat an
-/// earlier run's: the sandbox's message ids, the XMPP process's stanza ids.
+/// A tag unique to this run of the program (64 random bits from the
+/// operating system, in base 36), for ids that must never repeat an
+/// earlier run's and must not be guessed (#27: a forger who could guess
+/// the id of a query the gateway sent could answer it): the sandbox's
+/// message ids, the XMPP process's stanza ids.
 pub fn run_tag() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let mut n = micros ^ (u64::from(std::process::id()) << 48);
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No randomness from the system (never on Linux): unique still.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        bytes = (micros ^ (u64::from(std::process::id()) << 48)).to_le_bytes();
+    }
+    let mut n = u64::from_le_bytes(bytes).max(1);
     let mut tag = Vec::new();
     while n > 0 {
         tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
@@ -536,6 +543,16 @@ pub fn run_tag() -> String {
     }
     tag.reverse();
     String::from_utf8(tag).expect("ASCII")
+}
+
+/// An id nobody can guess (128 random bits, hex), for the queries the
+/// gateway sends and believes the answers to.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return format!("{}{}", run_tag(), run_tag());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a send failed, in a form the retry logic can ask questions of.

@@ -7,7 +7,8 @@ use translate::{gateway_answer, gateway_prompt, reply, vcard};
 impl XmppProcess {
     /// Sends a query for [`upload::Uploads`], keeping where its answer goes.
     pub(crate) async fn send_query(&self, link: &mut Link, q: upload::Query) -> Result<(), Error> {
-        let id = self.new_id();
+        // Its answer is believed: an id nobody can guess (#27).
+        let id = sms_gateway_core::random_id();
         let iq = Iq::Get {
             from: jid(&self.domain),
             to: Some(q.to.clone()),
@@ -28,12 +29,12 @@ impl XmppProcess {
             _ => return false,
         };
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the entity asked may answer (or the server for it, when
-        // the entity does not exist).
-        let asked = pending.get(id).is_some_and(|(to, _)| {
-            from.as_ref()
-                .is_none_or(|f| f == to || f.domain() == to.domain())
-        });
+        // Only the entity asked may answer: a server bouncing the query
+        // for an entity that does not exist answers from that entity's
+        // address too. Anyone else on its domain is not believed (#27).
+        let asked = pending
+            .get(id)
+            .is_some_and(|(to, _)| from.as_ref() == Some(to));
         if !asked {
             return false;
         }

@@ -362,7 +362,8 @@ impl XmppProcess {
         }
         item = item.append(Element::builder("group", ROSTER_NS).append(GROUP));
         let query = Element::builder("query", ROSTER_NS).append(item).build();
-        let id = self.new_id();
+        // Its answer is believed: an id nobody can guess (#27).
+        let id = sms_gateway_core::random_id();
         {
             let mut people = self.people();
             if people.roster_sets.len() >= WAITING {
@@ -394,12 +395,21 @@ impl XmppProcess {
     /// `both`): the event tells the Gateway, which announces the contact
     /// again after a restart.
     pub(crate) fn roster_answer(&self, iq: &Iq) -> Option<(Vec<Stanza>, Option<XmppEvent>)> {
-        let (id, refused) = match iq {
-            Iq::Result { id, .. } => (id, false),
-            Iq::Error { id, .. } => (id, true),
+        let (id, from, refused) = match iq {
+            Iq::Result { id, from, .. } => (id, from, false),
+            Iq::Error { id, from, .. } => (id, from, true),
             _ => return None,
         };
-        let (contact, user, name) = self.people().roster_sets.remove(id)?;
+        let (contact, user, name) = {
+            let mut people = self.people();
+            // Only the account the item was pushed to answers for it (#27):
+            // an answer from anyone else is not taken for one.
+            let (_, user, _) = people.roster_sets.get(id)?;
+            if from.as_ref() != jid(user).as_ref() {
+                return None;
+            }
+            people.roster_sets.remove(id)?
+        };
         if !refused {
             let taken = XmppEvent::Subscription {
                 from: user,

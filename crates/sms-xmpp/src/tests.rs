@@ -349,3 +349,52 @@ async fn a_gateway_that_takes_nothing_does_not_stop_the_link() {
     let _ = writer.await;
     let _ = run.await;
 }
+
+/// #27: the answer to a query the gateway sent (an upload slot, a disco
+/// walk, a roster push) is believed only from the address it was sent to,
+/// never from another account of that domain, and its id cannot be
+/// guessed.
+#[test]
+fn answers_are_believed_only_from_the_address_asked() {
+    let config = Config::from_toml(&format!(
+        "[xmpp]\nserver = \"127.0.0.1:1\"\ndomain = \"sms.example.com\"\nsecret = \"s\"\n{ALICE}\n\
+         [http]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/\"\n"
+    ))
+    .unwrap();
+    let providers = sms_gateway_core::Providers {
+        accounts: Default::default(),
+        users: std::sync::Arc::new(sms_gateway_core::Directory::from_config(&config).unwrap()),
+        activity: Default::default(),
+        metrics: Default::default(),
+        limits: Default::default(),
+    };
+    let process = XmppProcess::new(&config, &providers);
+    // A disco walk of the user's server, as `media.store = "upload"` does.
+    let asked = Jid::new("example.com").unwrap();
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let id = sms_gateway_core::random_id();
+    assert_eq!(id.len(), 32);
+    assert_ne!(id, sms_gateway_core::random_id());
+    process
+        .pending
+        .lock()
+        .unwrap()
+        .insert(id.clone(), (asked.clone(), reply));
+    let result = |from: &str| Iq::Result {
+        from: Some(Jid::new(from).unwrap()),
+        to: Some(Jid::new("sms.example.com").unwrap()),
+        id: id.clone(),
+        payload: None,
+    };
+    // Another account (or the server itself) on the domain: not believed.
+    for forger in [
+        "mallory@example.com/x",
+        "mallory@example.com",
+        "upload.example.com",
+    ] {
+        assert!(!process.answered(&result(forger)), "{forger}");
+    }
+    assert!(answer.try_recv().is_err());
+    assert!(process.answered(&result("example.com")));
+    assert!(matches!(answer.try_recv(), Ok(Ok(None))));
+}
