@@ -48,6 +48,11 @@ if [ "${1:-}" = "--install" ]; then
   /usr/bin/sms-over-xmpp --version
   $sudo /usr/bin/sms-over-xmpp check --config /etc/sms-over-xmpp/sms-over-xmpp.toml
   stat -c '%a %U:%G' /etc/sms-over-xmpp/sms-over-xmpp.toml | grep -q '^640 root:sms-over-xmpp$'
+  # The shipped sandbox token is public: postinst made one of its own.
+  if grep -q change-this-sandbox-token /etc/sms-over-xmpp/sms-over-xmpp.toml; then
+    echo "the installed config still holds the public placeholder token" >&2
+    exit 1
+  fi
   zcat /usr/share/man/man1/sms-over-xmpp.1.gz | grep -q '^\.SH COMMANDS'
   echo "the package installs, and its binary checks its config"
 fi

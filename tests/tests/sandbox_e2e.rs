@@ -92,6 +92,29 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // The same answer, word for word, for an account that does not exist:
+    // account names cannot be probed; and the reason stays in the log (#27).
+    let known = r.text().await.unwrap();
+    assert_eq!(known, "forbidden\n");
+    let r = http
+        .post(hooks.replace("/sandbox", "/no-such-account") + "/message")
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"forged"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), known);
+    // The base URL says what this is, not which version (#27).
+    let base = http
+        .get(hooks.replace("/sandbox", "/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(base.starts_with("sms-over-xmpp:"), "{base}");
+    assert!(!base.contains(env!("CARGO_PKG_VERSION")), "{base}");
     let r = http
         .post(format!("{hooks}/message"))
         .header("authorization", SANDBOX_AUTH)

@@ -180,13 +180,38 @@ fn env_overrides(figment: Figment) -> Figment {
     })
 }
 
+/// A TOML parse error quotes the lines around the fault (`3 | secret =
+/// Sup3rS3cret`), where an unquoted secret is the fault itself (#27): each
+/// quoted line keeps its key and loses its value, so the key is named and
+/// no value reaches a terminal or the journal (`check` runs as the unit's
+/// `ExecStartPre`).
+fn without_values(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let Some((number, source)) = line.split_once('|') else {
+                return line.to_owned();
+            };
+            if number.trim().is_empty() || !number.trim().chars().all(|c| c.is_ascii_digit()) {
+                return line.to_owned();
+            }
+            match source.split_once('=') {
+                Some((key, _)) => format!("{number}|{key}= (value not shown)"),
+                None if source.trim().starts_with('[') => line.to_owned(),
+                None => format!("{number}| (line not shown)"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn figment_error(e: figment::Error) -> String {
     // figment reports the path as "default.xmpp"; say "xmpp.secret" instead.
     e.into_iter()
         .map(|e| {
             let key = e.path.join(".");
             // A value of the wrong type may be a secret: name it, not quote it.
-            let kind = crate::text::redact_quoted(&e.kind.to_string());
+            let kind = without_values(&crate::text::redact_quoted(&e.kind.to_string()));
             if key.is_empty() {
                 kind
             } else {

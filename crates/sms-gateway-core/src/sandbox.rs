@@ -56,6 +56,10 @@ pub struct SentText {
 /// the webhook port is, and its token is all that keeps forged texts out.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The token the Debian package's config ships with: public, so refused
+/// (#27). The package's `postinst` replaces it with a random one.
+pub const PLACEHOLDER_TOKEN: &str = "change-this-sandbox-token";
+
 /// How many sent texts the outbox keeps (the oldest go first).
 pub const OUTBOX_SIZE: usize = 1000;
 
@@ -136,6 +140,12 @@ impl SandboxProvider {
         settings: serde_json::Value,
     ) -> Result<Arc<dyn PstnProvider>, crate::provider::ProviderConfigError> {
         let cfg: SandboxConfig = provider_settings(settings)?;
+        if cfg.token.expose() == PLACEHOLDER_TOKEN {
+            return Err(crate::provider::ProviderConfigError::key(
+                "token",
+                "`token` is the packaged config's placeholder, which anyone can read: set a secret of your own (`openssl rand -hex 16` makes one)".to_owned(),
+            ));
+        }
         if cfg.token.expose().chars().count() < MIN_TOKEN_LEN {
             return Err(crate::provider::ProviderConfigError::key(
                 "token",

@@ -285,9 +285,27 @@ fn open_store(
     Ok(Arc::new(store))
 }
 
+/// Whether a PostgreSQL URL (`postgres://user:password@host/db`) or
+/// key-value string (`password=…`) carries a password.
+fn url_has_password(url: &str) -> bool {
+    if url.split_whitespace().any(|kv| kv.starts_with("password=")) || url.contains("password=") {
+        return true;
+    }
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// `migrate-store`: the SQLite store at `from` into the empty PostgreSQL
 /// database at `to`.
 fn migrate_store(from: &std::path::Path, to: &str) -> ExitCode {
+    // A password on the command line is in `ps` for every local user and
+    // in shell histories (#27): it must come from the environment.
+    let from_env = std::env::var("SMS_OVER_XMPP_MIGRATE_TO").is_ok_and(|v| v == to);
+    if !from_env && url_has_password(to) {
+        eprintln!("error: --to: the database URL holds a password, which anyone on this machine could read in the process list; set SMS_OVER_XMPP_MIGRATE_TO to the URL instead and leave --to out");
+        return ExitCode::from(2);
+    }
     #[cfg(feature = "postgres")]
     {
         if !from.is_file() {

@@ -199,3 +199,48 @@ fn run_refuses_a_bad_config_before_connecting() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("providers.sandbox.type"), "{}", text(&o));
 }
+
+/// #27: a database password given on `migrate-store`'s command line would
+/// be in `ps` for every local user: refused, pointing at the variable; the
+/// same URL from `SMS_OVER_XMPP_MIGRATE_TO` is taken (and then fails here
+/// only for want of the store file).
+#[test]
+fn migrate_store_takes_no_password_on_the_command_line() {
+    let url = "postgres://sms:Sup3rS3cret@127.0.0.1:1/sms";
+    let o = bin()
+        .args(["migrate-store", "--from", "/nonexistent.db", "--to", url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("SMS_OVER_XMPP_MIGRATE_TO"), "{t}");
+    assert!(!t.contains("Sup3rS3cret"), "{t}");
+    let o = bin()
+        .args(["migrate-store", "--from", "/nonexistent.db"])
+        .env("SMS_OVER_XMPP_MIGRATE_TO", url)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(t.contains("no such store file"), "{t}");
+    assert!(!t.contains("Sup3rS3cret"), "{t}");
+}
+
+/// #27: an unquoted secret is a TOML syntax error whose message quotes the
+/// line; `check` (the unit's `ExecStartPre`) names the key, never the value.
+#[test]
+fn check_never_prints_a_secret_from_a_syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir,
+        &sandbox().replace("secret = \"quickstart-secret\"", "secret = Sup3rS3cret"),
+    );
+    let o = bin()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(!t.contains("Sup3rS3cret"), "{t}");
+    assert!(t.contains("secret"), "{t}");
+}

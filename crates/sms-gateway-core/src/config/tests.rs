@@ -389,3 +389,38 @@ fn cluster_settings_are_checked_naming_the_key() {
         "host name and pid: {name}"
     );
 }
+
+/// #27: an unquoted secret is a TOML syntax error, and TOML's message
+/// quotes the line; `check` runs as the unit's `ExecStartPre`, so that
+/// line went to the journal. The error names the line and the key, never
+/// the value.
+#[test]
+fn a_parse_error_never_shows_a_value() {
+    for (text, key) in [
+        (
+            "[xmpp]\nserver = \"127.0.0.1:5347\"\ndomain = \"sms.example.com\"\nsecret = Sup3rS3cret\n",
+            "secret",
+        ),
+        (
+            "[providers.main]\ntype = \"twilio\"\nauth_token = Sup3rS3cret\n",
+            "auth_token",
+        ),
+        ("[xmpp]\nsecret = \"Sup3rS3cret\nx = 1\n", "secret"),
+    ] {
+        let err = Config::from_toml(text).unwrap_err().to_string();
+        assert!(!err.contains("Sup3rS3cret"), "{err}");
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+}
+
+/// #27: the Debian package's placeholder sandbox token is public; `check`
+/// and `run` refuse it, naming the key.
+#[test]
+fn the_packaged_placeholder_token_is_refused() {
+    let text = GOOD.replace("sandbox-test-token", crate::sandbox::PLACEHOLDER_TOKEN);
+    let err = check(&text).unwrap_err().to_string();
+    assert!(err.contains("providers.main.token"), "{err}");
+    assert!(err.contains("placeholder"), "{err}");
+    assert!(!err.contains(crate::sandbox::PLACEHOLDER_TOKEN), "{err}");
+}

@@ -100,6 +100,9 @@ pub(super) async fn hook(State(inner): State<Arc<Inner>>, request: Request) -> R
     answer
 }
 
+/// The answer to a webhook that is not believed, whatever the reason.
+const FORBIDDEN: &str = "forbidden\n";
+
 async fn answer(inner: Arc<Inner>, request: Request) -> Response {
     if inner.draining.load(Ordering::SeqCst) {
         return retry_later("shutting down");
@@ -123,13 +126,10 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
     };
     let rest = rest.trim_matches('/');
     if rest.is_empty() {
+        // No version: it tells an attacker which advisories apply (#27).
         return text(
             StatusCode::OK,
-            concat!(
-                "sms-over-xmpp ",
-                env!("CARGO_PKG_VERSION"),
-                ": an SMS gateway for XMPP. Carrier webhooks are served at {account}/message and {account}/status below this URL.\n"
-            ),
+            "sms-over-xmpp: an SMS gateway for XMPP. Carrier webhooks are served at {account}/message and {account}/status below this URL.\n",
         );
     }
     let Some((account, hook_name)) = rest.split_once('/') else {
@@ -139,7 +139,10 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     let Some(provider) = inner.accounts.provider(account) else {
-        return text(StatusCode::NOT_FOUND, "no such account\n");
+        // Answered as a known account answers a request it cannot
+        // authenticate, so account names cannot be probed (#27).
+        tracing::debug!(%account, "webhook for an account that does not exist");
+        return text(StatusCode::FORBIDDEN, FORBIDDEN);
     };
     let body = match read_body(&inner.webhook_limits, &headers, body).await {
         Ok(body) => body,
@@ -169,6 +172,12 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
         Err(e) => {
             tracing::warn!(%account, hook = %hook_name, error = %e, "webhook refused");
             let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            // Why a request was not believed is for the log alone: the
+            // reason would tell a forger what to fix, and a clock's skew
+            // (#27). Malformed requests keep their precise 4xx answer.
+            if status == StatusCode::FORBIDDEN {
+                return text(status, FORBIDDEN);
+            }
             return text(status, format!("{e}\n"));
         }
     };
