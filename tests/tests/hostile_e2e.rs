@@ -745,3 +745,64 @@ async fn a_users_joins_and_vcard_requests_stay_within_her_share() {
     assert!(to_user < Duration::from_secs(5));
     assert!(gateway_is_alive(&gateway));
 }
+
+/// #27: clients that pipeline requests and never read the answers. Before,
+/// with `max_connections = 4`, four of them held every slot for good (no
+/// write timeout, no limit of requests per connection) and carriers waited
+/// 200 s. Now each connection is served at most 100 requests, and a write
+/// its client does not read within 10 s fails it: a carrier's webhook gets
+/// through at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_clients_that_never_read_hold_no_slot() {
+    use tokio::io::AsyncWriteExt;
+    let prosody = Prosody::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gateway = binary_with(
+        &prosody,
+        dir.path(),
+        port,
+        SANDBOX_ALICE,
+        &[(
+            "public_url = \"https://sms.example.com/hooks\"",
+            "public_url = \"https://sms.example.com/hooks\"\nmax_connections = 4",
+        )],
+    )
+    .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let addr = format!("127.0.0.1:{port}");
+    // 20,000 pipelined requests each (about 1 MB), never reading an answer.
+    let burst = "GET /hooks/ HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let burst = burst.clone();
+        hogs.push(tokio::spawn(async move {
+            // The gateway may close on us mid-write: that is the point.
+            let _ = c.write_all(burst.as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(c);
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/hooks/sandbox/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"+15557654321","to":"+15550001111","body":"past the hogs"}"#)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    println!("pipelining: 4 clients x 20,000 unread requests against 4 slots; a webhook answered after {waited:?}");
+    assert_eq!(r.status(), 200);
+    assert!(waited < Duration::from_secs(12), "{waited:?}");
+    assert_eq!(
+        alice.expect_message().await.body().as_deref(),
+        Some("past the hogs")
+    );
+    for h in hogs {
+        h.abort();
+    }
+}

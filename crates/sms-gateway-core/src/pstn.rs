@@ -160,7 +160,25 @@ impl PstnProcess {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a webhook connection");
             }
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            // Each connection is served at most conn::MAX_REQUESTS requests:
+            // the last answer says `Connection: close` (#27).
+            let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let app = app.clone();
+            let service = hyper::service::service_fn(move |req| {
+                use tower::ServiceExt;
+                let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= conn::MAX_REQUESTS;
+                let answer = app.clone().oneshot(req);
+                async move {
+                    let mut answer = answer.await?;
+                    if last {
+                        answer.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
+            });
             let stopped = stopped.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -169,7 +187,10 @@ impl PstnProcess {
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_timeout)
                     .max_buf_size(64 * 1024);
-                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                // A client that reads none of its answers loses the
+                // connection instead of holding its slot (#27).
+                let io = conn::WriteStall::new(tcp, conn::WRITE_STALL);
+                let conn = builder.serve_connection(TokioIo::new(io), service);
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     r = conn.as_mut() => r,
@@ -483,6 +504,7 @@ pub fn retry_delay(ticket: u64, attempt: u32) -> Duration {
 /// The longest wait between two retries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
+mod conn;
 mod webhooks;
 use webhooks::hook;
 
