@@ -670,8 +670,10 @@ async fn private_links_in_chats_are_refused_or_relayed() {
         "<message type='chat' to='{CONTACT}' id='p1'><body>{link}</body><x xmlns='jabber:x:oob'><url>{link}</url></x></message>"
     );
     for relay in [false, true] {
+        // Relayed only from the listed address (#27).
+        let authority = local.uri().trim_start_matches("http://").to_owned();
         let extra = format!(
-            "{}\n[media]\nrelay_private_urls = {relay}\n",
+            "{}\n[media]\nrelay_private_urls = {relay}\nrelay_hosts = [\"{authority}\"]\n",
             mocks.carriers()
         );
         let gateway = Gateway::start(&gateway_config(&prosody, free_port(), &extra)).await;
@@ -700,6 +702,24 @@ async fn private_links_in_chats_are_refused_or_relayed() {
             );
             let got = download(&gateway, &media).await;
             assert_eq!(got.bytes().await.unwrap().to_vec(), pic);
+            // A redirect off the listed address is not followed (#27).
+            Mock::given(method("GET"))
+                .and(path("/upload/away.png"))
+                .respond_with(
+                    ResponseTemplate::new(302)
+                        .insert_header("location", "http://127.0.0.1:9/latest/meta-data/"),
+                )
+                .mount(local)
+                .await;
+            let away = format!("{}/upload/away.png", local.uri());
+            alice
+                .send_raw(&format!(
+                    "<message type='chat' to='{CONTACT}' id='p2'><body>{away}</body><x xmlns='jabber:x:oob'><url>{away}</url></x></message>"
+                ))
+                .await;
+            let m = alice.expect_message().await;
+            let (_, text) = m.error().expect("an error");
+            assert!(text.contains("redirected off"), "{text}");
         }
         alice.quit().await;
         gateway.stop().await;

@@ -65,6 +65,13 @@ pub struct MediaConfig {
     /// fetches from the operator's network for a user.
     #[serde(default)]
     pub relay_private_urls: bool,
+    /// With `relay_private_urls`: the only `host:port` addresses the
+    /// gateway relays from (the user's upload service, say
+    /// `xmpp.lan:5281`). Required then; link-local addresses (cloud
+    /// metadata services) are never relayed, and a redirect off the
+    /// address is not followed (#27).
+    #[serde(default)]
+    pub relay_hosts: Vec<String>,
 }
 
 fn default_media_max_bytes() -> u64 {
@@ -95,6 +102,7 @@ impl Default for MediaConfig {
             upload_service: None,
             delete_at_carrier: false,
             relay_private_urls: false,
+            relay_hosts: Vec::new(),
         }
     }
 }

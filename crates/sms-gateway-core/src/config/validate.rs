@@ -198,6 +198,25 @@ impl Config {
                 return Err(invalid(key, "0", "must be at least 1"));
             }
         }
+        if self.media.relay_private_urls && self.media.relay_hosts.is_empty() {
+            return Err(invalid(
+                "media.relay_hosts",
+                "[]",
+                "must name the host:port addresses to relay from (your upload service's, say \"xmpp.lan:5281\") when media.relay_private_urls is set: the gateway never fetches anywhere on the operator's network for a user",
+            ));
+        }
+        for host in &self.media.relay_hosts {
+            let ok = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    "media.relay_hosts",
+                    host.clone(),
+                    "each must be host:port, as in \"xmpp.lan:5281\"",
+                ));
+            }
+        }
         if (self.limits.texts_burst as usize) < self.limits.max_parts {
             return Err(invalid(
                 "limits.texts_burst",

@@ -57,7 +57,17 @@ impl Gateway {
                     format!("Only http(s) media can be sent by MMS, not {url:?}."),
                 );
             }
-            if !self.routing.relay_private_urls && crate::media::is_private_url(url) {
+            if self.routing.relay_private_urls && crate::media::is_private_url(url) {
+                if let Err(why) = crate::media::relay_allowed(url, &self.routing.relay_hosts) {
+                    return error(
+                        ErrorCondition::NotAcceptable,
+                        format!(
+                            "The media link {} points at a private address the gateway does not relay from: {why}.",
+                            text::excerpt(url, 80)
+                        ),
+                    );
+                }
+            } else if crate::media::is_private_url(url) {
                 return error(
                     ErrorCondition::NotAcceptable,
                     format!(

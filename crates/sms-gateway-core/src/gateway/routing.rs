@@ -30,6 +30,8 @@ pub struct Routing {
     pub(super) fetch_media: bool,
     /// Whether chats may carry media URLs on private addresses.
     pub(super) relay_private_urls: bool,
+    /// `media.relay_hosts`.
+    pub(super) relay_hosts: Vec<String>,
     /// The last carrier errors, for admins.
     pub(super) activity: Arc<crate::activity::Activity>,
     /// `groups.fan_out`.
@@ -50,6 +52,7 @@ impl Routing {
             limits: providers.limits.clone(),
             fetch_media: config.media.store != crate::config::MediaStoreKind::Link,
             relay_private_urls: config.media.relay_private_urls,
+            relay_hosts: config.media.relay_hosts.clone(),
             activity: providers.activity.clone(),
             groups_fan_out: config.groups.fan_out,
             metrics: providers.metrics.clone(),

@@ -768,11 +768,30 @@ fn media_links_on_private_addresses_are_refused_unless_relayed() {
     c.media = vec!["http://127.0.0.1:5280/upload/a.jpg".into()];
     let text = expect_error(gateway().chat(c.clone()), ErrorCondition::NotAcceptable);
     assert!(text.contains("media.relay_private_urls"), "{text}");
-    let relayed = gateway_with("[media]\nrelay_private_urls = true\n").chat(c);
+    let relaying =
+        gateway_with("[media]\nrelay_private_urls = true\nrelay_hosts = [\"127.0.0.1:5280\"]\n");
+    let relayed = relaying.chat(c.clone());
     assert!(
         matches!(&relayed[..], [Action::Pstn(PstnCommand::Send { .. })]),
         "{relayed:?}"
     );
+    // #27: only from the listed addresses; never a metadata service.
+    for (url, why) in [
+        (
+            "http://127.0.0.1:9678/metrics",
+            "127.0.0.1:9678 is not in media.relay_hosts",
+        ),
+        (
+            "http://localhost:5280/upload/a.jpg",
+            "localhost:5280 is not in media.relay_hosts",
+        ),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[fe80::1]:5280/a.jpg", "link-local"),
+    ] {
+        c.media = vec![url.into()];
+        let text = expect_error(relaying.chat(c.clone()), ErrorCondition::NotAcceptable);
+        assert!(text.contains(why), "{url}: {text}");
+    }
 }
 
 #[test]

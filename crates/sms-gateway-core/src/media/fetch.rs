@@ -33,6 +33,19 @@ impl Fetcher {
         index: usize,
         limit: u64,
     ) -> Result<Item, FetchError> {
+        self.fetch_within(auth, media, index, limit, false).await
+    }
+
+    /// [`Fetcher::fetch`]; with `same_origin`, a redirect off the first
+    /// URL's origin is refused, not followed (a relay for a user, #27).
+    pub async fn fetch_within(
+        &self,
+        auth: &(dyn Fn(&Uri) -> Option<HeaderValue> + Sync),
+        media: &Media,
+        index: usize,
+        limit: u64,
+        same_origin: bool,
+    ) -> Result<Item, FetchError> {
         let first = crate::http::endpoint(&media.url).map_err(|_| {
             FetchError::Permanent("the carrier gave no usable address for it".into())
         })?;
@@ -87,6 +100,11 @@ impl Fetcher {
                             "the carrier redirected to an unusable address".into(),
                         )
                     })?;
+                    if same_origin && !self::same_origin(&first, &url) {
+                        return Err(FetchError::Permanent(
+                            "it redirected off the address it may be relayed from".into(),
+                        ));
+                    }
                 }
                 401 | 403 => {
                     return Err(FetchError::Permanent(format!(

@@ -115,6 +115,44 @@ pub fn is_private_url(url: &str) -> bool {
     }
 }
 
+/// Whether the gateway may relay media from `url` for a user, with
+/// `media.relay_hosts` = `hosts`: only from one of those `host:port`
+/// addresses (the port the scheme implies when the URL has none), never
+/// from a link-local address (169.254.0.0/16, where cloud metadata
+/// services answer, and fe80::/10). `Err` says why not.
+pub fn relay_allowed(url: &str, hosts: &[String]) -> Result<(), String> {
+    let uri = url
+        .parse::<Uri>()
+        .map_err(|_| "it is not a URL".to_owned())?;
+    let host = uri.host().ok_or("it has no host")?.to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) if ip.is_link_local() => {
+            return Err("link-local addresses are never relayed".into())
+        }
+        Ok(std::net::IpAddr::V6(ip))
+            if (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()) =>
+        {
+            return Err("link-local addresses are never relayed".into())
+        }
+        _ => {}
+    }
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let authority = format!("{host}:{port}");
+    if hosts.iter().any(|h| h.to_ascii_lowercase() == authority) {
+        Ok(())
+    } else {
+        Err(format!("{authority} is not in media.relay_hosts"))
+    }
+}
+
 fn is_private_v4(ip: std::net::Ipv4Addr) -> bool {
     let [a, b, ..] = ip.octets();
     ip.is_loopback()

@@ -159,7 +159,7 @@ impl MediaService {
         };
         let item = self
             .fetcher
-            .fetch(&|_| None, &Media::new(url, None), 0, self.max_bytes)
+            .fetch_within(&|_| None, &Media::new(url, None), 0, self.max_bytes, true)
             .await?;
         local.put("", item).await
     }
