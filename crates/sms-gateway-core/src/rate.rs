@@ -24,6 +24,23 @@ impl Buckets {
         }
     }
 
+    /// A daily cap: `per_day` at once, coming back at `per_day` a day
+    /// (`limits.texts_per_day`): no 24 hours ever see more than twice it,
+    /// and no day that starts full more than it plus what came back.
+    pub(crate) fn daily(per_day: u32) -> Self {
+        Buckets {
+            per_second: f64::from(per_day) / 86_400.0,
+            burst: f64::from(per_day),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Changes a daily cap (a reload of `[limits]`).
+    pub(crate) fn set_daily(&mut self, per_day: u32) {
+        self.per_second = f64::from(per_day) / 86_400.0;
+        self.burst = f64::from(per_day);
+    }
+
     /// Changes the rate and the burst (a reload of `[limits]`).
     pub(crate) fn set_rate(&mut self, per_minute: u32, burst: u32) {
         self.per_second = f64::from(per_minute) / 60.0;

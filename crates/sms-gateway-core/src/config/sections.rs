@@ -134,9 +134,13 @@ pub struct LimitsConfig {
     /// How many sends a user may make at once before the rate applies.
     #[serde(default = "default_texts_burst")]
     pub texts_burst: u32,
-    /// The most parts one chat may be split into.
+    /// The most SMS segments one chat may take (as carriers bill them:
+    /// 160 GSM-7 characters, 153 when split; 70 UCS-2 units, 67 when split).
     #[serde(default = "default_max_parts")]
     pub max_parts: usize,
+    /// SMS segments per user per day, at most (none by default).
+    #[serde(default)]
+    pub texts_per_day: Option<u32>,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +149,7 @@ impl Default for LimitsConfig {
             texts_per_minute: default_texts_per_minute(),
             texts_burst: default_texts_burst(),
             max_parts: default_max_parts(),
+            texts_per_day: None,
         }
     }
 }

@@ -198,6 +198,18 @@ impl Config {
                 return Err(invalid(key, "0", "must be at least 1"));
             }
         }
+        if let Some(per_day) = self.limits.texts_per_day {
+            if (per_day as usize) < self.limits.max_parts.max(1) {
+                return Err(invalid(
+                    "limits.texts_per_day",
+                    per_day.to_string(),
+                    format!(
+                        "must be at least limits.max_parts ({}), or a text of that many segments could never be sent",
+                        self.limits.max_parts
+                    ),
+                ));
+            }
+        }
         if self.media.relay_private_urls && self.media.relay_hosts.is_empty() {
             return Err(invalid(
                 "media.relay_hosts",

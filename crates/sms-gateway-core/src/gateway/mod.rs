@@ -57,6 +57,8 @@ pub struct GatewayState {
     early_order: VecDeque<(String, String)>,
     /// Each user's send allowance (`[limits]`); made at the first chat.
     rates: Option<crate::rate::Buckets>,
+    /// Each user's daily allowance (`limits.texts_per_day`), when set.
+    day_rates: Option<crate::rate::Buckets>,
     contacts: HashMap<String, contacts::Contact>,
     /// How many contacts each user has kept (bounded: `MAX_CONTACTS`).
     contacts_per_user: HashMap<String, usize>,

@@ -114,12 +114,19 @@ impl Gateway {
             );
         };
         let limits = &self.routing.limits();
-        if texts.len() > limits.max_parts {
+        // What the carriers bill (#27): SMS segments (one request may carry
+        // several: 160 GSM-7 characters, 153 each when split; 70 UCS-2
+        // units, 67 when split), or one MMS per part when media go along.
+        let billed: usize = if chat.media.is_empty() {
+            texts.iter().map(|t| text::segments(t).max(1)).sum()
+        } else {
+            texts.len()
+        };
+        if billed > limits.max_parts {
             return error(
                 ErrorCondition::NotAcceptable,
                 format!(
-                    "The text is too long: it would be {} SMS, and this gateway sends at most {} per message (limits.max_parts). Send it in shorter pieces.",
-                    texts.len(),
+                    "The text is too long: it would be {billed} SMS (segments, as carriers bill them), and this gateway sends at most {} per message (limits.max_parts). Send it in shorter pieces.",
                     limits.max_parts
                 ),
             );
@@ -151,11 +158,13 @@ impl Gateway {
                 max == 0
             }
         };
+        // A group text is billed once per recipient, fanned out or not.
         let copies = match &target {
-            Target::Group { participants, .. } if fan_out => participants.len(),
-            _ => 1,
+            Target::Group { participants, .. } => participants.len().max(1),
+            Target::One { .. } => 1,
         };
-        let cost = u32::try_from(texts.len() * copies).unwrap_or(u32::MAX);
+        let cost = u32::try_from(billed * copies).unwrap_or(u32::MAX);
+        let now = std::time::Instant::now();
         let allowed = {
             let mut state = self.state();
             let rates = state.rates.get_or_insert_with(|| {
@@ -163,8 +172,27 @@ impl Gateway {
             });
             // A reload may have changed the rate; each bucket keeps its tokens.
             rates.set_rate(limits.texts_per_minute, limits.texts_burst);
-            rates.take(user.jid.as_str(), cost, std::time::Instant::now())
+            rates.take(user.jid.as_str(), cost, now)
         };
+        if let (Ok(()), Some(per_day)) = (&allowed, limits.texts_per_day) {
+            let today = {
+                let mut state = self.state();
+                let days = state
+                    .day_rates
+                    .get_or_insert_with(|| crate::rate::Buckets::daily(per_day));
+                days.set_daily(per_day);
+                days.take(user.jid.as_str(), cost, now)
+            };
+            if let Err(wait) = today {
+                return error(
+                    ErrorCondition::ResourceConstraint,
+                    format!(
+                        "Not sent: you are over this gateway's limit of {per_day} SMS a day (limits.texts_per_day). Try again in {} min.",
+                        wait.as_secs().div_ceil(60).max(1)
+                    ),
+                );
+            }
+        }
         if let Err(wait) = allowed {
             return error(
                 ErrorCondition::ResourceConstraint,

@@ -1596,3 +1596,49 @@ fn a_dead_instance_s_work_is_resumed_and_its_users_told() {
         [true, true, false]
     );
 }
+
+/// #27: limits count what carriers bill, not API requests. A 2,000
+/// character GSM-7 chat is 14 segments (153 each), though the account
+/// takes it in one request; a group text costs one per recipient; and
+/// `limits.texts_per_day` caps a user's day.
+#[test]
+fn limits_count_billed_segments_recipients_and_days() {
+    let g = gateway_with(
+        "[limits]\ntexts_per_minute = 600\ntexts_burst = 100\nmax_parts = 10\ntexts_per_day = 20\n",
+    );
+    let to = "+15557654321@sms.example.com";
+    let text = expect_error(
+        g.chat(chat("alice@example.com/phone", to, &"x".repeat(2_000))),
+        ErrorCondition::NotAcceptable,
+    );
+    assert!(
+        text.contains("14 SMS") && text.contains("limits.max_parts"),
+        "{text}"
+    );
+    // 10 segments of GSM-7 (1,530 characters) go: 10 of the day's 20.
+    let a = g.chat(chat("alice@example.com/phone", to, &"x".repeat(1_530)));
+    assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
+    // UCS-2: 67 a segment, so 9 segments; 10 + 9 = 19.
+    let a = g.chat(chat("alice@example.com/phone", to, &"é€ж".repeat(201)));
+    assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
+    // A group of two more numbers: 2 against the one left today.
+    let text = expect_error(
+        g.chat(chat(
+            "alice@example.com/phone",
+            "+15557654321,+15553334444@sms.example.com",
+            "to both",
+        )),
+        ErrorCondition::ResourceConstraint,
+    );
+    assert!(
+        text.contains("limits.texts_per_day") && text.contains("20 SMS a day"),
+        "{text}"
+    );
+    let a = g.chat(chat("alice@example.com/phone", to, "the last one today"));
+    assert!(matches!(&a[..], [Action::Pstn(_)]), "{a:?}");
+    let text = expect_error(
+        g.chat(chat("alice@example.com/phone", to, "one more")),
+        ErrorCondition::ResourceConstraint,
+    );
+    assert!(text.contains("limits.texts_per_day"), "{text}");
+}
