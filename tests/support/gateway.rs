@@ -98,6 +98,7 @@ default_prefix = "+1"
 [limits]
 texts_per_minute = 1000000
 texts_burst = 1000000
+max_parts = 100
 {extra}
 "#,
         comp = server.component_port(),

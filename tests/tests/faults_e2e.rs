@@ -119,7 +119,7 @@ async fn the_same_signed_webhook_three_times_is_one_chat() {
     let (_prosody, _twilio, gateway, mut alice) = setup(None, "").await;
     for _ in 0..3 {
         assert_eq!(
-            post_inbound(&gateway, "SMrepeat0000000000000000000000001", "only once")
+            post_inbound(&gateway, "SMaaaaaa0000000000000000000000001", "only once")
                 .await
                 .status(),
             200
@@ -128,7 +128,7 @@ async fn the_same_signed_webhook_three_times_is_one_chat() {
     assert_eq!(
         post_inbound(
             &gateway,
-            "SMother00000000000000000000000002",
+            "SMbbbbb00000000000000000000000002",
             "a different one"
         )
         .await
@@ -235,7 +235,7 @@ async fn a_429_with_retry_after_is_honoured() {
 async fn a_request_left_unanswered_is_reported_and_never_resent() {
     // The carrier reads the request, then answers after our 1 s timeout.
     let script = Scripted::new(vec![ResponseTemplate::new(201)
-        .set_body_json(serde_json::json!({"sid": "SMlate", "status": "queued"}))
+        .set_body_json(serde_json::json!({"sid": "SMcafe", "status": "queued"}))
         .set_delay(Duration::from_secs(3))]);
     let (_prosody, _twilio, _gateway, mut alice) = setup(Some(&script), "timeout_secs = 1").await;
     alice.send_chat(CONTACT, "late", "maybe sent").await;
@@ -279,7 +279,7 @@ async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
         // Taken and stored while the XMPP server is down.
         let r = post_inbound(
             &gateway,
-            &format!("SMoutage{i:025}"),
+            &format!("SM0da7a6e{i:025}"),
             &format!("during outage {i:02}"),
         )
         .await;
@@ -347,7 +347,7 @@ async fn malformed_webhooks_get_clear_errors_and_relaying_goes_on() {
     assert!(r.text().await.unwrap().contains("From"));
     // Still relaying.
     assert_eq!(
-        post_inbound(&gateway, "SMgood0000000000000000000000001", "still fine")
+        post_inbound(&gateway, "SMeeee0000000000000000000000001", "still fine")
             .await
             .status(),
         200
@@ -462,7 +462,7 @@ async fn kill_9_under_traffic_then_restart_on(store: &str) {
         let url = format!("http://127.0.0.1:{http_port}/hooks/main/message");
         let mut retries = 0;
         for i in 0..N {
-            let sid = format!("SMkill{i:026}");
+            let sid = format!("SMdead{i:026}");
             let text = format!("in-{i:03}");
             let params = [
                 ("MessageSid", sid.as_str()),
@@ -714,7 +714,7 @@ async fn each_process_killed_under_traffic_is_restarted_and_nothing_is_lost() {
                 arm(Process::Xmpp);
                 // The next inbound text trips it while it waits in the queue.
                 let r =
-                    post_inbound(&gateway, "SMsupxmpp000000000000000000000000", "in-xmpp").await;
+                    post_inbound(&gateway, "SMfffffff000000000000000000000000", "in-xmpp").await;
                 assert_eq!(r.status(), 200);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -725,7 +725,7 @@ async fn each_process_killed_under_traffic_is_restarted_and_nothing_is_lost() {
             .await;
         // The carrier retries a webhook that was not answered 200.
         loop {
-            let r = post_inbound(&gateway, &format!("SMsup{i:027}"), &format!("in-{i:03}")).await;
+            let r = post_inbound(&gateway, &format!("SMfff{i:027}"), &format!("in-{i:03}")).await;
             if r.status() == 200 {
                 break;
             }
@@ -827,7 +827,7 @@ async fn prosody_killed_under_inbound_traffic(online: bool) {
                 }
                 // The carrier retries what is not answered 2xx.
                 loop {
-                    let r = post_inbound(&gateway, &format!("SMkill{i:028}"), &format!("k-{i:03}"))
+                    let r = post_inbound(&gateway, &format!("SMdead{i:028}"), &format!("k-{i:03}"))
                         .await;
                     if r.status() == 200 {
                         break;

@@ -485,7 +485,7 @@ async fn a_user_over_the_rate_or_the_parts_cap_is_told_which_limit() {
         &[
             ("texts_per_minute = 1000000", "texts_per_minute = 2"),
             ("texts_burst = 1000000", "texts_burst = 3"),
-            ("[limits]", "[limits]\nmax_parts = 3"),
+            ("max_parts = 100", "max_parts = 3"),
         ],
     )
     .await;

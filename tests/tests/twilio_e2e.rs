@@ -346,8 +346,29 @@ async fn http_front_door_and_unknown_paths() {
         .unwrap();
     assert_eq!(root.status(), 200);
     assert!(root.text().await.unwrap().contains("sms-over-xmpp"));
+    // An account that does not exist answers as a known one answers an
+    // unsigned request, so names cannot be probed (#27).
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/nobody/message", w.gateway.http_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    for (known, unknown) in [
+        ("/hooks/main/nothing", "/hooks/nobody/nothing"),
+        ("/hooks/main/message/extra", "/hooks/nobody/message/extra"),
+    ] {
+        let answer = |p: String| async move {
+            let r = reqwest::Client::new().post(p).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        };
+        assert_eq!(
+            answer(format!("{}{known}", w.gateway.http_base)).await,
+            answer(format!("{}{unknown}", w.gateway.http_base)).await,
+            "{known} and {unknown} answer alike"
+        );
+    }
     for p in [
-        "/hooks/nobody/message",
         "/hooks/main/nothing",
         "/elsewhere",
         "/hooks/main/message/extra",

@@ -36,6 +36,12 @@ pub trait ContractFixture: Send + Sync {
     fn status(&self, message_id: &str, delivered: bool, error_code: &str) -> WebhookRequest;
     /// A correctly signed webhook whose body is not a valid message.
     fn malformed(&self) -> WebhookRequest;
+    /// The carrier's id for the `n`th message, in the carrier's format
+    /// (Twilio's are `SM` and 32 hex digits, and a webhook naming another
+    /// shape is refused).
+    fn message_id(&self, n: u32) -> String {
+        format!("msg-{n}")
+    }
 }
 
 fn sms(text: &str, media: &[&str]) -> OutboundSms {
@@ -188,20 +194,20 @@ pub async fn run_contract(fixture: &dyn ContractFixture) {
 
     // Status delivered / failed.
     let reply = p
-        .webhook(&fixture.status("msg-1", true, ""))
+        .webhook(&fixture.status(&fixture.message_id(1), true, ""))
         .expect("status delivered: accepted");
     match &reply.events[..] {
         [WebhookEvent::Status(r)] => {
             assert_eq!(
                 (r.message_id.as_str(), &r.status),
-                ("msg-1", &DeliveryStatus::Delivered),
+                (fixture.message_id(1).as_str(), &DeliveryStatus::Delivered),
                 "status delivered"
             )
         }
         other => panic!("status delivered: one status event, got {other:?}"),
     }
     let reply = p
-        .webhook(&fixture.status("msg-2", false, "30003"))
+        .webhook(&fixture.status(&fixture.message_id(2), false, "30003"))
         .expect("status failed: accepted");
     match &reply.events[..] {
         [WebhookEvent::Status(r)] => match &r.status {
@@ -224,7 +230,10 @@ pub async fn run_contract(fixture: &dyn ContractFixture) {
             "missing signature",
             without_signatures(fixture.inbound(CONTACT_NUMBER, USER_NUMBER, "unsigned", &[])),
         ),
-        ("forged status", forge(fixture.status("msg-3", true, ""))),
+        (
+            "forged status",
+            forge(fixture.status(&fixture.message_id(3), true, "")),
+        ),
     ] {
         match p.webhook(&req) {
             Err(e) => assert_eq!(e.http_status(), 403, "{what}: 403"),

@@ -141,6 +141,10 @@ impl ContractFixture for LamlFixture {
             pairs(&[("MessageSid", "SM1"), ("Body", "no From or To")]),
         )
     }
+
+    fn message_id(&self, n: u32) -> String {
+        format!("SM{n:032x}")
+    }
 }
 
 /// The account set-up calls (`check --online`, `configure-carrier`) against

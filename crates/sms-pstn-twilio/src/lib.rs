@@ -49,11 +49,19 @@ fn default_timeout() -> u64 {
     laml::DEFAULT_TIMEOUT_SECS
 }
 
+/// Whether `sid` has the shape of a Twilio message SID: `SM` or `MM`,
+/// then 1 to 32 hex digits (Twilio's own are 32).
+pub fn is_message_sid(sid: &str) -> bool {
+    let digits = sid.strip_prefix("SM").or_else(|| sid.strip_prefix("MM"));
+    digits.is_some_and(|d| (1..=32).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A Twilio account.
 #[derive(Debug)]
 pub struct TwilioProvider {
     client: laml::LamlClient,
     auth_token: Secret,
+    account_sid: String,
 }
 
 impl TwilioProvider {
@@ -92,7 +100,35 @@ impl TwilioProvider {
         Ok(TwilioProvider {
             client,
             auth_token: config.auth_token,
+            account_sid: config.account_sid,
         })
+    }
+
+    /// The ids of a signed webhook, checked (#27). The LaML signature runs
+    /// names and values together, so a captured webhook can be regrouped
+    /// into another that verifies: `MessageSid = "SM…NumMedia0"` with
+    /// `NumMedia` removed keeps the signature and changes the id, and the
+    /// text would be taken as new. A Twilio message SID is `SM` or `MM`
+    /// and hex digits (32 of them), so a field name cannot hide in one; and
+    /// the webhook must be for this account.
+    fn check_ids(&self, params: &[(String, String)]) -> Result<(), WebhookError> {
+        for name in ["MessageSid", "SmsSid"] {
+            if let Some((_, sid)) = params.iter().find(|(k, _)| k == name) {
+                if !is_message_sid(sid) {
+                    return Err(WebhookError::BadRequest(format!(
+                        "`{name}` is not a Twilio message SID (SM or MM and hex digits)"
+                    )));
+                }
+            }
+        }
+        if let Some((_, account)) = params.iter().find(|(k, _)| k == "AccountSid") {
+            if *account != self.account_sid {
+                return Err(WebhookError::Unauthorized(
+                    "`AccountSid` is not this account's".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The [`ProviderFactory`](sms_gateway_core::ProviderFactory) for `type = "twilio"`.
@@ -147,7 +183,12 @@ impl PstnProvider for TwilioProvider {
 
     fn webhook(&self, req: &WebhookRequest) -> Result<WebhookReply, WebhookError> {
         laml::handle_webhook(req, |signed| {
-            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)
+            let params = match &signed {
+                laml::Signed::Form(params) => Some(*params),
+                laml::Signed::Raw => None,
+            };
+            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)?;
+            params.map_or(Ok(()), |p| self.check_ids(p))
         })
     }
 }

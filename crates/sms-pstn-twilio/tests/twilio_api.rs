@@ -323,3 +323,64 @@ async fn a_group_text_is_refused_without_a_request() {
     assert!(e.message.contains("no group texts"), "{e}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// #27: the LaML signature runs names and values together, so the fields
+/// of a captured webhook can be regrouped into another one that verifies.
+/// Here the webhook signed by the official SDK (above) becomes one whose
+/// `MessageSid` swallows `NumMedia` — same signature, a new id, so it
+/// would be taken as a new text. A Twilio SID is `SM`/`MM` and hex
+/// digits: refused, 400. And a webhook for another account is refused.
+#[test]
+fn regrouped_fields_and_other_accounts_are_refused() {
+    let p = provider("https://api.twilio.com");
+    let regrouped: Vec<(&str, &str)> = INBOUND
+        .iter()
+        .filter(|(k, _)| *k != "NumMedia")
+        .map(|&(k, v)| {
+            if k == "MessageSid" {
+                (k, "SM0123456789abcdef0123456789abcdefNumMedia1")
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    // Still the SDK's signature: the concatenation did not change.
+    assert_eq!(sign("message", &regrouped), "hwo3siWhtam2FxjD3iLx8HL5t3Y=");
+    let err = p
+        .webhook(&signed(
+            "message",
+            &regrouped,
+            Some("hwo3siWhtam2FxjD3iLx8HL5t3Y=".into()),
+        ))
+        .unwrap_err();
+    assert_eq!(err.http_status(), 400, "{err}");
+    assert!(err.to_string().contains("MessageSid"), "{err}");
+
+    let other: Vec<(&str, &str)> = INBOUND
+        .iter()
+        .map(|&(k, v)| {
+            if k == "AccountSid" {
+                (k, "ACffffffffffffffffffffffffffffffff")
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let err = p
+        .webhook(&signed("message", &other, Some(sign("message", &other))))
+        .unwrap_err();
+    assert_eq!(err.http_status(), 403, "{err}");
+    for sid in ["SM1", "MM0123456789abcdef0123456789abcdef"] {
+        assert!(sms_pstn_twilio::is_message_sid(sid), "{sid}");
+    }
+    for sid in [
+        "",
+        "SM",
+        "XX1",
+        "SMabcNumMedia0",
+        "SM-1",
+        &format!("SM{}", "0".repeat(33)),
+    ] {
+        assert!(!sms_pstn_twilio::is_message_sid(sid), "{sid}");
+    }
+}

@@ -142,7 +142,13 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
         // Answered as a known account answers a request it cannot
         // authenticate, so account names cannot be probed (#27).
         tracing::debug!(%account, "webhook for an account that does not exist");
-        return text(StatusCode::FORBIDDEN, FORBIDDEN);
+        return if !matches!(hook_name, "message" | "status") {
+            text(StatusCode::NOT_FOUND, "not found\n")
+        } else if method != axum::http::Method::POST {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
+        } else {
+            text(StatusCode::FORBIDDEN, FORBIDDEN)
+        };
     };
     let body = match read_body(&inner.webhook_limits, &headers, body).await {
         Ok(body) => body,
@@ -177,6 +183,13 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
             // (#27). Malformed requests keep their precise 4xx answer.
             if status == StatusCode::FORBIDDEN {
                 return text(status, FORBIDDEN);
+            }
+            // Answered as for an account that does not exist (above).
+            if status == StatusCode::NOT_FOUND {
+                return text(status, "not found\n");
+            }
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                return text(status, "use POST\n");
             }
             return text(status, format!("{e}\n"));
         }
