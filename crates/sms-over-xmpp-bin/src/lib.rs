@@ -263,6 +263,9 @@ fn open_store(
             match &config.cluster {
                 Some(cluster) => {
                     let member = cluster.member();
+                    store
+                        .claim_name(&member)
+                        .map_err(|e| format!("cannot join the cluster: {e}"))?;
                     tracing::info!(instance = %member.instance, lease = ?member.lease, "store opened: PostgreSQL, shared by several instances");
                     store = store.in_cluster(member);
                 }

@@ -164,6 +164,45 @@ impl PostgresStore {
         self
     }
 
+    /// Waits until no live instance holds `member`'s name (#27): an
+    /// instance of that name whose lease has not lapsed is watched until it
+    /// either renews it (alive: `Err`, naming the key, so two instances
+    /// never share one lease) or lets it lapse (it died: `Ok`, and this one
+    /// takes its work over as its successor). At most one lease long.
+    pub fn claim_name(&self, member: &Member) -> Result<(), StoreError> {
+        let read = |id: String| {
+            self.worker.run(move |c| {
+                Ok(
+                    c.query_opt("SELECT expires FROM sox_instances WHERE id = $1", &[&id])
+                        .map_err(err)?
+                        .map(|r| r.get::<_, i64>(0)),
+                )
+            })
+        };
+        let id = member.instance.clone();
+        let Some(first) = read(id.clone())? else {
+            return Ok(());
+        };
+        if first < now() {
+            return Ok(());
+        }
+        tracing::info!(instance = %id, "an instance of this name holds a lease: waiting to see whether it still runs");
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            match read(id.clone())? {
+                None => return Ok(()),
+                Some(e) if e != first => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Other,
+                        format!("another running instance is named {id:?} (cluster.instance): give each instance a name of its own, or leave the key out for a unique one"),
+                    ))
+                }
+                Some(_) if first < now() => return Ok(()),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// This instance's name, if the database is shared.
     fn owner(&self) -> Option<String> {
         self.member.as_ref().map(|m| m.instance.clone())

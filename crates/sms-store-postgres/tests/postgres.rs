@@ -570,3 +570,42 @@ fn an_early_report_is_kept_for_whichever_instance_sent_the_text() {
         "expired"
     );
 }
+
+/// #27: an instance never shares a name (and so a lease) with a live one:
+/// `claim_name` watches a held lease, and refuses the name if its holder
+/// renews it, naming the key; a holder that died lets it lapse, and the
+/// name is taken (its successor then takes its work over).
+#[test]
+fn a_live_instance_s_name_is_refused_and_a_dead_one_s_is_taken() {
+    let db = Db::new("claim");
+    let member = sms_gateway_core::store::Member {
+        instance: "gw".into(),
+        lease: std::time::Duration::from_secs(2),
+    };
+    // Nobody has it.
+    db.store().claim_name(&member).unwrap();
+    // A live holder renewing it.
+    let live = std::sync::Arc::new(db.store().in_cluster(member.clone()));
+    live.adopt(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (live, stop) = (live.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                live.adopt(true).unwrap();
+            }
+        })
+    };
+    let err = db.store().claim_name(&member).unwrap_err().to_string();
+    assert!(
+        err.contains("cluster.instance") && err.contains("\"gw\""),
+        "{err}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    renewer.join().unwrap();
+    // The holder dies (stops renewing): the name is taken once it lapses.
+    let started = std::time::Instant::now();
+    db.store().claim_name(&member).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -239,8 +239,9 @@ impl StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This instance's name, unique among those running at once: letters,
-    /// digits, `.`, `_` and `-`, at most 64. Default: the host name and
-    /// the process id (`host-1234`), new at each start.
+    /// digits, `.`, `_` and `-`, at most 64. Default: the host name
+    /// (gethostname(2)) and a random part (`host-k3x9q2ab`), new at each
+    /// start. A name whose lease a live instance renews is refused at start.
     #[serde(default)]
     pub instance: Option<String>,
     /// How long an instance's lease lasts, in seconds: renewed every third
@@ -259,24 +260,40 @@ impl ClusterConfig {
     /// This instance's name and lease.
     pub fn member(&self) -> crate::store::Member {
         let instance = self.instance.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
+            // gethostname(2): the systemd unit's ProcSubset=pid hides
+            // /proc/sys/kernel/hostname, which made every instance
+            // `gateway-<pid>` (#27). A random part makes the name new at
+            // each start and unique across machines with equal names.
+            let host = host_name()
                 .map(|h| {
-                    h.trim()
-                        .chars()
+                    h.chars()
                         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
                         .take(48)
                         .collect::<String>()
                 })
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "gateway".to_owned());
-            format!("{host}-{}", std::process::id())
+            let tag = crate::message::run_tag();
+            format!("{host}-{}", &tag[..tag.len().min(8)])
         });
         crate::store::Member {
             instance,
             lease: std::time::Duration::from_secs(self.lease_secs),
         }
     }
+}
+
+/// The machine's host name, from gethostname(2).
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: a buffer of the length given; the name is NUL-terminated
+    // when it fits, and the last byte is kept NUL in any case.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if r != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..end]).ok().map(str::to_owned)
 }
 
 /// `[retry]`

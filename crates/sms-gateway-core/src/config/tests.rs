@@ -424,3 +424,22 @@ fn the_packaged_placeholder_token_is_refused() {
     assert!(err.contains("placeholder"), "{err}");
     assert!(!err.contains(crate::sandbox::PLACEHOLDER_TOKEN), "{err}");
 }
+
+/// #27: the default instance name comes from gethostname(2), which the
+/// unit's `ProcSubset=pid` does not hide (it hid /proc/sys/kernel/hostname,
+/// and every instance was `gateway-<pid>`), plus a random part: two starts,
+/// or two machines of one name, never share it.
+#[test]
+fn default_instance_names_are_the_host_s_and_never_repeat() {
+    let cluster: ClusterConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+    let (a, b) = (cluster.member().instance, cluster.member().instance);
+    assert_ne!(a, b);
+    let host = std::process::Command::new("hostname")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if !host.is_empty() {
+        assert!(a.starts_with(&format!("{host}-")), "{a} for host {host}");
+    }
+    assert!(!a.starts_with("gateway-"), "{a}");
+}
