@@ -278,6 +278,14 @@ pub trait PstnProvider: Send + Sync + 'static {
         Err(crate::setup::unsupported("looking up numbers"))
     }
 
+    /// The URL the carrier should be given for inbound texts whose hook is
+    /// `hook`: `hook` itself by default. Twilio's adds connection
+    /// overrides (`#rc=…&rp=…`), without which it does not retry a
+    /// webhook the gateway answers 503 (busy, or stopping).
+    fn inbound_url(&self, hook: &str) -> String {
+        hook.to_owned()
+    }
+
     /// Points what `number` names (`NumberSetup::handle`) at `url` for
     /// inbound texts, by POST (for `configure-carrier`).
     async fn point_number(&self, number: &NumberSetup, url: &str) -> Result<(), ProviderError> {

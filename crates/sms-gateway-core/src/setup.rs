@@ -184,7 +184,9 @@ fn accounts<'a>(
                 name,
                 kind: &p.kind,
                 provider: &account.provider,
-                url: format!("{}/{name}/message", config.http.public_base()),
+                url: account
+                    .provider
+                    .inbound_url(&format!("{}/{name}/message", config.http.public_base())),
                 numbers: numbers.into_iter().collect(),
             }
         })

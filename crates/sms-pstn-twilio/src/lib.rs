@@ -49,6 +49,16 @@ fn default_timeout() -> u64 {
     laml::DEFAULT_TIMEOUT_SECS
 }
 
+/// Twilio's connection overrides for the inbound URL `configure-carrier`
+/// sets (a fragment: Twilio reads it and never sends it to us). Without
+/// them Twilio does not retry a webhook answered 5xx (Twilio's *Webhooks
+/// connection overrides*: `rc` retries, at most 5; `rp` which failures:
+/// `5xx`, `ct` connect timeout, `rt` read timeout), so a text arriving
+/// while the gateway answers 503 (busy past `http.ack_timeout_secs`, or
+/// stopping) would go to the fallback URL or be lost. All attempts stay
+/// within Twilio's 15 s total.
+pub const CONNECTION_OVERRIDES: &str = "#rc=3&rp=5xx,ct,rt";
+
 /// Whether `sid` has the shape of a Twilio message SID: `SM` or `MM`,
 /// then 1 to 32 hex digits (Twilio's own are 32).
 pub fn is_message_sid(sid: &str) -> bool {
@@ -173,6 +183,10 @@ impl PstnProvider for TwilioProvider {
         self.client.find_number(number).await
     }
 
+    fn inbound_url(&self, hook: &str) -> String {
+        format!("{hook}{CONNECTION_OVERRIDES}")
+    }
+
     async fn point_number(
         &self,
         number: &sms_gateway_core::setup::NumberSetup,
@@ -187,7 +201,22 @@ impl PstnProvider for TwilioProvider {
                 laml::Signed::Form(params) => Some(*params),
                 laml::Signed::Raw => None,
             };
-            laml::verify_twilio(req, self.auth_token.expose(), "x-twilio-signature", signed)?;
+            let key = self.auth_token.expose();
+            let header = "x-twilio-signature";
+            // The URL Twilio was given carries CONNECTION_OVERRIDES, a
+            // fragment it never sends; whether it signs it is not
+            // documented, so either form is believed.
+            laml::verify_twilio(req, key, header, signed).or_else(|e| {
+                let with_overrides = WebhookRequest {
+                    url: format!("{}{CONNECTION_OVERRIDES}", req.url),
+                    ..req.clone()
+                };
+                let again = match params {
+                    Some(p) => laml::Signed::Form(p),
+                    None => laml::Signed::Raw,
+                };
+                laml::verify_twilio(&with_overrides, key, header, again).map_err(|_| e)
+            })?;
             params.map_or(Ok(()), |p| self.check_ids(p))
         })
     }

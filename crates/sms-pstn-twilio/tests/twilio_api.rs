@@ -384,3 +384,37 @@ fn regrouped_fields_and_other_accounts_are_refused() {
         assert!(!sms_pstn_twilio::is_message_sid(sid), "{sid}");
     }
 }
+
+/// #27: `configure-carrier` gives Twilio the hook URL with connection
+/// overrides (a fragment, which Twilio never sends), so Twilio retries a
+/// webhook answered 503. A signature over the URL with the fragment and
+/// one over the URL without it are both believed; neither alone opens the
+/// door to anything else (a wrong key still fails).
+#[test]
+fn signatures_with_or_without_the_connection_overrides_are_believed() {
+    let p = provider("https://api.twilio.com");
+    let owned: Vec<(String, String)> = INBOUND
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let url = "https://sms.example.com/hooks/main/message";
+    let with = twilio_signature(
+        TOKEN,
+        &format!("{url}{}", sms_pstn_twilio::CONNECTION_OVERRIDES),
+        &owned,
+    );
+    assert!(p.webhook(&signed("message", INBOUND, Some(with))).is_ok());
+    let without = twilio_signature(TOKEN, url, &owned);
+    assert!(p
+        .webhook(&signed("message", INBOUND, Some(without)))
+        .is_ok());
+    let wrong = twilio_signature(
+        "another token",
+        &format!("{url}{}", sms_pstn_twilio::CONNECTION_OVERRIDES),
+        &owned,
+    );
+    let err = p
+        .webhook(&signed("message", INBOUND, Some(wrong)))
+        .unwrap_err();
+    assert_eq!(err.http_status(), 403);
+}
