@@ -38,8 +38,28 @@ echo "== the load benchmark, as a smoke test (a few hundred round trips, nothing
 cargo build -p sms-bench --locked
 target/debug/sms-bench run --smoke --gateway target/debug/sms-over-xmpp
 
-echo "== the quick start, as a smoke test"
-scripts/quickstart.sh --smoke
+echo "== the quick start, as a smoke test: alone, twice (state kept), and while another runs"
+qs=$(mktemp -d)
+QS_DIR="$qs" scripts/quickstart.sh --fresh --smoke
+QS_DIR="$qs" scripts/quickstart.sh --smoke
+test -e "$qs/data/localhost/accounts/alice.dat"
+# One running; a second must leave it untouched.
+QS_DIR="$qs" scripts/quickstart.sh >"$qs/first.log" 2>&1 &
+first=$!
+for _ in $(seq 300); do
+  curl -fsS http://127.0.0.1:9677/hooks/ >/dev/null 2>&1 && break
+  sleep 0.2
+done
+if QS_DIR="$qs" scripts/quickstart.sh --fresh --smoke 2>"$qs/second.err"; then
+  echo "a second quick start ran while the first did" >&2
+  exit 1
+fi
+grep -q "Nothing was changed" "$qs/second.err"
+test -e "$qs/sms-over-xmpp.db"
+curl -fsS http://127.0.0.1:9677/hooks/ | grep -q sms-over-xmpp
+kill "$first"
+wait "$first" || true
+rm -rf "$qs"
 
 echo "== the Debian package: built with cargo-deb, its unit verified; under CI also installed with dpkg -i"
 if [ "${CI:-}" = "true" ]; then

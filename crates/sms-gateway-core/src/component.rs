@@ -321,7 +321,9 @@ impl Component {
 
         let mut set = tokio::task::JoinSet::new();
         if let Some(listener) = metrics_listener {
-            tracing::info!(addr = ?listener.local_addr().ok(), "metrics and health checks listening");
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics and health checks listening");
+            }
             let senders = (
                 self.to_gateway_xmpp.clone(),
                 self.to_gateway_pstn.clone(),

@@ -210,8 +210,20 @@ fn figment_error(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            // A value of the wrong type may be a secret: name it, not quote it.
-            let kind = without_values(&crate::text::redact_quoted(&e.kind.to_string()));
+            let kind = match &e.kind {
+                // figment's own words nest backticks (#28): "expected `one
+                // of `server`, `domain``".
+                figment::error::Kind::UnknownField(found, expected) => format!(
+                    "unknown key `{found}`; the keys here are {}",
+                    expected
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                // A value of the wrong type may be a secret: name it, not quote it.
+                kind => without_values(&crate::text::redact_quoted(&kind.to_string())),
+            };
             if key.is_empty() {
                 kind
             } else {

@@ -155,7 +155,7 @@ impl Directory {
                 ));
             }
             let number = PhoneNumber::parse(&u.number, None)
-                .map_err(|e| invalid(format!("users[{i}].number"), &u.number, e.to_string()))?;
+                .map_err(|e| invalid(format!("users[{i}].number"), &u.number, e.in_config()))?;
             check_account(i, u)?;
             let key = (u.provider.clone(), number.clone());
             if let Some(j) = number_rows.get(&key) {

@@ -22,7 +22,9 @@ pub enum PhoneError {
     #[error("empty phone number")]
     Empty,
     /// A character that has no place in a phone number.
-    #[error("'{0}' is not a phone number: only digits, '+', spaces and - ( ) . are allowed")]
+    // No spaces named: an address (`5557654321@…`) cannot hold one, and
+    // a form field that does takes it anyway (#28).
+    #[error("'{0}' is not a phone number: only digits, '+', '-', '(', ')' and '.' are allowed")]
     BadCharacter(String),
     /// No country code, and no default to supply one.
     #[error("'{0}' has no country code: write it as +<country code><number> (or set phone.default_prefix)")]
@@ -35,6 +37,20 @@ pub enum PhoneError {
         /// libphonenumber's reason.
         reason: String,
     },
+}
+
+impl PhoneError {
+    /// The message for a number written in the config, where
+    /// `phone.default_prefix` does not apply (it is for what users type):
+    /// the hint to set it would be wrong there (#28).
+    pub fn in_config(&self) -> String {
+        match self {
+            PhoneError::NoCountryCode(n) => format!(
+                "'{n}' has no country code: numbers in the config are written in international form, +<country code><number> (phone.default_prefix applies to what users type, not to the config)"
+            ),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl PhoneNumber {

@@ -502,12 +502,19 @@ impl XmppProcess {
                     );
                 }
                 // The subject comes last: it tells the client the join is done.
+                // None set: the room's name instead, since an empty one
+                // reads as "Changed by Unknown" (Gajim) or "Room subject
+                // cleared" (Profanity) (#28).
+                let subject = match jid(room) {
+                    Some(r) if subject.trim().is_empty() => self.room_name(Some(&session), &r),
+                    _ => subject.clone(),
+                };
                 let mut s = Message::new(Some(session));
                 s.type_ = MessageType::Groupchat;
                 s.from = jid(room);
                 s.id = Some(Id(self.new_id()));
                 s.subjects
-                    .insert(Lang::new(), translate::xml_safe(subject).into_owned());
+                    .insert(Lang::new(), translate::xml_safe(&subject).into_owned());
                 out.push(s.into());
                 Some(out)
             }
@@ -829,6 +836,22 @@ mod tests {
             out[3]
         );
         assert!(out[4].contains("<subject>Dinner</subject>"), "{}", out[4]);
+        // No subject set: the room's name, never an empty one (#28).
+        let out = p
+            .room_stanzas(&OutgoingStanza::RoomJoined {
+                room: ROOM.into(),
+                to: "alice@example.com/x".into(),
+                nick: "alice".into(),
+                occupants: vec![],
+                history: vec![],
+                subject: String::new(),
+            })
+            .unwrap();
+        let subject = xml(out.last().unwrap());
+        assert!(
+            subject.contains("<subject>") && subject.contains("+15551112222"),
+            "{subject}"
+        );
         // A line now goes to the session; the user's own under its nick.
         let to_room = |line: RoomLine| {
             p.room_stanzas(&OutgoingStanza::Group {

@@ -988,14 +988,18 @@ impl XmppProcess {
                 let Some(u) = self.users.get(from) else {
                     return translate::reply(iq, Err(bad("You are not a user.")));
                 };
+                // Clients show a fixed field's value and not its label
+                // (Gajim, Profanity), so the value says what it is (#28).
                 form(
                     "form",
                     "My settings",
                     "",
                     vec![
                         hidden(),
-                        Field::new("number", "fixed", "Your number").value(u.number.to_string()),
-                        Field::new("account", "fixed", "Carrier account").value(u.account.clone()),
+                        Field::new("number", "fixed", "Your number")
+                            .value(format!("Your number: {}", u.number)),
+                        Field::new("account", "fixed", "Carrier account")
+                            .value(format!("Carrier account: {}", u.account)),
                         Field::new("caller_id", "boolean", "Show contacts' names (caller ID)")
                             .value(if u.caller_id { "1" } else { "0" }),
                     ],
@@ -1535,6 +1539,10 @@ jids = ["root@example.com"]
         }
         let a = answer(&p, &command("mallory@evil.example/x", "new-chat", ""));
         assert!(a[0].contains("forbidden"), "{a:?}");
+        // My settings: each fixed value says what it is (#28).
+        let a = answer(&p, &command("alice@example.com/x", "settings", ""));
+        assert!(a[0].contains("<value>Your number: +1"), "{a:?}");
+        assert!(a[0].contains("<value>Carrier account: "), "{a:?}");
         let form = |fields: &str| format!("<x xmlns='jabber:x:data' type='submit'>{fields}</x>");
         let a = answer(
             &p,

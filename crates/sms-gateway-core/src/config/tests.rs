@@ -208,6 +208,9 @@ fn unknown_key_is_named() {
     let text = GOOD.replace("domain = ", "domian = \"x\"\ndomain = ");
     let err = check(&text).unwrap_err().to_string();
     assert!(err.contains("domian"), "{err}");
+    // The keys it could be, each quoted once (#28: figment nested them).
+    assert!(err.contains("`server`, `domain`, `secret`"), "{err}");
+    assert!(!err.contains("`one of"), "{err}");
 }
 
 #[test]
@@ -442,4 +445,17 @@ fn default_instance_names_are_the_host_s_and_never_repeat() {
         assert!(a.starts_with(&format!("{host}-")), "{a} for host {host}");
     }
     assert!(!a.starts_with("gateway-"), "{a}");
+}
+
+/// #28: a user's number without a country code in the config, with
+/// `phone.default_prefix` set, was refused with the hint "(or set
+/// phone.default_prefix)", which was set and does not apply there.
+#[test]
+fn a_config_number_without_a_country_code_gets_the_right_hint() {
+    let err = check(&GOOD.replace("number = \"+15550001111\"", "number = \"5550001111\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("users[0].number"), "{err}");
+    assert!(err.contains("international form"), "{err}");
+    assert!(!err.contains("(or set phone.default_prefix)"), "{err}");
 }

@@ -300,7 +300,7 @@ impl Config {
                     return Err(invalid(
                         format!("providers.{name}.registration_numbers[{i}]"),
                         number,
-                        e.to_string(),
+                        e.in_config(),
                     ));
                 }
             }
@@ -320,7 +320,7 @@ impl Config {
                 return Err(invalid(
                     format!("caller_id.\"{key}\""),
                     value,
-                    format!("the key must be a number in E.164 form: {e}"),
+                    format!("the key must be a number in E.164 form: {}", e.in_config()),
                 ));
             }
         }
