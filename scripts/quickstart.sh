@@ -196,7 +196,9 @@ Have the phone answer:
   curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Hi Alice"}' $HTTP/message
 
 Send yourself a picture: the gateway fetches it (as it fetches a carrier's)
-and serves it from its own /media/ (files in $QS_DIR/media):
+and serves it from its own /media/ (files in $QS_DIR/media). Offline, the
+words come after 20 s with a line saying the picture is on its way, and a
+line says when the gateway gives up on it:
 
   curl -X POST -H '$AUTH' -d '{"from":"+15557654321","to":"+15550001111","body":"Look","media":["https://www.debian.org/Pics/openlogo-50.png"]}' $HTTP/message
 

@@ -181,3 +181,66 @@ async fn injected_texts_after_a_restart_are_delivered() {
         gateway.stop().await;
     }
 }
+
+/// #28: a picture that cannot be fetched (the README's own example, offline)
+/// held its text for up to an hour (retried for `retry.deadline_secs`).
+/// Now the text comes after `media.wait_secs` with a line saying the picture
+/// follows, and when the gateway gives up, a line says it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_that_cannot_be_fetched_does_not_hold_its_text() {
+    // A media server that takes the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let prosody = Prosody::start().await;
+    let extra = format!(
+        "{SANDBOX_ALICE}\n[media]\nwait_secs = 2\ntimeout_secs = 1\n\n[retry]\ndeadline_secs = 5\n"
+    );
+    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), &extra)).await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/sandbox/message", gateway.http_base))
+        .header("authorization", SANDBOX_AUTH)
+        .body(
+            serde_json::json!({"from": "+15557654321", "to": "+15550001111", "body": "Look",
+                "media": [format!("http://{silent_addr}/pic.png")]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let words = alice.expect_message().await;
+    let words_after = started.elapsed();
+    assert_eq!(words.body().as_deref(), Some("Look"));
+    let coming = alice.expect_message().await;
+    assert!(
+        coming.body().unwrap_or_default().contains("on its way"),
+        "{coming:?}"
+    );
+    let failed = alice.expect_message().await;
+    let failed_after = started.elapsed();
+    println!(
+        "an unfetchable picture: its text after {words_after:?}, the failure line after {failed_after:?}"
+    );
+    assert!(words_after < Duration::from_secs(5), "{words_after:?}");
+    assert!(
+        failed
+            .body()
+            .unwrap_or_default()
+            .contains("could not be fetched"),
+        "{failed:?}"
+    );
+    // Nothing more: the text is complete, not delivered again.
+    assert!(alice.next_message(Duration::from_secs(2)).await.is_none());
+    gateway.stop().await;
+}

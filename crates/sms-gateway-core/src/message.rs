@@ -474,6 +474,16 @@ pub enum PstnEvent {
         /// The text, its media fetched.
         sms: InboundSms,
     },
+    /// The media of stored inbound text `id` are still being fetched after
+    /// `media.wait_secs` (#28): its text goes ahead of them.
+    MediaSlow {
+        /// The provider account it came through.
+        account: String,
+        /// The store's id of the text.
+        id: u64,
+        /// The text, as stored.
+        sms: InboundSms,
+    },
     /// The outcome of a [`PstnCommand::Send`].
     SendResult {
         /// The `ticket` of the command.

@@ -51,6 +51,8 @@ struct Inner {
     media: Option<Arc<crate::media::MediaService>>,
     /// What is counted (`[metrics]`).
     metrics: Arc<crate::metrics::Metrics>,
+    /// How long a text waits for its media (`media.wait_secs`).
+    media_wait: Duration,
 }
 
 /// The bounds on what anyone reaching the webhook port can make the gateway
@@ -98,6 +100,7 @@ impl PstnProcess {
                 },
                 media,
                 metrics,
+                media_wait: Duration::from_secs(config.media.wait_secs),
             }),
         }
     }
@@ -300,16 +303,35 @@ impl PstnProcess {
                             return;
                         };
                         let delay = |attempt| retry_delay(id, attempt);
-                        let done = media
-                            .fetch_all(
+                        let stored = sms.clone();
+                        let done = {
+                            let fetch = media.fetch_all(
                                 provider.as_ref(),
                                 &user,
                                 &mut sms,
                                 retry_until,
                                 delay,
                                 &shutdown,
-                            )
-                            .await;
+                            );
+                            tokio::pin!(fetch);
+                            // A picture that cannot be fetched (a carrier's
+                            // outage: retried for retry.deadline_secs) must not
+                            // hold its text that long (#28).
+                            tokio::select! {
+                                done = &mut fetch => done,
+                                () = tokio::time::sleep(inner.media_wait) => {
+                                    let _ = inner
+                                        .to_gateway
+                                        .send(PstnEvent::MediaSlow {
+                                            account: account.clone(),
+                                            id,
+                                            sms: stored,
+                                        })
+                                        .await;
+                                    fetch.await
+                                }
+                            }
+                        };
                         if done.is_some() {
                             for m in &sms.media {
                                 let outcome = match m.fetched {

@@ -72,6 +72,15 @@ pub struct MediaConfig {
     /// address is not followed (#27).
     #[serde(default)]
     pub relay_hosts: Vec<String>,
+    /// How long an inbound text waits for its media before it is delivered
+    /// without them, in seconds (with a line saying they are on the way;
+    /// each follows when fetched, or a line says it failed). Default 20.
+    #[serde(default = "default_media_wait")]
+    pub wait_secs: u64,
+}
+
+fn default_media_wait() -> u64 {
+    20
 }
 
 fn default_media_max_bytes() -> u64 {
@@ -103,6 +112,7 @@ impl Default for MediaConfig {
             delete_at_carrier: false,
             relay_private_urls: false,
             relay_hosts: Vec::new(),
+            wait_secs: default_media_wait(),
         }
     }
 }

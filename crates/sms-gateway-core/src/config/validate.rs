@@ -167,6 +167,7 @@ impl Config {
             ("media.timeout_secs", self.media.timeout_secs, HOUR),
             ("media.keep_days", self.media.keep_days, 36_500),
             ("media.max_total_bytes", self.media.max_total_bytes, 1 << 50),
+            ("media.wait_secs", self.media.wait_secs, HOUR),
         ] {
             if value > most {
                 return Err(invalid(
@@ -193,6 +194,7 @@ impl Config {
             ("media.timeout_secs", self.media.timeout_secs),
             ("media.keep_days", self.media.keep_days),
             ("media.max_total_bytes", self.media.max_total_bytes),
+            ("media.wait_secs", self.media.wait_secs),
         ] {
             if value == 0 {
                 return Err(invalid(key, "0", "must be at least 1"));

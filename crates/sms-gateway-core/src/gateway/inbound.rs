@@ -139,19 +139,15 @@ impl Gateway {
             return Ok(self.group_lines(tx, &user, &participants, sms, inbound_id));
         }
         let user_jid = user.jid.to_string();
-        // Never waits: a name still being looked up comes with a later text.
-        let nick = if user.caller_id {
-            self.routing
-                .users
-                .names()
-                .name_now(&sms.from, &sms.to)
-                .flatten()
-        } else {
-            None
-        };
-        let from = self.contact_jid_for(&user, &sms.from);
+        let (from, nick) = self.sender(&user, sms);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
-        if !sms.body.is_empty() {
+        // Its words went ahead of its media (`on_media_slow`): the media alone.
+        let went_ahead = {
+            let mut state = self.state();
+            let at = state.went_ahead.iter().position(|&i| i == inbound_id);
+            at.and_then(|at| state.went_ahead.remove(at)).is_some()
+        };
+        if !sms.body.is_empty() && !went_ahead {
             actions.push(OutgoingStanza::Chat {
                 from: from.clone(),
                 to: user_jid.clone(),
@@ -183,6 +179,71 @@ impl Gateway {
             *last = Some(inbound_id);
         }
         Ok(actions.into_iter().map(Action::Xmpp).collect())
+    }
+}
+
+impl Gateway {
+    /// Who a one-to-one text is from, as the user sees it: the contact's
+    /// JID and, once caller ID knows it, name (never waiting for it: a name
+    /// still being looked up comes with a later text).
+    fn sender(&self, user: &crate::directory::User, sms: &InboundSms) -> (String, Option<String>) {
+        let nick = if user.caller_id {
+            self.routing
+                .users
+                .names()
+                .name_now(&sms.from, &sms.to)
+                .flatten()
+        } else {
+            None
+        };
+        (self.contact_jid_for(user, &sms.from), nick)
+    }
+
+    /// Stored text `id`'s media are still being fetched after
+    /// `media.wait_secs` (#28): its words go now, with a line saying the
+    /// media follow; each arrives when fetched, or a line says it failed.
+    /// A group text waits for its media (its lines are the room's history).
+    pub(super) fn on_media_slow(&self, account: &str, id: u64, sms: &InboundSms) -> Vec<Action> {
+        const REMEMBERED: usize = 10_000;
+        let Some(user) = self.routing.users.by_number(account, &sms.to) else {
+            return vec![];
+        };
+        if sms.group(&user.number).is_some() {
+            return vec![];
+        }
+        let (from, nick) = self.sender(&user, sms);
+        let pending = sms.media.iter().filter(|m| m.fetched.is_none()).count();
+        let mut actions = vec![];
+        if !sms.body.is_empty() {
+            actions.push(OutgoingStanza::Chat {
+                from: from.clone(),
+                to: user.jid.to_string(),
+                body: sms.body.clone(),
+                media_url: None,
+                nick: nick.clone(),
+                inbound_id: None,
+                stable_id: Some(sms.id.clone()),
+            });
+        }
+        actions.push(OutgoingStanza::Chat {
+            from,
+            to: user.jid.to_string(),
+            body: if pending == 1 {
+                "[An attachment is on its way: it follows when the carrier lets the gateway fetch it.]".to_owned()
+            } else {
+                format!("[{pending} attachments are on their way: each follows when the carrier lets the gateway fetch it.]")
+            },
+            media_url: None,
+            nick,
+            inbound_id: None,
+            stable_id: Some(format!("{}/coming", sms.id)),
+        });
+        let mut state = self.state();
+        if state.went_ahead.len() >= REMEMBERED {
+            state.went_ahead.pop_front();
+        }
+        state.went_ahead.push_back(id);
+        actions.into_iter().map(Action::Xmpp).collect()
     }
 }
 

@@ -68,6 +68,10 @@ pub struct GatewayState {
     rooms_per_user: HashMap<String, usize>,
     /// Lines made by the gateway so far (for their ids).
     lines: u64,
+    /// Inbound texts whose words went ahead of their media (`media.wait_secs`),
+    /// so the media's arrival delivers the media alone. Bounded; after a
+    /// restart the words come again, under the same id.
+    went_ahead: std::collections::VecDeque<u64>,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.
@@ -241,6 +245,9 @@ impl Gateway {
                 (self.on_send_result(tx, ticket, ids, error), None)
             }
             PstnEvent::Status { account, report } => (self.on_status(tx, &account, report), None),
+            PstnEvent::MediaSlow { account, id, sms } => {
+                (self.on_media_slow(&account, id, &sms), None)
+            }
             PstnEvent::MediaFetched { account, id, sms } => {
                 (self.on_media_fetched(tx, &account, id, &sms), None)
             }

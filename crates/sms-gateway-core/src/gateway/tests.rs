@@ -1642,3 +1642,75 @@ fn limits_count_billed_segments_recipients_and_days() {
     );
     assert!(text.contains("limits.texts_per_day"), "{text}");
 }
+
+/// #28: a picture that cannot be fetched (retried for up to an hour) no
+/// longer holds its text: after `media.wait_secs` the words go, with a
+/// line saying the attachment follows; when the fetch ends, the attachment
+/// (or a line saying it failed) comes alone, completing the stored text.
+#[test]
+fn a_slow_picture_does_not_hold_its_text() {
+    let g = gateway();
+    let sms = InboundSms::new(
+        "SMslow",
+        n("+15557654321"),
+        n("+15550001111"),
+        "look at this",
+        vec![Media::new(
+            "https://carrier.example/1",
+            Some("image/jpeg".into()),
+        )],
+    );
+    let a = g.inbound("main", &sms).unwrap();
+    assert!(
+        matches!(&a[..], [Action::Pstn(PstnCommand::FetchMedia { .. })]),
+        "{a:?}"
+    );
+    let id = g.store.pending_inbound().unwrap()[0].id;
+    let (early, _) = g.pstn(PstnEvent::MediaSlow {
+        account: "main".into(),
+        id,
+        sms: sms.clone(),
+    });
+    let bodies: Vec<(String, Option<u64>, Option<String>)> = early
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Chat {
+                body,
+                inbound_id,
+                stable_id,
+                ..
+            }) => Some((body.clone(), *inbound_id, stable_id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2, "{early:?}");
+    assert_eq!(
+        bodies[0],
+        ("look at this".into(), None, Some("SMslow".into()))
+    );
+    assert!(
+        bodies[1].0.contains("on its way") && bodies[1].1.is_none(),
+        "{bodies:?}"
+    );
+    // Still pending: nothing completed it yet.
+    assert_eq!(g.store.pending_inbound().unwrap().len(), 1);
+    let mut failed = sms.clone();
+    failed.media[0].fetched = Some(Fetched::Failed {
+        reason: "the carrier's media server could not be reached".into(),
+    });
+    let (late, _) = g.pstn(PstnEvent::MediaFetched {
+        account: "main".into(),
+        id,
+        sms: failed,
+    });
+    let [Action::Xmpp(OutgoingStanza::Chat {
+        body,
+        inbound_id: Some(done),
+        ..
+    })] = &late[..]
+    else {
+        panic!("the attachment's line alone: {late:?}")
+    };
+    assert_eq!(*done, id);
+    assert!(body.contains("could not be fetched"), "{body}");
+}
