@@ -244,3 +244,56 @@ async fn a_picture_that_cannot_be_fetched_does_not_hold_its_text() {
     assert!(alice.next_message(Duration::from_secs(2)).await.is_none());
     gateway.stop().await;
 }
+
+/// #28: one-time codes outside North America come from sender names
+/// (`Google`, `HSBC UK`). They were refused (400, "not a phone number") and
+/// lost; now they arrive from an address for the sender, and a reply to it
+/// is refused saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_from_sender_names_arrive_and_replies_are_refused() {
+    let prosody = Prosody::start().await;
+    let gateway = Gateway::start(&gateway_config(&prosody, free_port(), SANDBOX_ALICE)).await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    let mut alice = User::login(&prosody, "alice").await;
+    for (sender, node) in [("Google", "google"), ("HSBC UK", "hsbc_uk")] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/hooks/sandbox/message", gateway.http_base))
+            .header("authorization", SANDBOX_AUTH)
+            .body(
+                serde_json::json!({"from": sender, "to": "+15550001111",
+                    "body": format!("G-123456 is your {sender} code")})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{sender}");
+        let m = alice.expect_message().await;
+        assert_eq!(m.from(), Some(format!("{node}@sms.localhost").as_str()));
+        assert!(m.body().unwrap_or_default().contains("G-123456"), "{m:?}");
+        alice
+            .send_chat(
+                &format!("{node}@sms.localhost"),
+                &format!("r-{node}"),
+                "thanks",
+            )
+            .await;
+        let e = alice.expect_message().await;
+        let (condition, text) = e.error().expect("an error");
+        assert_eq!(condition, "not-acceptable");
+        assert!(text.contains("cannot receive them"), "{text}");
+    }
+    let outbox = reqwest::Client::new()
+        .get(format!("{}/hooks/sandbox/outbox", gateway.http_base))
+        .header("authorization", SANDBOX_AUTH)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(outbox.trim(), "[]", "nothing was texted");
+    gateway.stop().await;
+}

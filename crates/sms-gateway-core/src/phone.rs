@@ -267,14 +267,44 @@ impl PhoneNumber {
         })
     }
 
-    /// The E.164 form, `+15557654321`, or the digits of a short code.
+    /// The E.164 form, `+15557654321`, the digits of a short code, or a
+    /// sender name (`Google`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Whether this is a short code rather than an E.164 number.
     pub fn is_short_code(&self) -> bool {
-        !self.0.starts_with('+')
+        !self.0.starts_with('+') && !self.is_sender_name()
+    }
+
+    /// Who sent a text, as the carrier names them: a number (as
+    /// [`PhoneNumber::parse`] reads it) or, outside North America often,
+    /// an alphanumeric sender id (`Google`, `HSBC-UK`: 1 to 11 letters,
+    /// digits, `-`, `.`, `_`, `&` or spaces, at least one letter), which
+    /// cannot receive texts (#28).
+    pub fn sender(input: &str) -> Result<Self, PhoneError> {
+        match Self::parse(input, None) {
+            Ok(n) => Ok(n),
+            Err(e) => Self::sender_name(input).ok_or(e),
+        }
+    }
+
+    /// An alphanumeric sender id, as a contact JID's local part carries it
+    /// (lower case, spaces as `_`: an address holds none), if `input` is one.
+    pub fn sender_name(input: &str) -> Option<Self> {
+        let name = input.trim();
+        let ok = (1..=11).contains(&name.chars().count())
+            && name.chars().any(|c| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '&' | ' '));
+        ok.then(|| PhoneNumber(name.to_ascii_lowercase().replace(' ', "_")))
+    }
+
+    /// Whether this is an alphanumeric sender id: it cannot receive texts.
+    pub fn is_sender_name(&self) -> bool {
+        self.0.chars().any(|c| c.is_ascii_alphabetic())
     }
 }
 
@@ -377,7 +407,10 @@ impl<'de> Deserialize<'de> for PhoneNumber {
     /// config's default prefix and go through [`PhoneNumber::parse`].
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        PhoneNumber::parse(&s, None).map_err(serde::de::Error::custom)
+        // A stored text from a sender name reads back as one.
+        PhoneNumber::parse(&s, None)
+            .or_else(|e| PhoneNumber::sender_name(&s).ok_or(e))
+            .map_err(serde::de::Error::custom)
     }
 }
 

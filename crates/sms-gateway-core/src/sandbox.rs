@@ -196,6 +196,11 @@ impl SandboxProvider {
     }
 }
 
+/// The sender of an inbound text: a number, or an alphanumeric sender id.
+fn parse_sender(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
+    PhoneNumber::sender(value).map_err(|e| WebhookError::BadRequest(format!("`{field}`: {e}")))
+}
+
 fn parse_number(field: &str, value: &str) -> Result<PhoneNumber, WebhookError> {
     PhoneNumber::parse(value, None).map_err(|e| WebhookError::BadRequest(format!("`{field}`: {e}")))
 }
@@ -276,7 +281,7 @@ impl PstnProvider for SandboxProvider {
                 let id = m.id.unwrap_or_else(|| self.new_id("SBIN"));
                 let sms = InboundSms {
                     id,
-                    from: parse_number("from", &m.from)?,
+                    from: parse_sender("from", &m.from)?,
                     to: parse_number("to", &m.to)?,
                     body: m.body,
                     media: m

@@ -400,6 +400,12 @@ fn number(params: &[(String, String)], name: &str) -> Result<PhoneNumber, Webhoo
     PhoneNumber::parse(v, None).map_err(|e| WebhookError::BadRequest(format!("`{name}`: {e}")))
 }
 
+/// The sender of an inbound text: a number, or an alphanumeric sender id.
+fn sender(params: &[(String, String)], name: &str) -> Result<PhoneNumber, WebhookError> {
+    let v = required(params, name)?;
+    PhoneNumber::sender(v).map_err(|e| WebhookError::BadRequest(format!("`{name}`: {e}")))
+}
+
 /// Twilio's words for the error codes a failed delivery most often carries.
 fn error_description(code: &str) -> Option<&'static str> {
     Some(match code {
@@ -451,7 +457,7 @@ pub fn parse_webhook(
             }
             let sms = InboundSms {
                 id: id.to_owned(),
-                from: number(params, "From")?,
+                from: sender(params, "From")?,
                 to: number(params, "To")?,
                 body: field(params, "Body").unwrap_or("").to_owned(),
                 media,

@@ -225,6 +225,11 @@ fn number(field: &str, v: &str) -> Result<PhoneNumber, WebhookError> {
     PhoneNumber::parse(v, None).map_err(|e| bad(format!("`{field}`: {e}")))
 }
 
+/// The sender of an inbound text: a number, or an alphanumeric sender id.
+fn sender(field: &str, v: &str) -> Result<PhoneNumber, WebhookError> {
+    PhoneNumber::sender(v).map_err(|e| bad(format!("`{field}`: {e}")))
+}
+
 fn describe(errors: &[ApiError]) -> Option<String> {
     let e = errors.first()?;
     let code = e.code.as_ref().map(|c| {
@@ -285,7 +290,7 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError
             let mut sms = InboundSms::new(
                 // The event id is what repeats when Telnyx retries.
                 d.id,
-                number("data.payload.from.phone_number", &from.phone_number)?,
+                sender("data.payload.from.phone_number", &from.phone_number)?,
                 to,
                 p.text.unwrap_or_default(),
                 p.media

@@ -46,6 +46,19 @@ impl Gateway {
                 )
             }
         };
+        // A reply to an alphanumeric sender id (`google@…`, a one-time
+        // code's sender): no carrier can text it (#28).
+        if self.routing.phone.parse(node).is_err() {
+            if let Some(name) = crate::phone::PhoneNumber::sender_name(node) {
+                return error(
+                    ErrorCondition::NotAcceptable,
+                    format!(
+                        "{} is not a phone number: if it is a sender name (as one-time codes come from), it can send texts but cannot receive them.",
+                        name.as_str()
+                    ),
+                );
+            }
+        }
         let target = match self.target(&chat, node, &user) {
             Ok(t) => t,
             Err(text) => return error(ErrorCondition::JidMalformed, text),

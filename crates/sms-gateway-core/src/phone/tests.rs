@@ -275,3 +275,38 @@ fn long_inputs_are_refused_unread_and_errors_are_not_cached() {
     assert!(cache.iter().any(|(k, _)| k.0 == "5557654321"));
     assert!(!cache.iter().any(|(k, _)| k.0.ends_with("xq")));
 }
+
+/// #28: alphanumeric sender ids are senders, never numbers; they keep
+/// their shape in the store.
+#[test]
+fn sender_names_are_senders_and_not_numbers() {
+    for (input, stored) in [
+        ("Google", "google"),
+        ("HSBC UK", "hsbc_uk"),
+        ("HSBC-UK", "hsbc-uk"),
+        ("Vodafone", "vodafone"),
+        ("M&S", "m&s"),
+    ] {
+        let n = PhoneNumber::sender(input).unwrap();
+        assert_eq!(n.as_str(), stored);
+        assert!(n.is_sender_name() && !n.is_short_code(), "{input}");
+        let back: PhoneNumber = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(back, n);
+        assert!(
+            PhoneNumber::parse(input, None).is_err(),
+            "{input} is no number"
+        );
+    }
+    for not in [
+        "",
+        "12345678901234",
+        "TwelveLetter",
+        "no/slash",
+        "<b>",
+        "1234",
+    ] {
+        assert!(PhoneNumber::sender_name(not).is_none(), "{not:?}");
+    }
+    assert!(PhoneNumber::sender("+15557654321").unwrap().as_str() == "+15557654321");
+    assert!(PhoneNumber::sender("12345").unwrap().is_short_code());
+}
