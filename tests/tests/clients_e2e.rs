@@ -166,17 +166,30 @@ async fn suite(server: &dyn XmppServer) {
         "{name}: announced again: {again:?}"
     );
 
-    // --- Roster with names (XEP-0356): a chat to the number as dialled puts
-    // it in the roster under that JID, with its caller-ID name, and the
-    // reply comes from the same JID (one conversation).
+    // --- One person, one address (#28): a chat to the number as dialled is
+    // sent, the user is told once (in that window) that the contact's
+    // address is the E.164 one, the roster gets that address with its
+    // caller-ID name, and the reply comes from it.
     let dialled = "5557654321@sms.localhost";
+    let canonical = "+15557654321@sms.localhost";
     alice.send_chat(dialled, "c1", "hello Jane").await;
+    let told = loop {
+        let m = alice.expect_message().await;
+        if m.body().is_some() {
+            break m;
+        }
+    };
+    assert_eq!(told.from(), Some(dialled), "{name}: {told:?}");
+    assert!(
+        told.body().unwrap_or_default().contains(canonical),
+        "{name}: {told:?}"
+    );
     if roster_works(name) {
-        let item = roster_push(&mut alice, dialled, Duration::from_secs(5))
+        let item = roster_push(&mut alice, canonical, Duration::from_secs(5))
             .await
             .unwrap_or_else(|| {
                 panic!(
-                    "{name}: no roster push for {dialled}; log:\n{}",
+                    "{name}: no roster push for {canonical}; log:\n{}",
                     server.log()
                 )
             });
@@ -189,17 +202,17 @@ async fn suite(server: &dyn XmppServer) {
             Some("SMS"),
             "{name}"
         );
-        let p = presences_from(&mut alice, dialled, Duration::from_secs(2)).await;
+        let p = presences_from(&mut alice, canonical, Duration::from_secs(2)).await;
         assert!(
             p.iter()
                 .any(|p| p.attr("type").is_none()
-                    && p.attr("from") == Some(&format!("{dialled}/sms"))),
+                    && p.attr("from") == Some(&format!("{canonical}/sms"))),
             "{name}: the new contact is online: {p:?}"
         );
     } else {
         // ejabberd 23.01 grants the privilege but fails the roster set
         // (its issue #3942): the contact asks to be added, with its name.
-        let p = presences_from(&mut alice, dialled, Duration::from_secs(5)).await;
+        let p = presences_from(&mut alice, canonical, Duration::from_secs(5)).await;
         let ask = p
             .iter()
             .find(|p| p.attr("type") == Some("subscribe"))
@@ -221,8 +234,8 @@ async fn suite(server: &dyn XmppServer) {
     };
     assert_eq!(
         (reply.from(), reply.body().as_deref()),
-        (Some(dialled), Some("hi Alice")),
-        "{name}: the reply comes from the JID Alice wrote to"
+        (Some(canonical), Some("hi Alice")),
+        "{name}: the reply comes from the contact's one address"
     );
 
     // --- vCard4 over PubSub (XEP-0292) with the name.

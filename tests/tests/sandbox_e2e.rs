@@ -34,6 +34,15 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
     assert_eq!(outbox[0]["from"], "+15550001111");
     assert_eq!(outbox[0]["body"], "Hello sandbox");
     let id = outbox[0]["id"].as_str().unwrap().to_owned();
+    // Told once that the contact's one address is the E.164 one (#28).
+    let note = alice.expect_message().await;
+    assert_eq!(note.from(), Some("5557654321@sms.localhost"));
+    assert!(
+        note.body()
+            .unwrap_or_default()
+            .contains("+15557654321@sms.localhost"),
+        "{note:?}"
+    );
 
     // Delivery report → receipt.
     let r = http
@@ -69,10 +78,10 @@ async fn sandbox_keeps_what_it_sends_and_injects_replies() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = alice.expect_message().await;
-    // From the JID Alice wrote to (the number as dialled): one conversation.
+    // From the contact's one address, whatever form Alice wrote to (#28).
     assert_eq!(
         (text.from(), text.body().as_deref()),
-        (Some("5557654321@sms.localhost"), Some("Hi Alice"))
+        (Some("+15557654321@sms.localhost"), Some("Hi Alice"))
     );
     let pic = alice.expect_message().await;
     let url = pic.body().expect("a link");

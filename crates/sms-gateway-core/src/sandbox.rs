@@ -402,7 +402,7 @@ mod tests {
         let sb = SandboxProvider::new("sb", Secret::new("t"));
         for body in [
             "{",
-            r#"{"from":"x","to":"+15550001111","body":"a"}"#,
+            r#"{"from":"x/y","to":"+15550001111","body":"a"}"#,
             r#"{"from":"+15557654321","to":"+15550001111"}"#,
         ] {
             let err = sb

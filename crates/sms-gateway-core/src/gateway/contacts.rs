@@ -2,9 +2,10 @@
 //! changes (registration, commands, settings).
 //!
 //! Per (user, contact) it remembers, in the store ([`ENTRY_CONTACT`]):
-//! - the JID the user writes to, when it is not the canonical one
-//!   (`5557654321@…` rather than `+15557654321@…`): replies come from it,
-//!   so a contact is one conversation in the client whatever form was typed;
+//! - the last other form of the contact's address the user wrote to
+//!   (`5557654321@…` rather than `+15557654321@…`), so the user is told
+//!   once per form that the contact's one address is the E.164 one, which
+//!   every reply comes from (#28: one person, one conversation);
 //! - whether the user is subscribed to the contact's presence, so the
 //!   contact is announced available again after a restart;
 //! - the name last given to the user's roster (XEP-0356), so it is given
@@ -26,7 +27,8 @@ pub(crate) const MAX_CONTACTS: usize = 10_000;
 /// What is kept of one contact of one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Contact {
-    /// The local part the user writes to, when not the number's E.164 form.
+    /// The last local part other than the number's E.164 form the user
+    /// wrote to (and was told about).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local: Option<String>,
     /// The user is subscribed to the contact's presence.
@@ -38,10 +40,15 @@ pub(crate) struct Contact {
 }
 
 impl Contact {
-    /// The user writes to `local@…` for `number`: kept unless it is the
-    /// canonical (E.164) form.
-    fn written_as(&mut self, local: &str, number: &PhoneNumber) {
-        self.local = (local != number.as_str()).then(|| local.to_owned());
+    /// The user wrote to `local@…` for `number`: whether to tell them the
+    /// contact's one address (a form other than the E.164 one, and not the
+    /// form they were last told about).
+    fn written_as(&mut self, local: &str, number: &PhoneNumber) -> bool {
+        if local == number.as_str() || self.local.as_deref() == Some(local) {
+            return false;
+        }
+        self.local = Some(local.to_owned());
+        true
     }
 }
 
@@ -73,7 +80,7 @@ impl Gateway {
             if contact.subscribed {
                 if let Some((user, number)) = k.split_once('|') {
                     let from = match PhoneNumber::parse(number, None) {
-                        Ok(n) => self.jid_of(&contact, &n),
+                        Ok(n) => self.routing.contact_jid(&n),
                         Err(_) => self.routing.domain.clone(),
                     };
                     actions.push(Action::Xmpp(OutgoingStanza::Presence {
@@ -91,20 +98,10 @@ impl Gateway {
         Ok(actions)
     }
 
-    fn jid_of(&self, contact: &Contact, number: &PhoneNumber) -> String {
-        match &contact.local {
-            Some(local) => format!("{local}@{}", self.routing.domain),
-            None => self.routing.contact_jid(number),
-        }
-    }
-
-    /// The JID `number` writes to `user` from: the one the user wrote to.
-    pub(crate) fn contact_jid_for(&self, user: &User, number: &PhoneNumber) -> String {
-        let state = self.state();
-        match state.contacts.get(&key(user.jid.as_str(), Some(number))) {
-            Some(c) => self.jid_of(c, number),
-            None => self.routing.contact_jid(number),
-        }
+    /// The JID `number` writes to `user` from: its one address, the E.164
+    /// form, whatever form the user wrote to (#28).
+    pub(crate) fn contact_jid_for(&self, _user: &User, number: &PhoneNumber) -> String {
+        self.routing.contact_jid(number)
     }
 
     fn put_contact(
@@ -170,9 +167,10 @@ impl Gateway {
         };
         let k = key(user.jid.as_str(), Some(number));
         let mut renamed = None;
-        let contact = self.change_contact(tx, &k, |contact| {
+        let mut tell = false;
+        self.change_contact(tx, &k, |contact| {
             if let Some(local) = local {
-                contact.written_as(local, number);
+                tell = contact.written_as(local, number);
             }
             // A contact new to the roster goes in at once, with the name
             // if it is known yet; a name learned later (the lookup was
@@ -187,8 +185,8 @@ impl Gateway {
                 renamed = Some(name);
             }
         });
-        let jid = self.jid_of(&contact, number);
-        let actions = renamed
+        let jid = self.routing.contact_jid(number);
+        let mut actions: Vec<Action> = renamed
             .map(|name| {
                 Action::Xmpp(OutgoingStanza::RosterItem {
                     contact: jid.clone(),
@@ -198,6 +196,23 @@ impl Gateway {
             })
             .into_iter()
             .collect();
+        // Written to another form of the address: the text goes, and the
+        // user is told, in that window, where the contact's conversation
+        // is (once per form). A `redirect` error instead would make them
+        // type the text again; every reply comes from the one address.
+        if let (true, Some(local)) = (tell, local) {
+            actions.push(Action::Xmpp(OutgoingStanza::Chat {
+                from: format!("{local}@{}", self.routing.domain),
+                to: user.jid.to_string(),
+                body: format!(
+                    "Your text is on its way. This contact's address is {jid}: replies come from there, so write to that address to keep one conversation."
+                ),
+                media_url: None,
+                nick: None,
+                inbound_id: None,
+                stable_id: None,
+            }));
+        }
         (jid, actions)
     }
 

@@ -192,14 +192,18 @@ fn chat_becomes_a_text_through_the_users_account() {
         "5557654321@sms.example.com",
         "hi",
     ));
-    match &b[..] {
-        [Action::Pstn(PstnCommand::Send { account, parts, .. })] => {
-            let sms = &parts[0];
-            assert_eq!(account, "other");
-            assert_eq!(sms.to, n("+15557654321"), "default prefix applied");
-        }
-        other => panic!("{other:?}"),
-    }
+    let sends: Vec<_> = b
+        .iter()
+        .filter_map(|a| match a {
+            Action::Pstn(PstnCommand::Send { account, parts, .. }) => Some((account, parts)),
+            _ => None,
+        })
+        .collect();
+    let [(account, parts)] = &sends[..] else {
+        panic!("{b:?}")
+    };
+    assert_eq!(account.as_str(), "other");
+    assert_eq!(parts[0].to, n("+15557654321"), "default prefix applied");
 }
 
 fn expect_error(actions: Vec<Action>, want: ErrorCondition) -> String {
@@ -235,11 +239,15 @@ fn unconfigured_sender_gets_an_error() {
 #[test]
 fn invalid_number_gets_an_error_naming_it() {
     let g = gateway();
+    // Letters: maybe a sender name, which cannot receive texts (#28).
     let text = expect_error(
         g.chat(chat("alice@example.com/x", "pizza@sms.example.com", "hi")),
-        ErrorCondition::JidMalformed,
+        ErrorCondition::NotAcceptable,
     );
-    assert!(text.contains("pizza"), "{text}");
+    assert!(
+        text.contains("pizza") && text.contains("not a phone number"),
+        "{text}"
+    );
     // Numbers no country has, typed or as E.164 (#11: they were texted).
     for to in [
         "+1555@sms.example.com",
@@ -872,8 +880,9 @@ fn after_an_unclean_stop_each_user_is_told_what_arrived_last() {
 fn contacts_are_remembered_per_user() {
     let g = gateway();
     let all = |actions: Vec<Action>| actions;
-    // Alice writes to the number as she dials it: the roster gets it
-    // under that JID, once, and replies come from it.
+    // Alice writes to the number as she dials it: the text goes, she is
+    // told once that the contact's one address is the E.164 one, and the
+    // roster and every reply use that address (#28).
     let mut tx = g.begin().unwrap();
     let a = all(g.on_chat(
         &mut *tx,
@@ -895,7 +904,27 @@ fn contacts_are_remembered_per_user() {
         .collect();
     assert_eq!(
         rostered,
-        vec![("5557654321@sms.example.com", "alice@example.com")]
+        vec![("+15557654321@sms.example.com", "alice@example.com")]
+    );
+    let told: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Chat { from, body, .. }) => Some((from.as_str(), body)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{a:?}");
+    assert_eq!(
+        told[0].0, "5557654321@sms.example.com",
+        "in the window used"
+    );
+    assert!(
+        told[0].1.contains("+15557654321@sms.example.com"),
+        "{told:?}"
+    );
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Pstn(_))),
+        "and sent: {a:?}"
     );
     let mut tx = g.begin().unwrap();
     let again = g.on_chat(
@@ -908,10 +937,11 @@ fn contacts_are_remembered_per_user() {
     );
     tx.commit().unwrap();
     assert!(
-        !again
-            .iter()
-            .any(|a| matches!(a, Action::Xmpp(OutgoingStanza::RosterItem { .. }))),
-        "a contact goes to the roster once: {again:?}"
+        !again.iter().any(|a| matches!(
+            a,
+            Action::Xmpp(OutgoingStanza::RosterItem { .. } | OutgoingStanza::Chat { .. })
+        )),
+        "a contact goes to the roster once, and the form is told of once: {again:?}"
     );
     let sms = InboundSms {
         id: "in-1".into(),
@@ -924,8 +954,8 @@ fn contacts_are_remembered_per_user() {
     };
     let a = g.inbound("main", &sms).unwrap();
     assert!(
-        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { from, .. })] if from == "5557654321@sms.example.com"),
-        "the reply comes from the JID Alice wrote to: {a:?}"
+        matches!(&a[..], [Action::Xmpp(OutgoingStanza::Chat { from, .. })] if from == "+15557654321@sms.example.com"),
+        "the reply comes from the contact's one address: {a:?}"
     );
     // Bob never wrote to it: his chats from the number use the canonical JID.
     let to_bob = InboundSms {
@@ -964,7 +994,7 @@ fn contacts_are_remembered_per_user() {
         announced,
         vec![
             (
-                "5557654321@sms.example.com".to_owned(),
+                "+15557654321@sms.example.com".to_owned(),
                 "alice@example.com".to_owned()
             ),
             ("sms.example.com".to_owned(), "alice@example.com".to_owned()),
