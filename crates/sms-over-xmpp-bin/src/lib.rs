@@ -415,8 +415,9 @@ The config the Debian package installs (the sandbox carrier).
 The store (SQLite) and media files, under the packaged systemd unit.
 .TP
 \fI/usr/share/doc/sms\-over\-xmpp/\fR
-README.md (the configuration reference), operations.md (metrics, alerts,
-reload, backups, upgrades) and example configs.
+configuration.md (the configuration reference), users.md, security.md,
+reliability.md, operations.md (metrics, alerts, reload, backups, upgrades)
+and example configs.
 .SH SEE ALSO
 \fBprosody\fR(1), \fBejabberdctl\fR(8), \fBsystemctl\fR(1)
 "#;
