@@ -72,14 +72,15 @@ enum Cmd {
 
 #[derive(Parser, Clone)]
 struct RunArgs {
-    /// Round trips per measured run.
-    #[arg(long, default_value_t = 4000)]
+    /// Round trips per measured run (enough that memory which grows with
+    /// traffic shows).
+    #[arg(long, default_value_t = 20_000)]
     messages: usize,
     /// c2s sessions.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     clients: usize,
     /// Messages in flight per session.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     window: usize,
     /// Measured runs (the median is reported).
     #[arg(long, default_value_t = 3)]
@@ -114,6 +115,14 @@ struct RunArgs {
     /// after).
     #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
     store: String,
+    /// Compare with the build before (#30): this gateway binary ("old")
+    /// and `--gateway` ("new") are measured in turn in one invocation,
+    /// old, new, new, old, old, new, each a gateway process of `--runs`
+    /// runs, and each figure is printed as new/old with its spread. The
+    /// machines differ by 2x from day to day: only figures from one
+    /// invocation compare.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// A PostgreSQL database made for one gateway run, dropped with it.
@@ -225,6 +234,10 @@ async fn run(args: RunArgs) -> bool {
     .await;
     drop(echo);
 
+    if let Some(baseline) = args.baseline.clone() {
+        return compare(&args, &prosody, &me, ceiling.rate, &baseline).await;
+    }
+
     // The gateway, with the carrier mock.
     // `_database` first: bindings drop in reverse, so it goes after the
     // gateway has stopped.
@@ -305,6 +318,125 @@ async fn run(args: RunArgs) -> bool {
         println!("smoke: {}", if ok { "OK, nothing lost" } else { "FAILED" });
     }
     ok
+}
+
+/// A figure [`compare`] prints: its name, and how to read it from a slot.
+type Figure = (&'static str, fn(&Slot) -> f64);
+
+/// One gateway process's figures, for [`compare`].
+#[derive(Clone, Copy)]
+struct Slot {
+    cpu_ms_per_1000: f64,
+    peak_rss_mib: f64,
+    share: f64,
+    lost: usize,
+}
+
+/// `--baseline`: the old and the new gateway, interleaved (old, new, new,
+/// old, old, new), each a process of `args.runs` measured runs; every
+/// figure as new/old with the spread of each side.
+async fn compare(
+    args: &RunArgs,
+    prosody: &Prosody,
+    me: &std::path::Path,
+    ceiling: f64,
+    baseline: &std::path::Path,
+) -> bool {
+    let new = gateway_binary(&args.gateway);
+    let (mut old_slots, mut new_slots) = (vec![], vec![]);
+    for is_new in [false, true, true, false, false, true] {
+        let mut a = args.clone();
+        a.gateway = Some(if is_new {
+            new.clone()
+        } else {
+            baseline.to_path_buf()
+        });
+        let GatewayRun {
+            _database,
+            gateway,
+            mock,
+            _dir,
+        } = start_gateway(&a, prosody, me).await;
+        let pid = gateway.0.id();
+        let m = measure(
+            if is_new { "new" } else { "old" },
+            "sms.localhost",
+            &a,
+            prosody,
+            &[
+                ("gateway", pid),
+                ("prosody", prosody.child.0.id()),
+                ("mock", mock.0.id()),
+                ("client", std::process::id()),
+            ],
+        )
+        .await;
+        let slot = Slot {
+            cpu_ms_per_1000: m.cpu_ms_per_1000.get("gateway").copied().unwrap_or(0.0),
+            peak_rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
+            share: m.rate / ceiling,
+            lost: m.lost + m.errors,
+        };
+        eprintln!(
+            "{}: {:.1} ms CPU / 1000, peak RSS {:.1} MiB, {:.2} of the ceiling, lost {}",
+            if is_new { "new" } else { "old" },
+            slot.cpu_ms_per_1000,
+            slot.peak_rss_mib,
+            slot.share,
+            slot.lost
+        );
+        drop(gateway);
+        drop(mock);
+        if is_new {
+            new_slots.push(slot)
+        } else {
+            old_slots.push(slot)
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let figures: [Figure; 3] = [
+        ("gateway CPU ms per 1,000 round trips", |s| {
+            s.cpu_ms_per_1000
+        }),
+        ("peak RSS MiB", |s| s.peak_rss_mib),
+        ("rate as a share of the ceiling", |s| s.share),
+    ];
+    let mut report = serde_json::Map::new();
+    if !args.json {
+        println!(
+            "{:<38} {:>22} {:>22} {:>8}",
+            "", "old median (min-max)", "new median (min-max)", "new/old"
+        );
+    }
+    for (name, get) in figures {
+        let mut old: Vec<f64> = old_slots.iter().map(get).collect();
+        let mut new: Vec<f64> = new_slots.iter().map(get).collect();
+        let (om, nm) = (median(&mut old), median(&mut new));
+        let spread = |v: &[f64]| (v[0], v[v.len() - 1]);
+        let ((olo, ohi), (nlo, nhi)) = (spread(&old), spread(&new));
+        if args.json {
+            report.insert(
+                name.to_owned(),
+                serde_json::json!({"old": old, "new": new, "ratio": nm / om}),
+            );
+        } else {
+            println!(
+                "{name:<38} {om:>8.2} ({olo:.2}-{ohi:.2}) {nm:>8.2} ({nlo:.2}-{nhi:.2}) {:>8.2}",
+                nm / om
+            );
+        }
+    }
+    let lost: usize = old_slots.iter().chain(&new_slots).map(|s| s.lost).sum();
+    if args.json {
+        report.insert("lost".into(), lost.into());
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else {
+        println!("lost or failed: {lost}");
+    }
+    lost == 0
 }
 
 /// The gateway under test, its carrier mock, and its directory.

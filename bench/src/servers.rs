@@ -126,10 +126,9 @@ pub(crate) async fn mock(listen: &str, gateway: &str) {
                     form.get("Body").cloned().unwrap_or_default(),
                 );
                 let st2 = st.clone();
-                let sid2 = sid.clone();
                 tokio::spawn(async move {
                     let params = vec![
-                        ("MessageSid".to_owned(), format!("{sid2}in")),
+                        ("MessageSid".to_owned(), format!("SMf{n:031}")),
                         ("AccountSid".to_owned(), SID.to_owned()),
                         ("From".to_owned(), from),
                         ("To".to_owned(), to),

@@ -610,7 +610,8 @@ mod tests {
             (
                 &[
                     ("MessageSid", "SM1"),
-                    ("From", "garbage"),
+                    // Neither a number nor a sender name (#28 lets those in).
+                    ("From", "garbage/text"),
                     ("To", "+15550001111"),
                 ],
                 "From",
