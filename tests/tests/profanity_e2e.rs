@@ -199,6 +199,38 @@ async fn profanity_texts_through_the_gateway() {
         .await
         .unwrap_or_else(|s| panic!("the reply is not shown with the text:\n{s}"));
 
+    // One person, one address (#28): written to as dialled, the contact
+    // answers once, in that window, with its one address; the text goes.
+    screen.line("/msg 5557654321@sms.localhost from the dialled form");
+    screen
+        .wait_for(
+            &["address is +15557654321@sms.localhost"],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|s| panic!("no word of the contact's one address:\n{s}"));
+    assert!(
+        sandbox_sent(&hooks, SANDBOX_AUTH, &["from the dialled form"]).await,
+        "the text written to the dialled form did not go:\n{}",
+        screen.text()
+    );
+
+    // A one-time code from a sender name (#28): it arrives, from an address
+    // for the sender.
+    let r = reqwest::Client::new()
+        .post(format!("{hooks}/message"))
+        .header("authorization", SANDBOX_AUTH)
+        .body(r#"{"from":"Google","to":"+15550001111","body":"G-424242 is your code"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    screen.line("/msg google@sms.localhost");
+    screen
+        .wait_for(&["G-424242 is your code"], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|s| panic!("the code from a sender name is not shown:\n{s}"));
+
     // A group text: Profanity shows the invitation; joining the room shows
     // the text that waited, under the sender's name.
     let room = "+15551112222,+15557654321@sms.localhost";
