@@ -107,6 +107,8 @@ done
 
 echo "building sms-over-xmpp (the first build takes several minutes; cargo shows its progress)"
 cargo build -p sms-over-xmpp-bin
+# A log per run: the waits below look for this run's lines.
+: >"$QS_DIR/prosody.log"
 prosody --config "$QS_DIR/prosody.cfg.lua" -F &
 prosody_pid=$!
 gateway_pid=""
@@ -148,7 +150,8 @@ chmod +x "$QS_DIR/gateway.sh"
 gateway_pid=$!
 
 for _ in $(seq 100); do
-  grep -q "External component successfully authenticated" "$QS_DIR/prosody.log" 2>/dev/null && break
+  grep -q "External component successfully authenticated" "$QS_DIR/prosody.log" 2>/dev/null &&
+    (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break
   sleep 0.1
 done
 
