@@ -98,12 +98,6 @@ impl Gateway {
         Ok(actions)
     }
 
-    /// The JID `number` writes to `user` from: its one address, the E.164
-    /// form, whatever form the user wrote to (#28).
-    pub(crate) fn contact_jid_for(&self, _user: &User, number: &PhoneNumber) -> String {
-        self.routing.contact_jid(number)
-    }
-
     fn put_contact(
         &self,
         tx: &mut dyn Transaction,

@@ -196,7 +196,8 @@ impl Gateway {
         } else {
             None
         };
-        (self.contact_jid_for(user, &sms.from), nick)
+        // The contact's one address, whatever form the user wrote to (#28).
+        (self.routing.contact_jid(&sms.from), nick)
     }
 
     /// Stored text `id`'s media are still being fetched after
