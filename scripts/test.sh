@@ -4,11 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage's time, and the total, printed as it ends (CI's budget is
+# 20 minutes from a cold clone, 10 warm).
+started=$SECONDS
+stage_name=""
+stage_start=$SECONDS
+stage() {
+  if [ -n "$stage_name" ]; then
+    printf '== %s took %dm%02ds\n' "$stage_name" $(((SECONDS - stage_start) / 60)) $(((SECONDS - stage_start) % 60))
+  fi
+  stage_name=$1
+  stage_start=$SECONDS
+  [ -n "$stage_name" ] && echo "== $stage_name"
+  return 0
+}
+
+stage "installing what the tests need"
 scripts/install-test-deps.sh
 # shellcheck source=scripts/postgres-for-tests.sh
 . scripts/postgres-for-tests.sh
 
-echo "== format and lints"
+stage "format and lints"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 # The fuzz crate has its own lock file: a dependency added to a crate it
@@ -16,13 +32,13 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== unit, provider, store (SQLite and PostgreSQL), CLI and end-to-end tests (Prosody on loopback)"
+stage "unit, provider, store (SQLite and PostgreSQL), CLI and end-to-end tests (Prosody on loopback)"
 cargo test --workspace --locked
 
-echo "== fuzzing every parser of outside input, 20 s a target (scripts/fuzz.sh SECONDS to run longer)"
+stage "fuzzing every parser of outside input, 20 s a target (scripts/fuzz.sh SECONDS to run longer)"
 scripts/fuzz.sh 20
 
-echo "== a build without any carrier still runs with the sandbox"
+stage "a build without any carrier still runs with the sandbox"
 cargo build -p sms-over-xmpp-bin --no-default-features --locked
 bin=target/debug/sms-over-xmpp
 "$bin" check --config examples/sandbox.toml
@@ -34,11 +50,11 @@ grep -q 'unknown provider type' /tmp/sox-nofeatures.err
 # Put the full build back for whoever runs the binary next.
 cargo build -p sms-over-xmpp-bin --locked
 
-echo "== the load benchmark, as a smoke test (a few hundred round trips, nothing lost)"
+stage "the load benchmark, as a smoke test (a few hundred round trips, nothing lost)"
 cargo build -p sms-bench --locked
 target/debug/sms-bench run --smoke --gateway target/debug/sms-over-xmpp
 
-echo "== the quick start, as a smoke test: alone, twice (state kept), and while another runs"
+stage "the quick start, as a smoke test: alone, twice (state kept), and while another runs"
 qs=$(mktemp -d)
 QS_DIR="$qs" scripts/quickstart.sh --fresh --smoke
 QS_DIR="$qs" scripts/quickstart.sh --smoke
@@ -61,11 +77,12 @@ kill "$first"
 wait "$first" || true
 rm -rf "$qs"
 
-echo "== the Debian package: built with cargo-deb, its unit verified; under CI also installed with dpkg -i"
+stage "the Debian package: built with cargo-deb, its unit verified; under CI also installed with dpkg -i"
 if [ "${CI:-}" = "true" ]; then
   scripts/package.sh --install
 else
   scripts/package.sh
 fi
 
-echo "== all checks passed"
+stage ""
+printf '== all checks passed in %dm%02ds\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60))

@@ -237,7 +237,7 @@ async fn mms_both_ways_on_every_carrier() {
     assert_eq!(get(&form(&s[0]), "MediaUrl"), Some(url));
 
     // Inbound MMS: the text, then each picture as its own chat with
-    // XEP-0066 data, at the gateway's own URL (media_e2e tests the rest).
+    // XEP-0066 data, at the gateway's own URL (the media suite tests the rest).
     let cdn = wiremock::MockServer::start().await;
     let bytes = [picture(300), picture(400)];
     let pics = [
