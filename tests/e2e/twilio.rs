@@ -485,3 +485,105 @@ async fn shutdown_closes_the_stream_cleanly() {
     );
     assert!(!log.contains("Error processing component stream"), "{log}");
 }
+
+/// The Twilio sends received so far (none is waited for).
+async fn sends_now(twilio: &MockServer) -> usize {
+    twilio
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == twilio_messages_path())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start_and_the_carriers_codes_reach_the_user_plainly() {
+    let mut w = world().await;
+    // A send to +15557654322 is refused as Twilio refuses a number that
+    // opted out (its error shape, code 21610); others are accepted.
+    Mock::given(method("POST"))
+        .and(path(twilio_messages_path()))
+        .and(body_string_contains("To=%2B15557654322"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21610, "message": "Attempt to send to unsubscribed recipient",
+            "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400,
+        })))
+        .mount(&w.twilio)
+        .await;
+    mount_created(&w.twilio, "SM00000000000000000000000000000010").await;
+
+    // STOP: the text, then what it means (#31).
+    let stop = "SM00000000000000000000000000000011";
+    assert_eq!(post_inbound(&w, stop, "Stop", None).await.status(), 200);
+    assert_eq!(
+        w.alice.expect_message().await.body().as_deref(),
+        Some("Stop")
+    );
+    let notice = w.alice.expect_message().await;
+    assert_eq!(notice.from(), Some(CONTACT));
+    let notice = notice.body().unwrap_or_default();
+    assert!(
+        notice.contains("has opted out") && notice.contains("START"),
+        "{notice}"
+    );
+    // A chat to them is refused at once, without asking Twilio.
+    w.alice
+        .send_chat(CONTACT, "after-stop", "are you there?")
+        .await;
+    let (cond, text) = expect_error(&mut w.alice, "after-stop").await;
+    assert_eq!(cond, "forbidden");
+    assert!(text.contains("opted out"), "{text}");
+    assert_eq!(
+        sends_now(&w.twilio).await,
+        0,
+        "no API call for an opted-out contact"
+    );
+
+    // START undoes it.
+    let start = "SM00000000000000000000000000000012";
+    assert_eq!(post_inbound(&w, start, "START", None).await.status(), 200);
+    assert_eq!(
+        w.alice.expect_message().await.body().as_deref(),
+        Some("START")
+    );
+    let notice = w.alice.expect_message().await.body().unwrap_or_default();
+    assert!(notice.contains("opted back in"), "{notice}");
+    w.alice
+        .send_chat(CONTACT, "after-start", "welcome back")
+        .await;
+    sends(&w.twilio, 1).await;
+
+    // A STOP the gateway never saw: Twilio's 21610 marks the contact.
+    let other = "+15557654322@sms.localhost";
+    w.alice.send_chat(other, "refused", "hi").await;
+    let (cond, text) = expect_error(&mut w.alice, "refused").await;
+    assert_eq!(cond, "forbidden");
+    assert!(
+        text.contains("opted out") && text.contains("21610"),
+        "{text}"
+    );
+    w.alice.send_chat(other, "refused-again", "hi").await;
+    let (cond, _) = expect_error(&mut w.alice, "refused-again").await;
+    assert_eq!(cond, "forbidden");
+    assert_eq!(sends_now(&w.twilio).await, 2, "the second was not sent");
+
+    // A delivery failure reads as a sentence, then Twilio's words and code.
+    assert_eq!(
+        post_status(
+            &w,
+            "SM00000000000000000000000000000010",
+            "undelivered",
+            Some("30007")
+        )
+        .await
+        .status(),
+        200
+    );
+    let (cond, text) = expect_error(&mut w.alice, "after-start").await;
+    assert_eq!(cond, "recipient-unavailable");
+    assert!(
+        text.contains("blocked it as spam") && text.contains("30007"),
+        "{text}"
+    );
+}

@@ -21,6 +21,7 @@ pub mod callerid;
 mod component;
 pub mod config;
 mod directory;
+pub mod failure;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod gateway;

@@ -143,6 +143,9 @@ pub enum ErrorCondition {
     ResourceConstraint,
     /// `cancel`/`internal-server-error`: our fault.
     InternalServerError,
+    /// `auth`/`forbidden`: the contact has opted out of the user's texts;
+    /// nothing is sent until they opt back in.
+    Forbidden,
 }
 
 /// What the Gateway asks the XMPP process to send.

@@ -232,6 +232,7 @@ fn condition(c: ErrorCondition) -> (ErrorType, DefinedCondition) {
         ErrorCondition::ResourceConstraint => {
             (ErrorType::Wait, DefinedCondition::ResourceConstraint)
         }
+        ErrorCondition::Forbidden => (ErrorType::Auth, DefinedCondition::Forbidden),
         // A condition added to core after this was written.
         _ => (ErrorType::Cancel, DefinedCondition::UndefinedCondition),
     }

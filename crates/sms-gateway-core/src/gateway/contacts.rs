@@ -9,7 +9,10 @@
 //! - whether the user is subscribed to the contact's presence, so the
 //!   contact is announced available again after a restart;
 //! - the name last given to the user's roster (XEP-0356), so it is given
-//!   once, and again only when caller ID learns a different one.
+//!   once, and again only when caller ID learns a different one;
+//! - whether the contact has opted out of the user's texts (texted STOP, or
+//!   a send failed with the carrier's opt-out code), so a chat to them is
+//!   refused at once, until they text START (#31).
 
 use super::{Action, Gateway, User};
 use crate::directory::{Settings, StoredUser};
@@ -37,6 +40,9 @@ pub(crate) struct Contact {
     /// The name given to the user's roster (`Some(None)`: given, nameless).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rostered: Option<Option<String>>,
+    /// The contact opted out of texts from the user's number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    opted_out: bool,
 }
 
 impl Contact {
@@ -208,6 +214,34 @@ impl Gateway {
             }));
         }
         (jid, actions)
+    }
+
+    /// Whether `number` has opted out of `user`'s texts.
+    pub(crate) fn opted_out(&self, user: &str, number: &PhoneNumber) -> bool {
+        self.state()
+            .contacts
+            .get(&key(user, Some(number)))
+            .is_some_and(|c| c.opted_out)
+    }
+
+    /// Marks (`out`) or clears `number`'s opt-out of `user`'s texts, kept in
+    /// the store; whether it changed.
+    pub(crate) fn set_opted_out(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &str,
+        number: &PhoneNumber,
+        out: bool,
+    ) -> bool {
+        let mut changed = false;
+        self.change_contact(tx, &key(user, Some(number)), |c| {
+            changed = c.opted_out != out;
+            c.opted_out = out;
+        });
+        if changed {
+            tracing::info!(%user, %number, opted_out = out, "a contact's opt-out changed");
+        }
+        changed
     }
 
     /// Caller ID has just found `contact`'s name for the user(s) whose

@@ -49,6 +49,13 @@ impl Gateway {
                     Some(fetch) => actions.push(fetch),
                     None => actions.extend(self.inbound_chats(tx, account, sms, id)?),
                 }
+                // STOP or START: the carrier acts on it; the user is told
+                // after the text itself (#31).
+                if sms.group(&user.number).is_none() {
+                    if let Some(word) = crate::failure::opt_keyword(&sms.body) {
+                        actions.extend(self.on_opt_word(tx, &user, &sms.from, word, &sms.body));
+                    }
+                }
                 Ok(actions)
             }
             Ok(None) => {
@@ -61,6 +68,40 @@ impl Gateway {
                 Err(InboundRejected::Unavailable)
             }
         }
+    }
+
+    /// `number` texted an opt-out (or opt-in) word to `user`: remembered,
+    /// and the user told what it means, from the contact's address.
+    fn on_opt_word(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &super::User,
+        number: &crate::phone::PhoneNumber,
+        word: crate::failure::OptKeyword,
+        said: &str,
+    ) -> Vec<Action> {
+        use crate::failure::OptKeyword;
+        let out = word == OptKeyword::Out;
+        if !self.set_opted_out(tx, user.jid.as_str(), number, out) {
+            return vec![];
+        }
+        let said = said.trim();
+        let body = if out {
+            format!(
+                "{number} has opted out of texts from your number (they texted {said}): their carrier no longer delivers them, so the gateway will not send your chats to them. They can opt back in by texting START to your number."
+            )
+        } else {
+            format!("{number} has opted back in (they texted {said}): your texts reach them again.")
+        };
+        vec![Action::Xmpp(OutgoingStanza::Chat {
+            from: self.routing.contact_jid(number),
+            to: user.jid.to_string(),
+            body,
+            media_url: None,
+            nick: None,
+            inbound_id: None,
+            stable_id: None,
+        })]
     }
 
     /// The command that fetches stored text `id`'s media, if it has media

@@ -63,6 +63,18 @@ impl Gateway {
             Ok(t) => t,
             Err(text) => return error(ErrorCondition::JidMalformed, text),
         };
+        // The carrier would refuse it (and bill the attempt at some): no
+        // API call (#31).
+        if let Target::One { to } = &target {
+            if self.opted_out(user.jid.as_str(), to) {
+                return error(
+                    ErrorCondition::Forbidden,
+                    format!(
+                        "Not sent: {to} has opted out of texts from your number (they texted STOP), so the carrier would not deliver it. They can opt back in by texting START to your number."
+                    ),
+                );
+            }
+        }
         for url in &chat.media {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return error(
@@ -390,6 +402,7 @@ impl Gateway {
             }
             return actions;
         };
+        drop(state);
         if let Err(e) = tx.delete_chat(ticket) {
             tracing::error!(error = %e, "cannot forget a chat");
         }
@@ -397,7 +410,21 @@ impl Gateway {
         self.routing
             .activity
             .carrier_error(unix_now(), &chat.account, &format!("not sent: {e}"));
+        let failure = e.code.as_deref().and_then(crate::failure::kind_of);
+        if failure == Some(crate::failure::FailureKind::OptedOut) && !chat.group {
+            // The carrier says the contact opted out (a STOP we never saw,
+            // or one sent to another number of a Telnyx profile): refused at
+            // once from now on.
+            if let (Some(part), Some(user)) =
+                (chat.parts.first(), chat.user_full_jid.split('/').next())
+            {
+                self.set_opted_out(tx, user, &part.to, true);
+            }
+        }
         let condition = match e.kind {
+            _ if failure == Some(crate::failure::FailureKind::OptedOut) => {
+                ErrorCondition::Forbidden
+            }
             ProviderErrorKind::Rejected => ErrorCondition::NotAcceptable,
             ProviderErrorKind::Unauthorized => ErrorCondition::InternalServerError,
             ProviderErrorKind::RateLimited
@@ -406,15 +433,19 @@ impl Gateway {
             | ProviderErrorKind::Timeout => ErrorCondition::RemoteServerTimeout,
         };
         let parts = chat.parts.len();
+        let why = crate::failure::readable(e.code.as_deref(), &e.to_string());
         let mut text = if parts > 1 && !ids.is_empty() {
             format!(
-                "Only part of the text was sent: parts 1 to {} of {parts} went out, part {} did not: {e}.",
+                "Only part of the text was sent: parts 1 to {} of {parts} went out, part {} did not: {why}",
                 ids.len(),
                 ids.len() + 1
             )
         } else {
-            format!("Not sent: {e}.")
+            format!("Not sent: {why}")
         };
+        if !text.ends_with('.') {
+            text.push('.');
+        }
         if e.kind == ProviderErrorKind::Timeout {
             text.push_str(" It was not sent again, so that it cannot arrive twice.");
         }

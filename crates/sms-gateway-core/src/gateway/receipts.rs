@@ -147,16 +147,39 @@ impl Gateway {
                     &chat.account,
                     &format!("not delivered: {reason}"),
                 );
-                let text = if parts > 1 {
-                    format!("Part of the text was not delivered: {reason}.")
+                let code = crate::failure::code_in(&reason);
+                let opted_out = code.and_then(crate::failure::kind_of)
+                    == Some(crate::failure::FailureKind::OptedOut);
+                if opted_out {
+                    // Telnyx reports its opt-out block in the delivery
+                    // report: the contact is marked as for a refused send.
+                    let number = chat
+                        .contact_jid
+                        .split('@')
+                        .next()
+                        .and_then(|n| crate::phone::PhoneNumber::parse(n, None).ok());
+                    if let (Some(n), Some(user)) = (number, chat.user_full_jid.split('/').next()) {
+                        self.set_opted_out(tx, user, &n, true);
+                    }
+                }
+                let why = crate::failure::readable(code, &reason);
+                let mut text = if parts > 1 {
+                    format!("Part of the text was not delivered: {why}")
                 } else {
-                    format!("Not delivered: {reason}.")
+                    format!("Not delivered: {why}")
                 };
+                if !text.ends_with('.') {
+                    text.push('.');
+                }
                 vec![Action::Xmpp(OutgoingStanza::Error {
                     from: chat.contact_jid,
                     to: chat.user_full_jid,
                     id: chat.stanza_id,
-                    condition: ErrorCondition::RecipientUnavailable,
+                    condition: if opted_out {
+                        ErrorCondition::Forbidden
+                    } else {
+                        ErrorCondition::RecipientUnavailable
+                    },
                     text,
                 })]
             }

@@ -1744,3 +1744,177 @@ fn a_slow_picture_does_not_hold_its_text() {
     assert_eq!(*done, id);
     assert!(body.contains("could not be fetched"), "{body}");
 }
+
+/// A one-to-one text from `from` to Alice.
+fn text_to_alice(id: &str, from: &str, body: &str) -> InboundSms {
+    InboundSms {
+        id: id.into(),
+        from: n(from),
+        to: n("+15550001111"),
+        body: body.into(),
+        media: vec![],
+        others: vec![],
+        subject: None,
+    }
+}
+
+/// The bodies of the chats among `actions`.
+fn chat_bodies(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Xmpp(OutgoingStanza::Chat { body, .. }) => Some(body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn stop_refuses_chats_until_start_and_the_user_is_told() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let configured = gateway();
+    let make = || {
+        Gateway::with_store(
+            configured.routing.clone(),
+            Arc::default(),
+            store.clone(),
+            DEFAULT_RETRY_DEADLINE,
+        )
+    };
+    let g = make();
+    let to_contact = || chat("alice@example.com/x", "+15557654321@sms.example.com", "hi");
+    // The text first, then what it means (#31).
+    let a = g
+        .inbound("main", &text_to_alice("SMa", "+15557654321", " Stop. "))
+        .unwrap();
+    let bodies = chat_bodies(&a);
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0], " Stop. ");
+    assert!(
+        bodies[1].contains("+15557654321 has opted out") && bodies[1].contains("texting START"),
+        "{}",
+        bodies[1]
+    );
+    // A chat to them is refused at once: no send.
+    let why = expect_error(g.chat(to_contact()), ErrorCondition::Forbidden);
+    assert!(why.contains("opted out") && why.contains("START"), "{why}");
+    // The carrier repeating the webhook tells nobody twice.
+    assert!(g
+        .inbound("main", &text_to_alice("SMa", "+15557654321", " Stop. "))
+        .unwrap()
+        .is_empty());
+    // A text that merely has the word in it is a text.
+    let a = g
+        .inbound(
+            "main",
+            &text_to_alice("SMb", "+15557654321", "please stop by"),
+        )
+        .unwrap();
+    assert_eq!(chat_bodies(&a), vec!["please stop by".to_owned()]);
+    // Other contacts, and other users, are not concerned.
+    sent_ticket(&g.chat(chat(
+        "alice@example.com/x",
+        "+15557654322@sms.example.com",
+        "hi",
+    )));
+    sent_ticket(&g.chat(chat(
+        "bob@example.com/x",
+        "+15557654321@sms.example.com",
+        "hi",
+    )));
+    // Kept across a restart.
+    let g = make();
+    g.load_people().unwrap();
+    expect_error(g.chat(to_contact()), ErrorCondition::Forbidden);
+    // START undoes it, and says so.
+    let a = g
+        .inbound("main", &text_to_alice("SMc", "+15557654321", "start"))
+        .unwrap();
+    let bodies = chat_bodies(&a);
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(bodies[1].contains("opted back in"), "{}", bodies[1]);
+    sent_ticket(&g.chat(to_contact()));
+    // START again changes nothing: no second notice.
+    let a = g
+        .inbound("main", &text_to_alice("SMd", "+15557654321", "START"))
+        .unwrap();
+    assert_eq!(chat_bodies(&a).len(), 1);
+}
+
+#[test]
+fn the_carriers_opt_out_codes_mark_the_contact_and_failures_read_plainly() {
+    let g = gateway();
+    let to = |number: &str| {
+        chat(
+            "alice@example.com/x",
+            &format!("{number}@sms.example.com"),
+            "hi",
+        )
+    };
+    // Twilio refuses the send with 21610 (a STOP the gateway never saw).
+    let t = sent_ticket(&g.chat(to("+15557654321")));
+    let refused = ProviderError::from_http_status(400, "Attempt to send to unsubscribed recipient")
+        .with_code("21610");
+    let why = expect_error(
+        g.pstn(send_result(t, &[], Some(refused))).0,
+        ErrorCondition::Forbidden,
+    );
+    assert!(
+        why.starts_with("Not sent: The contact has opted out") && why.contains("21610"),
+        "{why}"
+    );
+    expect_error(g.chat(to("+15557654321")), ErrorCondition::Forbidden);
+
+    // Telnyx reports its block (40300) in the delivery report.
+    let status = |id: &str, why: &str| PstnEvent::Status {
+        account: "main".into(),
+        report: StatusReport {
+            message_id: id.into(),
+            status: DeliveryStatus::Failed(why.into()),
+        },
+    };
+    let t = sent_ticket(&g.chat(to("+15557654323")));
+    let _ = g.pstn(send_result(t, &["m1"], None));
+    let why = expect_error(
+        g.pstn(status(
+            "m1",
+            "delivery_failed, error 40300: Blocked due to STOP message",
+        ))
+        .0,
+        ErrorCondition::Forbidden,
+    );
+    assert!(why.contains("opted out") && why.contains("40300"), "{why}");
+    expect_error(g.chat(to("+15557654323")), ErrorCondition::Forbidden);
+
+    // Other codes: the sentence, then the carrier's words and code.
+    for (code, sentence) in [
+        ("30003", "could not be reached"),
+        ("30006", "cannot receive texts"),
+        ("30007", "blocked it as spam"),
+        ("40002", "blocked it as spam"),
+        ("30034", "not registered for business texting"),
+    ] {
+        let t = sent_ticket(&g.chat(to("+15557654329")));
+        let _ = g.pstn(send_result(t, &[&format!("id{code}")], None));
+        let why = expect_error(
+            g.pstn(status(
+                &format!("id{code}"),
+                &format!("undelivered, error {code}: the carrier's words"),
+            ))
+            .0,
+            ErrorCondition::RecipientUnavailable,
+        );
+        assert!(
+            why.contains(sentence) && why.contains(&format!("error {code}: the carrier's words")),
+            "{code}: {why}"
+        );
+    }
+    // An unknown code is the carrier's words alone.
+    let t = sent_ticket(&g.chat(to("+15557654329")));
+    let _ = g.pstn(send_result(t, &["idx"], None));
+    let why = expect_error(
+        g.pstn(status("idx", "undelivered, error 39999")).0,
+        ErrorCondition::RecipientUnavailable,
+    );
+    assert_eq!(why, "Not delivered: undelivered, error 39999.");
+}
