@@ -650,3 +650,87 @@ async fn real_clients_on_ejabberd() {
     let ejabberd = Ejabberd::start_with_privilege().await;
     suite(&ejabberd).await;
 }
+
+/// The next chat from the gateway's own address (the answer to a command
+/// written in chat), skipping anything else.
+async fn from_gateway(user: &mut User) -> String {
+    loop {
+        let m = user.expect_message().await;
+        if m.from() == Some(DOMAIN) && m.type_() == "chat" {
+            return m.body().unwrap_or_default();
+        }
+    }
+}
+
+/// Commands written in chat to the gateway's address, for clients without
+/// an ad-hoc command UI (#31): what the XEP-0050/0077 ones do, answered
+/// in chat, for a user, a stranger who registers, and an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_in_chat_on_prosody() {
+    let prosody = Prosody::start_with_privilege().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&prosody, &dir.path().join("store.db"), free_port())
+        .replace("approval = true", "approval = false");
+    let _gateway = Gateway::start(&cfg).await;
+    let mut alice = User::login(&prosody, "alice").await;
+    wait_for_component(&mut alice).await;
+
+    alice.send_chat(DOMAIN, "c1", "help").await;
+    let help = from_gateway(&mut alice).await;
+    assert!(
+        help.contains("new +1 555 765 4321") && help.contains("status"),
+        "{help}"
+    );
+    alice.send_chat(DOMAIN, "c2", " Status ").await;
+    let status = from_gateway(&mut alice).await;
+    assert!(
+        status.contains("+15550001111") && status.contains("Caller ID"),
+        "{status}"
+    );
+    assert!(!status.contains("XMPP link"), "not an admin: {status}");
+    alice.send_chat(DOMAIN, "c3", "new (555) 765-4321").await;
+    let started = from_gateway(&mut alice).await;
+    assert!(started.contains("+15557654321@sms.localhost"), "{started}");
+    alice.send_chat(DOMAIN, "c4", "new pizza").await;
+    let refused = from_gateway(&mut alice).await;
+    assert!(refused.starts_with("Not done:"), "{refused}");
+    alice.send_chat(DOMAIN, "c5", "hello gateway").await;
+    let hint = from_gateway(&mut alice).await;
+    assert!(hint.contains("Write help"), "{hint}");
+
+    // A stranger registers in chat.
+    let mut bob = User::login(&prosody, "bob").await;
+    bob.send_chat(DOMAIN, "b1", "status").await;
+    let status = from_gateway(&mut bob).await;
+    assert!(
+        status.contains("not a user") && status.contains("register"),
+        "{status}"
+    );
+    bob.send_chat(DOMAIN, "b2", "register").await;
+    let numbers = from_gateway(&mut bob).await;
+    assert!(numbers.contains("+15550002222"), "{numbers}");
+    bob.send_chat(DOMAIN, "b3", "register +15550009999").await;
+    let refused = from_gateway(&mut bob).await;
+    assert!(refused.contains("not offered"), "{refused}");
+    bob.send_chat(DOMAIN, "b4", "register +15550002222").await;
+    let done = from_gateway(&mut bob).await;
+    assert!(done.contains("You are registered"), "{done}");
+    bob.send_chat(DOMAIN, "b5", "status").await;
+    let status = from_gateway(&mut bob).await;
+    assert!(
+        status.contains("You are a user") && status.contains("+15550002222"),
+        "{status}"
+    );
+
+    // An admin's status says how the gateway is.
+    let mut carol = User::login(&prosody, "carol").await;
+    carol.send_chat(DOMAIN, "a1", "status").await;
+    let status = from_gateway(&mut carol).await;
+    assert!(
+        status.contains("XMPP link: up") && status.contains("Users:"),
+        "{status}"
+    );
+    for u in [alice, bob, carol] {
+        u.quit().await;
+    }
+}

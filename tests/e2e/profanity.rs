@@ -158,6 +158,22 @@ async fn profanity_texts_through_the_gateway() {
         .await
         .unwrap_or_else(|s| panic!("the commands are not listed:\n{s}"));
 
+    // Commands written in chat to the gateway's address (#31), as a user
+    // of a client without the command UI would.
+    screen.line("/msg sms.localhost status");
+    screen
+        .wait_for(
+            &["your texts come from +15550001111"],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|s| panic!("no answer to status in chat:\n{s}"));
+    screen.line("/msg sms.localhost new +1 555 765 9999");
+    screen
+        .wait_for(&["+15557659999@sms.localhost"], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|s| panic!("no answer to new in chat:\n{s}"));
+
     // A text from the client reaches the carrier.
     screen.line(&format!("/msg {contact} hello from profanity"));
     let hooks = format!("{}/hooks/sandbox", gateway.http_base);

@@ -272,18 +272,52 @@ impl crate::XmppProcess {
     /// A chat from someone who is not a user: answered here, without the
     /// Gateway or the store, within a budget shared by all non-users;
     /// past it, with a bare `resource-constraint`, counted.
+    /// Takes one answer from the budget all non-users share; false past it.
+    pub(crate) fn stranger_within_budget(&self) -> bool {
+        self.strangers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(tokio::time::Instant::now())
+    }
+
+    /// A non-user's command chat to the gateway's address (#31): answered
+    /// within the strangers' budget, past it refused as their chats are.
+    pub(crate) async fn answer_chat_command(
+        &self,
+        link: &mut Link,
+        outbox: &mut Outbox,
+        c: &sms_gateway_core::ChatMessage,
+    ) -> Result<(), Error> {
+        let Ok(from) = tokio_xmpp::jid::Jid::new(&c.from) else {
+            return Ok(());
+        };
+        let from = from.to_bare();
+        let known = self.users.get_any(&from).is_some() || self.admins.contains(&from);
+        if !known && !self.stranger_within_budget() {
+            self.metrics.refused("stranger_budget");
+            let out = OutgoingStanza::Error {
+                from: c.to.clone(),
+                to: c.from.clone(),
+                id: c.id.clone(),
+                condition: sms_gateway_core::ErrorCondition::ResourceConstraint,
+                text: String::new(),
+            };
+            return match outgoing_to_stanza(&out, String::new) {
+                Ok(s) => self.send(link, s).await,
+                Err(_) => Ok(()),
+            };
+        }
+        let answer = self.chat_command(&from, c);
+        self.carry_out(link, answer, outbox).await
+    }
+
     pub(crate) async fn answer_stranger(
         &self,
         link: &mut Link,
         c: &sms_gateway_core::ChatMessage,
     ) -> Result<(), Error> {
         use sms_gateway_core::ErrorCondition;
-        let within = self
-            .strangers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(tokio::time::Instant::now());
-        let (condition, text) = if within {
+        let (condition, text) = if self.stranger_within_budget() {
             self.metrics.refused("not_a_user");
             (
                 ErrorCondition::RegistrationRequired,

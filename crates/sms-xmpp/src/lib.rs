@@ -26,6 +26,7 @@ mod error;
 mod inbox;
 // Not API: sms-bench's bare echo component logs in with it.
 mod answers;
+mod chat_commands;
 #[doc(hidden)]
 pub mod link;
 mod muc;
@@ -434,6 +435,10 @@ impl XmppProcess {
                         // take a place in the queue.
                         if c.body.trim().is_empty() && c.media.is_empty() {
                             return Ok(());
+                        }
+                        // To the gateway's own address: a command (#31).
+                        if self.is_chat_command(c) {
+                            return self.answer_chat_command(link, outbox, c).await;
                         }
                         if self.users.get_text(&c.from).is_none() {
                             return self.answer_stranger(link, c).await;

@@ -76,14 +76,26 @@ pub const COMMANDS: &[(&str, &str, bool)] = &[
 
 /// A registration or command waiting for the Gateway's answer.
 pub(crate) struct Waiting {
-    /// The request, answered when the Gateway has done (or refused) it.
-    iq: Iq,
+    /// Who asked, answered when the Gateway has done (or refused) it.
+    asker: Asker,
     /// For a command: its node and session.
     command: Option<(String, String)>,
     /// What to say when it is done.
     done: String,
     /// Stanzas to send as well when it is done (notices to admins).
     then: Vec<Stanza>,
+}
+
+/// Who asked for a change: a request (registration, a command), answered
+/// with its result, or a chat to the gateway's address, answered in chat.
+// Kept inside a boxed `Waiting`, one per request in flight: the size is
+// paid once per request, not per variant moved around.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Asker {
+    /// An IQ: registration (XEP-0077) or an ad-hoc command (XEP-0050).
+    Iq(Iq),
+    /// A command written in chat (#31), by this user.
+    Chat(BareJid),
 }
 
 /// What the gateway knows of its users' servers and what it has said.
@@ -244,7 +256,7 @@ impl XmppProcess {
     }
 
     /// A chat from the gateway's own JID to `to`.
-    fn notice(&self, to: &BareJid, text: &str) -> Stanza {
+    pub(crate) fn notice(&self, to: &BareJid, text: &str) -> Stanza {
         let mut m = Message::chat(Jid::from(to.clone()));
         m.from = jid(&self.domain);
         m.id = Some(Id(self.new_id()));
@@ -628,7 +640,7 @@ impl XmppProcess {
     }
 
     /// Numbers free for registration: (label, value).
-    fn free_numbers(&self) -> Vec<(String, String)> {
+    pub(crate) fn free_numbers(&self) -> Vec<(String, String)> {
         self.offered
             .iter()
             .filter(|(account, n)| !self.users.number_taken(account, n))
@@ -779,20 +791,36 @@ impl XmppProcess {
 
     /// A registration for `number`, if it is one offered and free.
     fn register(&self, iq: &Iq, bare: &BareJid, number: Option<&str>) -> Answer {
-        let refuse = |t: String| Answer::Now(vec![translate::reply(iq, Err(bad(t))).into()]);
+        match self.registration(bare, number) {
+            Ok((change, done, then)) => self.ask(iq, None, change, done, then),
+            Err(why) => Answer::Now(vec![translate::reply(
+                iq,
+                Err(bad(format!("Field 'number': {why}"))),
+            )
+            .into()]),
+        }
+    }
+
+    /// The change registering `bare` with `number` asks of the Gateway,
+    /// what to say when it is done, and the admins' notices; or why not.
+    pub(crate) fn registration(
+        &self,
+        bare: &BareJid,
+        number: Option<&str>,
+    ) -> Result<(UserChange, String, Vec<Stanza>), String> {
         let Some(typed) = number else {
-            return refuse("Field 'number': pick a number.".into());
+            return Err("pick a number.".into());
         };
         let Ok(n) = PhoneNumber::parse(typed, None) else {
-            return refuse(format!("Field 'number': {typed:?} is not a phone number."));
+            return Err(format!("{typed:?} is not a phone number."));
         };
         let Some((account, _)) = self
             .offered
             .iter()
             .find(|(a, o)| *o == n && !self.users.number_taken(a, o))
         else {
-            return refuse(format!(
-                "Field 'number': {n} is not offered for registration, or someone has it."
+            return Err(format!(
+                "{n} is not offered for registration, or someone has it."
             ));
         };
         let approved = !self.registration.approval;
@@ -804,9 +832,7 @@ impl XmppProcess {
             then.extend(self.admins.iter().map(|admin| self.notice(admin, &ask)));
             format!("Your registration for {n} waits for an admin's approval; you will get a message when it is approved.")
         };
-        self.ask(
-            iq,
-            None,
+        Ok((
             UserChange::Put {
                 jid: bare.clone(),
                 user: StoredUser {
@@ -817,7 +843,7 @@ impl XmppProcess {
             },
             done,
             then,
-        )
+        ))
     }
 
     fn ask(
@@ -842,8 +868,33 @@ impl XmppProcess {
         Answer::Ask(
             change,
             Box::new(Waiting {
-                iq: iq.clone(),
+                asker: Asker::Iq(iq.clone()),
                 command,
+                done,
+                then,
+            }),
+        )
+    }
+
+    /// Asks the Gateway for `change` on behalf of a command written in
+    /// chat by `user`: the answer comes in chat.
+    pub(crate) fn ask_in_chat(
+        &self,
+        user: &BareJid,
+        change: UserChange,
+        done: String,
+        then: Vec<Stanza>,
+    ) -> Answer {
+        if self.people().waiting.len() >= WAITING {
+            return Answer::Now(vec![
+                self.notice(user, "The gateway is busy; try again in a moment.")
+            ]);
+        }
+        Answer::Ask(
+            change,
+            Box::new(Waiting {
+                asker: Asker::Chat(user.clone()),
+                command: None,
                 done,
                 then,
             }),
@@ -865,10 +916,23 @@ impl XmppProcess {
             return vec![];
         };
         let ok = result.is_ok();
+        let iq = match &w.asker {
+            Asker::Iq(iq) => iq,
+            Asker::Chat(user) => {
+                let mut out = vec![match result {
+                    Ok(()) => self.notice(user, &w.done),
+                    Err(why) => self.notice(user, &format!("Not done: {why}")),
+                }];
+                if ok {
+                    out.extend(w.then);
+                }
+                return out;
+            }
+        };
         let reply = match (&w.command, result) {
-            (None, Ok(())) => translate::reply(&w.iq, Ok(None)),
+            (None, Ok(())) => translate::reply(iq, Ok(None)),
             (None, Err(why)) => translate::reply(
-                &w.iq,
+                iq,
                 Err(error(
                     ErrorType::Cancel,
                     DefinedCondition::NotAcceptable,
@@ -880,14 +944,14 @@ impl XmppProcess {
                     Ok(()) => ("info", w.done.clone()),
                     Err(why) => ("error", why),
                 };
-                translate::reply(&w.iq, Ok(Some(completed(node, session, kind, &text, None))))
+                translate::reply(iq, Ok(Some(completed(node, session, kind, &text, None))))
             }
         };
         let mut out = vec![reply.into()];
         if ok {
             if w.command.is_none() {
                 // Registration: the user also reads what happens next.
-                if let Some(to) = w.iq.from() {
+                if let Some(to) = iq.from() {
                     out.push(self.notice(&to.to_bare(), &w.done));
                 }
             }
@@ -1184,6 +1248,34 @@ impl XmppProcess {
         translate::reply(iq, Ok(Some(self.executing(node, session, x))))
     }
 
+    /// A user starts a chat with the number they typed: the contact's
+    /// address, what to tell them, and the roster push (or subscription
+    /// request) that puts the contact in their roster; or why not.
+    pub(crate) fn start_chat(
+        &self,
+        from: &BareJid,
+        typed: &str,
+    ) -> Result<(String, String, Vec<Stanza>), String> {
+        let n = self.phone.parse(typed).map_err(|e| format!("{e}."))?;
+        let contact = format!("{n}@{}", self.domain);
+        let user = self.users.get(from).ok_or("You are not a user.")?;
+        let name = self.name_for(&n, &user.number, from);
+        let mut out = vec![];
+        let text = match self.roster_item(&contact, from.as_str(), name.as_deref()) {
+            Some(stanzas) => {
+                out.extend(stanzas);
+                format!("{contact} is in your contacts now: write to it to text {n}.")
+            }
+            None => {
+                // No roster access: the contact asks to be added, and the
+                // client offers to.
+                out.extend(self.ask_to_be_added(&contact, from.as_str(), name.as_deref()));
+                format!("{contact} asks to be added to your contacts: accept it, and write to it to text {n}.")
+            }
+        };
+        Ok((contact, text, out))
+    }
+
     fn command_submitted(
         &self,
         iq: &Iq,
@@ -1207,25 +1299,9 @@ impl XmppProcess {
                 let Some(typed) = first(values, "number") else {
                     return refuse("Field 'number' is required.".into());
                 };
-                let n = match self.phone.parse(typed) {
-                    Ok(n) => n,
-                    Err(e) => return refuse(format!("Field 'number': {e}.")),
-                };
-                let contact = format!("{n}@{}", self.domain);
-                let user = self.users.get(from).expect("a user ran it");
-                let name = self.name_for(&n, &user.number, from);
-                let mut out = vec![];
-                let text = match self.roster_item(&contact, from.as_str(), name.as_deref()) {
-                    Some(stanzas) => {
-                        out.extend(stanzas);
-                        format!("{contact} is in your contacts now: write to it to text {n}.")
-                    }
-                    None => {
-                        // No roster access: the contact asks to be added,
-                        // and the client offers to.
-                        out.extend(self.ask_to_be_added(&contact, from.as_str(), name.as_deref()));
-                        format!("{contact} asks to be added to your contacts: accept it, and write to it to text {n}.")
-                    }
+                let (contact, text, mut out) = match self.start_chat(from, typed) {
+                    Ok(started) => started,
+                    Err(e) => return refuse(format!("Field 'number': {e}")),
                 };
                 let x = form(
                     "result",
