@@ -587,3 +587,111 @@ async fn stop_and_start_and_the_carriers_codes_reach_the_user_plainly() {
         "{text}"
     );
 }
+
+/// The `Body` of each Twilio send so far, once there are `n`.
+async fn sent_bodies(twilio: &MockServer, n: usize) -> Vec<String> {
+    sends(twilio, n)
+        .await
+        .iter()
+        .map(|b| {
+            form_urlencoded::parse(b.as_bytes())
+                .find(|(k, _)| k == "Body")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_corrections_and_replies_read_as_phones_show_them() {
+    let mut w = world().await;
+    mount_created(&w.twilio, "SM00000000000000000000000000000020").await;
+    let tonight = "are we still on for tonight at the usual place?";
+    w.alice.send_chat(CONTACT, "r1", tonight).await;
+    sent_bodies(&w.twilio, 1).await;
+
+    // A reaction (XEP-0444) goes out as Google Messages words one (#31).
+    w.alice
+        .send_raw(&format!("<message type='chat' to='{CONTACT}' id='r2'><reactions xmlns='urn:xmpp:reactions:0' id='r1'><reaction>👍</reaction></reactions><store xmlns='urn:xmpp:hints'/></message>"))
+        .await;
+    let bodies = sent_bodies(&w.twilio, 2).await;
+    assert_eq!(
+        bodies[1],
+        "Reacted 👍 to \u{201c}are we still on for tonight at the usual…\u{201d}"
+    );
+    // Taking it back sends nothing.
+    w.alice
+        .send_raw(&format!("<message type='chat' to='{CONTACT}' id='r3'><reactions xmlns='urn:xmpp:reactions:0' id='r1'/></message>"))
+        .await;
+
+    // A correction (XEP-0308) goes as a new text saying so.
+    w.alice
+        .send_raw(&format!("<message type='chat' to='{CONTACT}' id='r4'><body>are we still on for tomorrow?</body><replace xmlns='urn:xmpp:message-correct:0' id='r1'/></message>"))
+        .await;
+    // A reply (XEP-0461) quotes once, shortened (its XEP-0428 fallback).
+    let quote = format!("> {tonight}\n");
+    let end = quote.chars().count();
+    w.alice
+        .send_raw(&format!("<message type='chat' to='{CONTACT}' id='r5'><body>{}yes!</body><reply xmlns='urn:xmpp:reply:0' id='r1' to='{CONTACT}'/><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='{end}'/></fallback></message>", esc(&quote)))
+        .await;
+    let bodies = sent_bodies(&w.twilio, 4).await;
+    assert_eq!(bodies.len(), 4, "the removal sent nothing: {bodies:?}");
+    // (The two go out at once: in either order.)
+    assert!(
+        bodies.contains(&"Correction: are we still on for tomorrow?".to_owned()),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.contains(&"> are we still on for tonight at the usual…\nyes!".to_owned()),
+        "{bodies:?}"
+    );
+
+    // The phone's reaction becomes one on Alice's message, its words kept
+    // as the fallback.
+    let liked = format!("Liked \u{201c}{tonight}\u{201d}");
+    let sid = "SM00000000000000000000000000000021";
+    assert_eq!(post_inbound(&w, sid, &liked, None).await.status(), 200);
+    let m = w.alice.expect_message().await;
+    let reactions = m
+        .child("reactions", "urn:xmpp:reactions:0")
+        .unwrap_or_else(|| panic!("not a reaction: {m:?}"));
+    assert_eq!(reactions.attr("id"), Some("r1"));
+    assert_eq!(
+        reactions
+            .get_child("reaction", "urn:xmpp:reactions:0")
+            .map(|r| r.text())
+            .as_deref(),
+        Some("👍")
+    );
+    assert!(m.child("fallback", "urn:xmpp:fallback:0").is_some());
+    assert_eq!(m.body().as_deref(), Some(liked.as_str()));
+
+    // Two of Alice's messages say the same: the phone's reaction stays text.
+    for id in ["o1", "o2"] {
+        w.alice.send_chat(CONTACT, id, "ok").await;
+    }
+    sent_bodies(&w.twilio, 6).await;
+    let sid = "SM00000000000000000000000000000022";
+    assert_eq!(
+        post_inbound(&w, sid, "Loved \"ok\"", None).await.status(),
+        200
+    );
+    let m = w.alice.expect_message().await;
+    assert_eq!(m.body().as_deref(), Some("Loved \"ok\""));
+    assert!(m.child("reactions", "urn:xmpp:reactions:0").is_none());
+
+    // The feature is advertised.
+    let info = w
+        .alice
+        .iq(
+            "get",
+            CONTACT,
+            "d1",
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        )
+        .await;
+    assert!(
+        String::from(&info).contains("urn:xmpp:reactions:0"),
+        "{info:?}"
+    );
+}

@@ -32,6 +32,7 @@ pub mod link;
 mod muc;
 mod outbox;
 mod people;
+mod reactions;
 mod translate;
 mod upload;
 
@@ -131,6 +132,8 @@ pub struct XmppProcess {
     rooms: Mutex<muc::Occupancy>,
     /// What is left of the budget for answering non-users' chats.
     strangers: Mutex<inbox::StrangerBudget>,
+    /// Each conversation's recent messages, for reactions (#31).
+    recent: Mutex<reactions::Recent>,
     /// `[admins] jids`.
     admins: std::collections::HashSet<tokio_xmpp::jid::BareJid>,
     /// `[registration]`.
@@ -216,6 +219,7 @@ impl XmppProcess {
             people: Mutex::default(),
             rooms: Mutex::default(),
             strangers: Mutex::default(),
+            recent: Mutex::default(),
             admins: config
                 .admins
                 .jids
@@ -428,8 +432,18 @@ impl XmppProcess {
                 if let Some(refusal) = self.check_room_message(&m) {
                     return self.send(link, refusal).await;
                 }
-                if let Some(ev) = message_to_event(&m) {
-                    if let XmppEvent::Chat(c) = &ev {
+                if let Some(mut ev) = message_to_event(&m) {
+                    if let XmppEvent::Chat(c) = &mut ev {
+                        // A user's chat to a contact: remembered, or its
+                        // reactions made text (#31).
+                        if !c.groupchat
+                            && c.addresses.is_empty()
+                            && c.to != self.domain
+                            && self.users.get_text(&c.from).is_some()
+                            && !self.user_chat_seen(&m, c)
+                        {
+                            return Ok(());
+                        }
                         // Chat states, markers, receipts: nothing for the
                         // Gateway to do (it would drop them), so they never
                         // take a place in the queue.

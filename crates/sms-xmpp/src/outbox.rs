@@ -16,6 +16,9 @@ pub(crate) struct Built {
     /// The stanza itself, when it was made as the Gateway's request was
     /// taken (roster items, answers to registrations and commands).
     pub(crate) ready: Option<Stanza>,
+    /// For a phone's reaction text: the id of the message it is on, and
+    /// the emoji (XEP-0444, #31).
+    pub(crate) reaction: Option<(String, String)>,
 }
 
 impl Built {
@@ -52,6 +55,9 @@ impl Built {
                 }
                 .into(),
             );
+            if let Some((on, emoji)) = &self.reaction {
+                m.payloads.extend(crate::reactions::payloads(on, emoji));
+            }
         }
         Ok(stanza)
     }
@@ -150,6 +156,7 @@ impl XmppProcess {
                     id: String::new(),
                     nick: None,
                     ready: Some(s),
+                    reaction: None,
                 });
             }
             return;
@@ -173,11 +180,22 @@ impl XmppProcess {
             } => format!("sms-{}", muc::line_id(id)),
             _ => self.new_id(),
         };
+        let reaction = match &out {
+            OutgoingStanza::Chat {
+                from,
+                to,
+                body,
+                media_url: None,
+                ..
+            } => self.text_seen(to, from, &id, body),
+            _ => None,
+        };
         outbox.unsent.push(Built {
             out,
             id,
             nick,
             ready: None,
+            reaction,
         });
     }
 

@@ -32,6 +32,7 @@ pub const FEATURES: &[&str] = &[
     ns::RECEIPTS,
     ns::OOB,
     VCARD_NS,
+    crate::reactions::REACTIONS_NS,
 ];
 
 /// Features announced on the gateway's own JID besides [`FEATURES`]:
@@ -172,8 +173,20 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
     let mut media = Vec::new();
     let mut receipt_requested = false;
     let mut addresses = Vec::new();
+    let mut correction = false;
+    let mut quoted = None;
     for p in &message.payloads {
-        if p.is("request", ns::RECEIPTS) {
+        if p.is("replace", CORRECT_NS) {
+            correction = true;
+        } else if p.is("fallback", crate::reactions::FALLBACK_NS) && p.attr("for") == Some(REPLY_NS)
+        {
+            // XEP-0428: the part of the body that quotes what is replied to.
+            let range = p
+                .get_child("body", crate::reactions::FALLBACK_NS)
+                .or(Some(p))
+                .and_then(|b| Some((b.attr("start")?.parse().ok()?, b.attr("end")?.parse().ok()?)));
+            quoted = range.filter(|(start, end): &(usize, usize)| start < end);
+        } else if p.is("request", ns::RECEIPTS) {
             receipt_requested = true;
         } else if p.is("addresses", crate::muc::ADDRESS_NS) {
             addresses.extend(
@@ -191,6 +204,15 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
             }
         }
     }
+    let mut body = body;
+    if let Some((start, end)) = quoted {
+        body = shorten_reply(&body, start, end);
+    }
+    if correction && !body.trim().is_empty() {
+        // XEP-0308: a text cannot be changed once sent; the new words go
+        // as a new text that says what it is.
+        body = format!("Correction: {}", body.trim_start());
+    }
     Some(XmppEvent::Chat(ChatMessage {
         from,
         to,
@@ -201,6 +223,40 @@ pub fn message_to_event(message: &Message) -> Option<XmppEvent> {
         groupchat,
         addresses,
     }))
+}
+
+/// XEP-0308's namespace.
+pub const CORRECT_NS: &str = "urn:xmpp:message-correct:0";
+/// XEP-0461's namespace.
+pub const REPLY_NS: &str = "urn:xmpp:reply:0";
+/// How much of a replied-to message a reply's text quotes.
+const REPLY_QUOTE_CHARS: usize = 40;
+
+/// A reply (XEP-0461) whose body quotes the message it answers in
+/// characters `start..end` (XEP-0428): the quote once, shortened to its
+/// first words on one line, then the reply, so the phone does not get the
+/// whole earlier text again.
+fn shorten_reply(body: &str, start: usize, end: usize) -> String {
+    let chars: Vec<char> = body.chars().collect();
+    if end > chars.len() {
+        return body.to_owned();
+    }
+    let quote: String = chars[start..end].iter().collect();
+    let reply: String = chars[..start].iter().chain(&chars[end..]).collect();
+    let words = quote
+        .lines()
+        .map(|l| l.trim_start_matches('>').trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if words.is_empty() {
+        return reply.trim().to_owned();
+    }
+    let mut short: String = words.chars().take(REPLY_QUOTE_CHARS).collect();
+    if short.len() < words.len() {
+        short.push('…');
+    }
+    format!("> {short}\n{}", reply.trim())
 }
 
 fn jid(s: &str) -> Result<Jid, crate::Error> {
@@ -416,6 +472,33 @@ mod tests {
             panic!()
         };
         assert_eq!(c.body, "hallo");
+    }
+
+    #[test]
+    fn a_correction_says_so_and_a_reply_quotes_once_shortened() {
+        let body = |xml: &str| {
+            let Some(XmppEvent::Chat(c)) = message_to_event(&parse_message(xml)) else {
+                panic!("{xml}")
+            };
+            c.body
+        };
+        assert_eq!(
+            body("<message xmlns='jabber:component:accept' type='chat' id='m2' from='a@b/c' to='+1@d'><body>see you at 9</body><replace xmlns='urn:xmpp:message-correct:0' id='m1'/></message>"),
+            "Correction: see you at 9"
+        );
+        // As Gajim and Conversations write a reply (XEP-0461) with its
+        // fallback quote (XEP-0428): the quote's range is in characters.
+        let quote = "> are we still on for tonight at the usual place? I can bring the cake\n";
+        let n = quote.chars().count();
+        assert_eq!(
+            body(&format!("<message xmlns='jabber:component:accept' type='chat' id='m3' from='a@b/c' to='+1@d'><body>{quote}yes, 8 o’clock</body><reply xmlns='urn:xmpp:reply:0' id='m0' to='+1@d'/><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='{n}'/></fallback></message>")),
+            "> are we still on for tonight at the usual…\nyes, 8 o’clock"
+        );
+        // A range past the body is not believed.
+        assert_eq!(
+            body("<message xmlns='jabber:component:accept' type='chat' from='a@b/c' to='+1@d'><body>> x\ny</body><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='99'/></fallback></message>"),
+            "> x\ny"
+        );
     }
 
     #[test]
