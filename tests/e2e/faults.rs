@@ -303,6 +303,111 @@ async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
     assert_eq!(got, want, "in order, once each");
 }
 
+/// #26: 10,000 texts while the XMPP server is down. They wait in the
+/// store, not in the channel to the XMPP process (which holds 1,024: past
+/// it the Gateway used to stop taking webhooks, answering 503); every
+/// webhook is answered 200, and when the server is back every text reaches
+/// the user, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_texts_wait_out_an_outage_and_go_out_in_order() {
+    const N: usize = 10_000;
+    let mut prosody = Prosody::start().await;
+    let twilio = MockServer::start().await;
+    let gateway = Gateway::start(&gateway_config(
+        &prosody,
+        free_port(),
+        &twilio_extra(&twilio.uri(), ""),
+    ))
+    .await;
+    prosody
+        .wait_component_logins(1, Duration::from_secs(10))
+        .await;
+    prosody.stop();
+    let started = Instant::now();
+    // Eight carriers' connections at once; each text numbered, so order
+    // within one connection's run is known (and across them, the store's).
+    let mut posters = vec![];
+    for lane in 0..8 {
+        let base = gateway.http_base.clone();
+        posters.push(tokio::spawn(async move {
+            // A webhook left unanswered counts as refused (before #26 the
+            // 1,025th waited until the gateway's own timeout, then 503).
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let mut refused = 0;
+            for i in (lane..N).step_by(8) {
+                let sid = format!("SM0ffa9e{i:026}");
+                let text = format!("outage {i:05}");
+                let params = [
+                    ("MessageSid", sid.as_str()),
+                    ("AccountSid", TWILIO_SID),
+                    ("From", "+15557654321"),
+                    ("To", "+15550001111"),
+                    ("Body", text.as_str()),
+                    ("NumMedia", "0"),
+                ];
+                let sig = twilio_sign(TOKEN, &format!("{PUBLIC}/main/message"), &params);
+                let r = client
+                    .post(format!("{base}/hooks/main/message"))
+                    .header("X-Twilio-Signature", sig)
+                    .form(&params)
+                    .send()
+                    .await;
+                if !r.is_ok_and(|r| r.status() == 200) {
+                    refused += 1;
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for p in posters {
+        refused += p.await.unwrap();
+    }
+    println!(
+        "{N} webhooks during the outage answered in {:?}, {refused} not 200",
+        started.elapsed()
+    );
+    assert_eq!(refused, 0, "every webhook taken while the server is down");
+    prosody.restart().await;
+    prosody
+        .wait_component_logins(2, Duration::from_secs(40))
+        .await;
+    let released = Instant::now();
+    let mut alice = User::login(&prosody, "alice").await;
+    let mut got = vec![];
+    while let Some(m) = alice.next_message(Duration::from_secs(10)).await {
+        got.push(m.body().unwrap_or_default());
+        if got.len() == N {
+            break;
+        }
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("outage {i:05}")).collect();
+    let lost = want.iter().filter(|w| !got.contains(w)).count();
+    let dups = got.len().saturating_sub(N - lost);
+    println!("released and read by the user in {:?}", released.elapsed());
+    report(
+        "10,000 texts during an outage",
+        N,
+        got.len() - dups,
+        dups,
+        lost,
+    );
+    assert_eq!(lost, 0);
+    // In the order the store took them: each connection's own texts in
+    // the order it sent them.
+    for lane in 0..8 {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|b| b[7..].parse::<usize>().is_ok_and(|i| i % 8 == lane))
+            .collect();
+        let sent: Vec<&String> = want.iter().skip(lane).step_by(8).collect();
+        assert_eq!(mine, sent, "connection {lane}'s texts in order, once each");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_webhooks_get_clear_errors_and_relaying_goes_on() {
     let (_prosody, _twilio, gateway, mut alice) = setup(None, "").await;

@@ -147,6 +147,12 @@ pub struct Metrics {
     /// Channels stalled now (they fail `/readyz`).
     stalled: Mutex<BTreeSet<String>>,
     logins: AtomicI64,
+    /// Whether the link was lost and is not back (set only by
+    /// [`Metrics::link_down`]: an embedder without an XMPP process never
+    /// has inbound texts held for a link).
+    link_lost: std::sync::atomic::AtomicBool,
+    /// Told when the link comes up, so texts held meanwhile go out.
+    link_back: tokio::sync::Notify,
     /// Each running account's series, made when the account starts (at
     /// start, or by a reload).
     handles: std::sync::RwLock<std::collections::HashMap<String, Handles>>,
@@ -291,6 +297,8 @@ impl Metrics {
             refused,
             stalled: Mutex::default(),
             logins: AtomicI64::new(0),
+            link_lost: std::sync::atomic::AtomicBool::new(false),
+            link_back: tokio::sync::Notify::new(),
             handles: Default::default(),
         };
         metrics.set_accounts(accounts);
@@ -438,6 +446,20 @@ impl Metrics {
             self.xmpp_reconnects.inc();
         }
         self.xmpp_up.set(1);
+        self.link_lost.store(false, Ordering::Relaxed);
+        self.link_back.notify_one();
+    }
+
+    /// Whether the link was lost and has not come back: inbound texts wait
+    /// in the store meanwhile (#26).
+    pub fn link_lost(&self) -> bool {
+        self.link_lost.load(Ordering::Relaxed)
+    }
+
+    /// Completes when the link comes up (again); a coming-up while nobody
+    /// waits is kept for the next wait.
+    pub async fn link_back(&self) {
+        self.link_back.notified().await
     }
 
     /// Whether the XMPP link is up now.
@@ -448,6 +470,7 @@ impl Metrics {
     /// The XMPP link is down.
     pub fn link_down(&self) {
         self.xmpp_up.set(0);
+        self.link_lost.store(true, Ordering::Relaxed);
     }
 
     /// Sets `queue`'s depth.

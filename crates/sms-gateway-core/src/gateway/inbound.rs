@@ -3,7 +3,7 @@
 
 use super::{Action, Gateway};
 use crate::message::{Fetched, InboundRejected, InboundSms, Media, OutgoingStanza, PstnCommand};
-use crate::store::Transaction;
+use crate::store::{StoreExt, Transaction};
 use crate::time::unix_now;
 
 impl Gateway {
@@ -176,11 +176,34 @@ impl Gateway {
                 }
             }
         }
+        if self.store.member().is_none() {
+            // The link is down (or texts held meanwhile are going out):
+            // the text waits in the store rather than in the channel to the
+            // XMPP process, which would fill and stop the Gateway taking
+            // webhooks (#26). Released, in order, when the link is back.
+            let mut state = self.state();
+            if state.releasing || self.routing.metrics.link_lost() {
+                state.held.insert(inbound_id);
+                self.routing.metrics.queue("held_inbound", state.held.len());
+                return Ok(vec![]);
+            }
+        }
+        self.deliver_inbound(tx, &user, sms, inbound_id)
+    }
+
+    /// The chats of stored inbound text `inbound_id` for `user`, now.
+    fn deliver_inbound(
+        &self,
+        tx: &mut dyn Transaction,
+        user: &crate::directory::User,
+        sms: &InboundSms,
+        inbound_id: u64,
+    ) -> Result<Vec<Action>, InboundRejected> {
         if let Some(participants) = sms.group(&user.number) {
-            return Ok(self.group_lines(tx, &user, &participants, sms, inbound_id));
+            return Ok(self.group_lines(tx, user, &participants, sms, inbound_id));
         }
         let user_jid = user.jid.to_string();
-        let (from, nick) = self.sender(&user, sms);
+        let (from, nick) = self.sender(user, sms);
         let mut actions = Vec::with_capacity(1 + sms.media.len());
         // Its words went ahead of its media (`on_media_slow`): the media alone.
         let went_ahead = {
@@ -223,7 +246,75 @@ impl Gateway {
     }
 }
 
+/// How many held texts are read from the store and handed on at a time.
+pub(crate) const RELEASE_BATCH: usize = 500;
+
 impl Gateway {
+    /// Starts releasing the texts held while the link was down: false if a
+    /// release runs already, or there is nothing to release.
+    pub(crate) fn begin_release(&self) -> bool {
+        let mut state = self.state();
+        if state.releasing || state.held.is_empty() || self.routing.metrics.link_lost() {
+            return false;
+        }
+        state.releasing = true;
+        true
+    }
+
+    /// The next held texts (at most [`RELEASE_BATCH`]), oldest first, as
+    /// chats. Empty when none is left (the release is then over) or the
+    /// link is lost again (they wait for its return).
+    pub(crate) fn next_released(&self) -> Vec<Action> {
+        let ids: std::collections::BTreeSet<u64> = {
+            let mut state = self.state();
+            if self.routing.metrics.link_lost() || state.held.is_empty() {
+                state.releasing = false;
+                return vec![];
+            }
+            let mut ids = std::collections::BTreeSet::new();
+            while ids.len() < RELEASE_BATCH {
+                match state.held.pop_first() {
+                    Some(id) => ids.insert(id),
+                    None => break,
+                };
+            }
+            self.routing.metrics.queue("held_inbound", state.held.len());
+            ids
+        };
+        let pending = match self.store.pending_inbound() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read held inbound texts; they wait for a restart");
+                return vec![];
+            }
+        };
+        let mut actions = vec![];
+        let released = self.store.write(|tx| {
+            for p in pending.iter().filter(|p| ids.contains(&p.id)) {
+                let Some(user) = self.routing.users.by_number(&p.account, &p.sms.to) else {
+                    tx.inbound_delivered(p.id)?;
+                    continue;
+                };
+                if let Ok(chats) = self.deliver_inbound(tx, &user, &p.sms, p.id) {
+                    actions.extend(chats);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = released {
+            tracing::error!(error = %e, "cannot release held inbound texts; they wait for a restart");
+        }
+        if actions.is_empty() {
+            // Delivered meanwhile (or gone): go on with the next ones.
+            return self.next_released();
+        }
+        tracing::info!(
+            texts = ids.len(),
+            "texts held while the XMPP link was down go out"
+        );
+        actions
+    }
+
     /// Who a one-to-one text is from, as the user sees it: the contact's
     /// JID and, once caller ID knows it, name (never waiting for it: a name
     /// still being looked up comes with a later text).

@@ -72,6 +72,13 @@ pub struct GatewayState {
     /// so the media's arrival delivers the media alone. Bounded; after a
     /// restart the words come again, under the same id.
     went_ahead: std::collections::VecDeque<u64>,
+    /// Stored inbound texts held while the XMPP link is down (and, while
+    /// they are released, the ones that come meanwhile, so none overtakes
+    /// an older one), in the store's order. They stay pending in the store
+    /// (a restart delivers them too); only their ids are here (#26).
+    held: std::collections::BTreeSet<u64>,
+    /// Whether held texts are being released now.
+    releasing: bool,
 }
 
 /// The answer to an inbound webhook, to send once its chats are handed on.

@@ -126,6 +126,28 @@ pub(crate) async fn run_gateway(
                 }
                 continue;
             }
+            () = io.metrics.link_back() => {
+                // Texts held while the link was down go out, oldest first,
+                // from a task of their own: the Gateway goes on taking
+                // webhooks (new texts wait behind the held ones, in order).
+                if gateway.begin_release() {
+                    let (gateway, io) = (gateway.clone(), io.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let batch = gateway.next_released();
+                            if batch.is_empty() {
+                                return;
+                            }
+                            for action in batch {
+                                if !io.dispatch(action).await {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+                continue;
+            }
             _ = expiry.tick() => {
                 match gateway.begin() {
                     Ok(mut tx) => {

@@ -1918,3 +1918,69 @@ fn the_carriers_opt_out_codes_mark_the_contact_and_failures_read_plainly() {
     );
     assert_eq!(why, "Not delivered: undelivered, error 39999.");
 }
+
+#[test]
+fn texts_wait_in_the_store_while_the_link_is_down_and_go_out_in_order() {
+    let g = gateway();
+    let text = |i: usize| text_to_alice(&format!("SM{i}"), "+15557654321", &format!("text {i}"));
+    g.routing.metrics.link_down();
+    // Held in the store, not in the channel to the XMPP process (#26): the
+    // webhook is answered, and nothing waits for the link.
+    for i in 0..1200 {
+        assert!(chat_bodies(&g.inbound("main", &text(i)).unwrap()).is_empty());
+    }
+    assert_eq!(g.store.pending_inbound().unwrap().len(), 1200);
+    assert!(!g.begin_release(), "not while the link is down");
+    g.routing.metrics.link_up();
+    assert!(g.begin_release());
+    assert!(!g.begin_release(), "one release at a time");
+    let mut bodies = chat_bodies(&g.next_released());
+    assert_eq!(bodies.len(), super::inbound::RELEASE_BATCH);
+    // One that comes during the release waits behind the held ones.
+    assert!(chat_bodies(&g.inbound("main", &text(5000)).unwrap()).is_empty());
+    loop {
+        let batch = g.next_released();
+        if batch.is_empty() {
+            break;
+        }
+        bodies.extend(chat_bodies(&batch));
+    }
+    let want: Vec<String> = (0..1200)
+        .chain([5000])
+        .map(|i| format!("text {i}"))
+        .collect();
+    assert_eq!(bodies, want, "every one, oldest first");
+    // Released: the next goes at once.
+    assert_eq!(
+        chat_bodies(&g.inbound("main", &text(6000)).unwrap()),
+        vec!["text 6000".to_owned()]
+    );
+    // Lost again in the middle of a release: the rest waits for its return.
+    g.routing.metrics.link_down();
+    for i in 7000..7600 {
+        g.inbound("main", &text(i)).unwrap();
+    }
+    g.routing.metrics.link_up();
+    assert!(g.begin_release());
+    assert_eq!(
+        chat_bodies(&g.next_released()).len(),
+        super::inbound::RELEASE_BATCH
+    );
+    g.routing.metrics.link_down();
+    assert!(g.next_released().is_empty());
+    g.routing.metrics.link_up();
+    assert!(g.begin_release());
+    assert_eq!(chat_bodies(&g.next_released()).len(), 100);
+    assert!(g.next_released().is_empty());
+}
+
+/// An embedder without an XMPP process never reports the link: nothing is
+/// held for it.
+#[test]
+fn without_a_link_ever_reported_nothing_is_held() {
+    let g = gateway();
+    let a = g
+        .inbound("main", &text_to_alice("SMe", "+15557654321", "hello"))
+        .unwrap();
+    assert_eq!(chat_bodies(&a), vec!["hello".to_owned()]);
+}
