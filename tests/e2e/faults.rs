@@ -260,8 +260,9 @@ async fn a_request_left_unanswered_is_reported_and_never_resent() {
     assert_eq!(n, 1, "never resent");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
+/// Prosody, a wiremock Twilio and the gateway logged in, then Prosody
+/// stopped: an XMPP outage begins.
+async fn outage() -> (Prosody, MockServer, Gateway) {
     let mut prosody = Prosody::start().await;
     let twilio = MockServer::start().await;
     let gateway = Gateway::start(&gateway_config(
@@ -274,6 +275,12 @@ async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
         .wait_component_logins(1, Duration::from_secs(10))
         .await;
     prosody.stop();
+    (prosody, twilio, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
+    let (mut prosody, _twilio, gateway) = outage().await;
     let n = 40;
     for i in 0..n {
         // Taken and stored while the XMPP server is down.
@@ -311,18 +318,7 @@ async fn inbound_texts_wait_out_a_30_second_prosody_outage_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_texts_wait_out_an_outage_and_go_out_in_order() {
     const N: usize = 10_000;
-    let mut prosody = Prosody::start().await;
-    let twilio = MockServer::start().await;
-    let gateway = Gateway::start(&gateway_config(
-        &prosody,
-        free_port(),
-        &twilio_extra(&twilio.uri(), ""),
-    ))
-    .await;
-    prosody
-        .wait_component_logins(1, Duration::from_secs(10))
-        .await;
-    prosody.stop();
+    let (mut prosody, twilio, gateway) = outage().await;
     let started = Instant::now();
     // Eight carriers' connections at once; each text numbered, so order
     // within one connection's run is known (and across them, the store's).
