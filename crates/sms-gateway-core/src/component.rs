@@ -4,8 +4,8 @@
 //! (so a message queued towards a process waits for its next incarnation),
 //! the Gateway's memory, the configuration and the webhook socket.
 
+use crate::built::Providers;
 use crate::config::Config;
-use crate::config::Providers;
 use crate::gateway::process::{run_gateway, GatewayIo};
 use crate::gateway::{Gateway, GatewayState, Routing};
 use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
@@ -29,10 +29,6 @@ const XMPP_EVENTS_CAPACITY: usize = 4;
 
 /// Capacity of each other channel between processes.
 const CHANNEL_CAPACITY: usize = 1024;
-/// First restart delay; doubles per consecutive failure.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest restart delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A process that ran this long before failing starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
@@ -447,7 +443,7 @@ where
         if started.elapsed() >= HEALTHY_RUN {
             failures = 0;
         }
-        let delay = backoff(failures);
+        let delay = crate::time::backoff(failures);
         failures = failures.saturating_add(1);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -456,27 +452,10 @@ where
     }
 }
 
-/// The delay before restart number `failures + 1`: 100 ms doubling to 30 s.
-pub fn backoff(failures: u32) -> Duration {
-    BACKOFF_START
-        .checked_mul(1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX))
-        .unwrap_or(BACKOFF_MAX)
-        .min(BACKOFF_MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(0), Duration::from_millis(100));
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(9), Duration::from_secs(30));
-        assert_eq!(backoff(40), Duration::from_secs(30));
-    }
 
     /// What another task hands over while the Gateway works through a
     /// batch (under load, one poll of the I/O driver wakes the XMPP process

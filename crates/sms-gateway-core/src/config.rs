@@ -7,14 +7,12 @@
 //! `check` command runs exactly that.
 
 use crate::phone::PhoneNumber;
-use crate::provider::{ProviderContext, ProviderRegistry};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SMS_OVER_XMPP_";
@@ -99,7 +97,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(
+pub(crate) fn invalid(
     key: impl Into<String>,
     value: impl Into<String>,
     reason: impl Into<String>,
@@ -132,27 +130,6 @@ impl Config {
         figment
             .extract_lossy::<Config>()
             .map_err(|e| ConfigError::Parse(figment_error(e)))
-    }
-}
-
-/// The provider accounts built from a validated config, by name.
-#[derive(Clone, Default)]
-pub struct Providers {
-    /// The carrier accounts, by name; a reload replaces them.
-    pub accounts: Arc<crate::accounts::Accounts>,
-    /// The users, read once; the processes share them.
-    pub users: Arc<crate::directory::Directory>,
-    /// The last carrier errors, recorded by the Gateway, shown to admins.
-    pub activity: Arc<crate::activity::Activity>,
-    /// What the three processes count (`[metrics]`).
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// `[limits]`, as a reload changes them.
-    pub limits: Arc<std::sync::RwLock<LimitsConfig>>,
-}
-
-impl std::fmt::Debug for Providers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.accounts.names()).finish()
     }
 }
 
@@ -235,7 +212,7 @@ fn figment_error(e: figment::Error) -> String {
 }
 
 mod sections;
-mod validate;
+pub(crate) mod validate;
 
 pub use sections::*;
 

@@ -7,6 +7,7 @@
 
 use crate::callerid::CallerId;
 use crate::config::{normalize_bare_jid, Config, ConfigError};
+pub use crate::message::StoredUser;
 use crate::phone::PhoneNumber;
 use jid::BareJid;
 use serde::{Deserialize, Serialize};
@@ -39,17 +40,6 @@ pub enum Origin {
         /// False while the registration waits for an admin.
         approved: bool,
     },
-}
-
-/// A stored user, as the store keeps it (JSON under its bare JID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredUser {
-    /// The user's number.
-    pub number: PhoneNumber,
-    /// The provider account.
-    pub account: String,
-    /// False while the registration waits for an admin.
-    pub approved: bool,
 }
 
 /// A user's settings, as the store keeps them (JSON under the bare JID).

@@ -17,6 +17,7 @@
 
 pub mod accounts;
 pub mod activity;
+mod built;
 pub mod callerid;
 mod component;
 pub mod config;
@@ -45,10 +46,9 @@ pub mod testkit;
 pub mod text;
 pub(crate) mod time;
 
-pub use component::{
-    backoff, Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink,
-};
-pub use config::{Config, ConfigError, Providers};
+pub use built::Providers;
+pub use component::{Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink};
+pub use config::{Config, ConfigError};
 pub use directory::{Directory, Origin, Refused, Settings, StoredUser};
 pub use gateway::{
     AccountPolicy, Ack, Action, Gateway, GatewayState, Routing, User, NOTICE_INTERVAL,
@@ -65,5 +65,5 @@ pub use provider::{
 };
 pub use sandbox::SandboxProvider;
 pub use secret::Secret;
-pub use time::{unix_now, utc};
+pub use time::{backoff, unix_now, utc};
 pub use tokio_util::sync::CancellationToken;

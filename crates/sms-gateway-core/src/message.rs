@@ -91,7 +91,19 @@ pub enum XmppEvent {
     },
 }
 
-/// A change to the users kept in the store ([`crate::Directory`]).
+/// A stored user, as the store keeps it (JSON under its bare JID): what a
+/// registration or an admin's *Add user* asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredUser {
+    /// The user's number.
+    pub number: PhoneNumber,
+    /// The provider account.
+    pub account: String,
+    /// False while the registration waits for an admin.
+    pub approved: bool,
+}
+
+/// A change to the users kept in the store (the directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UserChange {
@@ -101,7 +113,7 @@ pub enum UserChange {
         /// The user's bare JID.
         jid: jid::BareJid,
         /// What to keep.
-        user: crate::directory::StoredUser,
+        user: StoredUser,
     },
     /// Approves a waiting registration.
     Approve {

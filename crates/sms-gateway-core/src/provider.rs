@@ -9,7 +9,6 @@
 use crate::message::{InboundSms, Media, OutboundSms, StatusReport};
 pub use crate::message::{ProviderError, ProviderErrorKind};
 use crate::phone::PhoneNumber;
-pub use crate::setup::NumberSetup;
 use crate::text::Limits;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -265,7 +264,7 @@ pub trait PstnProvider: Send + Sync + 'static {
     /// `check --online`): the account's name and state, in words. The
     /// default says the carrier offers none.
     async fn whoami(&self) -> Result<String, ProviderError> {
-        Err(crate::setup::unsupported("checking the account"))
+        Err(unsupported("checking the account"))
     }
 
     /// Finds `number` on this account (for `check --online` and
@@ -275,7 +274,7 @@ pub trait PstnProvider: Send + Sync + 'static {
         number: &PhoneNumber,
     ) -> Result<Option<NumberSetup>, ProviderError> {
         let _ = number;
-        Err(crate::setup::unsupported("looking up numbers"))
+        Err(unsupported("looking up numbers"))
     }
 
     /// The URL the carrier should be given for inbound texts whose hook is
@@ -290,7 +289,7 @@ pub trait PstnProvider: Send + Sync + 'static {
     /// inbound texts, by POST (for `configure-carrier`).
     async fn point_number(&self, number: &NumberSetup, url: &str) -> Result<(), ProviderError> {
         let _ = (number, url);
-        Err(crate::setup::unsupported("pointing numbers"))
+        Err(unsupported("pointing numbers"))
     }
 }
 
@@ -462,4 +461,52 @@ mod tests {
             "carrier refused the message: error 21211: Invalid 'To' Phone Number"
         );
     }
+}
+
+/// A number as its carrier account holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberSetup {
+    /// The carrier's id for what [`PstnProvider::point_number`] changes:
+    /// the number itself (Twilio's `PN…`) or its messaging profile
+    /// (Telnyx, where one profile serves several numbers).
+    pub handle: String,
+    /// What `handle` names, for people: `number PN…`, `messaging profile …`.
+    pub handle_name: String,
+    /// Where the carrier sends the number's inbound texts now, if anywhere.
+    pub inbound_url: Option<String>,
+    /// The HTTP method it calls that URL with, where the carrier lets it be
+    /// chosen (LaML's `SmsMethod`); the gateway takes POST only.
+    pub method: Option<String>,
+    /// Why the number cannot be pointed by API, and what to do instead
+    /// (a Telnyx number in no messaging profile).
+    pub blocked: Option<String>,
+}
+
+impl NumberSetup {
+    /// Whether the number's inbound texts already reach `url` by POST.
+    pub fn points_at(&self, url: &str) -> bool {
+        self.inbound_url.as_deref() == Some(url)
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case("POST"))
+    }
+
+    /// Where inbound texts go now, in words.
+    pub(crate) fn now(&self) -> String {
+        match (&self.inbound_url, &self.method) {
+            (None, _) => "nowhere".into(),
+            (Some(u), _) if u.is_empty() => "nowhere".into(),
+            (Some(u), Some(m)) if !m.eq_ignore_ascii_case("POST") => format!("{u} by {m}"),
+            (Some(u), _) => u.clone(),
+        }
+    }
+}
+
+/// The error for a carrier that offers no API for `what`.
+pub(crate) fn unsupported(what: &str) -> ProviderError {
+    ProviderError::new(
+        ProviderErrorKind::Rejected,
+        format!("this carrier offers no API for {what}"),
+    )
 }

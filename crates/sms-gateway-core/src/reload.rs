@@ -10,7 +10,8 @@
 //! stored user is on, is refused as a whole, naming the key, and the
 //! running config stays.
 
-use crate::config::{Config, ConfigError, Providers};
+use crate::built::Providers;
+use crate::config::{Config, ConfigError};
 use std::sync::Arc;
 
 /// Applies reloaded configs to a running component (see

@@ -9,61 +9,15 @@
 //! `registration_numbers`; users who registered from their client have one
 //! of the latter.
 
-use crate::config::{Config, Providers};
+use crate::built::Providers;
+use crate::config::Config;
 use crate::message::{ProviderError, ProviderErrorKind};
 use crate::phone::PhoneNumber;
+pub use crate::provider::NumberSetup;
 use crate::provider::PstnProvider;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-
-/// A number as its carrier account holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NumberSetup {
-    /// The carrier's id for what [`PstnProvider::point_number`] changes:
-    /// the number itself (Twilio's `PN…`) or its messaging profile
-    /// (Telnyx, where one profile serves several numbers).
-    pub handle: String,
-    /// What `handle` names, for people: `number PN…`, `messaging profile …`.
-    pub handle_name: String,
-    /// Where the carrier sends the number's inbound texts now, if anywhere.
-    pub inbound_url: Option<String>,
-    /// The HTTP method it calls that URL with, where the carrier lets it be
-    /// chosen (LaML's `SmsMethod`); the gateway takes POST only.
-    pub method: Option<String>,
-    /// Why the number cannot be pointed by API, and what to do instead
-    /// (a Telnyx number in no messaging profile).
-    pub blocked: Option<String>,
-}
-
-impl NumberSetup {
-    /// Whether the number's inbound texts already reach `url` by POST.
-    pub fn points_at(&self, url: &str) -> bool {
-        self.inbound_url.as_deref() == Some(url)
-            && self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case("POST"))
-    }
-
-    /// Where inbound texts go now, in words.
-    fn now(&self) -> String {
-        match (&self.inbound_url, &self.method) {
-            (None, _) => "nowhere".into(),
-            (Some(u), _) if u.is_empty() => "nowhere".into(),
-            (Some(u), Some(m)) if !m.eq_ignore_ascii_case("POST") => format!("{u} by {m}"),
-            (Some(u), _) => u.clone(),
-        }
-    }
-}
-
-/// The error for a carrier that offers no API for `what`.
-pub(crate) fn unsupported(what: &str) -> ProviderError {
-    ProviderError::new(
-        ProviderErrorKind::Rejected,
-        format!("this carrier offers no API for {what}"),
-    )
-}
 
 /// What one line of a report says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

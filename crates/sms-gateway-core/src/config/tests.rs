@@ -1,6 +1,7 @@
 //! Tests of `config.rs`.
 
 use super::*;
+use crate::Providers;
 
 const GOOD: &str = r#"
 [xmpp]

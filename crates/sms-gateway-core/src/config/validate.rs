@@ -44,9 +44,9 @@ impl Config {
         out
     }
 
-    /// Checks everything that can be checked without connecting, and builds
-    /// the provider accounts: what `sms-over-xmpp check` reports.
-    pub fn validate(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
+    /// Checks everything in the config itself that can be checked without
+    /// connecting ([`Config::validate`] then builds what it describes).
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.xmpp.server.parse::<SocketAddr>().is_err()
             && !looks_like_host_port(&self.xmpp.server)
         {
@@ -342,75 +342,7 @@ impl Config {
                 "`media` is the path of the gateway's media files; name the account otherwise",
             ));
         }
-        let providers = self.build_providers(registry)?;
-        let mut providers = providers;
-        let users = crate::directory::Directory::read(self, |i, user| {
-            if providers.accounts.contains(&user.provider) {
-                return Ok(());
-            }
-            Err(invalid(
-                format!("users[{i}].provider"),
-                &user.provider,
-                format!(
-                    "no such account; configured: {}",
-                    list(providers.accounts.names().iter().map(String::as_str))
-                ),
-            ))
-        })?;
-        providers.users = Arc::new(users);
-        Ok(providers)
-    }
-
-    fn build_providers(&self, registry: &ProviderRegistry) -> Result<Providers, ConfigError> {
-        let mut accounts = BTreeMap::new();
-        for (name, p) in &self.providers {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    format!("providers.{name}"),
-                    name,
-                    "account names may hold only letters, digits, - and _ (they appear in webhook URLs)",
-                ));
-            }
-            let factory = registry.get(&p.kind).ok_or_else(|| {
-                invalid(
-                    format!("providers.{name}.type"),
-                    &p.kind,
-                    format!(
-                        "unknown provider type; this build knows: {}",
-                        list(registry.kinds())
-                    ),
-                )
-            })?;
-            let ctx = ProviderContext {
-                account: name.clone(),
-                webhook_base: format!("{}/{name}", self.http.public_base()),
-            };
-            let settings = serde_json::Value::Object(p.settings.clone().into_iter().collect());
-            let provider = factory(&ctx, settings).map_err(|e| ConfigError::Invalid {
-                key: match &e.key {
-                    Some(k) => format!("providers.{name}.{k}"),
-                    None => format!("providers.{name}"),
-                },
-                value: format!("type = {}", p.kind),
-                reason: e.reason,
-            })?;
-            let account = crate::accounts::Account {
-                provider,
-                split_long: p.split_long,
-            };
-            accounts.insert(name.clone(), account);
-        }
-        Ok(Providers {
-            metrics: Arc::new(crate::metrics::Metrics::new(accounts.keys())),
-            limits: Arc::new(std::sync::RwLock::new(self.limits.clone())),
-            accounts: Arc::new(crate::accounts::Accounts::new(accounts)),
-            users: Default::default(),
-            activity: Default::default(),
-        })
+        Ok(())
     }
 }
 
@@ -433,7 +365,7 @@ fn looks_like_host_port(s: &str) -> bool {
     }
 }
 
-fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = items.collect();
     if v.is_empty() {
         "none".into()

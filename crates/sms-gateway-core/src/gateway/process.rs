@@ -173,7 +173,7 @@ pub(crate) async fn run_gateway(
             match gateway.begin() {
                 Ok(tx) => break tx,
                 Err(e) => {
-                    let wait = crate::component::backoff(failures);
+                    let wait = crate::time::backoff(failures);
                     failures += 1;
                     tracing::error!(error = %e, retry_in = ?wait, "cannot start a store transaction; events wait");
                     tokio::select! {

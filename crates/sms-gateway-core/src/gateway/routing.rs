@@ -1,7 +1,8 @@
 //! Who is who: users by JID and by (account, number), and what each account
 //! accepts per request.
 
-use crate::config::{Config, Providers};
+use crate::built::Providers;
+use crate::config::Config;
 use crate::directory::{Directory, User};
 use crate::phone::PhoneNumber;
 use crate::text::Limits;
