@@ -5,15 +5,28 @@
 //! cargo run -p sms-over-xmpp-examples --example embed -- examples/embed.toml
 //! ```
 //!
-//! The `echo` provider below "sends" a text by logging it and immediately
-//! delivering the same text back as an inbound message from the recipient,
-//! which is enough to chat with yourself through the whole gateway.
+//! The `echo` provider below "sends" a text by logging it, which is enough
+//! to chat through the whole gateway.
+//!
+//! Two ways to embed it:
+//!
+//! - **The whole runtime** (the default): the supervising `Component` runs
+//!   the XMPP, Gateway and PSTN processes, exactly as `sms-over-xmpp run`.
+//! - **The Gateway alone** (`--gateway-alone`, no XMPP server needed): the
+//!   translation and routing rules with your own I/O around them. You hand
+//!   it events (a chat, a carrier's answer) inside a store transaction; it
+//!   hands back the actions to carry out (a text to send, a stanza to write).
+//!
+//! ```sh
+//! cargo run -p sms-over-xmpp-examples --example embed -- examples/embed.toml --gateway-alone
+//! ```
 
 use async_trait::async_trait;
 use sms_gateway_core::provider::provider_settings;
 use sms_gateway_core::{
-    CancellationToken, Component, Config, OutboundSms, ProviderContext, ProviderError,
-    ProviderRegistry, PstnProvider, WebhookError, WebhookReply, WebhookRequest,
+    Action, CancellationToken, ChatMessage, Component, Config, Gateway, OutboundSms,
+    ProviderContext, ProviderError, ProviderRegistry, PstnCommand, PstnEvent, PstnProvider,
+    Routing, WebhookError, WebhookReply, WebhookRequest,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,6 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = Config::load(path.as_ref())?;
     let providers = config.validate(&registry)?;
+    if std::env::args().any(|a| a == "--gateway-alone") {
+        return gateway_alone(&config, &providers).await;
+    }
     let xmpp = Arc::new(sms_xmpp::XmppProcess::new(&config, &providers));
 
     // Shutdown is an argument: stop on Ctrl-C.
@@ -85,5 +101,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Component::new(config, providers)
         .run(xmpp, shutdown)
         .await?;
+    Ok(())
+}
+
+/// The Gateway alone: a chat from the config's first user to a number goes
+/// in; the text to send comes out; our own code sends it through the
+/// account's provider and hands the carrier's answer back. Nothing is
+/// stored (the Gateway's default store is in memory).
+async fn gateway_alone(
+    config: &Config,
+    providers: &sms_gateway_core::Providers,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let gateway = Gateway::new(Arc::new(Routing::new(config, providers)), Arc::default());
+    let user = config.users.first().ok_or("the config has no [[users]]")?;
+    let chat = ChatMessage {
+        from: format!("{}/example", user.jid),
+        to: format!("+15557654321@{}", config.xmpp.domain),
+        id: Some("example-1".into()),
+        body: "Hello from a program that embeds the Gateway".into(),
+        media: vec![],
+        receipt_requested: true,
+        addresses: vec![],
+        groupchat: false,
+    };
+    let mut tx = gateway.begin()?;
+    let actions = gateway.on_xmpp(&mut *tx, sms_gateway_core::XmppEvent::Chat(chat));
+    tx.commit()?;
+    for action in actions {
+        let Action::Pstn(PstnCommand::Send {
+            account,
+            parts,
+            ticket,
+            ..
+        }) = action
+        else {
+            println!("for the XMPP side: {action:?}");
+            continue;
+        };
+        // Carrying the action out is ours: send each part through the account.
+        let provider = providers
+            .accounts
+            .get(&account)
+            .ok_or("no such account")?
+            .provider;
+        let mut ids = vec![];
+        let mut error = None;
+        for part in &parts {
+            match provider.send(part).await {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        println!("sent {} part(s) through {account}: {ids:?}", ids.len());
+        // And the carrier's answer goes back in.
+        let mut tx = gateway.begin()?;
+        let (after, _) = gateway.on_pstn(&mut *tx, PstnEvent::SendResult { ticket, ids, error });
+        tx.commit()?;
+        println!("the Gateway's answer: {after:?}");
+    }
     Ok(())
 }

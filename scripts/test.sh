@@ -52,6 +52,10 @@ grep -q 'unknown provider type' /tmp/sox-nofeatures.err
 # Put the full build back for whoever runs the binary next.
 cargo build -p sms-over-xmpp-bin --locked
 
+stage "the embedding example, the Gateway alone"
+cargo run -q -p sms-over-xmpp-examples --example embed --locked -- examples/embed.toml --gateway-alone | tee /tmp/sox-embed.out
+grep -q "sent 1 part(s) through echo" /tmp/sox-embed.out
+
 stage "the load benchmark, as a smoke test (a few hundred round trips, nothing lost)"
 cargo build -p sms-bench --locked
 target/debug/sms-bench run --smoke --gateway target/debug/sms-over-xmpp
