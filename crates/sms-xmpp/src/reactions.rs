@@ -52,7 +52,8 @@ struct Remembered {
 
 /// The recent messages of each (user, contact) conversation.
 pub(crate) struct Recent {
-    conversations: LruCache<(String, String), VecDeque<Remembered>>,
+    /// By `user\ncontact` (bare JIDs): one allocation a lookup.
+    conversations: LruCache<String, VecDeque<Remembered>>,
 }
 
 impl Default for Recent {
@@ -63,9 +64,16 @@ impl Default for Recent {
     }
 }
 
-/// The bare form of a JID given as text.
-fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_owned()
+/// The key of `user` and `contact`'s conversation (bare JIDs; a newline
+/// cannot be in a JID).
+fn key(user: &str, contact: &str) -> String {
+    let user = user.split('/').next().unwrap_or(user);
+    let contact = contact.split('/').next().unwrap_or(contact);
+    let mut k = String::with_capacity(user.len() + contact.len() + 1);
+    k.push_str(user);
+    k.push('\n');
+    k.push_str(contact);
+    k
 }
 
 impl Recent {
@@ -79,7 +87,7 @@ impl Recent {
         let cut = kept.len() < text.len();
         let list = self
             .conversations
-            .get_or_insert_mut((bare(user), bare(contact)), VecDeque::new);
+            .get_or_insert_mut(key(user, contact), VecDeque::new);
         if list.iter().any(|m| m.id == id) {
             // Written again (a redelivery after a restart): known already.
             return;
@@ -106,7 +114,7 @@ impl Recent {
     ) -> Option<String> {
         let found = self
             .conversations
-            .get_mut(&(bare(user), bare(contact)))
+            .get_mut(&key(user, contact))
             .and_then(|l| l.iter_mut().rev().find(|m| m.id == id));
         let Some(m) = found else {
             if reactions.is_empty() {
@@ -135,7 +143,7 @@ impl Recent {
     /// The message of `user` and `contact` that a phone's reaction quoting
     /// `quote` is on: its id, when exactly one recent message matches.
     pub(crate) fn quoted(&mut self, user: &str, contact: &str, quote: &str) -> Option<String> {
-        let list = self.conversations.get(&(bare(user), bare(contact)))?;
+        let list = self.conversations.get(&key(user, contact))?;
         let quote = quote.trim();
         let (prefix, shortened) = match quote
             .strip_suffix('…')

@@ -99,6 +99,7 @@ impl Gateway {
             if let Some((user, _)) = k.split_once('|') {
                 *state.contacts_per_user.entry(user.to_owned()).or_default() += 1;
             }
+            state.opted_out += usize::from(contact.opted_out);
             state.contacts.insert(k, contact);
         }
         Ok(actions)
@@ -124,7 +125,10 @@ impl Gateway {
         }
         let json = serde_json::to_string(contact).expect("a contact serialises");
         tx.put_entry(ENTRY_CONTACT, k, Some(&json))?;
-        self.state().contacts.insert(k.to_owned(), contact.clone());
+        let mut state = self.state();
+        let was = state.contacts.insert(k.to_owned(), contact.clone());
+        let was = was.is_some_and(|c| c.opted_out);
+        state.opted_out = state.opted_out + usize::from(contact.opted_out) - usize::from(was);
         Ok(())
     }
 
@@ -218,10 +222,12 @@ impl Gateway {
 
     /// Whether `number` has opted out of `user`'s texts.
     pub(crate) fn opted_out(&self, user: &str, number: &PhoneNumber) -> bool {
-        self.state()
-            .contacts
-            .get(&key(user, Some(number)))
-            .is_some_and(|c| c.opted_out)
+        let state = self.state();
+        state.opted_out > 0
+            && state
+                .contacts
+                .get(&key(user, Some(number)))
+                .is_some_and(|c| c.opted_out)
     }
 
     /// Marks (`out`) or clears `number`'s opt-out of `user`'s texts, kept in

@@ -60,6 +60,9 @@ pub struct GatewayState {
     /// Each user's daily allowance (`limits.texts_per_day`), when set.
     day_rates: Option<crate::rate::Buckets>,
     contacts: HashMap<String, contacts::Contact>,
+    /// How many kept contacts have opted out: while none has (as almost
+    /// always), a chat costs no lookup for it.
+    opted_out: usize,
     /// How many contacts each user has kept (bounded: `MAX_CONTACTS`).
     contacts_per_user: HashMap<String, usize>,
     /// Each user's group rooms, by `{user}|{room}`.
