@@ -140,15 +140,8 @@ impl XmppProcess {
     /// `register` (the free numbers) or `register <number>` (take it).
     fn chat_register(&self, from: &BareJid, number: &str) -> Answer {
         let say = |text: String| Answer::Now(vec![self.notice(from, &text)]);
-        let existing = self.users.get_any(from);
-        if existing.is_none() && !self.registration.open_to_domain(from.domain().as_str()) {
-            return say(self.registration_hint(from));
-        }
-        if existing
-            .as_ref()
-            .is_some_and(|u| u.origin == sms_gateway_core::Origin::Config)
-        {
-            return say("You are set up by the operator in the gateway's config; your number cannot be changed here.".into());
+        if let Some(e) = self.registration_refused(from) {
+            return say(e.texts.into_values().next().unwrap_or_default());
         }
         if number.is_empty() {
             let free = self.free_numbers();

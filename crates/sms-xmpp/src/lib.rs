@@ -434,12 +434,13 @@ impl XmppProcess {
                 }
                 if let Some(mut ev) = message_to_event(&m) {
                     if let XmppEvent::Chat(c) = &mut ev {
+                        let is_user = self.users.get_text(&c.from).is_some();
                         // A user's chat to a contact: remembered, or its
                         // reactions made text (#31).
-                        if !c.groupchat
+                        if is_user
+                            && !c.groupchat
                             && c.addresses.is_empty()
                             && c.to != self.domain
-                            && self.users.get_text(&c.from).is_some()
                             && !self.user_chat_seen(&m, c)
                         {
                             return Ok(());
@@ -454,7 +455,7 @@ impl XmppProcess {
                         if self.is_chat_command(c) {
                             return self.answer_chat_command(link, outbox, c).await;
                         }
-                        if self.users.get_text(&c.from).is_none() {
+                        if !is_user {
                             return self.answer_stranger(link, c).await;
                         }
                     }

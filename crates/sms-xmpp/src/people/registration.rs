@@ -98,18 +98,8 @@ impl XmppProcess {
                 ),
             };
         }
-        if !open && existing.is_none() {
-            return now(Err(self.closed(&bare)));
-        }
-        if existing
-            .as_ref()
-            .is_some_and(|u| u.origin == Origin::Config)
-        {
-            return now(Err(error(
-                ErrorType::Cancel,
-                DefinedCondition::NotAllowed,
-                "You are set up by the operator in the gateway's config; your number cannot be changed here.",
-            )));
+        if let Some(e) = self.registration_refused(&bare) {
+            return now(Err(e));
         }
         let Some(x) = payload.get_child("x", DATA_NS) else {
             return now(Err(bad(
@@ -140,6 +130,27 @@ impl XmppProcess {
             }
         }
         out
+    }
+
+    /// Why `bare` may not register (or change its number) here, if so:
+    /// registration is closed to its server, or it is a user of the config.
+    /// For in-band registration and the `register` chat command alike.
+    pub(crate) fn registration_refused(
+        &self,
+        bare: &BareJid,
+    ) -> Option<tokio_xmpp::parsers::stanza_error::StanzaError> {
+        let existing = self.users.get_any(bare);
+        if existing.is_none() && !self.registration.open_to_domain(bare.domain().as_str()) {
+            return Some(self.closed(bare));
+        }
+        if existing.is_some_and(|u| u.origin == Origin::Config) {
+            return Some(error(
+                ErrorType::Cancel,
+                DefinedCondition::NotAllowed,
+                "You are set up by the operator in the gateway's config; your number cannot be changed here.",
+            ));
+        }
+        None
     }
 
     pub(super) fn closed(&self, bare: &BareJid) -> tokio_xmpp::parsers::stanza_error::StanzaError {
