@@ -7,7 +7,11 @@ use super::*;
 pub struct User {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// The client's output, one line an event, read as it comes by a task
+    /// of its own: a client whose output is not read stops reading its
+    /// input (a full pipe blocks slixmpp's event loop), and a test sending
+    /// thousands of stanzas would wait on it for ever.
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Stanzas read but not yet asked for: (kind, stanza).
     pending: std::collections::VecDeque<(String, Element)>,
     /// The full JID the server bound.
@@ -89,7 +93,15 @@ impl User {
             .spawn()
             .expect("start xmpp_user.py (needs python3-slixmpp)");
         let stdin = child.stdin.take().unwrap();
-        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut user = User {
             child,
             stdin,
@@ -117,7 +129,7 @@ impl User {
     }
 
     async fn event(&mut self) -> Option<serde_json::Value> {
-        let line = self.lines.next_line().await.ok()??;
+        let line = self.lines.recv().await?;
         Some(
             serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("xmpp_user.py printed {line:?}, not JSON: {e}")),
