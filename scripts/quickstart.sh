@@ -183,8 +183,9 @@ sms-over-xmpp is running against a throwaway Prosody. Log in with any XMPP clien
               /account set alice@localhost port $C2S_PORT
               /account set alice@localhost tls disable
               /connect alice@localhost
-  Gajim:      Add account > Advanced > server 127.0.0.1, port $C2S_PORT,
-              connection type "Plain" (unencrypted)
+  Gajim:      in its first window: alice@localhost, alicepw, tick Advanced,
+              Log In; Hostname 127.0.0.1, Port $C2S_PORT, Type PLAIN, Log In;
+              Connect, then Connect Anyway (this server has no TLS)
 
 Then start a chat with  +15557654321@sms.localhost  and type something
 (or, in Gajim: Accounts > Discover Services > sms.localhost > Command >
