@@ -1,4 +1,5 @@
-//! Embedding `sms-gateway-core` in a program of your own, with a provider of
+//! Embedding sms-over-xmpp (`sms-gateway-core`, and for the whole runtime
+//! `sms-gateway-runtime`) in a program of your own, with a provider of
 //! your own. Run it against the quick start's Prosody:
 //!
 //! ```sh
@@ -10,9 +11,11 @@
 //!
 //! Two ways to embed it:
 //!
-//! - **The whole runtime** (the default): the supervising `Component` runs
+//! - **The whole runtime** (the default): `sms-gateway-runtime`'s supervising
+//!   `Component` runs
 //!   the XMPP, Gateway and PSTN processes, exactly as `sms-over-xmpp run`.
-//! - **The Gateway alone** (`--gateway-alone`, no XMPP server needed): the
+//! - **The Gateway alone** (`--gateway-alone`, no XMPP server needed;
+//!   `sms-gateway-core` only): the
 //!   translation and routing rules with your own I/O around them. You hand
 //!   it events (a chat, a carrier's answer) inside a store transaction; it
 //!   hands back the actions to carry out (a text to send, a stanza to write).
@@ -24,10 +27,11 @@
 use async_trait::async_trait;
 use sms_gateway_core::provider::provider_settings;
 use sms_gateway_core::{
-    Action, CancellationToken, ChatMessage, Component, Config, Gateway, OutboundSms,
-    ProviderContext, ProviderError, ProviderRegistry, PstnCommand, PstnEvent, PstnProvider,
-    Routing, WebhookError, WebhookReply, WebhookRequest,
+    Action, CancellationToken, ChatMessage, Config, Gateway, OutboundSms, ProviderContext,
+    ProviderError, ProviderRegistry, PstnCommand, PstnEvent, PstnProvider, Routing, WebhookError,
+    WebhookReply, WebhookRequest,
 };
+use sms_gateway_runtime::Component;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -81,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The provider types this program offers: the built-in sandbox and
     // our own.
     let mut registry = ProviderRegistry::new();
-    registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+    registry.register("sandbox", sms_gateway_runtime::SandboxProvider::from_config);
     registry.register("echo", echo_factory);
 
     let config = Config::load(path.as_ref())?;

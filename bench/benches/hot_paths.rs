@@ -28,7 +28,7 @@ fn gateway() -> Gateway {
     let providers = cfg
         .validate(&{
             let mut r = sms_gateway_core::ProviderRegistry::new();
-            r.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+            r.register("sandbox", sms_gateway_runtime::SandboxProvider::from_config);
             r
         })
         .unwrap();

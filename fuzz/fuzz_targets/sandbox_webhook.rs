@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sms_gateway_core::{PstnProvider, SandboxProvider, Secret, WebhookRequest};
+use sms_gateway_core::{PstnProvider, Secret, WebhookRequest};
+use sms_gateway_runtime::SandboxProvider;
 use std::collections::BTreeMap;
 
 fuzz_target!(|data: &[u8]| {

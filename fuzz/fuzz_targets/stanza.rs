@@ -50,7 +50,7 @@ jids = ["root@example.com"]
         )
         .expect("config");
         let mut registry = sms_gateway_core::ProviderRegistry::new();
-        registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+        registry.register("sandbox", sms_gateway_runtime::SandboxProvider::from_config);
         let providers = config.validate(&registry).expect("valid");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

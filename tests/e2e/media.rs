@@ -5,8 +5,8 @@
 //! own `/media/` (or uploaded to the user's server with XEP-0363), and
 //! opened by the test without credentials.
 
-use sms_gateway_core::media::{FetchError, Fetcher, LocalMedia, MediaService};
 use sms_gateway_core::{Fetched, InboundSms, Media, PhoneNumber, ProviderContext, PstnProvider};
+use sms_gateway_runtime::media::{FetchError, Fetcher, LocalMedia, MediaService};
 use sms_over_xmpp_tests::*;
 use std::sync::Arc;
 use std::time::Duration;

@@ -42,7 +42,7 @@ impl Gateway {
             None => std::env::temp_dir().join(format!("sox-media-{}-{port}", std::process::id())),
         };
         let mut component =
-            sms_gateway_core::Component::new(config, providers).with_media_dir(media_dir);
+            sms_gateway_runtime::Component::new(config, providers).with_media_dir(media_dir);
         if let Some(store) = store {
             component = component.with_store(store);
         }

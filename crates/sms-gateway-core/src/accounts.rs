@@ -99,7 +99,7 @@ impl Accounts {
     }
 
     /// Replaces every account with `fresh`'s (a reload).
-    pub(crate) fn replace(&self, fresh: &Accounts) {
+    pub fn replace(&self, fresh: &Accounts) {
         let fresh = fresh.snapshot();
         *self.now.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     }

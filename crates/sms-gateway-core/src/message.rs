@@ -448,7 +448,6 @@ pub struct StatusReport {
 
 /// Why the Gateway would not take an inbound text (the webhook answers 4xx/5xx).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum InboundRejected {
     /// No configured user has that number on that account.
     #[error("no user of this gateway has the number {0} on this account")]
@@ -513,7 +512,6 @@ pub enum PstnEvent {
 
 /// What the Gateway asks the PSTN process to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum PstnCommand {
     /// Send a text, in one or more parts, through an account; the parts go
     /// out one after the other, in order. The outcome comes back as

@@ -111,7 +111,7 @@ pub fn json_error(what: &str, e: &serde_json::Error) -> WebhookError {
 
 /// The media type of a `Content-Type` value, lower-cased, without
 /// parameters.
-pub(crate) fn media_type(content_type: &str) -> String {
+pub fn media_type(content_type: &str) -> String {
     let t = content_type.split(';').next().unwrap_or("");
     t.trim().to_ascii_lowercase()
 }
@@ -137,7 +137,6 @@ impl fmt::Debug for WebhookRequest {
 
 /// What a webhook carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum WebhookEvent {
     /// An inbound text or MMS.
     Inbound(InboundSms),
@@ -493,7 +492,7 @@ impl NumberSetup {
     }
 
     /// Where inbound texts go now, in words.
-    pub(crate) fn now(&self) -> String {
+    pub fn now(&self) -> String {
         match (&self.inbound_url, &self.method) {
             (None, _) => "nowhere".into(),
             (Some(u), _) if u.is_empty() => "nowhere".into(),

@@ -124,7 +124,7 @@ pub struct LastChat {
 }
 
 impl LastChat {
-    /// The record [`Store::insert_chat`] keeps for `chat`.
+    /// The record [`Transaction::insert_chat`] keeps for `chat`.
     pub fn of(chat: &ChatRecord) -> Self {
         const PREVIEW_CHARS: usize = 40;
         let text = chat.parts.first().map(|p| p.body.as_str()).unwrap_or("");
@@ -476,9 +476,9 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many batches were committed.
-    #[cfg(test)]
-    pub(crate) fn commits(&self) -> u64 {
+    /// How many batches were committed (for tests).
+    #[doc(hidden)]
+    pub fn commits(&self) -> u64 {
         self.lock().commits
     }
 }
@@ -662,7 +662,7 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The `before` and `seen_before` of [`Store::expire`] at `now`.
+    /// The `before` and `seen_before` of [`Transaction::expire`] at `now`.
     pub fn cutoffs(&self, now: u64) -> (u64, u64) {
         (
             now.saturating_sub(self.texts.as_secs()),

@@ -3,8 +3,9 @@
 
 use clap::{Parser, Subcommand};
 use sms_gateway_core::config::LogFormat;
-use sms_gateway_core::setup::{self, Report, Verdict};
-use sms_gateway_core::{CancellationToken, Component, Config, ProviderRegistry};
+use sms_gateway_core::{CancellationToken, Config, ProviderRegistry};
+use sms_gateway_runtime::setup::{self, Report, Verdict};
+use sms_gateway_runtime::Component;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub enum Command {
 /// cargo feature.
 pub fn registry() -> ProviderRegistry {
     let mut r = ProviderRegistry::new();
-    r.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+    r.register("sandbox", sms_gateway_runtime::SandboxProvider::from_config);
     #[cfg(feature = "twilio")]
     r.register("twilio", sms_pstn_twilio::TwilioProvider::from_config);
     #[cfg(feature = "telnyx")]
@@ -465,7 +466,7 @@ fn finish(report: &Report) -> ExitCode {
 /// On each SIGHUP: reads `path` again, validates it and applies what can
 /// change live; a config that fails is refused (logged with the key) and
 /// the running one stays.
-async fn reload_on_hangup(path: PathBuf, mut reloader: sms_gateway_core::reload::Reloader) {
+async fn reload_on_hangup(path: PathBuf, mut reloader: sms_gateway_runtime::reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP: the config cannot be reloaded");

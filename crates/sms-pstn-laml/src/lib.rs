@@ -211,7 +211,7 @@ impl LamlClient {
     pub async fn find_number(
         &self,
         number: &PhoneNumber,
-    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+    ) -> Result<Option<sms_gateway_core::provider::NumberSetup>, ProviderError> {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("PhoneNumber", number.as_str())
             .finish();
@@ -225,7 +225,7 @@ impl LamlClient {
             .incoming_phone_numbers
             .into_iter()
             .find(|n| n.phone_number.as_deref() == Some(number.as_str()))
-            .map(|n| sms_gateway_core::setup::NumberSetup {
+            .map(|n| sms_gateway_core::provider::NumberSetup {
                 handle_name: format!("number {}", n.sid),
                 handle: n.sid,
                 inbound_url: n.sms_url,
@@ -237,7 +237,7 @@ impl LamlClient {
     /// Sets the number's `SmsUrl` to `url` and `SmsMethod` to POST.
     pub async fn point_number(
         &self,
-        number: &sms_gateway_core::setup::NumberSetup,
+        number: &sms_gateway_core::provider::NumberSetup,
         url: &str,
     ) -> Result<(), ProviderError> {
         if !number.handle.starts_with("PN")

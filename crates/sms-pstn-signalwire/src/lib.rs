@@ -176,13 +176,13 @@ impl PstnProvider for SignalWireProvider {
     async fn find_number(
         &self,
         number: &sms_gateway_core::PhoneNumber,
-    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+    ) -> Result<Option<sms_gateway_core::provider::NumberSetup>, ProviderError> {
         self.client.find_number(number).await
     }
 
     async fn point_number(
         &self,
-        number: &sms_gateway_core::setup::NumberSetup,
+        number: &sms_gateway_core::provider::NumberSetup,
         url: &str,
     ) -> Result<(), ProviderError> {
         self.client.point_number(number, url).await

@@ -517,13 +517,13 @@ impl PstnProvider for TelnyxProvider {
     async fn find_number(
         &self,
         number: &PhoneNumber,
-    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+    ) -> Result<Option<sms_gateway_core::provider::NumberSetup>, ProviderError> {
         self.setup_find(number).await
     }
 
     async fn point_number(
         &self,
-        number: &sms_gateway_core::setup::NumberSetup,
+        number: &sms_gateway_core::provider::NumberSetup,
         url: &str,
     ) -> Result<(), ProviderError> {
         self.setup_point(number, url).await

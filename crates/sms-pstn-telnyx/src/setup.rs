@@ -8,7 +8,7 @@
 use crate::{ApiError, TelnyxProvider};
 use serde::Deserialize;
 use sms_gateway_core::http::Method;
-use sms_gateway_core::setup::NumberSetup;
+use sms_gateway_core::provider::NumberSetup;
 use sms_gateway_core::{PhoneNumber, ProviderError, ProviderErrorKind};
 
 #[derive(Deserialize)]

@@ -179,7 +179,7 @@ impl PstnProvider for TwilioProvider {
     async fn find_number(
         &self,
         number: &sms_gateway_core::PhoneNumber,
-    ) -> Result<Option<sms_gateway_core::setup::NumberSetup>, ProviderError> {
+    ) -> Result<Option<sms_gateway_core::provider::NumberSetup>, ProviderError> {
         self.client.find_number(number).await
     }
 
@@ -189,7 +189,7 @@ impl PstnProvider for TwilioProvider {
 
     async fn point_number(
         &self,
-        number: &sms_gateway_core::setup::NumberSetup,
+        number: &sms_gateway_core::provider::NumberSetup,
         url: &str,
     ) -> Result<(), ProviderError> {
         self.client.point_number(number, url).await

@@ -50,10 +50,8 @@ use outbox::{Built, Outbox};
 use sms_gateway_core::backoff;
 use sms_gateway_core::callerid::CallerId;
 use sms_gateway_core::config::{Config, PhoneConfig};
-use sms_gateway_core::{
-    CancellationToken, Directory, OutgoingStanza, PhoneNumber, ProcessError, XmppChannels,
-    XmppEvent, XmppLink,
-};
+use sms_gateway_core::{CancellationToken, Directory, OutgoingStanza, PhoneNumber, XmppEvent};
+use sms_gateway_runtime::{ProcessError, XmppChannels, XmppLink};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -550,7 +548,7 @@ impl XmppLink for XmppProcess {
         self.dropped_at_close.load(Ordering::Relaxed)
     }
 
-    fn upload_slots(&self) -> Option<std::sync::Arc<dyn sms_gateway_core::media::UploadSlots>> {
+    fn upload_slots(&self) -> Option<std::sync::Arc<dyn sms_gateway_runtime::media::UploadSlots>> {
         Some(self.uploads.clone())
     }
 

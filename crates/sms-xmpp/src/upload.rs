@@ -11,7 +11,7 @@
 //! `access` rule).
 
 use async_trait::async_trait;
-use sms_gateway_core::media::{FetchError, Slot, UploadSlots};
+use sms_gateway_runtime::media::{FetchError, Slot, UploadSlots};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;

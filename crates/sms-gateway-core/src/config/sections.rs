@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 /// Where inbound media go once fetched (`media.store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum MediaStoreKind {
     /// Files under `media.dir`, served by the gateway's own HTTP server at
     /// `{public_url}/media/…`.
@@ -413,7 +412,7 @@ impl HttpConfig {
     pub fn base_path(&self) -> String {
         let path = self
             .public_url
-            .parse::<axum::http::Uri>()
+            .parse::<http::Uri>()
             .map(|u| u.path().to_owned())
             .unwrap_or_default();
         path.trim_end_matches('/').to_owned()
@@ -458,7 +457,7 @@ pub struct ProviderConfig {
     pub registration_numbers: Vec<String>,
     /// The provider's own settings (credentials among them: never log these).
     #[serde(flatten)]
-    pub(crate) settings: BTreeMap<String, serde_json::Value>,
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for ProviderConfig {

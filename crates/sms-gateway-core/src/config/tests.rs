@@ -27,7 +27,7 @@ provider = "main"
 "#;
 
 fn check(text: &str) -> Result<Providers, ConfigError> {
-    Config::from_toml(text)?.validate(&crate::sandbox::registry())
+    Config::from_toml(text)?.validate(&crate::test_provider::registry())
 }
 
 /// Environment overrides reach the key as the exact string given
@@ -183,7 +183,7 @@ fn plain_links_off_this_machine_are_warned_about() {
 #[test]
 fn good_config_validates() {
     let cfg = Config::from_toml(GOOD).unwrap();
-    let p = cfg.validate(&crate::sandbox::registry()).unwrap();
+    let p = cfg.validate(&crate::test_provider::registry()).unwrap();
     assert_eq!(p.accounts.names(), ["main"]);
     assert_eq!(cfg.http.public_base(), "https://sms.example.com/hooks");
     assert_eq!(cfg.http.base_path(), "/hooks");
@@ -416,17 +416,6 @@ fn a_parse_error_never_shows_a_value() {
         assert!(err.contains(key), "{err}");
         assert!(err.contains("line"), "{err}");
     }
-}
-
-/// #27: the Debian package's placeholder sandbox token is public; `check`
-/// and `run` refuse it, naming the key.
-#[test]
-fn the_packaged_placeholder_token_is_refused() {
-    let text = GOOD.replace("sandbox-test-token", crate::sandbox::PLACEHOLDER_TOKEN);
-    let err = check(&text).unwrap_err().to_string();
-    assert!(err.contains("providers.main.token"), "{err}");
-    assert!(err.contains("placeholder"), "{err}");
-    assert!(!err.contains(crate::sandbox::PLACEHOLDER_TOKEN), "{err}");
 }
 
 /// #27: the default instance name comes from gethostname(2), which the

@@ -11,7 +11,7 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let plain = |url: &str| {
-            url.parse::<axum::http::Uri>()
+            url.parse::<http::Uri>()
                 .ok()
                 .filter(|u| u.scheme_str() == Some("http"))
                 .and_then(|u| u.host().map(str::to_owned))
@@ -242,7 +242,7 @@ impl Config {
             ));
         }
         let url = &self.http.public_url;
-        let parsed = url.parse::<axum::http::Uri>();
+        let parsed = url.parse::<http::Uri>();
         let ok = matches!(&parsed, Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none());
         if !ok {
             return Err(invalid(

@@ -70,7 +70,7 @@ impl Gateway {
     /// Reads the stored users, settings and contacts (at start), and
     /// returns the presence that tells each user its subscribed contacts
     /// (and the gateway) are available.
-    pub(crate) fn load_people(&self) -> Result<Vec<Action>, StoreError> {
+    pub fn load_people(&self) -> Result<Vec<Action>, StoreError> {
         self.routing.users.load(
             &self.store.entries(ENTRY_USER)?,
             &self.store.entries(ENTRY_SETTINGS)?,

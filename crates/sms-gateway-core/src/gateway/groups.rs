@@ -70,7 +70,7 @@ fn key(user: &str, local: &str) -> String {
 
 impl Gateway {
     /// Reads the stored rooms (at start).
-    pub(crate) fn load_rooms(&self) -> Result<(), StoreError> {
+    pub fn load_rooms(&self) -> Result<(), StoreError> {
         let entries = self.store.entries(ENTRY_ROOM)?;
         let mut state = self.state();
         for (k, v) in entries {

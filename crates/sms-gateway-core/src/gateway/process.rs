@@ -5,7 +5,7 @@
 
 use super::{Action, Gateway};
 use crate::message::{ErrorCondition, OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
-/// What the component lends a process (see `crate::component::Lent`).
+/// What the component lends a process (the runtime's `Lent`).
 type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -18,13 +18,20 @@ pub(crate) const STALL_AFTER: Duration = Duration::from_secs(10);
 /// How often old entries are expired from the store.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// The Gateway's channels, lent by whoever supervises it (the runtime's
+/// `Component`): events in from both processes, actions out to them.
 #[derive(Clone)]
-pub(crate) struct GatewayIo {
-    pub(crate) xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
-    pub(crate) pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
-    pub(crate) to_xmpp: mpsc::Sender<OutgoingStanza>,
-    pub(crate) to_pstn: mpsc::Sender<PstnCommand>,
-    pub(crate) metrics: std::sync::Arc<crate::metrics::Metrics>,
+pub struct GatewayIo {
+    /// Events from the XMPP process.
+    pub xmpp_events: Lent<mpsc::Receiver<XmppEvent>>,
+    /// Events from the PSTN process.
+    pub pstn_events: Lent<mpsc::Receiver<PstnEvent>>,
+    /// Stanzas for the XMPP process to send.
+    pub to_xmpp: mpsc::Sender<OutgoingStanza>,
+    /// Commands for the PSTN process.
+    pub to_pstn: mpsc::Sender<PstnCommand>,
+    /// Where a stalled channel is counted.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl GatewayIo {
@@ -46,7 +53,7 @@ impl GatewayIo {
 
     /// Hands `action` to the process that carries it out. False only when
     /// the whole component is going away (it owns the receivers).
-    pub(crate) async fn dispatch(&self, action: Action) -> bool {
+    pub async fn dispatch(&self, action: Action) -> bool {
         match action {
             Action::Xmpp(st) => {
                 // The XMPP process never waits for the Gateway (it reads its
@@ -72,7 +79,10 @@ impl GatewayIo {
     }
 }
 
-pub(crate) async fn run_gateway(
+/// Runs `gateway` on `io` until `shutdown`: events handled in batches,
+/// one store commit per batch, nothing sent before its commit; entries
+/// older than `keep` expired hourly; in a cluster, the lease renewed.
+pub async fn run_gateway(
     gateway: Gateway,
     io: GatewayIo,
     shutdown: CancellationToken,

@@ -100,7 +100,7 @@ provider = "strict"
 "#,
     ))
     .unwrap();
-    let providers = cfg.validate(&crate::sandbox::registry()).unwrap();
+    let providers = cfg.validate(&crate::test_provider::registry()).unwrap();
     Gateway::new(Arc::new(Routing::new(&cfg, &providers)), Arc::default())
 }
 

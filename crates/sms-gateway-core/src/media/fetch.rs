@@ -25,7 +25,7 @@ impl Fetcher {
     /// Fetches `media` (item `index` of its message) with the credentials
     /// `auth` gives for each URL, reading at most `limit` bytes. Redirects
     /// are followed, the credentials going only where `auth` says
-    /// ([`PstnProvider::media_authorization`]).
+    /// ([`PstnProvider::media_authorization`](crate::PstnProvider::media_authorization)).
     pub async fn fetch(
         &self,
         auth: &(dyn Fn(&Uri) -> Option<HeaderValue> + Sync),

@@ -7,28 +7,21 @@
 //! and every open tells the carrier the user's address. So the PSTN
 //! process fetches each item ([`Fetcher`]), bounded in size and time,
 //! following the carrier's redirect to its CDN without the credentials,
-//! and hands it to a [`MediaSink`]: [`LocalMedia`] (files served by the
-//! gateway's own HTTP server at `{public_url}/media/{id}/{name}`) or an
-//! XEP-0363 upload service on the user's server (in `sms-xmpp`).
+//! and hands it to a [`MediaSink`]: in `sms-gateway-runtime`, `LocalMedia`
+//! (files served by the gateway's own HTTP server at
+//! `{public_url}/media/{id}/{name}`) or an XEP-0363 upload service on the
+//! user's server (slots from `sms-xmpp`).
 
 mod fetch;
-mod local;
-mod service;
 #[cfg(test)]
 mod tests;
-mod upload;
 
 #[doc(hidden)]
 pub use fetch::check_names;
 pub use fetch::{same_origin, Fetcher};
-pub use local::LocalMedia;
-pub use service::MediaService;
-pub use upload::{Slot, UploadSink, UploadSlots};
 
 #[cfg(test)]
 use fetch::{content_type, file_name, follow, human_bytes};
-#[cfg(test)]
-use local::is_id;
 
 use crate::http::Uri;
 use crate::message::Media;
@@ -62,7 +55,6 @@ impl std::fmt::Debug for Item {
 
 /// Why an item could not be fetched or kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum FetchError {
     /// Trying again later may work (the server could not be reached,
     /// answered 5xx or 429, or the transfer broke off).

@@ -464,7 +464,7 @@ jids = ["root@example.com"]
         ))
         .unwrap();
         let mut registry = sms_gateway_core::ProviderRegistry::new();
-        registry.register("sandbox", sms_gateway_core::SandboxProvider::from_config);
+        registry.register("sandbox", sms_gateway_runtime::SandboxProvider::from_config);
         let providers = config.validate(&registry).unwrap();
         XmppProcess::new(&config, &providers)
     }

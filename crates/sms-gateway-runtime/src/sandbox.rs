@@ -9,14 +9,14 @@
 //! cannot be used to forge texts. The quick start and the tests use it; so
 //! can an embedder's own tests.
 
-use crate::message::{DeliveryStatus, InboundSms, Media, OutboundSms, StatusReport};
-use crate::phone::PhoneNumber;
 use crate::provider::{
     json_error, provider_settings, ProviderContext, ProviderError, PstnProvider, WebhookError,
     WebhookEvent, WebhookReply, WebhookRequest,
 };
-use crate::secret::Secret;
 use crate::text::{BodyLimit, Limits};
+use crate::PhoneNumber;
+use crate::Secret;
+use crate::{DeliveryStatus, InboundSms, Media, OutboundSms, StatusReport};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -108,9 +108,9 @@ struct InjectStatus {
     error: Option<String>,
 }
 
-/// A registry with only the sandbox, for tests.
-#[cfg(test)]
-pub(crate) fn registry() -> crate::ProviderRegistry {
+/// A registry with only the sandbox (for tests, and for embedders who
+/// want no carrier).
+pub fn registry() -> crate::ProviderRegistry {
     let mut r = crate::ProviderRegistry::new();
     r.register("sandbox", SandboxProvider::from_config);
     r
@@ -128,7 +128,7 @@ impl SandboxProvider {
                 ..Limits::default()
             },
             outbox: Arc::default(),
-            run: crate::message::run_tag(),
+            run: crate::run_tag(),
             next_id: Arc::new(AtomicU64::new(1)),
             message_hook: None,
         }
@@ -172,7 +172,7 @@ impl SandboxProvider {
         self
     }
 
-    /// The last [`OUTBOX_SIZE`] texts sent, oldest first.
+    /// The last `OUTBOX_SIZE` (1,000) texts sent, oldest first.
     pub fn outbox(&self) -> Vec<SentText> {
         let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         outbox.iter().cloned().collect()
@@ -335,6 +335,38 @@ impl PstnProvider for SandboxProvider {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// #27: the Debian package's placeholder sandbox token is public; `check`
+    /// and `run` refuse it, naming the key.
+    #[test]
+    fn the_packaged_placeholder_token_is_refused() {
+        let text = r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "s3cret"
+
+[http]
+listen = "127.0.0.1:9677"
+public_url = "https://sms.example.com/hooks/"
+
+[providers.main]
+type = "sandbox"
+token = "sandbox-test-token"
+
+[[users]]
+jid = "alice@example.com"
+number = "+15550001111"
+provider = "main"
+"#;
+        let check = |text: &str| crate::Config::from_toml(text)?.validate(&registry());
+        assert!(check(text).is_ok());
+        let text = text.replace("sandbox-test-token", PLACEHOLDER_TOKEN);
+        let err = check(&text).unwrap_err().to_string();
+        assert!(err.contains("providers.main.token"), "{err}");
+        assert!(err.contains("placeholder"), "{err}");
+        assert!(!err.contains(PLACEHOLDER_TOKEN), "{err}");
+    }
 
     fn req(method: &str, hook: &str, auth: Option<&str>, body: &str) -> WebhookRequest {
         let mut headers = BTreeMap::new();

@@ -101,7 +101,7 @@ impl LocalMedia {
             max_total,
             index: Mutex::new(index),
         };
-        media.prune(crate::time::unix_now());
+        media.prune(crate::unix_now());
         Ok(media)
     }
 
@@ -253,7 +253,7 @@ impl LocalMedia {
 #[async_trait]
 impl MediaSink for LocalMedia {
     async fn put(&self, _user: &str, item: Item) -> Result<String, FetchError> {
-        let now = crate::time::unix_now();
+        let now = crate::unix_now();
         let name = item.name.clone();
         let id = self.write(item, now).await.map_err(|e| {
             tracing::error!(dir = %self.dir.display(), error = %e, "cannot write a media file");

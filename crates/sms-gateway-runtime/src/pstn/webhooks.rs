@@ -3,8 +3,8 @@
 //! taken what the webhook carried.
 
 use super::{Inner, WebhookLimits};
-use crate::message::{InboundRejected, PstnEvent};
 use crate::provider::{WebhookEvent, WebhookRequest};
+use crate::{InboundRejected, PstnEvent};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};

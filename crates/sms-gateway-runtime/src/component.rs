@@ -4,13 +4,13 @@
 //! (so a message queued towards a process waits for its next incarnation),
 //! the Gateway's memory, the configuration and the webhook socket.
 
-use crate::built::Providers;
 use crate::config::Config;
-use crate::gateway::process::{run_gateway, GatewayIo};
-use crate::gateway::{Gateway, GatewayState, Routing};
-use crate::message::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
 use crate::pstn::PstnProcess;
 use crate::store::{MemoryStore, Store};
+use crate::Providers;
+use crate::{run_gateway, GatewayIo};
+use crate::{Gateway, GatewayState, Routing};
+use crate::{OutgoingStanza, PstnCommand, PstnEvent, XmppEvent};
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -443,7 +443,7 @@ where
         if started.elapsed() >= HEALTHY_RUN {
             failures = 0;
         }
-        let delay = crate::time::backoff(failures);
+        let delay = crate::backoff(failures);
         failures = failures.saturating_add(1);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -474,7 +474,7 @@ mod tests {
             Arc::new(Routing::new(&cfg, &providers)),
             Arc::default(),
             store.clone(),
-            crate::gateway::DEFAULT_RETRY_DEADLINE,
+            crate::DEFAULT_RETRY_DEADLINE,
         );
         let (xmpp_tx, xmpp_rx) = mpsc::channel(16);
         let (_pstn_tx, pstn_rx) = mpsc::channel(16);

@@ -7,7 +7,7 @@
 //! carrier whose webhook was not answered 2xx retries it (invariant 2).
 
 use crate::config::Config;
-use crate::message::{PstnCommand, PstnEvent};
+use crate::{PstnCommand, PstnEvent};
 /// What the component lends a process (see `crate::component::Lent`).
 type Lent<T> = std::sync::Arc<tokio::sync::Mutex<T>>;
 use std::collections::HashMap;
@@ -434,7 +434,7 @@ impl Inner {
                         let delay = e
                             .retry_after
                             .unwrap_or_else(|| retry_delay(ticket, attempt));
-                        let now = crate::time::unix_now();
+                        let now = crate::unix_now();
                         if now.saturating_add(delay.as_secs()) > retry_until {
                             tracing::warn!(%account, ticket, attempts = attempt + 1, error = %e, "giving up: the retry deadline has passed");
                             let mut e = e;
@@ -501,7 +501,7 @@ impl Inner {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    local.prune(crate::time::unix_now());
+                    local.prune(crate::unix_now());
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! What the PSTN process does with `FetchMedia`: each item fetched, kept,
 //! retried or given up, and (optionally) deleted at the carrier.
 
-use super::{FetchError, Fetcher, LocalMedia, Media, MediaSink};
+use super::{FetchError, Fetcher, LocalMedia, MediaSink};
 use crate::http::Uri;
-use crate::message::{Fetched, InboundSms};
 use crate::provider::PstnProvider;
+use crate::Media;
+use crate::{Fetched, InboundSms};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -121,7 +122,7 @@ impl MediaService {
                     }
                     Err(FetchError::Temporary(why)) => {
                         let wait = delay(attempt);
-                        let now = crate::time::unix_now();
+                        let now = crate::unix_now();
                         if now.saturating_add(wait.as_secs()) > retry_until {
                             tracing::warn!(index, attempts = attempt + 1, reason = %why, "giving up on an inbound media item");
                             break Fetched::Failed {

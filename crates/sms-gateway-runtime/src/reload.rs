@@ -10,8 +10,8 @@
 //! stored user is on, is refused as a whole, naming the key, and the
 //! running config stays.
 
-use crate::built::Providers;
 use crate::config::{Config, ConfigError};
+use crate::Providers;
 use std::sync::Arc;
 
 /// Applies reloaded configs to a running component (see
@@ -52,9 +52,10 @@ impl Reloader {
     /// admin) is on it.
     pub fn apply(&mut self, new: Config, fresh: &Providers) -> Result<Reloaded, ConfigError> {
         let stored = self.providers.users.users();
-        if let Some(u) = stored.iter().find(|u| {
-            u.origin != crate::directory::Origin::Config && !fresh.accounts.contains(&u.account)
-        }) {
+        if let Some(u) = stored
+            .iter()
+            .find(|u| u.origin != crate::Origin::Config && !fresh.accounts.contains(&u.account))
+        {
             return Err(ConfigError::Invalid {
                 key: format!("providers.{}", u.account),
                 value: "(removed)".into(),
@@ -163,8 +164,8 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::StoredUser;
-    use crate::phone::PhoneNumber;
+    use crate::PhoneNumber;
+    use crate::StoredUser;
 
     fn config(extra: &str) -> Config {
         Config::from_toml(&format!(

@@ -9,12 +9,12 @@
 //! `registration_numbers`; users who registered from their client have one
 //! of the latter.
 
-use crate::built::Providers;
 use crate::config::Config;
-use crate::message::{ProviderError, ProviderErrorKind};
-use crate::phone::PhoneNumber;
 pub use crate::provider::NumberSetup;
 use crate::provider::PstnProvider;
+use crate::PhoneNumber;
+use crate::Providers;
+use crate::{ProviderError, ProviderErrorKind};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
