@@ -58,11 +58,15 @@ impl XmppProcess {
             .get_child("x", DATA_NS)
             .filter(|x| x.attr("type") == Some("submit"))
             .map(form_values);
-        let Some(values) = submitted else {
-            // The first step: the form (or, for reports, the answer).
-            return Answer::Now(vec![self
-                .command_first_step(iq, &node, &session, &from)
-                .into()]);
+        let values = match submitted {
+            Some(Ok(values)) => values,
+            Some(Err(why)) => return now_err(bad(why)),
+            None => {
+                // The first step: the form (or, for reports, the answer).
+                return Answer::Now(vec![self
+                    .command_first_step(iq, &node, &session, &from)
+                    .into()]);
+            }
         };
         self.command_submitted(iq, &node, &session, &from, &values)
     }
@@ -88,7 +92,7 @@ impl XmppProcess {
         session: &str,
         from: &BareJid,
     ) -> Iq {
-        let hidden = || Field::new("FORM_TYPE", "hidden", "").value(COMMANDS_NS);
+        let hidden = || Field::new("FORM_TYPE", FieldType::Hidden, "").value(COMMANDS_NS);
         let accounts: Vec<(String, String)> = self
             .accounts
             .names()
@@ -97,21 +101,21 @@ impl XmppProcess {
             .collect();
         let x = match node {
             "new-chat" => form(
-                "form",
+                DataFormType::Form,
                 "New chat by number",
                 "Type the number as you would dial it; the contact is added to your contacts.",
                 vec![
                     hidden(),
-                    Field::new("number", "text-single", "Phone number").required(),
+                    Field::new("number", FieldType::TextSingle, "Phone number").required(),
                 ],
             ),
             "new-group" => form(
-                "form",
+                DataFormType::Form,
                 "New group text",
                 "Type the numbers of the others in the group, separated by commas, as you would dial them; you are invited to the group's room.",
                 vec![
                     hidden(),
-                    Field::new("numbers", "text-single", "Phone numbers").required(),
+                    Field::new("numbers", FieldType::TextSingle, "Phone numbers").required(),
                 ],
             ),
             "settings" => {
@@ -121,40 +125,40 @@ impl XmppProcess {
                 // Clients show a fixed field's value and not its label
                 // (Gajim, Profanity), so the value says what it is (#28).
                 form(
-                    "form",
+                    DataFormType::Form,
                     "My settings",
                     "",
                     vec![
                         hidden(),
-                        Field::new("number", "fixed", "Your number")
+                        Field::new("number", FieldType::Fixed, "Your number")
                             .value(format!("Your number: {}", u.number)),
-                        Field::new("account", "fixed", "Carrier account")
+                        Field::new("account", FieldType::Fixed, "Carrier account")
                             .value(format!("Carrier account: {}", u.account)),
-                        Field::new("caller_id", "boolean", "Show contacts' names (caller ID)")
+                        Field::new("caller_id", FieldType::Boolean, "Show contacts' names (caller ID)")
                             .value(if u.caller_id { "1" } else { "0" }),
                     ],
                 )
             }
             "unregister" => form(
-                "form",
+                DataFormType::Form,
                 "Unregister",
                 "Your number goes back to the operator; texts to it no longer reach you.",
                 vec![
                     hidden(),
-                    Field::new("confirm", "boolean", "Unregister me")
+                    Field::new("confirm", FieldType::Boolean, "Unregister me")
                         .value("0")
                         .required(),
                 ],
             ),
             "add-user" => form(
-                "form",
+                DataFormType::Form,
                 "Add user",
                 "",
                 vec![
                     hidden(),
-                    Field::new("jid", "jid-single", "User's JID").required(),
-                    Field::new("number", "text-single", "Their phone number (E.164)").required(),
-                    Field::new("account", "list-single", "Carrier account")
+                    Field::new("jid", FieldType::JidSingle, "User's JID").required(),
+                    Field::new("number", FieldType::TextSingle, "Their phone number (E.164)").required(),
+                    Field::new("account", FieldType::ListSingle, "Carrier account")
                         .options(accounts)
                         .required(),
                 ],
@@ -172,12 +176,12 @@ impl XmppProcess {
                     return translate::reply(iq, Ok(Some(completed(node, session, "info", "No user can be removed here: users of the config are removed in the config.", None))));
                 }
                 form(
-                    "form",
+                    DataFormType::Form,
                     "Remove user",
                     "Users of the config are removed in the config.",
                     vec![
                         hidden(),
-                        Field::new("jid", "list-single", "User")
+                        Field::new("jid", FieldType::ListSingle, "User")
                             .options(stored)
                             .required(),
                     ],
@@ -208,15 +212,15 @@ impl XmppProcess {
                     );
                 }
                 form(
-                    "form",
+                    DataFormType::Form,
                     "Pending registrations",
                     "",
                     vec![
                         hidden(),
-                        Field::new("jid", "list-single", "Registration")
+                        Field::new("jid", FieldType::ListSingle, "Registration")
                             .options(waiting)
                             .required(),
-                        Field::new("decision", "list-single", "Decision")
+                        Field::new("decision", FieldType::ListSingle, "Decision")
                             .options(vec![
                                 ("Approve".into(), "approve".into()),
                                 ("Refuse".into(), "refuse".into()),
@@ -241,11 +245,11 @@ impl XmppProcess {
                         format!("{} {} {} ({origin})", u.jid, u.number, u.account)
                     })
                     .collect();
-                let mut f = Field::new("users", "text-multi", "Users");
+                let mut f = Field::new("users", FieldType::TextMulti, "Users");
                 for l in lines {
                     f = f.value(l);
                 }
-                let x = form("result", "Users", "", vec![hidden(), f]);
+                let x = form(DataFormType::Result_, "Users", "", vec![hidden(), f]);
                 return translate::reply(
                     iq,
                     Ok(Some(completed(
@@ -263,7 +267,7 @@ impl XmppProcess {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                let mut errors = Field::new("carrier_errors", "text-multi", "Last carrier errors");
+                let mut errors = Field::new("carrier_errors", FieldType::TextMulti, "Last carrier errors");
                 let recent = self.activity.recent_errors();
                 if recent.is_empty() {
                     errors = errors.value("none since the start");
@@ -279,23 +283,23 @@ impl XmppProcess {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let x = form(
-                    "result",
+                    DataFormType::Result_,
                     "Gateway status",
                     "",
                     vec![
                         hidden(),
-                        Field::new("link", "text-single", "XMPP link").value(s.link.clone()),
+                        Field::new("link", FieldType::TextSingle, "XMPP link").value(s.link.clone()),
                         Field::new(
                             "unacked",
-                            "text-single",
+                            FieldType::TextSingle,
                             "Stanzas written, not yet acknowledged",
                         )
                         .value(s.unacked.to_string()),
-                        Field::new("users", "text-single", "Users")
+                        Field::new("users", FieldType::TextSingle, "Users")
                             .value(self.users.users().len().to_string()),
-                        Field::new("waiting", "text-single", "Registrations waiting")
+                        Field::new("waiting", FieldType::TextSingle, "Registrations waiting")
                             .value(self.users.waiting().len().to_string()),
-                        Field::new("roster", "text-single", "Servers granting roster access")
+                        Field::new("roster", FieldType::TextSingle, "Servers granting roster access")
                             .value(if roster.is_empty() {
                                 "none".into()
                             } else {
@@ -370,10 +374,10 @@ impl XmppProcess {
                     Err(e) => return refuse(format!("Field 'number': {e}")),
                 };
                 let x = form(
-                    "result",
+                    DataFormType::Result_,
                     "New chat",
                     "",
-                    vec![Field::new("jid", "jid-single", "Write to").value(contact.clone())],
+                    vec![Field::new("jid", FieldType::JidSingle, "Write to").value(contact.clone())],
                 );
                 out.insert(
                     0,
@@ -401,10 +405,10 @@ impl XmppProcess {
                     self.domain
                 );
                 let x = form(
-                    "result",
+                    DataFormType::Result_,
                     "New group text",
                     "",
-                    vec![Field::new("jid", "jid-single", "Group chat").value(room.clone())],
+                    vec![Field::new("jid", FieldType::JidSingle, "Group chat").value(room.clone())],
                 );
                 let text = format!("Join {room} (you are invited): what you write there goes to all of them as one group text.");
                 Answer::Now(vec![

@@ -26,6 +26,9 @@ use jid::BareJid;
 use sms_gateway_core::{Origin, StoredUser, UserChange};
 use tokio_xmpp::jid;
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::data_forms::{
+    DataForm, DataFormType, Field as DataField, FieldType, Option_ as DataOption,
+};
 use tokio_xmpp::parsers::message::Lang;
 use tokio_xmpp::parsers::ns;
 
@@ -137,20 +140,23 @@ enum Role {
     Admin,
 }
 
-/// The values of a submitted data form, by field.
-fn form_values(form: &Element) -> HashMap<String, Vec<String>> {
-    let mut out = HashMap::new();
-    for f in form.children().filter(|c| c.is("field", DATA_NS)) {
-        if let Some(var) = f.attr("var") {
-            let values = f
-                .children()
-                .filter(|v| v.is("value", DATA_NS))
-                .map(|v| v.text().trim().to_owned())
-                .collect();
-            out.insert(var.to_owned(), values);
-        }
-    }
-    out
+/// The values of a submitted data form, by field, read with xmpp-parsers'
+/// XEP-0004 parser; a form it refuses (a field without `var`, options
+/// outside a list, two `FORM_TYPE`s) is to be answered `bad-request` with
+/// the reason returned.
+fn form_values(form: &Element) -> Result<HashMap<String, Vec<String>>, String> {
+    let form = DataForm::try_from(form.clone()).map_err(|e| {
+        let e = e.to_string();
+        format!("The form is malformed: {}.", e.trim_end_matches('.'))
+    })?;
+    Ok(form
+        .fields
+        .into_iter()
+        .filter_map(|f| {
+            let values = f.values.iter().map(|v| v.trim().to_owned()).collect();
+            Some((f.var?, values))
+        })
+        .collect())
 }
 
 fn first<'a>(values: &'a HashMap<String, Vec<String>>, var: &str) -> Option<&'a str> {
@@ -161,73 +167,52 @@ fn first<'a>(values: &'a HashMap<String, Vec<String>>, var: &str) -> Option<&'a 
         .filter(|s| !s.is_empty())
 }
 
-/// A data form field.
-pub(crate) struct Field<'a> {
-    var: &'a str,
-    type_: &'a str,
-    label: &'a str,
-    values: Vec<String>,
-    options: Vec<(String, String)>,
-    required: bool,
-}
+/// A data form field: xmpp-parsers' XEP-0004 [`DataField`], built the way
+/// the forms here need it (a label, values, options as (label, value)).
+pub(crate) struct Field(DataField);
 
-impl<'a> Field<'a> {
-    fn new(var: &'a str, type_: &'a str, label: &'a str) -> Self {
-        Field {
-            var,
-            type_,
-            label,
-            values: vec![],
-            options: vec![],
-            required: false,
+impl Field {
+    fn new(var: &str, type_: FieldType, label: &str) -> Self {
+        let mut f = DataField::new(var, type_);
+        if !label.is_empty() {
+            f.label = Some(label.to_owned());
         }
+        Field(f)
     }
     fn value(mut self, v: impl Into<String>) -> Self {
-        self.values.push(v.into());
+        self.0
+            .values
+            .push(translate::xml_safe(&v.into()).into_owned());
         self
     }
     fn options(mut self, o: Vec<(String, String)>) -> Self {
-        self.options = o;
+        let clean = |s: &str| translate::xml_safe(s).into_owned();
+        self.0.options = o
+            .into_iter()
+            .map(|(label, value)| DataOption {
+                label: Some(clean(&label)),
+                value: clean(&value),
+            })
+            .collect();
         self
     }
     fn required(mut self) -> Self {
-        self.required = true;
+        self.0.required = true;
         self
     }
 }
 
-/// An XEP-0004 form of `type_` (`form` or `result`).
-fn form(type_: &str, title: &str, instructions: &str, fields: Vec<Field>) -> Element {
+/// An XEP-0004 form of `type_` (`Form` or `Result_`), made by
+/// xmpp-parsers; what users or carriers wrote in it made XML-safe.
+fn form(type_: DataFormType, title: &str, instructions: &str, fields: Vec<Field>) -> Element {
     let clean = |s: &str| translate::xml_safe(s).into_owned();
-    let mut x = Element::builder("x", DATA_NS)
-        .attr(nc("type"), type_)
-        .append(Element::builder("title", DATA_NS).append(clean(title)));
-    if !instructions.is_empty() {
-        x = x.append(Element::builder("instructions", DATA_NS).append(clean(instructions)));
+    DataForm {
+        type_,
+        title: Some(clean(title)),
+        instructions: (!instructions.is_empty()).then(|| clean(instructions)),
+        fields: fields.into_iter().map(|f| f.0).collect(),
     }
-    for f in fields {
-        let mut e = Element::builder("field", DATA_NS)
-            .attr(nc("var"), f.var)
-            .attr(nc("type"), f.type_);
-        if !f.label.is_empty() {
-            e = e.attr(nc("label"), f.label);
-        }
-        if f.required {
-            e = e.append(Element::builder("required", DATA_NS));
-        }
-        for (label, value) in f.options {
-            e = e.append(
-                Element::builder("option", DATA_NS)
-                    .attr(nc("label"), clean(&label))
-                    .append(Element::builder("value", DATA_NS).append(clean(&value))),
-            );
-        }
-        for v in f.values {
-            e = e.append(Element::builder("value", DATA_NS).append(clean(&v)));
-        }
-        x = x.append(e);
-    }
-    x.build()
+    .into()
 }
 
 fn error(
@@ -559,6 +544,23 @@ jids = ["root@example.com"]
         assert!(
             a[0].contains("+15557654321@sms.example.com") && a[0].contains("completed"),
             "{a:?}"
+        );
+        // A form XEP-0004 does not allow (a field without `var`) is
+        // refused with the parser's reason, not read as empty (#29: forms
+        // through xmpp-parsers).
+        let malformed = answer(
+            &p,
+            &command(
+                "alice@example.com/x",
+                "new-chat",
+                &form("<field><value>555 765 4321</value></field>"),
+            ),
+        );
+        assert!(
+            malformed[0].contains("bad-request")
+                && malformed[0]
+                    .contains("The form is malformed: Required attribute 'var' missing.<"),
+            "{malformed:?}"
         );
         assert!(
             a.iter()

@@ -36,12 +36,12 @@ impl XmppProcess {
                         u.number, u.account
                     )))
                     .append(form(
-                        "form",
+                        DataFormType::Form,
                         "Your registration",
                         "",
                         vec![
-                            Field::new("FORM_TYPE", "hidden", "").value(REGISTER_NS),
-                            Field::new("number", "fixed", "Number").value(u.number.to_string()),
+                            Field::new("FORM_TYPE", FieldType::Hidden, "").value(REGISTER_NS),
+                            Field::new("number", FieldType::Fixed, "Number").value(u.number.to_string()),
                         ],
                     ))
                     .build();
@@ -68,12 +68,12 @@ impl XmppProcess {
             let q = Element::builder("query", REGISTER_NS)
                 .append(Element::builder("instructions", REGISTER_NS).append(instructions.clone()))
                 .append(form(
-                    "form",
+                    DataFormType::Form,
                     "Register with the SMS gateway",
                     &instructions,
                     vec![
-                        Field::new("FORM_TYPE", "hidden", "").value(REGISTER_NS),
-                        Field::new("number", "list-single", "Phone number")
+                        Field::new("FORM_TYPE", FieldType::Hidden, "").value(REGISTER_NS),
+                        Field::new("number", FieldType::ListSingle, "Phone number")
                             .value(free[0].1.clone())
                             .options(free)
                             .required(),
@@ -106,7 +106,10 @@ impl XmppProcess {
                 "Fill in the registration form: field 'number' is missing.",
             )));
         };
-        let values = form_values(x);
+        let values = match form_values(x) {
+            Ok(values) => values,
+            Err(why) => return now(Err(bad(why))),
+        };
         self.register(iq, &bare, first(&values, "number"))
     }
 
