@@ -205,6 +205,12 @@ impl Field {
 /// An XEP-0004 form of `type_` (`Form` or `Result_`), made by
 /// xmpp-parsers; what users or carriers wrote in it made XML-safe.
 fn form(type_: DataFormType, title: &str, instructions: &str, fields: Vec<Field>) -> Element {
+    data_form(type_, title, instructions, fields).into()
+}
+
+/// The same form as xmpp-parsers' type, for payloads that carry one
+/// (XEP-0077's `FormQuery`).
+fn data_form(type_: DataFormType, title: &str, instructions: &str, fields: Vec<Field>) -> DataForm {
     let clean = |s: &str| translate::xml_safe(s).into_owned();
     DataForm {
         type_,
@@ -212,7 +218,6 @@ fn form(type_: DataFormType, title: &str, instructions: &str, fields: Vec<Field>
         instructions: (!instructions.is_empty()).then(|| clean(instructions)),
         fields: fields.into_iter().map(|f| f.0).collect(),
     }
-    .into()
 }
 
 fn error(

@@ -2,6 +2,7 @@
 //! free numbers, a registration asked of the Gateway, unregistering.
 
 use super::*;
+use tokio_xmpp::parsers::ibr::FormQuery;
 
 impl XmppProcess {
     /// Numbers free for registration: (label, value).
@@ -65,9 +66,11 @@ impl XmppProcess {
             };
             let instructions =
                 format!("Pick the phone number your texts will come from.{approval}");
-            let q = Element::builder("query", REGISTER_NS)
-                .append(Element::builder("instructions", REGISTER_NS).append(instructions.clone()))
-                .append(form(
+            // XEP-0077 with a data form, as xmpp-parsers writes it; the
+            // legacy instructions for clients that do not read forms.
+            let q = FormQuery {
+                instructions: Some(instructions.clone()),
+                form: data_form(
                     DataFormType::Form,
                     "Register with the SMS gateway",
                     &instructions,
@@ -78,9 +81,9 @@ impl XmppProcess {
                             .options(free)
                             .required(),
                     ],
-                ))
-                .build();
-            return now(Ok(Some(q)));
+                ),
+            };
+            return now(Ok(Some(q.into())));
         }
         if payload.get_child("remove", REGISTER_NS).is_some() {
             return match existing {
