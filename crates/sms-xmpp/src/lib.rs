@@ -86,6 +86,12 @@ const READ_AHEAD: usize = 32;
 /// How long events may wait for the Gateway without one being taken
 /// before the channel counts as stalled (logged, counted, `/readyz` fails).
 const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the session loop looks at its deadlines (the Gateway's stall,
+/// the server's acknowledgement): one timer for the whole session, not one
+/// made and dropped for every stanza read (#30). A deadline is noticed
+/// within this much of passing.
+const DEADLINE_TICK: Duration = Duration::from_secs(1);
 /// Chats from non-users answered with a sentence per second, all domains
 /// together; past it (and its burst) they get a bare `resource-constraint`.
 const STRANGER_ANSWERS_PER_SEC: f64 = 20.0;
@@ -298,6 +304,9 @@ impl XmppProcess {
             again.append(&mut outbox.unsent);
             outbox.unsent = again;
         }
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + DEADLINE_TICK, DEADLINE_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             #[cfg(feature = "fault-injection")]
             sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
@@ -320,12 +329,12 @@ impl XmppProcess {
             // The pause waits only on the Gateway, which never waits on us
             // while the outbox has room: no cycle.
             let reading = outbox.inbox.len() < READ_AHEAD || !room;
-            let now = tokio::time::Instant::now();
             match (reading, outbox.paused_at) {
-                (false, None) => outbox.paused_at = Some(now),
+                (false, None) => outbox.paused_at = Some(tokio::time::Instant::now()),
                 (true, Some(since)) => {
                     // The server's answer could not be read meanwhile.
-                    outbox.ping_written = outbox.ping_written.map(|w| w + (now - since));
+                    let paused = since.elapsed();
+                    outbox.ping_written = outbox.ping_written.map(|w| w + paused);
                     outbox.paused_at = None;
                 }
                 _ => {}
@@ -371,23 +380,16 @@ impl XmppProcess {
                     }
                     Err(_) => return SessionEnd::Shutdown,
                 },
-                () = async {
-                    match stall_at {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
+                // The deadlines: a stalled Gateway is noticed here, a server
+                // that acknowledged nothing at the top of the loop.
+                now = ticker.tick(), if stall_at.is_some() || ack_deadline.is_some() => {
+                    if stall_at.is_some_and(|d| now >= d) {
+                        outbox.stalled = true;
+                        self.metrics.stall("gateway_input", true);
+                        tracing::warn!(waiting = outbox.inbox.len(), after = ?STALL_AFTER, "the Gateway has taken nothing from the XMPP link for a while");
                     }
-                } => {
-                    outbox.stalled = true;
-                    self.metrics.stall("gateway_input", true);
-                    tracing::warn!(waiting = outbox.inbox.len(), after = ?STALL_AFTER, "the Gateway has taken nothing from the XMPP link for a while");
                     Ok(())
                 },
-                () = async {
-                    match ack_deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => Ok(()),
                 out = from_gateway.recv(), if room => match out {
                     Some(out) => {
                         // What else is waiting goes in the same write.
