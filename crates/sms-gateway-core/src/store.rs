@@ -213,6 +213,20 @@ pub trait Store: Send + Sync + 'static {
     fn chats(&self) -> Result<Vec<(u64, ChatRecord)>, StoreError>;
     /// Inbound texts not yet taken by the XMPP server, oldest first.
     fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError>;
+    /// The same, only those with `first <= id <= last`: what releasing the
+    /// texts held through an outage reads, one batch at a time, so that a
+    /// backlog of N texts costs N rows read, not N²/batch (#26). The
+    /// default reads them all and keeps the range; a backend with an index
+    /// on `id` reads the range alone.
+    fn pending_inbound_between(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<PendingInbound>, StoreError> {
+        let mut all = self.pending_inbound()?;
+        all.retain(|p| (first..=last).contains(&p.id));
+        Ok(all)
+    }
     /// Each user's last chat taken ([`Transaction::insert_chat`]); kept
     /// until a newer one replaces it.
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError>;

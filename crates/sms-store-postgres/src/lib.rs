@@ -288,6 +288,32 @@ impl Store for PostgresStore {
         })
     }
 
+    fn pending_inbound_between(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<PendingInbound>, StoreError> {
+        let owner = self.owner();
+        let as_id = |id: u64| i64::try_from(id).unwrap_or(i64::MAX);
+        let (first, last) = (as_id(first), as_id(last));
+        self.query(move |c| {
+            let rows = match &owner {
+                Some(me) => c.query(
+                    "SELECT id, account, data FROM inbound
+                     WHERE NOT delivered AND owner = $1 AND id BETWEEN $2 AND $3 ORDER BY id",
+                    &[me, &first, &last],
+                ),
+                None => c.query(
+                    "SELECT id, account, data FROM inbound
+                     WHERE NOT delivered AND id BETWEEN $1 AND $2 ORDER BY id",
+                    &[&first, &last],
+                ),
+            }
+            .map_err(err)?;
+            Ok(read_inbound(rows))
+        })
+    }
+
     fn last_chats(&self) -> Result<Vec<LastChat>, StoreError> {
         self.query(|c| {
             // Kept per instance: each user's latest, whichever took it.

@@ -284,12 +284,41 @@ impl Store for SqliteStore {
     }
 
     fn pending_inbound(&self) -> Result<Vec<PendingInbound>, StoreError> {
+        self.pending_where("", [])
+    }
+
+    fn pending_inbound_between(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<PendingInbound>, StoreError> {
+        let (first, last) = (as_id(first), as_id(last));
+        self.pending_where("AND id BETWEEN ?1 AND ?2", [first, last])
+    }
+}
+
+/// A row id as SQLite keeps it (a signed 64-bit integer; ids past its
+/// range are read as its largest).
+fn as_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Pending inbound texts, oldest first, with `and` added to the query's
+    /// condition.
+    fn pending_where(
+        &self,
+        and: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<PendingInbound>, StoreError> {
         let c = self.conn();
         let mut q = c
-            .prepare("SELECT id, account, data FROM inbound WHERE delivered = 0 ORDER BY id")
+            .prepare(&format!(
+                "SELECT id, account, data FROM inbound WHERE delivered = 0 {and} ORDER BY id"
+            ))
             .map_err(err)?;
         let rows = q
-            .query_map([], |r| {
+            .query_map(params, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,

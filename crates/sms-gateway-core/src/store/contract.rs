@@ -157,6 +157,13 @@ pub fn check_store(store: &dyn Store) {
             sms: sms.clone()
         }
     );
+    // A range of them, as the release of held texts reads them.
+    let between = |a, b| store.pending_inbound_between(a, b).expect("between");
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(between(id, id), vec![pending[0].clone()]);
+    assert_eq!(between(0, u64::MAX), pending);
+    assert_eq!(between(pending[1].id, u64::MAX), vec![pending[1].clone()]);
+    assert!(between(pending[1].id + 1, u64::MAX).is_empty());
     // Its media, once fetched, are kept with it; a delivered text is not
     // changed any more.
     let mut fetched = sms.clone();
@@ -180,6 +187,10 @@ pub fn check_store(store: &dyn Store) {
         .expect("pending")
         .iter()
         .all(|p| p.id != id));
+    assert!(
+        between(id, id).is_empty(),
+        "a delivered text is not pending"
+    );
     assert_eq!(
         store
             .write(|t| t.insert_inbound("main", &sms, 102))
