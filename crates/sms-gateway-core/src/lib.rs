@@ -36,7 +36,7 @@ mod message;
 pub mod metrics;
 mod phone;
 pub mod provider;
-mod rate;
+pub mod rate;
 mod secret;
 pub mod store;
 #[cfg(test)]

@@ -1,10 +1,57 @@
-//! Per-user send limits: a token bucket per user, so that one account (or
-//! whoever has its password) cannot run up the carrier bill. Each SMS part
-//! costs one token; tokens come back at `texts_per_minute` up to
-//! `texts_burst`. The clock is an argument, so tests need no waiting.
+//! Token buckets ([`Bucket`]), one definition for every budget, and the
+//! per-user send limits built on them: a bucket per user, so that one
+//! account (or whoever has its password) cannot run up the carrier bill.
+//! Each SMS part costs one token; tokens come back at `texts_per_minute` up
+//! to `texts_burst`. The clock is an argument, so tests need no waiting.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// One token bucket: it starts full, holds at most `burst` tokens, and
+/// they come back at `per_second`. The rates are the caller's, so one
+/// definition serves every budget (the per-user limits here, the budget
+/// for answering strangers in `sms-xmpp`).
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    /// A full bucket of `burst` tokens.
+    pub fn full(burst: f64) -> Self {
+        Bucket {
+            tokens: burst,
+            at: None,
+        }
+    }
+
+    /// Takes `cost` tokens at `now` (refilled at `per_second` up to `burst`
+    /// since the last take), or says how long until there would be enough,
+    /// taking nothing (at most a day).
+    pub fn take(
+        &mut self,
+        cost: f64,
+        per_second: f64,
+        burst: f64,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * per_second).min(burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            Ok(())
+        } else {
+            let missing = cost - self.tokens;
+            Err(Duration::from_secs_f64(
+                (missing / per_second).min(86_400.0),
+            ))
+        }
+    }
+}
 
 /// One bucket per key (a user's bare JID). Keys are configured users only,
 /// so the map is bounded by the config.
@@ -12,7 +59,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Buckets {
     per_second: f64,
     burst: f64,
-    buckets: HashMap<String, (f64, Instant)>,
+    buckets: HashMap<String, Bucket>,
 }
 
 impl Buckets {
@@ -51,20 +98,14 @@ impl Buckets {
     /// until there would be enough (taking nothing).
     pub(crate) fn take(&mut self, key: &str, cost: u32, now: Instant) -> Result<(), Duration> {
         let (per_second, burst) = (self.per_second, self.burst);
-        let (tokens, at) = self.buckets.entry(key.to_owned()).or_insert((burst, now));
-        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
-        *tokens = (*tokens + elapsed * per_second).min(burst);
-        *at = now;
-        let cost = f64::from(cost);
-        if *tokens >= cost {
-            *tokens -= cost;
-            Ok(())
-        } else {
-            let missing = cost - *tokens;
-            Err(Duration::from_secs_f64(
-                (missing / per_second).min(86_400.0),
-            ))
-        }
+        let bucket = match self.buckets.get_mut(key) {
+            Some(b) => b,
+            None => self
+                .buckets
+                .entry(key.to_owned())
+                .or_insert_with(|| Bucket::full(burst)),
+        };
+        bucket.take(f64::from(cost), per_second, burst, now)
     }
 }
 

@@ -124,36 +124,28 @@ impl Inbox {
     }
 }
 
-/// Chats from non-users answered per second, as a token bucket.
-pub(crate) struct StrangerBudget {
-    tokens: f64,
-    at: Option<tokio::time::Instant>,
-}
+/// Chats from non-users answered per second: the core's token bucket at
+/// the strangers' rates, read on tokio's clock (so paused time in tests
+/// moves it).
+pub(crate) struct StrangerBudget(sms_gateway_core::rate::Bucket);
 
 impl Default for StrangerBudget {
     fn default() -> Self {
-        StrangerBudget {
-            tokens: crate::STRANGER_BURST,
-            at: None,
-        }
+        StrangerBudget(sms_gateway_core::rate::Bucket::full(crate::STRANGER_BURST))
     }
 }
 
 impl StrangerBudget {
     /// Takes one answer from the budget; false when it is spent.
     pub(crate) fn take(&mut self, now: tokio::time::Instant) -> bool {
-        if let Some(at) = self.at {
-            let refill =
-                now.saturating_duration_since(at).as_secs_f64() * crate::STRANGER_ANSWERS_PER_SEC;
-            self.tokens = (self.tokens + refill).min(crate::STRANGER_BURST);
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0
+            .take(
+                1.0,
+                crate::STRANGER_ANSWERS_PER_SEC,
+                crate::STRANGER_BURST,
+                now.into_std(),
+            )
+            .is_ok()
     }
 }
 
