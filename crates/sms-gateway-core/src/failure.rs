@@ -142,6 +142,20 @@ mod tests {
         assert_eq!(code_in("error : x"), None);
     }
 
+    /// A failure known by its words alone (a sandbox report, a report
+    /// stored before codes were kept apart) finds its code in them; one
+    /// built from a carrier's fields keeps the code it was given.
+    #[test]
+    fn failures_keep_their_code_apart() {
+        let f = crate::Failure::from_words("undelivered, error 21610: unsubscribed");
+        assert_eq!(f.code.as_deref(), Some("21610"));
+        assert_eq!(f.to_string(), "undelivered, error 21610: unsubscribed");
+        assert_eq!(crate::Failure::from_words("failed").code, None);
+        let f = crate::Failure::new(Some("40300".into()), "delivery_failed, Recipient opted out");
+        assert_eq!(f.code.as_deref(), Some("40300"));
+        assert_eq!(crate::Failure::new(Some(String::new()), "x").code, None);
+    }
+
     #[test]
     fn both_carriers_opt_out_codes_mean_the_same() {
         assert_eq!(kind_of("21610"), Some(FailureKind::OptedOut));

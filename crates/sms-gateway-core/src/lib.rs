@@ -55,9 +55,9 @@ pub use gateway::{
     NOTICE_INTERVAL,
 };
 pub use message::{
-    random_id, run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Fetched, InboundRejected,
-    InboundSms, Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent, RoomLine, Speaker,
-    StatusReport, UserChange, XmppEvent,
+    random_id, run_tag, ChatMessage, DeliveryStatus, ErrorCondition, Failure, Fetched,
+    InboundRejected, InboundSms, Media, OutboundSms, OutgoingStanza, PstnCommand, PstnEvent,
+    RoomLine, Speaker, StatusReport, UserChange, XmppEvent,
 };
 pub use phone::{PhoneError, PhoneNumber};
 pub use provider::{

@@ -433,8 +433,46 @@ pub enum DeliveryStatus {
     InProgress,
     /// The handset has it.
     Delivered,
-    /// It will not arrive; the carrier's reason.
-    Failed(String),
+    /// It will not arrive; why, as the carrier said it.
+    Failed(Failure),
+}
+
+/// Why a text will not arrive, as the carrier said it: its error code
+/// apart (what opt-outs and the plain sentences of `failure` go by) and its
+/// words whole (what an operator or the carrier's support needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The carrier's error code (Twilio `30003`, Telnyx `40300`), when it
+    /// gave one.
+    pub code: Option<String>,
+    /// The carrier's words, as the provider puts them together
+    /// (`undelivered, error 30003: Unreachable destination handset`).
+    pub reason: String,
+}
+
+impl Failure {
+    /// A failure with the carrier's `code`, if any, and its words.
+    pub fn new(code: Option<String>, reason: impl Into<String>) -> Self {
+        Failure {
+            code: code.filter(|c| !c.is_empty()),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failure known only by its words (a sandbox's injected report, a
+    /// report stored before codes were kept apart): the code is read from
+    /// `… error NNNNN …` in them, where there is one.
+    pub fn from_words(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let code = crate::failure::code_in(&reason).map(str::to_owned);
+        Failure { code, reason }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// A delivery report for a message we sent.

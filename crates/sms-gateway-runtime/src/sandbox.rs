@@ -311,7 +311,9 @@ impl PstnProvider for SandboxProvider {
                     .map_err(|e| json_error("not a sandbox status", &e))?;
                 let status = match s.status.as_str() {
                     "delivered" => DeliveryStatus::Delivered,
-                    "failed" => DeliveryStatus::Failed(s.error.unwrap_or_else(|| "failed".into())),
+                    "failed" => DeliveryStatus::Failed(crate::Failure::from_words(
+                        s.error.unwrap_or_else(|| "failed".into()),
+                    )),
                     "queued" | "sent" => DeliveryStatus::InProgress,
                     other => {
                         return Err(WebhookError::BadRequest(format!(

@@ -485,7 +485,10 @@ pub fn parse_webhook(
                         },
                         None => status.to_owned(),
                     };
-                    DeliveryStatus::Failed(reason)
+                    DeliveryStatus::Failed(sms_gateway_core::Failure::new(
+                        code.map(str::to_owned),
+                        reason,
+                    ))
                 }
                 _ => DeliveryStatus::InProgress,
             };
@@ -660,14 +663,21 @@ mod tests {
         assert_eq!(st("queued", None), DeliveryStatus::InProgress);
         assert_eq!(
             st("undelivered", Some("30003")),
-            DeliveryStatus::Failed(
-                "undelivered, error 30003: unreachable destination handset".into()
-            )
+            DeliveryStatus::Failed(sms_gateway_core::Failure::new(
+                Some("30003".into()),
+                "undelivered, error 30003: unreachable destination handset"
+            ))
         );
         assert_eq!(
             st("failed", Some("39999")),
-            DeliveryStatus::Failed("failed, error 39999".into())
+            DeliveryStatus::Failed(sms_gateway_core::Failure::new(
+                Some("39999".into()),
+                "failed, error 39999"
+            ))
         );
-        assert_eq!(st("failed", None), DeliveryStatus::Failed("failed".into()));
+        assert_eq!(
+            st("failed", None),
+            DeliveryStatus::Failed(sms_gateway_core::Failure::new(None, "failed"))
+        );
     }
 }

@@ -230,13 +230,19 @@ fn sender(field: &str, v: &str) -> Result<PhoneNumber, WebhookError> {
     PhoneNumber::sender(v).map_err(|e| bad(format!("`{field}`: {e}")))
 }
 
-fn describe(errors: &[ApiError]) -> Option<String> {
-    let e = errors.first()?;
-    let code = e.code.as_ref().map(|c| {
+/// The first error's code, whether Telnyx wrote it as a string or a number.
+fn error_code(errors: &[ApiError]) -> Option<String> {
+    let c = errors.first()?.code.as_ref()?;
+    Some(
         c.as_str()
             .map(str::to_owned)
-            .unwrap_or_else(|| c.to_string())
-    });
+            .unwrap_or_else(|| c.to_string()),
+    )
+}
+
+fn describe(errors: &[ApiError]) -> Option<String> {
+    let e = errors.first()?;
+    let code = error_code(errors);
     let text = e
         .detail
         .clone()
@@ -314,6 +320,7 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError
                 .or(p.id)
                 .ok_or_else(|| bad("missing `data.payload.id`"))?;
             let why = describe(&p.errors);
+            let code = error_code(&p.errors);
             let mut reports = Vec::new();
             for t in p.to.iter().chain(&p.cc).take(MAX_ENDPOINTS) {
                 let status = t.status.clone().unwrap_or_default();
@@ -328,7 +335,7 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError
                             // Which participant it did not reach.
                             reason = format!("to {}: {reason}", t.phone_number);
                         }
-                        DeliveryStatus::Failed(reason)
+                        DeliveryStatus::Failed(sms_gateway_core::Failure::new(code.clone(), reason))
                     }
                     _ => DeliveryStatus::InProgress,
                 };
@@ -606,7 +613,10 @@ mod tests {
         assert_eq!(status("sent"), DeliveryStatus::InProgress);
         assert_eq!(
             status("delivery_failed"),
-            DeliveryStatus::Failed("delivery_failed, error 40300: Recipient opted out".into())
+            DeliveryStatus::Failed(sms_gateway_core::Failure::new(
+                Some("40300".into()),
+                "delivery_failed, error 40300: Recipient opted out"
+            ))
         );
         assert!(parse_event(
             br#"{"data":{"event_type":"number_order.complete","id":"x","payload":{}}}"#
@@ -665,9 +675,10 @@ mod tests {
         assert_eq!(r.message_id, "403188fd-58c5-4557-a8de-1700a358d768");
         assert_eq!(
             r.status,
-            DeliveryStatus::Failed(
-                "to +15553334444: delivery_failed, error 40300: Recipient opted out".into()
-            )
+            DeliveryStatus::Failed(sms_gateway_core::Failure::new(
+                Some("40300".into()),
+                "to +15553334444: delivery_failed, error 40300: Recipient opted out"
+            ))
         );
         let ok = ev.replace("delivery_failed", "delivered");
         let [WebhookEvent::Status(r)] = &parse_event(ok.as_bytes()).unwrap()[..] else {

@@ -731,7 +731,13 @@ impl Transaction for PgTx<'_> {
     ) -> Result<(), StoreError> {
         let status = match status {
             DeliveryStatus::Delivered => "delivered".to_owned(),
-            DeliveryStatus::Failed(why) => format!("failed:{why}"),
+            // The code apart from the words (`failed:CODE\u{1f}WORDS`);
+            // rows from before codes were kept apart are `failed:WORDS`.
+            DeliveryStatus::Failed(f) => format!(
+                "failed:{}\u{1f}{}",
+                f.code.as_deref().unwrap_or(""),
+                f.reason
+            ),
             _ => return Ok(()),
         };
         let (account, carrier_id) = (account.to_owned(), carrier_id.to_owned());
@@ -761,7 +767,12 @@ impl Transaction for PgTx<'_> {
             .map(|r| {
                 let s: String = r.get(0);
                 match s.strip_prefix("failed:") {
-                    Some(why) => DeliveryStatus::Failed(why.to_owned()),
+                    Some(why) => DeliveryStatus::Failed(match why.split_once('\u{1f}') {
+                        Some((code, words)) => {
+                            sms_gateway_core::Failure::new(Some(code.to_owned()), words)
+                        }
+                        None => sms_gateway_core::Failure::from_words(why),
+                    }),
                     None => DeliveryStatus::Delivered,
                 }
             }))

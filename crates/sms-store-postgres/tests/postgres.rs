@@ -537,20 +537,14 @@ fn a_restart_within_the_lease_tells_the_instance_s_users() {
 /// its send's result is kept for the sender, taken once, and expires.
 #[test]
 fn an_early_report_is_kept_for_whichever_instance_sent_the_text() {
-    use sms_gateway_core::DeliveryStatus;
+    use sms_gateway_core::{DeliveryStatus, Failure};
+    let landline = || Failure::new(Some("30006".into()), "undelivered, error 30006: landline");
     let db = Db::new("early");
     let (a, b) = (db.member("a"), db.member("b"));
     b.write(|t| t.keep_early("main", "SM-1", &DeliveryStatus::Delivered, 100))
         .unwrap();
-    b.write(|t| {
-        t.keep_early(
-            "main",
-            "SM-2",
-            &DeliveryStatus::Failed("30006 landline".into()),
-            100,
-        )
-    })
-    .unwrap();
+    b.write(|t| t.keep_early("main", "SM-2", &DeliveryStatus::Failed(landline()), 100))
+        .unwrap();
     b.write(|t| t.keep_early("main", "SM-3", &DeliveryStatus::Delivered, 100))
         .unwrap();
     assert_eq!(
@@ -560,7 +554,8 @@ fn an_early_report_is_kept_for_whichever_instance_sent_the_text() {
     assert_eq!(a.write(|t| t.take_early("main", "SM-1")).unwrap(), None);
     assert_eq!(
         a.write(|t| t.take_early("main", "SM-2")).unwrap(),
-        Some(DeliveryStatus::Failed("30006 landline".into()))
+        Some(DeliveryStatus::Failed(landline())),
+        "the code kept apart from the words"
     );
     assert_eq!(a.write(|t| t.take_early("other", "SM-3")).unwrap(), None);
     a.write(|t| t.expire(101, 0)).unwrap();

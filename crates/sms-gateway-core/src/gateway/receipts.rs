@@ -105,7 +105,7 @@ impl Gateway {
                 id: chat.stanza_id,
                 condition: ErrorCondition::RecipientUnavailable,
                 // The carrier's reason names the participant (`to +1…: …`).
-                text: if reason.starts_with("to ") {
+                text: if reason.reason.starts_with("to ") {
                     format!("Not delivered {reason}.")
                 } else {
                     format!("Not delivered to one of the group: {reason}.")
@@ -147,7 +147,7 @@ impl Gateway {
                     &chat.account,
                     &format!("not delivered: {reason}"),
                 );
-                let code = crate::failure::code_in(&reason);
+                let code = reason.code.as_deref();
                 let opted_out = code.and_then(crate::failure::kind_of)
                     == Some(crate::failure::FailureKind::OptedOut);
                 if opted_out {
@@ -162,7 +162,7 @@ impl Gateway {
                         self.set_opted_out(tx, user, &n, true);
                     }
                 }
-                let why = crate::failure::readable(code, &reason);
+                let why = crate::failure::readable(code, &reason.reason);
                 let mut text = if parts > 1 {
                     format!("Part of the text was not delivered: {why}")
                 } else {

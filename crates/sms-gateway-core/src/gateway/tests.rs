@@ -363,7 +363,9 @@ fn delivered_gives_a_receipt_and_failed_an_error() {
     let text = expect_error(
         g.pstn(status(
             "SM2",
-            DeliveryStatus::Failed("error 30003: Unreachable destination handset".into()),
+            DeliveryStatus::Failed(crate::Failure::from_words(
+                "error 30003: Unreachable destination handset",
+            )),
         ))
         .0,
         ErrorCondition::RecipientUnavailable,
@@ -1306,7 +1308,9 @@ fn a_message_to_a_room_is_one_group_text_and_is_reflected() {
         account: "main".into(),
         report: StatusReport {
             message_id: "G1".into(),
-            status: DeliveryStatus::Failed("to +15553334444: delivery_failed".into()),
+            status: DeliveryStatus::Failed(crate::Failure::from_words(
+                "to +15553334444: delivery_failed",
+            )),
         },
     });
     assert!(
@@ -1323,9 +1327,9 @@ fn a_message_to_a_room_is_one_group_text_and_is_reflected() {
         },
     };
     assert!(g.pstn(report(DeliveryStatus::Delivered)).0.is_empty());
-    let (a, _) = g.pstn(report(DeliveryStatus::Failed(
-        "to +15551112222: expired".into(),
-    )));
+    let (a, _) = g.pstn(report(DeliveryStatus::Failed(crate::Failure::from_words(
+        "to +15551112222: expired",
+    ))));
     assert!(
         matches!(&a[..], [Action::Xmpp(OutgoingStanza::Error { text, .. })] if text.contains("+15551112222")),
         "{a:?}"
@@ -1870,7 +1874,7 @@ fn the_carriers_opt_out_codes_mark_the_contact_and_failures_read_plainly() {
         account: "main".into(),
         report: StatusReport {
             message_id: id.into(),
-            status: DeliveryStatus::Failed(why.into()),
+            status: DeliveryStatus::Failed(crate::Failure::from_words(why)),
         },
     };
     let t = sent_ticket(&g.chat(to("+15557654323")));
