@@ -29,5 +29,30 @@ pub mod reload;
 mod sandbox;
 pub mod setup;
 
+/// A config for this crate's tests: one sandbox account, `main`, whose
+/// user is alice@example.com, and `extra` after it.
+#[cfg(test)]
+pub(crate) fn test_config(extra: &str) -> String {
+    format!(
+        r#"
+[xmpp]
+server = "127.0.0.1:5347"
+domain = "sms.example.com"
+secret = "s"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1/"
+[providers.main]
+type = "sandbox"
+token = "sandbox-test-token"
+[[users]]
+jid = "alice@example.com"
+number = "+15550001111"
+provider = "main"
+{extra}
+"#
+    )
+}
+
 pub use component::{Component, ComponentError, Lent, ProcessError, XmppChannels, XmppLink};
 pub use sandbox::{registry as sandbox_registry, SandboxProvider};

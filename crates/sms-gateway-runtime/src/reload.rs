@@ -168,26 +168,7 @@ mod tests {
     use crate::StoredUser;
 
     fn config(extra: &str) -> Config {
-        Config::from_toml(&format!(
-            r#"
-[xmpp]
-server = "127.0.0.1:5347"
-domain = "sms.example.com"
-secret = "s"
-[http]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1/"
-[providers.main]
-type = "sandbox"
-token = "sandbox-test-token"
-[[users]]
-jid = "alice@example.com"
-number = "+15550001111"
-provider = "main"
-{extra}
-"#
-        ))
-        .unwrap()
+        Config::from_toml(&crate::test_config(extra)).unwrap()
     }
 
     #[test]

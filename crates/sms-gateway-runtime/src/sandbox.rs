@@ -342,27 +342,9 @@ mod tests {
     /// and `run` refuse it, naming the key.
     #[test]
     fn the_packaged_placeholder_token_is_refused() {
-        let text = r#"
-[xmpp]
-server = "127.0.0.1:5347"
-domain = "sms.example.com"
-secret = "s3cret"
-
-[http]
-listen = "127.0.0.1:9677"
-public_url = "https://sms.example.com/hooks/"
-
-[providers.main]
-type = "sandbox"
-token = "sandbox-test-token"
-
-[[users]]
-jid = "alice@example.com"
-number = "+15550001111"
-provider = "main"
-"#;
+        let text = crate::test_config("");
         let check = |text: &str| crate::Config::from_toml(text)?.validate(&registry());
-        assert!(check(text).is_ok());
+        assert!(check(&text).is_ok());
         let text = text.replace("sandbox-test-token", PLACEHOLDER_TOKEN);
         let err = check(&text).unwrap_err().to_string();
         assert!(err.contains("providers.main.token"), "{err}");
