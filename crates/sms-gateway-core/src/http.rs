@@ -26,6 +26,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The most of a carrier's answer that is read (its JSON is a few KiB).
 pub const MAX_ANSWER: usize = 1 << 20;
 const USER_AGENT: &str = concat!("sms-over-xmpp/", env!("CARGO_PKG_VERSION"));
+/// What every carrier call asks for. Headers of constants are made with
+/// `from_static`: no copy and no check per request (#30).
+const JSON: &str = "application/json";
 
 /// A client as every provider should have one: rustls with the webpki
 /// roots, connections kept and reused (most carrier CPU otherwise goes to
@@ -96,9 +99,15 @@ impl Client {
     ) -> Result<Answer, ProviderError> {
         let request = http::Request::post(url.clone())
             .header(http::header::AUTHORIZATION, authorization.clone())
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT)
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            )
+            .header(http::header::ACCEPT, HeaderValue::from_static(JSON))
+            .header(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(USER_AGENT),
+            )
             .body(Full::new(body.into()));
         self.exchange(carrier, request).await
     }
@@ -118,11 +127,17 @@ impl Client {
             .method(method)
             .uri(url.clone())
             .header(http::header::AUTHORIZATION, authorization.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, USER_AGENT);
+            .header(http::header::ACCEPT, HeaderValue::from_static(JSON))
+            .header(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(USER_AGENT),
+            );
         let body = match body {
             Some((content_type, body)) => {
-                request = request.header(http::header::CONTENT_TYPE, content_type);
+                request = request.header(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(content_type),
+                );
                 body
             }
             None => Bytes::new(),

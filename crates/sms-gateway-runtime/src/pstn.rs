@@ -136,9 +136,10 @@ impl PstnProcess {
     async fn serve(&self, listener: tokio::net::TcpListener, stopped: CancellationToken) {
         use hyper_util::rt::{TokioIo, TokioTimer};
         let limits = self.inner.webhook_limits;
-        let app = axum::Router::new()
-            .fallback(hook)
-            .with_state(self.inner.clone());
+        // Every path goes to `hook`, which reads the path itself: no router
+        // between hyper and it (axum's cost a clone, a match and a boxed
+        // future per request, #30).
+        let inner = self.inner.clone();
         let permits = Arc::new(Semaphore::new(limits.connections));
         loop {
             let permit = tokio::select! {
@@ -166,13 +167,12 @@ impl PstnProcess {
             // Each connection is served at most conn::MAX_REQUESTS requests:
             // the last answer says `Connection: close` (#27).
             let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let app = app.clone();
-            let service = hyper::service::service_fn(move |req| {
-                use tower::ServiceExt;
+            let inner = inner.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= conn::MAX_REQUESTS;
-                let answer = app.clone().oneshot(req);
+                let answer = hook(inner.clone(), req.map(axum::body::Body::new));
                 async move {
-                    let mut answer = answer.await?;
+                    let mut answer = answer.await;
                     if last {
                         answer.headers_mut().insert(
                             axum::http::header::CONNECTION,

@@ -182,6 +182,20 @@ impl crate::XmppProcess {
         outbox: &mut Outbox,
         ev: XmppEvent,
     ) -> Result<(), Error> {
+        // Nothing waits and the Gateway has room: the event goes straight
+        // on, as the session loop would hand it on at once anyway, without
+        // a queue made and dropped for its origin (#30). Order holds: only
+        // an empty inbox is passed by.
+        if outbox.inbox.is_empty() {
+            if let Some(permit) = outbox
+                .to_gateway
+                .as_ref()
+                .and_then(|tx| tx.try_reserve().ok())
+            {
+                permit.send(ev);
+                return Ok(());
+            }
+        }
         let Some(origin) = self.origin(&ev) else {
             outbox.inbox.control(ev);
             self.queued(outbox);

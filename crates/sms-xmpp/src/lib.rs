@@ -307,6 +307,10 @@ impl XmppProcess {
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + DEADLINE_TICK, DEADLINE_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once: made anew at every turn it registered a waiter under
+        // a lock and removed it again, for every stanza (#30).
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             #[cfg(feature = "fault-injection")]
             sms_gateway_core::fault::trip(sms_gateway_core::fault::Process::Xmpp);
@@ -357,7 +361,7 @@ impl XmppProcess {
                 .filter(|_| !outbox.stalled)
                 .map(|since| since + STALL_AFTER);
             let result = tokio::select! {
-                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                () = &mut cancelled => return SessionEnd::Shutdown,
                 incoming = link::read(link), if reading => match incoming {
                     Incoming::Stanza(stanza) => self.on_stanza(link, *stanza, outbox).await,
                     Incoming::Invalid { kind, from, to, id, type_, error } => {
@@ -561,6 +565,7 @@ impl XmppLink for XmppProcess {
     ) -> Result<(), ProcessError> {
         let mut from_gateway = channels.from_gateway.lock().await;
         let mut outbox = self.outbox.lock().await;
+        outbox.to_gateway = Some(channels.to_gateway.clone());
         let mut queries = self.queries.lock().await;
         let mut failures = 0u32;
         loop {

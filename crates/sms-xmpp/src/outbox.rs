@@ -87,6 +87,9 @@ pub(crate) struct Outbox {
     pub(crate) stalled: bool,
     /// Since when the link has not been read (the Gateway is behind).
     pub(crate) paused_at: Option<tokio::time::Instant>,
+    /// The channel to the Gateway, for an event that finds nothing waiting
+    /// ahead of it (set when the process runs).
+    pub(crate) to_gateway: Option<tokio::sync::mpsc::Sender<sms_gateway_core::XmppEvent>>,
 }
 
 impl Outbox {

@@ -101,11 +101,16 @@ pub async fn run_gateway(
         .member()
         .map(|m| tokio::time::interval((m.lease / 3).max(Duration::from_millis(100))));
     let wake = gateway.wake();
+    // Made once, not at every turn of the loop: each of these registers a
+    // waiter under a lock when made and removes it when dropped (#30).
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut link_back = Box::pin(io.metrics.link_back());
     loop {
         #[cfg(feature = "fault-injection")]
         crate::fault::trip(crate::fault::Process::Gateway);
         let first = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = &mut cancelled => return,
             _ = async {
                 match (lease.as_mut(), &wake) {
                     (Some(l), Some(w)) => {
@@ -136,7 +141,8 @@ pub async fn run_gateway(
                 }
                 continue;
             }
-            () = io.metrics.link_back() => {
+            () = &mut link_back => {
+                link_back.set(io.metrics.link_back());
                 // Texts held while the link was down go out, oldest first,
                 // from a task of their own: the Gateway goes on taking
                 // webhooks (new texts wait behind the held ones, in order).

@@ -6,7 +6,7 @@ use super::{Inner, WebhookLimits};
 use crate::provider::{WebhookEvent, WebhookRequest};
 use crate::{InboundRejected, PstnEvent};
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -83,20 +83,19 @@ fn retry_later(why: &str) -> Response {
 }
 
 /// Answers a request to the webhook server, counting it (`sms_webhooks`).
-pub(super) async fn hook(State(inner): State<Arc<Inner>>, request: Request) -> Response {
-    let path = request.uri().path();
-    let (account, hook_name) = match path.strip_prefix(inner.base_path.as_str()) {
-        Some(rest) if rest.starts_with("/media/") => (String::new(), "media".to_owned()),
-        Some(rest) => match rest.trim_matches('/').split_once('/') {
-            Some((a, h)) => (a.to_owned(), h.to_owned()),
-            None => (String::new(), String::new()),
-        },
-        None => (String::new(), String::new()),
-    };
+pub(super) async fn hook(inner: Arc<Inner>, request: Request) -> Response {
+    // A copy of the path's shared bytes, not of the path: read for the
+    // count once the request has been answered.
+    let uri = request.uri().clone();
     let answer = answer(inner.clone(), request).await;
+    let (account, hook_name) = match uri.path().strip_prefix(inner.base_path.as_str()) {
+        Some(rest) if rest.starts_with("/media/") => ("", "media"),
+        Some(rest) => rest.trim_matches('/').split_once('/').unwrap_or(("", "")),
+        None => ("", ""),
+    };
     inner
         .metrics
-        .webhook(&account, &hook_name, answer.status().as_u16());
+        .webhook(account, hook_name, answer.status().as_u16());
     answer
 }
 
