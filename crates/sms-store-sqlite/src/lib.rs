@@ -27,6 +27,9 @@ pub struct SqliteStore {
     activity: Arc<Activity>,
     /// Whether a transaction is open (at most one is).
     open: std::sync::atomic::AtomicBool,
+    /// Each user's last chat of the open transaction, written once at its
+    /// commit instead of once per chat (#30).
+    last_chats: Mutex<std::collections::HashMap<String, sms_gateway_core::store::LastChat>>,
     /// The checkpointer: dropping the sender stops it.
     checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
@@ -183,6 +186,7 @@ impl SqliteStore {
             seen: Mutex::new(seen),
             activity,
             open: Default::default(),
+            last_chats: Default::default(),
             checkpointer,
         })
     }

@@ -45,6 +45,42 @@ fn sqlite_store_meets_the_contract() {
     assert_eq!(left, 0, "forgotten chats leave no receipt-map rows");
 }
 
+/// A user's last chat is written at the commit (#30): a batch rolled back
+/// leaves the one before, and the next batch starts afresh.
+#[test]
+fn a_batch_rolled_back_leaves_the_last_chat_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let chat = |created: u64| ChatRecord {
+        created,
+        account: "main".into(),
+        user_full_jid: "carol@example.com/phone".into(),
+        contact_jid: "+15557654321@sms.example.com".into(),
+        stanza_id: None,
+        receipt: false,
+        parts: vec![],
+        state: sms_gateway_core::store::ChatState::Sending,
+        group: false,
+    };
+    let last = |s: &SqliteStore| {
+        s.last_chats()
+            .unwrap()
+            .iter()
+            .map(|l| l.created)
+            .collect::<Vec<_>>()
+    };
+    store.write(|t| t.insert_chat(&chat(1)).map(drop)).unwrap();
+    {
+        let mut tx = store.begin().unwrap();
+        tx.insert_chat(&chat(2)).unwrap();
+    }
+    assert_eq!(last(&store), vec![1], "rolled back");
+    store.write(|t| t.set_meta("x", 1)).unwrap();
+    assert_eq!(last(&store), vec![1], "a later batch does not write it");
+    store.write(|t| t.insert_chat(&chat(4)).map(drop)).unwrap();
+    assert_eq!(last(&store), vec![4]);
+}
+
 #[test]
 fn what_was_written_survives_reopening_and_journal_mode_is_wal() {
     let dir = tempfile::tempdir().unwrap();

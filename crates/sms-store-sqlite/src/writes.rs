@@ -43,7 +43,34 @@ fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), Stor
     Ok(())
 }
 
+/// Keeps `last` as its user's last chat.
+fn put_last_chat(c: &Connection, last: &LastChat) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user) DO UPDATE SET
+            contact_jid = excluded.contact_jid, created = excluded.created, preview = excluded.preview",
+    )
+    .and_then(|mut q| {
+        q.execute(params![
+            last.user,
+            last.contact_jid,
+            last.created as i64,
+            last.preview
+        ])
+    })
+    .map(drop)
+    .map_err(err)
+}
+
 impl SqliteStore {
+    /// Forgets the open batch's last chats (it is being rolled back).
+    fn forget_last_chats(&self) {
+        self.last_chats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub(crate) fn insert_chat(&self, chat: &ChatRecord) -> Result<u64, StoreError> {
         let data = serde_json::to_string(chat).map_err(err)?;
         let c = self.writer();
@@ -53,20 +80,14 @@ impl SqliteStore {
         let ticket = c.last_insert_rowid() as u64;
         index_sent(&c, ticket, chat)?;
         let last = LastChat::of(chat);
-        c.prepare_cached(
-            "INSERT INTO last_chat (user, contact_jid, created, preview) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (user) DO UPDATE SET
-                contact_jid = excluded.contact_jid, created = excluded.created, preview = excluded.preview",
-        )
-        .and_then(|mut q| {
-            q.execute(params![
-                last.user,
-                last.contact_jid,
-                last.created as i64,
-                last.preview
-            ])
-        })
-        .map_err(err)?;
+        if c.is_autocommit() {
+            put_last_chat(&c, &last)?;
+        } else {
+            // Only the batch's last chat of each user is kept: written at
+            // the commit, once.
+            let mut batch = self.last_chats.lock().unwrap_or_else(|p| p.into_inner());
+            batch.insert(last.user.clone(), last);
+        }
         Ok(ticket)
     }
     pub(crate) fn update_chat(&self, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
@@ -257,6 +278,7 @@ impl SqliteStore {
         }
         let mut seen = self.seen();
         seen.rolled_back();
+        self.forget_last_chats();
         c.prepare_cached("BEGIN")
             .and_then(|mut q| q.execute([]))
             .map_err(err)?;
@@ -278,15 +300,27 @@ impl SqliteStore {
             }
         }
         self.seen().rolled_back();
+        self.forget_last_chats();
     }
 
     pub(crate) fn commit_tx(&self) -> Result<(), StoreError> {
         let c = self.conn();
-        let done = c
-            .prepare_cached("COMMIT")
-            .and_then(|mut q| q.execute([]))
-            .map(drop)
-            .map_err(err);
+        let last: Vec<LastChat> = self
+            .last_chats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
+        let done = last
+            .iter()
+            .try_for_each(|l| put_last_chat(&c, l))
+            .and_then(|()| {
+                c.prepare_cached("COMMIT")
+                    .and_then(|mut q| q.execute([]))
+                    .map(drop)
+                    .map_err(err)
+            });
         // A failed COMMIT is taken as not done: the webhooks of the batch
         // are refused and their retries must not look like repeats (at
         // worst a text is then stored twice, never dropped).

@@ -252,4 +252,34 @@ pub fn check_store(store: &dyn Store) {
         .expect("entry deleted");
     assert_eq!(store.entries(ENTRY_USER).expect("entries").len(), 1);
     assert_eq!(store.entries(ENTRY_CONTACT).expect("entries").len(), 1);
+
+    // Several chats of one user in one batch: the last is her last chat
+    // (SQLite writes it once, at the commit, #30).
+    let carol = |created: u64, body: &str| {
+        let mut c = chat.clone();
+        c.created = created;
+        c.user_full_jid = "carol@example.com/phone".into();
+        c.parts[0].body = body.into();
+        c
+    };
+    let hers = |store: &dyn Store| {
+        store
+            .last_chats()
+            .expect("last")
+            .into_iter()
+            .find(|l| l.user == "carol@example.com")
+            .map(|l| (l.created, l.preview))
+    };
+    store
+        .write(|t| {
+            t.insert_chat(&carol(200, "first"))?;
+            t.insert_chat(&carol(201, "second"))?;
+            t.insert_chat(&carol(202, "third"))
+        })
+        .expect("insert");
+    assert_eq!(hers(store), Some((202, "third".to_owned())));
+    store
+        .write(|t| t.insert_chat(&carol(204, "fourth")))
+        .expect("insert");
+    assert_eq!(hers(store), Some((204, "fourth".to_owned())));
 }
