@@ -350,6 +350,35 @@ async fn a_gateway_that_takes_nothing_does_not_stop_the_link() {
     let _ = run.await;
 }
 
+/// #30: a chat that finds nothing waiting goes straight into the channel
+/// to the Gateway; once that is full the rest wait in the inbox. Either
+/// way the Gateway gets them in the order they came.
+#[tokio::test(start_paused = true)]
+async fn chats_reach_the_gateway_in_order_straight_or_queued() {
+    const CHATS: usize = 60; // the test's channel holds 16
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (mut events, _gateway_tx, shutdown, run) = start(&listener, ALICE);
+    let (mut s, _) = accept_login(&listener).await;
+    let flood: String = (0..CHATS)
+        .map(|i| format!("<message type='chat' id='a{i}' from='alice@example.com/phone' to='+15557654321@sms.example.com'><body>hi {i}</body></message>"))
+        .collect();
+    s.write_all(flood.as_bytes()).await.unwrap();
+    // Nothing is taken until all have been read from the link.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..CHATS {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("every chat reaches the Gateway")
+            .unwrap();
+        match ev {
+            XmppEvent::Chat(c) => assert_eq!(c.body, format!("hi {i}")),
+            other => panic!("{other:?}"),
+        }
+    }
+    shutdown.cancel();
+    let _ = run.await;
+}
+
 /// #27: the answer to a query the gateway sent (an upload slot, a disco
 /// walk, a roster push) is believed only from the address it was sent to,
 /// never from another account of that domain, and its id cannot be
