@@ -305,16 +305,12 @@ impl SqliteStore {
 
     pub(crate) fn commit_tx(&self) -> Result<(), StoreError> {
         let c = self.conn();
-        let last: Vec<LastChat> = self
+        let done = self
             .last_chats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .map(|(_, l)| l)
-            .collect();
-        let done = last
-            .iter()
-            .try_for_each(|l| put_last_chat(&c, l))
+            .try_for_each(|(_, last)| put_last_chat(&c, &last))
             .and_then(|()| {
                 c.prepare_cached("COMMIT")
                     .and_then(|mut q| q.execute([]))
