@@ -103,6 +103,19 @@ pub(crate) async fn echo(server: &str, domain: &str) {
     }
 }
 
+/// A message SID as Twilio makes them: `SM` and 32 hex digits that look
+/// random, so nothing stored by them is written in order (the `n`th of a
+/// fixed scattered sequence, splitmix64, so runs compare).
+fn twilio_sid(n: u64) -> String {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("SM{:016x}{:016x}", mix(2 * n), mix(2 * n + 1))
+}
+
 /// The fast carrier mock: answers like Twilio, then posts the same text back
 /// as a signed inbound webhook.
 pub(crate) async fn mock(listen: &str, gateway: &str) {
@@ -119,7 +132,7 @@ pub(crate) async fn mock(listen: &str, gateway: &str) {
                 let form: HashMap<String, String> =
                     form_urlencoded::parse(&body).into_owned().collect();
                 let n = st.2.fetch_add(1, Ordering::Relaxed);
-                let sid = format!("SM{n:032}");
+                let sid = twilio_sid(2 * n);
                 let (from, to, text) = (
                     form.get("To").cloned().unwrap_or_default(),
                     form.get("From").cloned().unwrap_or_default(),
@@ -128,7 +141,7 @@ pub(crate) async fn mock(listen: &str, gateway: &str) {
                 let st2 = st.clone();
                 tokio::spawn(async move {
                     let params = vec![
-                        ("MessageSid".to_owned(), format!("SMf{n:031}")),
+                        ("MessageSid".to_owned(), twilio_sid(2 * n + 1)),
                         ("AccountSid".to_owned(), SID.to_owned()),
                         ("From".to_owned(), from),
                         ("To".to_owned(), to),
