@@ -56,6 +56,13 @@ impl PostgresStore {
                 )
                 .map_err(err)?;
             }
+            for (key, received) in &dump.seen_keyed {
+                tx.execute(
+                    "INSERT INTO seen_keyed (key, received) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[key, &(*received as i64)],
+                )
+                .map_err(err)?;
+            }
             for l in &dump.last_chats {
                 tx.execute(
                     "INSERT INTO last_chat (usr, contact_jid, created, preview) VALUES ($1, $2, $3, $4)",
@@ -148,6 +155,12 @@ impl PostgresStore {
             {
                 d.seen_expired
                     .push((r.get(0), r.get(1), r.get::<_, i64>(2) as u64));
+            }
+            for r in tx
+                .query("SELECT key, received FROM seen_keyed ORDER BY key", &[])
+                .map_err(err)?
+            {
+                d.seen_keyed.push((r.get(0), r.get::<_, i64>(1) as u64));
             }
             for r in tx
                 .query(

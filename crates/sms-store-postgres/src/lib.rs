@@ -611,12 +611,14 @@ impl Transaction for PgTx<'_> {
     ) -> Result<Option<u64>, StoreError> {
         let data = json(sms)?;
         let (account, carrier_id) = (account.to_owned(), sms.id.clone());
+        let key = sms_gateway_core::store::seen_key(&account, &carrier_id);
         let owner = self.store.owner();
         self.store.in_tx(move |c| {
             let replayed = c
                 .query_opt(
-                    "SELECT 1 FROM seen_expired WHERE account = $1 AND carrier_id = $2",
-                    &[&account, &carrier_id],
+                    "SELECT 1 FROM seen_expired WHERE account = $1 AND carrier_id = $2
+                     UNION ALL SELECT 1 FROM seen_keyed WHERE key = $3 LIMIT 1",
+                    &[&account, &carrier_id, &key],
                 )
                 .map_err(err)?
                 .is_some();
@@ -664,6 +666,11 @@ impl Transaction for PgTx<'_> {
         self.store.in_tx(move |c| {
             c.execute(
                 "DELETE FROM seen_expired WHERE received < $1",
+                &[&seen_before],
+            )
+            .map_err(err)?;
+            c.execute(
+                "DELETE FROM seen_keyed WHERE received < $1",
                 &[&seen_before],
             )
             .map_err(err)?;

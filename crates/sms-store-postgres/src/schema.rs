@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &[
         at BIGINT NOT NULL,
         PRIMARY KEY (account, carrier_id)
     );",
+    // 4: expired pairs a SQLite store kept only as their `seen_key`
+    // (`migrate-store` carries them as they are): still repeats here.
+    "CREATE TABLE seen_keyed (key BIGINT PRIMARY KEY, received BIGINT NOT NULL);
+    CREATE INDEX seen_keyed_received ON seen_keyed (received);",
 ];
 
 /// Brings the schema up to date; refuses a schema newer than this program.

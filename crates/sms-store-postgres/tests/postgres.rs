@@ -94,7 +94,7 @@ fn what_was_written_survives_reconnecting_and_the_schema_is_migrated_once() {
         .query_one("SELECT version FROM sox_schema", &[])
         .unwrap()
         .get(0);
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     assert_eq!(own.query("SELECT * FROM sox_schema", &[]).unwrap().len(), 1);
 }
 
@@ -242,7 +242,7 @@ fn a_sqlite_store_migrates_with_its_ids() {
         .unwrap();
     let dump = sqlite.dump().unwrap();
     assert_eq!(dump.chats.len(), 2);
-    assert_eq!(dump.seen_expired.len(), 1, "{dump:?}");
+    assert_eq!(dump.seen_keyed.len(), 1, "{dump:?}");
     drop(sqlite);
 
     let db = Db::new("migrate");

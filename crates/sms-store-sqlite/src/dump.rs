@@ -42,10 +42,9 @@ impl SqliteStore {
                 r.get(5)?
             ))
         );
-        d.seen_expired = rows!(
-            "SELECT account, carrier_id, received FROM seen_expired ORDER BY account, carrier_id",
-            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-        );
+        d.seen_keyed = rows!("SELECT key, received FROM seen_expired ORDER BY key", |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        });
         d.last_chats = rows!(
             "SELECT user, contact_jid, created, preview FROM last_chat ORDER BY user",
             |r| Ok(LastChat {

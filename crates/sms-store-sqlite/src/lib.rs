@@ -45,6 +45,23 @@ impl Drop for SqliteStore {
     }
 }
 
+/// `seen_key(account, carrier_id)` in SQL: the pair's
+/// [`sms_gateway_core::store::seen_key`], so pairs are keyed as they are
+/// copied into `seen_expired` (and by migration 8).
+fn add_seen_key(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "seen_key",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let text = |i| ctx.get_raw(i).as_str().map_err(rusqlite::Error::from);
+            Ok(sms_gateway_core::store::seen_key(text(0)?, text(1)?))
+        },
+    )
+    .map_err(err)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema
     /// up to date.
@@ -90,6 +107,7 @@ impl SqliteStore {
         // 512 KiB page cache instead of the default 2 MiB keeps the
         // gateway's memory small without costing reads.
         conn.pragma_update(None, "cache_size", -512).map_err(err)?;
+        add_seen_key(&conn)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;

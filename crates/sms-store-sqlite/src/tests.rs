@@ -335,6 +335,50 @@ fn a_version_4_store_keeps_its_inbound_texts_and_their_ids() {
     assert_eq!(unique, 0, "no index on disk");
 }
 
+/// Migration 8 keys the expired pairs a version-7 store kept as text: they
+/// stay repeats, other accounts' texts with the same id do not, and the
+/// table holds keys only.
+#[test]
+fn a_version_7_stores_expired_pairs_stay_repeats_as_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..7] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 7).unwrap();
+        c.execute(
+            "INSERT INTO seen_expired (account, carrier_id, received) VALUES ('main', 'SMgone', 5)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let insert = |account: &str, id: &str| {
+        s.write(|t| t.insert_inbound(account, &inbound(id, "hi"), 6))
+            .unwrap()
+    };
+    assert_eq!(insert("main", "SMgone"), None, "still a repeat");
+    assert!(
+        insert("other", "SMgone").is_some(),
+        "another account's text"
+    );
+    let (key, received): (i64, i64) = s
+        .conn()
+        .query_row("SELECT key, received FROM seen_expired", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (key, received),
+        (sms_gateway_core::store::seen_key("main", "SMgone"), 5)
+    );
+    // And the window still ends.
+    s.write(|t| t.expire(0, 6)).unwrap();
+    assert!(insert("main", "SMgone").is_some());
+}
+
 #[test]
 fn a_second_gateway_on_the_same_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,9 @@
 use crate::errors::err;
 use crate::SqliteStore;
 use rusqlite::{params, Connection, OptionalExtension};
-use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind};
+use sms_gateway_core::store::{
+    seen_key, ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind,
+};
 use sms_gateway_core::InboundSms;
 
 /// The SQL deleting the receipt-map rows of the chats a `WHERE` on `chats c`
@@ -168,8 +170,8 @@ impl SqliteStore {
             return Ok(None);
         }
         let replayed = c
-            .prepare_cached("SELECT 1 FROM seen_expired WHERE account = ?1 AND carrier_id = ?2")
-            .and_then(|mut q| q.exists(params![account, sms.id]))
+            .prepare_cached("SELECT 1 FROM seen_expired WHERE key = ?1")
+            .and_then(|mut q| q.exists([seen_key(account, &sms.id)]))
             .map_err(err)?;
         if replayed {
             return Ok(None);
@@ -207,8 +209,8 @@ impl SqliteStore {
         )
         .map_err(err)?;
         c.execute(
-            "INSERT OR IGNORE INTO seen_expired (account, carrier_id, received)
-             SELECT account, carrier_id, received FROM inbound
+            "INSERT OR IGNORE INTO seen_expired (key, received)
+             SELECT seen_key(account, carrier_id), received FROM inbound
              WHERE delivered = 1 AND received < ?1 AND received >= ?2",
             params![before as i64, seen_before as i64],
         )
@@ -337,8 +339,8 @@ pub(crate) fn move_pairs(
     upto: u64,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "INSERT OR IGNORE INTO seen_expired (account, carrier_id, received)
-         SELECT account, carrier_id, received FROM inbound WHERE id > ?1 AND id <= ?2",
+        "INSERT OR IGNORE INTO seen_expired (key, received)
+         SELECT seen_key(account, carrier_id), received FROM inbound WHERE id > ?1 AND id <= ?2",
     )
     .and_then(|mut q| q.execute(params![after as i64, upto as i64]))
     .map_err(err)?;
