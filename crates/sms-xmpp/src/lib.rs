@@ -35,6 +35,7 @@ mod people;
 mod reactions;
 mod translate;
 mod upload;
+mod wire;
 
 pub use error::Error;
 

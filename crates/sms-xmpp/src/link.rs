@@ -248,12 +248,17 @@ pub async fn read(link: &mut Link) -> Incoming {
 
 /// Writes a stanza.
 pub async fn write(link: &mut Link, stanza: Stanza) -> io::Result<()> {
-    link.send(&XmppStreamElement::Stanza(stanza)).await
+    feed(link, stanza).await?;
+    flush(link).await
 }
 
 /// Queues a stanza without flushing: [`flush`] sends what was fed.
+/// Messages are written by [`crate::wire::MessageXml`].
 pub async fn feed(link: &mut Link, stanza: Stanza) -> io::Result<()> {
-    link.feed(&XmppStreamElement::Stanza(stanza)).await
+    match stanza {
+        Stanza::Message(m) => link.feed(&crate::wire::MessageXml(&m)).await,
+        other => link.feed(&XmppStreamElement::Stanza(other)).await,
+    }
 }
 
 /// Sends everything fed so far.
