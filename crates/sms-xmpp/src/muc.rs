@@ -126,7 +126,8 @@ const MAX_ID: usize = 256;
 
 /// A line's id as written: XML-safe, at most [`MAX_ID`] characters.
 pub(crate) fn line_id(id: &str) -> String {
-    translate::xml_safe(&id.chars().take(MAX_ID).collect::<String>()).into_owned()
+    let end = id.char_indices().nth(MAX_ID).map_or(id.len(), |(i, _)| i);
+    translate::xml_safe(&id[..end]).into_owned()
 }
 
 /// An XEP-0082 timestamp for Unix seconds.

@@ -180,7 +180,7 @@ impl XmppProcess {
             OutgoingStanza::Chat {
                 stable_id: Some(id),
                 ..
-            } => format!("sms-{}", muc::line_id(id)),
+            } => ["sms-", &muc::line_id(id)].concat(),
             _ => self.new_id(),
         };
         let reaction = match &out {

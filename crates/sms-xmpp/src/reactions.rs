@@ -83,8 +83,11 @@ impl Recent {
         if id.is_empty() || text.is_empty() {
             return;
         }
-        let kept: String = text.chars().take(KEPT_CHARS).collect();
-        let cut = kept.len() < text.len();
+        let end = text
+            .char_indices()
+            .nth(KEPT_CHARS)
+            .map_or(text.len(), |(i, _)| i);
+        let cut = end < text.len();
         let list = self
             .conversations
             .get_or_insert_mut(key(user, contact), VecDeque::new);
@@ -97,7 +100,7 @@ impl Recent {
         }
         list.push_back(Remembered {
             id: id.to_owned(),
-            text: kept,
+            text: text[..end].to_owned(),
             cut,
             reacted: vec![],
         });

@@ -60,7 +60,11 @@ fn is_xml_char(c: char) -> bool {
 /// form feed or any other control character, and the XML writer refuses a
 /// stanza that carries one (invariant 6: one text never stops the relay).
 pub fn xml_safe(s: &str) -> Cow<'_, str> {
-    if s.chars().all(is_xml_char) {
+    // Most text is ASCII without controls: passed by bytes (#30).
+    if s.bytes()
+        .all(|b| (0x20..0x80).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+        || s.chars().all(is_xml_char)
+    {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(
@@ -646,6 +650,7 @@ mod tests {
     #[test]
     fn characters_xml_cannot_carry_become_replacement_characters() {
         assert!(matches!(xml_safe("plain\ttext\r\n é 🎉"), Cow::Borrowed(_)));
+        assert!(matches!(xml_safe("plain ascii ~\u{7f}"), Cow::Borrowed(_)));
         for &c in REFUSED {
             let text = format!("a{c}b");
             assert_eq!(xml_safe(&text), "a\u{FFFD}b", "{:?}", c);

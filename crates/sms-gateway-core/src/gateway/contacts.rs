@@ -61,8 +61,9 @@ impl Contact {
 /// The store key of (user, contact); the gateway's own JID has no number.
 fn key(user: &str, number: Option<&PhoneNumber>) -> String {
     match number {
-        Some(n) => format!("{user}|{n}"),
-        None => format!("{user}|"),
+        // Joined, not format!ted: this runs for every text (#30).
+        Some(n) => [user, "|", n.as_str()].concat(),
+        None => [user, "|"].concat(),
     }
 }
 

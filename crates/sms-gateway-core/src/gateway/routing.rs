@@ -83,7 +83,7 @@ impl Routing {
 
     /// The contact JID for a number: `+15557654321@sms.example.com`.
     pub fn contact_jid(&self, number: &PhoneNumber) -> String {
-        format!("{number}@{}", self.domain)
+        [number.as_str(), "@", &self.domain].concat()
     }
 
     /// The user a full or bare JID belongs to.

@@ -153,7 +153,7 @@ async fn answer(inner: Arc<Inner>, request: Request) -> Response {
         Ok(body) => body,
         Err(answer) => return answer,
     };
-    let mut url = format!("{}/{account}/{hook_name}", inner.public_base);
+    let mut url = [&*inner.public_base, "/", account, "/", hook_name].concat();
     if let Some(q) = uri.query() {
         url.push('?');
         url.push_str(q);
