@@ -189,6 +189,7 @@ impl SqliteStore {
                 seen.add(id as u64, key, false);
             }
         }
+        seen.expired = seen::ExpiredFilter::build(&conn)?;
 
         let conn = Arc::new(Mutex::new(conn));
         let checkpointer = checkpointer(conn.clone(), activity.clone());

@@ -1,12 +1,12 @@
 //! The carrier ids of the inbound texts in the store, in memory.
 
 use crate::errors::err;
-use sms_gateway_core::store::StoreError;
+use sms_gateway_core::store::{seen_key, StoreError};
 
 /// The most recent inbound texts' (account, carrier id) pairs, so a
 /// webhook the carrier repeats is recognised without an index on disk.
-/// Each pair is kept as 128 bits of two independently keyed hashes (the set
-/// is rebuilt at every start, so the keys need not last).
+/// Each pair is kept as 128 bits: its [`seen_key`] (what `seen_expired`
+/// keeps) and a hash keyed at random at each start.
 ///
 /// Bounded: past [`KEPT`] + [`CHUNK`] pairs, the oldest [`CHUNK`] are
 /// copied into `seen_expired` (indexed, where texts gone from the store are
@@ -26,7 +26,10 @@ pub(crate) struct Seen {
     pub(crate) moving: Option<(usize, u64)>,
     /// Ids up to this one have their pairs in `seen_expired`.
     pub(crate) moved: u64,
-    pub(crate) hashers: (std::hash::RandomState, std::hash::RandomState),
+    pub(crate) hasher: std::hash::RandomState,
+    /// What `seen_expired` may hold, so a new text's id is looked up there
+    /// only when it might be a repeat.
+    pub(crate) expired: ExpiredFilter,
 }
 
 /// Pairs always kept in memory: a carrier's retry comes within minutes,
@@ -46,7 +49,8 @@ impl Seen {
             batch: vec![],
             moving: None,
             moved,
-            hashers: (Default::default(), Default::default()),
+            hasher: Default::default(),
+            expired: ExpiredFilter::with_room(0),
         }
     }
 
@@ -70,16 +74,20 @@ impl Seen {
     }
 
     /// The copy of the oldest pairs up to `upto` is in the open batch.
+    /// (The filter takes them at once: should the batch not commit, they
+    /// are only bits too many, which cost a lookup.)
     pub(crate) fn moving(&mut self, upto: u64) {
         let n = self.order.iter().take_while(|(id, _)| *id <= upto).count();
+        for (_, k) in self.order.iter().take(n) {
+            self.expired.add(disk_key(*k));
+        }
         self.moving = Some((n, upto));
     }
 
     pub(crate) fn key(&self, account: &str, carrier_id: &str) -> u128 {
         use std::hash::BuildHasher;
-        let pair = (account, carrier_id);
-        (u128::from(self.hashers.0.hash_one(pair)) << 64)
-            | u128::from(self.hashers.1.hash_one(pair))
+        let disk = seen_key(account, carrier_id) as u64;
+        (u128::from(disk) << 64) | u128::from(self.hasher.hash_one((account, carrier_id)))
     }
 
     /// The key of a row whose first two columns are account and carrier id.
@@ -109,5 +117,118 @@ impl Seen {
             self.order.pop_back();
         }
         self.moving = None;
+    }
+}
+
+/// The [`seen_key`] within a [`Seen`] key.
+pub(crate) fn disk_key(k: u128) -> i64 {
+    (k >> 64) as u64 as i64
+}
+
+/// A Bloom filter of the keys in `seen_expired`: "no" is certain, "maybe"
+/// is looked up. Four probes and 16 bits a key (about one "maybe" in 400
+/// for a key not there). It grows by being rebuilt from the table with
+/// twice the room when it is full, up to [`ExpiredFilter::MAX_BITS`] (1 MiB,
+/// half a million ids); past that it fills up, and lookups grow back
+/// towards one per text, as without it. Ids that expire leave their bits
+/// until the next rebuild.
+pub(crate) struct ExpiredFilter {
+    bits: Vec<u64>,
+    /// Keys it has room for, and keys added since it was built.
+    room: usize,
+    added: usize,
+}
+
+impl ExpiredFilter {
+    const MIN_ROOM: usize = 4_096;
+    const BITS_PER_KEY: usize = 16;
+    pub(crate) const MAX_BITS: usize = 8 << 20;
+
+    /// An empty filter with room for `keys` keys (at least
+    /// [`Self::MIN_ROOM`]).
+    pub(crate) fn with_room(keys: usize) -> Self {
+        let bits = (keys.max(Self::MIN_ROOM) * Self::BITS_PER_KEY)
+            .next_power_of_two()
+            .min(Self::MAX_BITS);
+        ExpiredFilter {
+            bits: vec![0; bits / 64],
+            room: bits / Self::BITS_PER_KEY,
+            added: 0,
+        }
+    }
+
+    /// The four bits of `key` (a SipHash output, so its halves are as good
+    /// as independent hashes).
+    fn probes(&self, key: i64) -> [usize; 4] {
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        let (h1, h2) = (key as u64, (key as u64).rotate_left(32) | 1);
+        [0u64, 1, 2, 3].map(|i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+    }
+
+    pub(crate) fn add(&mut self, key: i64) {
+        for b in self.probes(key) {
+            self.bits[b / 64] |= 1 << (b % 64);
+        }
+        self.added += 1;
+    }
+
+    pub(crate) fn may_contain(&self, key: i64) -> bool {
+        self.probes(key)
+            .iter()
+            .all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn room(&self) -> usize {
+        self.room
+    }
+
+    /// Full: worth rebuilding with more room (never past the cap).
+    pub(crate) fn is_full(&self) -> bool {
+        self.added > self.room && self.bits.len() * 64 < Self::MAX_BITS
+    }
+
+    /// A filter of every key in `seen_expired`, with room for as many
+    /// again.
+    pub(crate) fn build(c: &rusqlite::Connection) -> Result<Self, StoreError> {
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM seen_expired", [], |r| r.get(0))
+            .map_err(err)?;
+        let mut f = ExpiredFilter::with_room(2 * n.max(0) as usize);
+        let mut q = c.prepare("SELECT key FROM seen_expired").map_err(err)?;
+        let mut rows = q.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            f.add(r.get(0).map_err(err)?);
+        }
+        f.added = n.max(0) as usize;
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExpiredFilter;
+
+    /// Every key added is a "maybe"; about one key in 400 not added is, at
+    /// the filter's room; it asks to be rebuilt once past its room, and
+    /// stops asking at its cap.
+    #[test]
+    fn the_filter_never_says_no_to_a_key_it_holds() {
+        let key = |i: u64| sms_gateway_core::store::seen_key("main", &format!("SM{i}"));
+        let mut f = ExpiredFilter::with_room(0);
+        let room = f.room();
+        for i in 0..room as u64 {
+            f.add(key(i));
+        }
+        assert!((0..room as u64).all(|i| f.may_contain(key(i))));
+        assert!(!f.is_full());
+        let maybe = (1_000_000..1_100_000u64).filter(|&i| f.may_contain(key(i))).count();
+        assert!(maybe < 1_000, "{maybe} of 100,000 absent keys passed");
+        f.add(key(u64::MAX));
+        assert!(f.is_full());
+        let mut capped = ExpiredFilter::with_room(usize::MAX / 64);
+        assert_eq!(capped.bits.len() * 64, ExpiredFilter::MAX_BITS);
+        capped.added = capped.room() + 1;
+        assert!(!capped.is_full(), "never past the cap");
     }
 }

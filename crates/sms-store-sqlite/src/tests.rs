@@ -420,7 +420,8 @@ fn the_repeat_check_memory_is_bounded_and_nothing_is_forgotten() {
     use crate::seen::{CHUNK, KEPT};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let total = KEPT + 2 * CHUNK + 100;
+    // Enough moved to seen_expired that its filter is rebuilt larger.
+    let total = KEPT + 4 * CHUNK + 100;
     let s = SqliteStore::open(&path).unwrap();
     let batch = |s: &SqliteStore, from: usize, to: usize, commit: bool| {
         let mut tx = s.begin().unwrap();
@@ -456,6 +457,7 @@ fn the_repeat_check_memory_is_bounded_and_nothing_is_forgotten() {
         tx.commit().unwrap();
     };
     repeats(&s);
+    assert!(s.seen().expired.room() > 4_096, "the filter was rebuilt");
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
     assert!(

@@ -4,9 +4,7 @@
 use crate::errors::err;
 use crate::SqliteStore;
 use rusqlite::{params, Connection, OptionalExtension};
-use sms_gateway_core::store::{
-    seen_key, ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind,
-};
+use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind};
 use sms_gateway_core::InboundSms;
 
 /// The SQL deleting the receipt-map rows of the chats a `WHERE` on `chats c`
@@ -169,10 +167,12 @@ impl SqliteStore {
         if seen.keys.contains(&key) {
             return Ok(None);
         }
-        let replayed = c
-            .prepare_cached("SELECT 1 FROM seen_expired WHERE key = ?1")
-            .and_then(|mut q| q.exists([seen_key(account, &sms.id)]))
-            .map_err(err)?;
+        // Looked up only when the filter cannot say no (#30).
+        let disk = crate::seen::disk_key(key);
+        let replayed = seen.expired.may_contain(disk)
+            && c.prepare_cached("SELECT 1 FROM seen_expired WHERE key = ?1")
+                .and_then(|mut q| q.exists([disk]))
+                .map_err(err)?;
         if replayed {
             return Ok(None);
         }
@@ -235,6 +235,8 @@ impl SqliteStore {
         while let Some(r) = rows.next().map_err(err)? {
             let key = seen.key_of_row(r)?;
             seen.keys.remove(&key);
+            // Its pair may just have been copied to `seen_expired`.
+            seen.expired.add(crate::seen::disk_key(key));
             inbound += 1;
         }
         Ok(chats + inbound)
@@ -289,6 +291,9 @@ impl SqliteStore {
         if let Some(upto) = seen.to_move() {
             move_pairs(&c, seen.moved, upto)?;
             seen.moving(upto);
+            if seen.expired.is_full() {
+                seen.expired = crate::seen::ExpiredFilter::build(&c)?;
+            }
         }
         Ok(())
     }
