@@ -66,9 +66,9 @@ impl Scanner {
         }
     }
 
-    /// Character data and quoted values, most of the bytes, are passed in
-    /// runs found with `memchr`; the tags' bytes one by one (#30: it was
-    /// all byte by byte, a push per byte).
+    /// Character data, quoted values and the rest of tags are passed in
+    /// runs found with `memchr`, up to the next byte that changes state
+    /// (#30: it was all byte by byte, a push per byte).
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut i = 0;
         while i < input.len() {
@@ -99,7 +99,48 @@ impl Scanner {
                     }
                     i += run;
                 }
-                _ => {
+                // Inside a tag, up to the next byte that changes state
+                // (a quote or `>`; the `/` before `>` is the run's last).
+                State::StartTag { slash } => {
+                    let rest = &input[i..];
+                    match memchr::memchr3(b'"', b'\'', b'>', rest) {
+                        Some(0) => {
+                            self.byte(rest[0], out);
+                            i += 1;
+                        }
+                        found => {
+                            let run = found.unwrap_or(rest.len());
+                            if self.keep_tag {
+                                out.extend_from_slice(&rest[..run]);
+                            }
+                            self.state = State::StartTag {
+                                slash: if run > 0 {
+                                    rest[run - 1] == b'/'
+                                } else {
+                                    slash
+                                },
+                            };
+                            i += run;
+                        }
+                    }
+                }
+                State::EndTag | State::Other => {
+                    let rest = &input[i..];
+                    match memchr::memchr(b'>', rest) {
+                        Some(0) => {
+                            self.byte(rest[0], out);
+                            i += 1;
+                        }
+                        found => {
+                            let run = found.unwrap_or(rest.len());
+                            if self.keep_tag {
+                                out.extend_from_slice(&rest[..run]);
+                            }
+                            i += run;
+                        }
+                    }
+                }
+                State::Open => {
                     self.byte(input[i], out);
                     i += 1;
                 }
