@@ -180,13 +180,16 @@ impl SqliteStore {
         let mut seen = Seen::new(moved);
         {
             let mut q = conn
-                .prepare("SELECT account, carrier_id, id FROM inbound WHERE id > ?1 ORDER BY id")
+                .prepare(
+                    "SELECT account, carrier_id, id, received FROM inbound WHERE id > ?1 ORDER BY id",
+                )
                 .map_err(err)?;
             let mut rows = q.query([moved as i64]).map_err(err)?;
             while let Some(r) = rows.next().map_err(err)? {
                 let key = seen.key_of_row(r)?;
                 let id: i64 = r.get(2).map_err(err)?;
-                seen.add(id as u64, key, false);
+                let received: i64 = r.get(3).map_err(err)?;
+                seen.add(id as u64, key, received.max(0) as u64, false);
             }
         }
         seen.expired = seen::ExpiredFilter::build(&conn)?;

@@ -83,7 +83,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 8: expired pairs kept as their 64-bit `seen_key` (a function the
     // store registers) in a rowid table, a fifth of the text rows' size:
-    // a lookup's pages stay in the cache, and a copy of 2,048 pairs into
+    // a lookup's pages stay in the cache, and a copy of a chunk of pairs into
     // the table writes a fifth of the pages. SQLite cannot give the pairs
     // back any more, so `migrate-store` carries the keys.
     "CREATE TABLE seen8 (key INTEGER PRIMARY KEY, received INTEGER NOT NULL);

@@ -26,17 +26,26 @@ pub(crate) struct Seen {
     pub(crate) moving: Option<(usize, u64)>,
     /// Ids up to this one have their pairs in `seen_expired`.
     pub(crate) moved: u64,
+    /// The latest arrival time of a pair in memory: the time the pairs of
+    /// a move are kept under (so each is kept at least as long as its own
+    /// would keep it, and the move reads nothing back from `inbound`).
+    pub(crate) latest: u64,
     pub(crate) hasher: std::hash::RandomState,
     /// What `seen_expired` may hold, so a new text's id is looked up there
     /// only when it might be a repeat.
     pub(crate) expired: ExpiredFilter,
 }
 
-/// Pairs always kept in memory: a carrier's retry comes within minutes,
-/// and is caught here; a later one is caught in `seen_expired`.
-pub(crate) const KEPT: usize = 4_096;
-/// Pairs moved to `seen_expired` at once.
-pub(crate) const CHUNK: usize = 2_048;
+/// Pairs always kept in memory: a carrier's quick retry is caught here; a
+/// later one through the filter and `seen_expired`.
+pub(crate) const KEPT: usize = 1_024;
+/// Pairs moved to `seen_expired` at once. Keys are random, so a move writes
+/// nearly every page of the table while it has fewer pages than this:
+/// the larger the chunk, the fewer pages per text (#30: 2,048 wrote 0.2
+/// pages per text at 55,000 ids). KEPT + CHUNK and a batch stay within
+/// 8,192 pairs, so the set and the queue never grow past the sizes they
+/// had with 4,096 + 2,048.
+pub(crate) const CHUNK: usize = 5_120;
 
 /// The `meta` key of [`Seen::moved`].
 pub(crate) const MOVED: &str = "seen_moved";
@@ -49,14 +58,17 @@ impl Seen {
             batch: vec![],
             moving: None,
             moved,
+            latest: 0,
             hasher: Default::default(),
             expired: ExpiredFilter::with_room(0),
         }
     }
 
-    /// Notes the pair of inbound text `id`; `in_batch` when a batch is
-    /// open (it leaves again if the batch does not commit).
-    pub(crate) fn add(&mut self, id: u64, key: u128, in_batch: bool) {
+    /// Notes the pair of inbound text `id`, which arrived at `received`;
+    /// `in_batch` when a batch is open (it leaves again if the batch does
+    /// not commit).
+    pub(crate) fn add(&mut self, id: u64, key: u128, received: u64, in_batch: bool) {
+        self.latest = self.latest.max(received);
         self.keys.insert(key);
         self.order.push_back((id, key));
         if in_batch {
@@ -94,6 +106,30 @@ impl Seen {
     pub(crate) fn key_of_row(&self, r: &rusqlite::Row<'_>) -> Result<u128, StoreError> {
         let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(err);
         Ok(self.key(text(0)?, text(1)?))
+    }
+
+    /// Copies the keys of the oldest pairs up to `upto` into
+    /// `seen_expired` (in key order, so the table's pages are visited once
+    /// each, in order) and notes how far, in the open transaction.
+    pub(crate) fn copy_out(&self, c: &rusqlite::Connection, upto: u64) -> Result<(), StoreError> {
+        let mut keys: Vec<i64> = self
+            .order
+            .iter()
+            .take_while(|(id, _)| *id <= upto)
+            .map(|(_, k)| disk_key(*k))
+            .collect();
+        keys.sort_unstable();
+        let mut q = c
+            .prepare_cached("INSERT OR IGNORE INTO seen_expired (key, received) VALUES (?1, ?2)")
+            .map_err(err)?;
+        for k in keys {
+            q.execute(rusqlite::params![k, self.latest as i64])
+                .map_err(err)?;
+        }
+        c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+            .and_then(|mut q| q.execute(rusqlite::params![MOVED, upto as i64]))
+            .map_err(err)?;
+        Ok(())
     }
 
     /// The batch is durable: its pairs stay, and those it copied to

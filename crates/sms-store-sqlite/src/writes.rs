@@ -183,7 +183,7 @@ impl SqliteStore {
         .and_then(|mut q| q.execute(params![account, sms.id, now as i64, data]))
         .map_err(err)?;
         let id = c.last_insert_rowid() as u64;
-        seen.add(id, key, !c.is_autocommit());
+        seen.add(id, key, now, !c.is_autocommit());
         Ok(Some(id))
     }
     pub(crate) fn update_inbound(&self, id: u64, sms: &InboundSms) -> Result<(), StoreError> {
@@ -289,7 +289,7 @@ impl SqliteStore {
         // Memory holds too many pairs: the oldest go to `seen_expired` in
         // this batch (and leave memory once it commits).
         if let Some(upto) = seen.to_move() {
-            move_pairs(&c, seen.moved, upto)?;
+            seen.copy_out(&c, upto)?;
             seen.moving(upto);
             if seen.expired.is_full() {
                 seen.expired = crate::seen::ExpiredFilter::build(&c)?;
@@ -337,7 +337,8 @@ impl SqliteStore {
 
 /// Copies the pairs of inbound texts `after < id <= upto` into
 /// `seen_expired`, where a repeat of them is found from now on, and notes
-/// how far (`meta`), in the connection's open transaction.
+/// how far (`meta`), in the connection's open transaction. At start; while
+/// running, [`crate::seen::Seen::copy_out`] copies from memory.
 pub(crate) fn move_pairs(
     c: &rusqlite::Connection,
     after: u64,
