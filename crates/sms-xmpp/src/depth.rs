@@ -99,42 +99,32 @@ impl Scanner {
                     }
                     i += run;
                 }
-                // Inside a tag, up to the next byte that changes state
-                // (a quote or `>`; the `/` before `>` is the run's last).
-                State::StartTag { slash } => {
+                // Inside a tag, up to the next byte that changes state: a
+                // quote or `>` in a start tag, `>` in the others.
+                State::StartTag { .. } | State::EndTag | State::Other => {
                     let rest = &input[i..];
-                    match memchr::memchr3(b'"', b'\'', b'>', rest) {
+                    let start = matches!(self.state, State::StartTag { .. });
+                    let stop = if start {
+                        memchr::memchr3(b'"', b'\'', b'>', rest)
+                    } else {
+                        memchr::memchr(b'>', rest)
+                    };
+                    match stop {
                         Some(0) => {
                             self.byte(rest[0], out);
                             i += 1;
                         }
                         found => {
+                            // Not empty: `rest` is not, and 0 is above.
                             let run = found.unwrap_or(rest.len());
                             if self.keep_tag {
                                 out.extend_from_slice(&rest[..run]);
                             }
-                            self.state = State::StartTag {
-                                slash: if run > 0 {
-                                    rest[run - 1] == b'/'
-                                } else {
-                                    slash
-                                },
-                            };
-                            i += run;
-                        }
-                    }
-                }
-                State::EndTag | State::Other => {
-                    let rest = &input[i..];
-                    match memchr::memchr(b'>', rest) {
-                        Some(0) => {
-                            self.byte(rest[0], out);
-                            i += 1;
-                        }
-                        found => {
-                            let run = found.unwrap_or(rest.len());
-                            if self.keep_tag {
-                                out.extend_from_slice(&rest[..run]);
+                            if start {
+                                // Whether the byte before a `>` is `/`.
+                                self.state = State::StartTag {
+                                    slash: rest[run - 1] == b'/',
+                                };
                             }
                             i += run;
                         }
