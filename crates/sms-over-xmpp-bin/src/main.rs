@@ -19,9 +19,16 @@ fn main() -> std::process::ExitCode {
     // that shows.
     // SAFETY: plain C calls with valid option numbers, made before any
     // thread is started (they are not thread-safe).
+    // mimalloc's own variables (`MIMALLOC_ARENA_EAGER_COMMIT`,
+    // `MIMALLOC_PURGE_DELAY`) still win when set.
+    let unset = |name: &str| std::env::var_os(name).is_none();
     unsafe {
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        if unset("MIMALLOC_ARENA_EAGER_COMMIT") {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+        if unset("MIMALLOC_PURGE_DELAY") {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
     }
     sms_over_xmpp_bin::main()
 }
