@@ -93,11 +93,12 @@ fn name(s: &'static str) -> Cow<'static, NcNameStr> {
 }
 
 fn attribute<'x>(
+    ns: Namespace<'static>,
     key: &'static str,
     value: Result<Option<Cow<'x, str>>, Error>,
 ) -> Option<Result<Item<'x>, Error>> {
     match value {
-        Ok(Some(v)) => Some(Ok(Item::Attribute(Namespace::NONE, name(key), v))),
+        Ok(Some(v)) => Some(Ok(Item::Attribute(ns, name(key), v))),
         Ok(None) => None,
         Err(e) => Some(Err(e)),
     }
@@ -116,19 +117,19 @@ impl<'x> Iterator for MessageItems<'x> {
                 }
                 Step::From => {
                     self.step = Step::To;
-                    attribute("from", m.from.as_optional_xml_text())
+                    attribute(Namespace::NONE, "from", m.from.as_optional_xml_text())
                 }
                 Step::To => {
                     self.step = Step::Id;
-                    attribute("to", m.to.as_optional_xml_text())
+                    attribute(Namespace::NONE, "to", m.to.as_optional_xml_text())
                 }
                 Step::Id => {
                     self.step = Step::Type;
-                    attribute("id", m.id.as_optional_xml_text())
+                    attribute(Namespace::NONE, "id", m.id.as_optional_xml_text())
                 }
                 Step::Type => {
                     self.step = Step::HeadEnd;
-                    attribute("type", m.type_.as_optional_xml_text())
+                    attribute(Namespace::NONE, "type", m.type_.as_optional_xml_text())
                 }
                 Step::HeadEnd => {
                     self.step = Step::Texts;
@@ -214,11 +215,7 @@ impl<'x> MessageItems<'x> {
         let (next, item) = match step {
             TextStep::Lang => (
                 TextStep::HeadEnd,
-                match lang.as_optional_xml_text() {
-                    Ok(Some(v)) => Some(Ok(Item::Attribute(Namespace::XML, name("lang"), v))),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                },
+                attribute(Namespace::XML, "lang", lang.as_optional_xml_text()),
             ),
             TextStep::HeadEnd => (TextStep::Text, Some(Ok(Item::ElementHeadEnd))),
             TextStep::Text => (TextStep::Foot, Some(Ok(Item::Text(Cow::Borrowed(text))))),
