@@ -12,7 +12,8 @@
 # twice, at SMALL and LARGE round trips; the difference divided by the
 # difference in round trips is the cost of a round trip without the start.
 # Needs valgrind, a release `sms-bench` beside the binaries (built with
-# `cargo build --release -p sms-over-xmpp-bin -p sms-bench`) and whatever
+# `cargo build --release -p sms-over-xmpp-bin && cargo build --release -p
+# sms-bench`, see docs/benchmarks.md) and whatever
 # `sms-bench run` needs (Prosody). About 5 minutes a build.
 # Under valgrind SHA-1 runs without the CPU's SHA instructions, so the
 # Twilio signature counts for more than it costs natively.
