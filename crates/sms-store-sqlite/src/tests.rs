@@ -4,7 +4,7 @@ use super::*;
 use crate::checkpoint::{CHECKPOINT_IDLE, CHECKPOINT_POLL};
 use sms_gateway_core::store::StoreExt;
 
-fn inbound(id: &str, body: &str) -> InboundSms {
+pub(crate) fn inbound(id: &str, body: &str) -> InboundSms {
     InboundSms {
         id: id.into(),
         from: sms_gateway_core::PhoneNumber::parse("+15557654321", None).unwrap(),
