@@ -735,6 +735,8 @@ impl Dump {
 /// carrier, whose webhooks are authenticated, so nobody can pick ids that
 /// collide. Two carrier ids share a key with odds of about n / 2^64 for n
 /// kept (one in 10^13 at a million): that text would be taken for a repeat.
+/// The SQLite store keys its receipt map (a sent text's carrier ids) the
+/// same way, and checks the chat a key finds for the id itself.
 pub fn seen_key(account: &str, carrier_id: &str) -> i64 {
     use std::hash::Hasher;
     let mut h = siphasher::sip::SipHasher24::new_with_keys(SEEN_KEY.0, SEEN_KEY.1);

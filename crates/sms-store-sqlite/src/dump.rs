@@ -27,8 +27,15 @@ impl SqliteStore {
                 r.get(3)?
             ))
         );
+        // The map keeps only a key per pair: the pairs are the ids of the
+        // chats it names whose keys it still holds.
         d.sent_ids = rows!(
-            "SELECT account, carrier_id, ticket FROM sent_ids ORDER BY ticket, carrier_id",
+            "SELECT json_extract(c.data, '$.account') AS account, ids.value AS id, c.ticket
+             FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids
+             JOIN sent_ids AS s
+               ON s.key = seen_key(json_extract(c.data, '$.account'), ids.value)
+              AND s.ticket = c.ticket
+             ORDER BY c.ticket, id",
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         );
         d.inbound = rows!(

@@ -379,6 +379,54 @@ fn a_version_7_stores_expired_pairs_stay_repeats_as_keys() {
     assert!(insert("main", "SMgone").is_some());
 }
 
+/// Migration 9 keys the receipt map: the ids a version-8 store still
+/// mapped are found, one already reported delivered (dropped) stays
+/// dropped, `dump` gives the pairs back from the chats, and a key that
+/// names a chat without the id finds nothing.
+#[test]
+fn a_version_8_stores_receipt_map_is_kept_as_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        add_seen_key(&c).unwrap();
+        for m in &MIGRATIONS[..8] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 8).unwrap();
+        c.execute_batch(
+            r#"INSERT INTO chats (created, sent, data) VALUES
+            (1, 1, '{"created":1,"account":"main","user_full_jid":"a@x/r","contact_jid":"+15557654321@sms.x","stanza_id":"m1","receipt":true,"parts":[],"state":{"Sent":{"ids":["SMa","SMb"],"undelivered":1}}}');
+            INSERT INTO sent_ids (account, carrier_id, ticket) VALUES ('main', 'SMa', 1);"#,
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let found = |account: &str, id: &str| s.write(|t| t.find_sent(account, id)).unwrap();
+    assert_eq!(found("main", "SMa").map(|(t, _)| t), Some(1));
+    assert!(found("main", "SMb").is_none(), "dropped before");
+    assert!(found("other", "SMa").is_none());
+    assert_eq!(
+        s.dump().unwrap().sent_ids,
+        vec![("main".to_string(), "SMa".to_string(), 1)]
+    );
+    let key: i64 = s
+        .conn()
+        .query_row("SELECT key FROM sent_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(key, sms_gateway_core::store::seen_key("main", "SMa"));
+    // A key naming a chat that does not hold the id (a collision).
+    s.conn()
+        .execute(
+            "INSERT INTO sent_ids (key, ticket) VALUES (?1, 1)",
+            [sms_gateway_core::store::seen_key("main", "SMz")],
+        )
+        .unwrap();
+    assert!(found("main", "SMz").is_none());
+    s.write(|t| t.forget_sent_id("main", "SMa")).unwrap();
+    assert!(found("main", "SMa").is_none());
+}
+
 #[test]
 fn a_second_gateway_on_the_same_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,9 @@
 use crate::errors::err;
 use crate::SqliteStore;
 use rusqlite::{params, Connection, OptionalExtension};
-use sms_gateway_core::store::{ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind};
+use sms_gateway_core::store::{
+    seen_key, ChatRecord, ChatState, LastChat, StoreError, StoreErrorKind,
+};
 use sms_gateway_core::InboundSms;
 
 /// The SQL deleting the receipt-map rows of the chats a `WHERE` on `chats c`
@@ -12,8 +14,8 @@ use sms_gateway_core::InboundSms;
 macro_rules! forget_sent_ids {
     ($where:literal) => {
         concat!(
-            "DELETE FROM sent_ids WHERE (account, carrier_id) IN (
-                SELECT json_extract(c.data, '$.account'), ids.value
+            "DELETE FROM sent_ids WHERE key IN (
+                SELECT seen_key(json_extract(c.data, '$.account'), ids.value)
                 FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids ",
             $where,
             ")"
@@ -31,12 +33,10 @@ fn is_sent(chat: &ChatRecord) -> i64 {
 fn index_sent(c: &Connection, ticket: u64, chat: &ChatRecord) -> Result<(), StoreError> {
     if let ChatState::Sent { ids, .. } = &chat.state {
         let mut q = c
-            .prepare_cached(
-                "INSERT OR IGNORE INTO sent_ids (account, carrier_id, ticket) VALUES (?1, ?2, ?3)",
-            )
+            .prepare_cached("INSERT OR IGNORE INTO sent_ids (key, ticket) VALUES (?1, ?2)")
             .map_err(err)?;
         for id in ids {
-            q.execute(params![chat.account, id, ticket as i64])
+            q.execute(params![seen_key(&chat.account, id), ticket as i64])
                 .map_err(err)?;
         }
     }
@@ -128,11 +128,11 @@ impl SqliteStore {
         let mut q = c
             .prepare_cached(
                 "SELECT chats.ticket, chats.data FROM sent_ids JOIN chats USING (ticket)
-                 WHERE sent_ids.account = ?1 AND sent_ids.carrier_id = ?2",
+                 WHERE sent_ids.key = ?1",
             )
             .map_err(err)?;
         let row = q
-            .query_row(params![account, carrier_id], |r| {
+            .query_row(params![seen_key(account, carrier_id)], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .optional()
@@ -140,18 +140,25 @@ impl SqliteStore {
         let Some((ticket, data)) = row else {
             return Ok(None);
         };
-        let chat = serde_json::from_str(&data).map_err(|e| {
+        let chat: ChatRecord = serde_json::from_str(&data).map_err(|e| {
             StoreError::new(
                 StoreErrorKind::Corrupt,
                 format!("chat {ticket} is unreadable: {e}"),
             )
         })?;
+        // The key is a hash: the chat must be this account's and hold this
+        // id (another pair with the same key, odds about n / 2^64, finds
+        // nothing rather than the wrong chat).
+        let holds = matches!(&chat.state, ChatState::Sent { ids, .. } if ids.iter().any(|i| i == carrier_id));
+        if chat.account != account || !holds {
+            return Ok(None);
+        }
         Ok(Some((ticket as u64, chat)))
     }
     pub(crate) fn forget_sent_id(&self, account: &str, carrier_id: &str) -> Result<(), StoreError> {
         self.writer()
-            .prepare_cached("DELETE FROM sent_ids WHERE account = ?1 AND carrier_id = ?2")
-            .and_then(|mut q| q.execute(params![account, carrier_id]))
+            .prepare_cached("DELETE FROM sent_ids WHERE key = ?1")
+            .and_then(|mut q| q.execute(params![seen_key(account, carrier_id)]))
             .map(drop)
             .map_err(err)
     }
