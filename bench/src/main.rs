@@ -208,7 +208,7 @@ async fn run(args: RunArgs) -> bool {
 
     // The ceiling.
     let echo = Killed(
-        Command::new(&me)
+        tied(&mut Command::new(&me))
             .args([
                 "echo",
                 "--server",
@@ -477,7 +477,7 @@ async fn start_gateway(args: &RunArgs, prosody: &Prosody, me: &std::path::Path) 
     let cfg_path = dir.path().join("gateway.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let mock = Killed(
-        Command::new(me)
+        tied(&mut Command::new(me))
             .args([
                 "mock",
                 "--listen",
@@ -490,7 +490,7 @@ async fn start_gateway(args: &RunArgs, prosody: &Prosody, me: &std::path::Path) 
     );
     let bin = gateway_binary(&args.gateway);
     let gateway = Killed(
-        Command::new(&bin)
+        tied(&mut Command::new(&bin))
             .args(["run", "--config"])
             .arg(&cfg_path)
             .env("RUST_LOG", "warn")

@@ -60,6 +60,23 @@ pub(crate) fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// `cmd`, made to get SIGTERM when the thread that spawns it ends: a
+/// benchmark killed (Ctrl-C, a timeout) takes its Prosody, mock and
+/// gateways with it instead of leaving them on their ports. The children
+/// are spawned from the main thread, which lives as long as the process.
+pub(crate) fn tied(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {

@@ -56,7 +56,7 @@ pub(crate) fn start_prosody(users: usize) -> Prosody {
             .expect("prosodyctl (apt-get install -y prosody)");
         assert!(ok.success(), "prosodyctl register");
     }
-    let child = Command::new("prosody")
+    let child = tied(&mut Command::new("prosody"))
         .arg("--config")
         .arg(&path)
         .arg("-F")
