@@ -12,7 +12,7 @@ impl SqliteStore {
         let tx = c.transaction().map_err(err)?;
         let mut d = Dump::default();
         macro_rules! rows {
-            ($sql:literal, $row:expr) => {{
+            ($sql:expr, $row:expr) => {{
                 let mut q = tx.prepare($sql).map_err(err)?;
                 let rows = q.query_map([], $row).map_err(err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(err)?
@@ -30,12 +30,13 @@ impl SqliteStore {
         // The map keeps only a key per pair: the pairs are the ids of the
         // chats it names whose keys it still holds.
         d.sent_ids = rows!(
-            "SELECT json_extract(c.data, '$.account') AS account, ids.value AS id, c.ticket
-             FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids
-             JOIN sent_ids AS s
-               ON s.key = seen_key(json_extract(c.data, '$.account'), ids.value)
-              AND s.ticket = c.ticket
-             ORDER BY c.ticket, id",
+            concat!(
+                "SELECT json_extract(c.data, '$.account') AS account, ids.value AS id, c.ticket",
+                sent_pairs!(from),
+                "JOIN sent_ids AS s ON s.key =",
+                sent_pairs!(key),
+                "AND s.ticket = c.ticket ORDER BY c.ticket, id"
+            ),
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         );
         d.inbound = rows!(

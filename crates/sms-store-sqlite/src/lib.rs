@@ -408,6 +408,18 @@ impl Drop for SqliteTx<'_> {
     }
 }
 
+/// SQL: each sent chat `c` with each of its carrier ids `ids.value`, and
+/// the receipt map's key of that pair (`sent_key`). One place for what
+/// `writes` deletes and `dump` reads back, so the two cannot drift apart.
+macro_rules! sent_pairs {
+    (from) => {
+        " FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids "
+    };
+    (key) => {
+        " seen_key(json_extract(c.data, '$.account'), ids.value) "
+    };
+}
+
 mod checkpoint;
 mod dump;
 mod errors;

@@ -14,9 +14,9 @@ use sms_gateway_core::InboundSms;
 macro_rules! forget_sent_ids {
     ($where:literal) => {
         concat!(
-            "DELETE FROM sent_ids WHERE key IN (
-                SELECT seen_key(json_extract(c.data, '$.account'), ids.value)
-                FROM chats AS c, json_each(c.data, '$.state.Sent.ids') AS ids ",
+            "DELETE FROM sent_ids WHERE key IN (SELECT",
+            sent_pairs!(key),
+            sent_pairs!(from),
             $where,
             ")"
         )
